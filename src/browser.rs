@@ -1,0 +1,656 @@
+//! The browser protocol on `GET /ws` (see `browser-protocol.md`): client messages in, frames out.
+//!
+//! Pure functions and types only. Parsing turns a client text frame into a [`ClientRequest`] or a
+//! [`ClientError`] carrying the protocol's error code; the frame builders return finished JSON text
+//! ([`ByteString`]) so a frame serialized once can be shared by every session that receives it.
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+
+use crate::market::{mid_price, Bar, Num, Trade};
+use crate::symbol::{Symbol, SymbolError};
+use crate::time::Timestamp;
+
+/// What a browser can subscribe to for a symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientChannel {
+    /// Throttled price updates (`spot_price_update`).
+    Quotes,
+    /// Trades (`trade`), conflated to the latest trade per interval.
+    Trades,
+    /// Bars (`bar`), every one.
+    Bars,
+}
+
+impl ClientChannel {
+    pub const ALL: [ClientChannel; 3] = [
+        ClientChannel::Quotes,
+        ClientChannel::Trades,
+        ClientChannel::Bars,
+    ];
+
+    fn parse(name: &str) -> Option<ClientChannel> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "quotes" | "prices" => Some(ClientChannel::Quotes),
+            "trades" => Some(ClientChannel::Trades),
+            "bars" => Some(ClientChannel::Bars),
+            _ => None,
+        }
+    }
+
+    /// This channel's bit in a [`ChannelMask`].
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A small set of [`ClientChannel`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChannelMask(u8);
+
+impl ChannelMask {
+    pub const EMPTY: ChannelMask = ChannelMask(0);
+    pub const QUOTES: ChannelMask = ChannelMask(ClientChannel::Quotes.bit());
+
+    pub fn of(channels: &[ClientChannel]) -> Self {
+        ChannelMask(channels.iter().fold(0, |m, c| m | c.bit()))
+    }
+    pub fn contains(self, c: ClientChannel) -> bool {
+        self.0 & c.bit() != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn union(self, other: ChannelMask) -> ChannelMask {
+        ChannelMask(self.0 | other.0)
+    }
+    pub fn minus(self, other: ChannelMask) -> ChannelMask {
+        ChannelMask(self.0 & !other.0)
+    }
+    pub fn channels(self) -> impl Iterator<Item = ClientChannel> {
+        ClientChannel::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+}
+
+/// Error codes of the browser protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownAction,
+    InvalidSymbol,
+    TooManySymbols,
+    RateLimited,
+    Unauthorized,
+    FrameTooLarge,
+    /// The symbol is valid but no enabled feed carries its asset class (or the upstream refused it).
+    FeedUnavailable,
+}
+
+/// A client message that could not be accepted; becomes an `error` frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A symbol that was not subscribed, and why (an entry of `subscribed.rejected`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub symbol: String,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn invalid(raw: &str, err: &SymbolError) -> Self {
+        Rejection {
+            symbol: raw.to_owned(),
+            code: ErrorCode::InvalidSymbol,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// A parsed, valid client message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientRequest {
+    Subscribe {
+        symbols: Vec<Symbol>,
+        channels: Vec<ClientChannel>,
+        rejected: Vec<Rejection>,
+    },
+    Unsubscribe {
+        symbols: Vec<Symbol>,
+        channels: Vec<ClientChannel>,
+    },
+    Configure {
+        batch: Option<bool>,
+    },
+    Ping {
+        id: Option<serde_json::Value>,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    action: Option<serde_json::Value>,
+    symbols: Option<serde_json::Value>,
+    channels: Option<serde_json::Value>,
+    batch: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
+}
+
+/// Parses one client text frame.
+pub fn parse_request(text: &str) -> Result<ClientRequest, ClientError> {
+    let raw: RawRequest = serde_json::from_str(text).map_err(|e| {
+        ClientError::new(
+            ErrorCode::InvalidJson,
+            format!("expected a JSON object like {{\"action\":\"subscribe\",\"symbols\":[\"AAPL\"]}}: {e}"),
+        )
+    })?;
+    let action = match &raw.action {
+        Some(serde_json::Value::String(a)) => a.trim().to_ascii_lowercase(),
+        Some(_) => {
+            return Err(ClientError::new(
+                ErrorCode::InvalidJson,
+                "\"action\" must be a string",
+            ))
+        }
+        None => {
+            return Err(ClientError::new(
+                ErrorCode::UnknownAction,
+                "missing \"action\"; expected subscribe, unsubscribe, configure or ping",
+            ))
+        }
+    };
+    match action.as_str() {
+        "subscribe" | "unsubscribe" => {
+            let channels = parse_channels(raw.channels.as_ref())?;
+            let (symbols, rejected) = parse_symbols(raw.symbols.as_ref())?;
+            if action == "subscribe" {
+                Ok(ClientRequest::Subscribe {
+                    symbols,
+                    channels,
+                    rejected,
+                })
+            } else {
+                // Unsubscribing something invalid is harmless: it was never subscribed.
+                Ok(ClientRequest::Unsubscribe { symbols, channels })
+            }
+        }
+        "configure" => match raw.batch {
+            None => Ok(ClientRequest::Configure { batch: None }),
+            Some(serde_json::Value::Bool(b)) => Ok(ClientRequest::Configure { batch: Some(b) }),
+            Some(_) => Err(ClientError::new(
+                ErrorCode::InvalidJson,
+                "\"batch\" must be true or false",
+            )),
+        },
+        "ping" => Ok(ClientRequest::Ping { id: raw.id }),
+        other => Err(ClientError::new(
+            ErrorCode::UnknownAction,
+            format!("unknown action {other:?}; expected subscribe, unsubscribe, configure or ping"),
+        )),
+    }
+}
+
+fn parse_channels(value: Option<&serde_json::Value>) -> Result<Vec<ClientChannel>, ClientError> {
+    let Some(value) = value else {
+        return Ok(vec![ClientChannel::Quotes]);
+    };
+    let list = value.as_array().ok_or_else(|| {
+        ClientError::new(
+            ErrorCode::InvalidJson,
+            "\"channels\" must be a list such as [\"quotes\",\"trades\"]",
+        )
+    })?;
+    let mut out = Vec::new();
+    for item in list {
+        let name = item.as_str().unwrap_or_default();
+        let channel = ClientChannel::parse(name).ok_or_else(|| {
+            ClientError::new(
+                ErrorCode::InvalidJson,
+                format!("unknown channel {item}; expected quotes, trades or bars"),
+            )
+        })?;
+        if !out.contains(&channel) {
+            out.push(channel);
+        }
+    }
+    if out.is_empty() {
+        out.push(ClientChannel::Quotes);
+    }
+    Ok(out)
+}
+
+fn parse_symbols(
+    value: Option<&serde_json::Value>,
+) -> Result<(Vec<Symbol>, Vec<Rejection>), ClientError> {
+    let one;
+    let items: &[serde_json::Value] = match value {
+        Some(serde_json::Value::Array(list)) => list,
+        Some(single @ serde_json::Value::String(_)) => {
+            one = [single.clone()];
+            &one
+        }
+        _ => {
+            return Err(ClientError::new(
+                ErrorCode::InvalidJson,
+                "\"symbols\" must be a list such as [\"AAPL\",\"MSFT\"]",
+            ))
+        }
+    };
+    let mut symbols: Vec<Symbol> = Vec::new();
+    let mut rejected = Vec::new();
+    for item in items {
+        let Some(raw) = item.as_str() else {
+            rejected.push(Rejection {
+                symbol: item.to_string(),
+                code: ErrorCode::InvalidSymbol,
+                message: "symbols must be strings".into(),
+            });
+            continue;
+        };
+        match Symbol::parse(raw) {
+            Ok(s) if !symbols.contains(&s) => symbols.push(s),
+            Ok(_) => {}
+            Err(e) => rejected.push(Rejection::invalid(raw, &e)),
+        }
+    }
+    Ok((symbols, rejected))
+}
+
+fn frame<T: Serialize>(value: &T) -> ByteString {
+    // Serializing these plain structs cannot fail (no maps with non-string keys, no I/O).
+    ByteString::from(serde_json::to_string(value).unwrap_or_default())
+}
+
+/// `welcome`, sent first on every connection.
+pub fn welcome(
+    provider: &str,
+    throttle_ms: u64,
+    session_id: u64,
+    max_symbols: usize,
+) -> ByteString {
+    #[derive(Serialize)]
+    struct Welcome<'a> {
+        r#type: &'static str,
+        server: &'static str,
+        version: &'static str,
+        provider: &'a str,
+        throttle_ms: u64,
+        session_id: u64,
+        max_symbols: usize,
+        timestamp: Timestamp,
+    }
+    frame(&Welcome {
+        r#type: "welcome",
+        server: "tickrelay",
+        version: env!("CARGO_PKG_VERSION"),
+        provider,
+        throttle_ms,
+        session_id,
+        max_symbols,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `subscribed`, the answer to a subscribe.
+pub fn subscribed(
+    symbols: &[Symbol],
+    channels: &[ClientChannel],
+    rejected: &[Rejection],
+) -> ByteString {
+    #[derive(Serialize)]
+    struct Subscribed<'a> {
+        r#type: &'static str,
+        symbols: &'a [Symbol],
+        channels: &'a [ClientChannel],
+        rejected: &'a [Rejection],
+        timestamp: Timestamp,
+    }
+    frame(&Subscribed {
+        r#type: "subscribed",
+        symbols,
+        channels,
+        rejected,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `unsubscribed`, the answer to an unsubscribe.
+pub fn unsubscribed(symbols: &[Symbol], channels: &[ClientChannel]) -> ByteString {
+    #[derive(Serialize)]
+    struct Unsubscribed<'a> {
+        r#type: &'static str,
+        symbols: &'a [Symbol],
+        channels: &'a [ClientChannel],
+        timestamp: Timestamp,
+    }
+    frame(&Unsubscribed {
+        r#type: "unsubscribed",
+        symbols,
+        channels,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `error`.
+pub fn error(err: &ClientError) -> ByteString {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        r#type: &'static str,
+        code: ErrorCode,
+        message: &'a str,
+        timestamp: Timestamp,
+    }
+    frame(&Error {
+        r#type: "error",
+        code: err.code,
+        message: &err.message,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `pong`, echoing the ping's id.
+pub fn pong(id: Option<&serde_json::Value>) -> ByteString {
+    #[derive(Serialize)]
+    struct Pong<'a> {
+        r#type: &'static str,
+        id: Option<&'a serde_json::Value>,
+        timestamp: Timestamp,
+    }
+    frame(&Pong {
+        r#type: "pong",
+        id,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// The state a feed reports in `alpaca_status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatusDetails {
+    pub feed: String,
+    pub provider: String,
+    pub reconnect_attempts: u32,
+    pub circuit_state: &'static str,
+    pub last_error: Option<String>,
+    pub next_retry_ms: Option<u64>,
+}
+
+/// `alpaca_status` for one feed.
+pub fn alpaca_status(status: &str, details: &StatusDetails) -> ByteString {
+    #[derive(Serialize)]
+    struct Status<'a> {
+        r#type: &'static str,
+        status: &'a str,
+        details: &'a StatusDetails,
+        timestamp: Timestamp,
+    }
+    frame(&Status {
+        r#type: "alpaca_status",
+        status,
+        details,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// The latest known price of a symbol: what `spot_price_update` carries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PriceView {
+    pub bid_price: f64,
+    pub ask_price: f64,
+    pub bid_size: Num,
+    pub ask_size: Num,
+    pub last_price: Option<f64>,
+    /// Exchange time of the latest quote (or trade, before any quote).
+    pub timestamp: Option<Timestamp>,
+}
+
+impl PriceView {
+    pub fn mid_price(&self) -> Option<f64> {
+        mid_price(self.bid_price, self.ask_price)
+    }
+}
+
+/// The `update` object of a `spot_price_update`, also served by `/api/v1/quotes`.
+#[derive(Serialize)]
+pub struct PriceUpdate<'a> {
+    pub symbol: &'a Symbol,
+    pub bid_price: f64,
+    pub ask_price: f64,
+    pub mid_price: Option<f64>,
+    pub last_price: Option<f64>,
+    pub bid_size: Num,
+    pub ask_size: Num,
+    pub timestamp: Option<Timestamp>,
+    pub stale: bool,
+}
+
+impl<'a> PriceUpdate<'a> {
+    pub fn new(symbol: &'a Symbol, p: &PriceView, stale: bool) -> Self {
+        PriceUpdate {
+            symbol,
+            bid_price: p.bid_price,
+            ask_price: p.ask_price,
+            mid_price: p.mid_price(),
+            last_price: p.last_price,
+            bid_size: p.bid_size,
+            ask_size: p.ask_size,
+            timestamp: p.timestamp,
+            stale,
+        }
+    }
+}
+
+/// `spot_price_update`.
+pub fn spot_price_update(
+    symbol: &Symbol,
+    price: &PriceView,
+    stale: bool,
+    snapshot: bool,
+) -> ByteString {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        r#type: &'static str,
+        update: PriceUpdate<'a>,
+        snapshot: bool,
+        timestamp: Timestamp,
+    }
+    frame(&Frame {
+        r#type: "spot_price_update",
+        update: PriceUpdate::new(symbol, price, stale),
+        snapshot,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `trade`.
+pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        symbol: &'a Symbol,
+        price: f64,
+        size: Num,
+        exchange: Option<&'a str>,
+        conditions: &'a [Box<str>],
+        timestamp: Timestamp,
+    }
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        r#type: &'static str,
+        trade: Body<'a>,
+        timestamp: Timestamp,
+    }
+    frame(&Frame {
+        r#type: "trade",
+        trade: Body {
+            symbol,
+            price: t.price,
+            size: t.size,
+            exchange: t.exchange.as_deref(),
+            conditions: &t.conditions,
+            timestamp: t.timestamp,
+        },
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `bar`.
+pub fn bar(symbol: &Symbol, b: &Bar) -> ByteString {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        symbol: &'a Symbol,
+        kind: crate::market::BarKind,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: Num,
+        trade_count: Option<u64>,
+        vwap: Option<f64>,
+        timestamp: Timestamp,
+    }
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        r#type: &'static str,
+        bar: Body<'a>,
+        timestamp: Timestamp,
+    }
+    frame(&Frame {
+        r#type: "bar",
+        bar: Body {
+            symbol,
+            kind: b.kind,
+            open: b.open,
+            high: b.high,
+            low: b.low,
+            close: b.close,
+            volume: b.volume,
+            trade_count: b.trade_count,
+            vwap: b.vwap,
+            timestamp: b.timestamp,
+        },
+        timestamp: Timestamp::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(b: &ByteString) -> serde_json::Value {
+        serde_json::from_str(b).unwrap()
+    }
+
+    #[test]
+    fn parses_subscribe_with_defaults_and_rejections() {
+        let req =
+            parse_request(r#"{"action":"subscribe","symbols":["aapl"," msft ","??","AAPL",7]}"#)
+                .unwrap();
+        let ClientRequest::Subscribe {
+            symbols,
+            channels,
+            rejected,
+        } = req
+        else {
+            panic!()
+        };
+        assert_eq!(
+            symbols.iter().map(Symbol::as_str).collect::<Vec<_>>(),
+            ["AAPL", "MSFT"]
+        );
+        assert_eq!(channels, [ClientChannel::Quotes]);
+        assert_eq!(rejected.len(), 2);
+        assert_eq!(rejected[0].symbol, "??");
+        assert_eq!(rejected[0].code, ErrorCode::InvalidSymbol);
+    }
+
+    #[test]
+    fn parses_channels_and_other_actions() {
+        let req = parse_request(
+            r#"{"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades","bars"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(req, ClientRequest::Subscribe { channels, .. } if channels.len() == 3));
+        assert_eq!(
+            parse_request(r#"{"action":"ping","id":7}"#).unwrap(),
+            ClientRequest::Ping { id: Some(7.into()) }
+        );
+        assert_eq!(
+            parse_request(r#"{"action":"configure","batch":true}"#).unwrap(),
+            ClientRequest::Configure { batch: Some(true) }
+        );
+        assert!(matches!(
+            parse_request(r#"{"action":"unsubscribe","symbols":["AAPL"]}"#).unwrap(),
+            ClientRequest::Unsubscribe { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_input_gets_the_documented_codes() {
+        let code = |text: &str| parse_request(text).unwrap_err().code;
+        assert_eq!(code("garbage"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidJson);
+        assert_eq!(code(r#"{"action":"dance"}"#), ErrorCode::UnknownAction);
+        assert_eq!(code(r#"{"symbols":["AAPL"]}"#), ErrorCode::UnknownAction);
+        assert_eq!(
+            code(r#"{"action":"subscribe","symbols":5}"#),
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            code(r#"{"action":"subscribe","symbols":["A"],"channels":["gossip"]}"#),
+            ErrorCode::InvalidJson
+        );
+    }
+
+    #[test]
+    fn spot_price_update_has_the_documented_shape() {
+        let sym = Symbol::parse("AAPL").unwrap();
+        let p = PriceView {
+            bid_price: 190.12,
+            ask_price: 190.16,
+            bid_size: Num::Int(2),
+            ask_size: Num::Int(3),
+            last_price: Some(190.14),
+            timestamp: Some(Timestamp::parse_rfc3339("2026-01-20T15:04:05.123456789Z").unwrap()),
+        };
+        let v = json(&spot_price_update(&sym, &p, false, true));
+        assert_eq!(v["type"], "spot_price_update");
+        assert_eq!(v["snapshot"], true);
+        let u = &v["update"];
+        assert_eq!(u["symbol"], "AAPL");
+        assert_eq!(u["bid_price"], 190.12);
+        assert_eq!(u["ask_price"], 190.16);
+        assert!((u["mid_price"].as_f64().unwrap() - 190.14).abs() < 1e-9);
+        assert_eq!(u["last_price"], 190.14);
+        assert_eq!(u["bid_size"], 2);
+        assert_eq!(u["timestamp"], "2026-01-20T15:04:05.123456789Z");
+        assert_eq!(u["stale"], false);
+        assert!(Timestamp::parse_rfc3339(v["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn channel_mask_set_operations() {
+        let m = ChannelMask::of(&[ClientChannel::Quotes, ClientChannel::Bars]);
+        assert!(m.contains(ClientChannel::Bars) && !m.contains(ClientChannel::Trades));
+        assert_eq!(
+            m.minus(ChannelMask::QUOTES).channels().collect::<Vec<_>>(),
+            [ClientChannel::Bars]
+        );
+        assert!(ChannelMask::EMPTY.is_empty());
+    }
+}

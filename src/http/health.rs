@@ -1,0 +1,167 @@
+//! Liveness, readiness, health and status.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::registry::{FeedReport, GetStatus, RegistryStatus};
+use crate::time::Timestamp;
+use crate::upstream::FeedState;
+
+/// How long a probe waits for the actor system before it calls the daemon unhealthy.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn registry_status(state: &AppState) -> Result<RegistryStatus, HttpResponse> {
+    match tokio::time::timeout(PROBE_TIMEOUT, state.registry.send(GetStatus)).await {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(unavailable(format!("the registry actor is gone: {e}"))),
+        Err(_) => Err(unavailable(format!(
+            "the registry did not answer within {PROBE_TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn unavailable(message: String) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(ApiError {
+        error: "unavailable",
+        message,
+    })
+}
+
+/// `GET /healthz`: the actor system answers.
+pub async fn liveness(state: web::Data<AppState>) -> HttpResponse {
+    match registry_status(&state).await {
+        Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /readyz`: every enabled feed is authenticated and subscribed.
+pub async fn readiness(state: web::Data<AppState>) -> HttpResponse {
+    let status = match registry_status(&state).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let feeds: BTreeMap<&str, &str> = status
+        .feeds
+        .iter()
+        .map(|f| (f.status.feed.as_str(), f.status.state.browser_status()))
+        .collect();
+    if status.ready() {
+        HttpResponse::Ok().json(serde_json::json!({"ready": true, "feeds": feeds}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "ready": false,
+            "feeds": feeds,
+            "reasons": status.not_ready_reasons(),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct FeedHealth<'a> {
+    state: FeedState,
+    connected: bool,
+    reconnect_attempts: u32,
+    last_error: Option<&'a str>,
+    last_message_time: Option<Timestamp>,
+    messages_received: u64,
+}
+
+/// `GET /api/v1/health`.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let status = match registry_status(&state).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let ready = status.ready();
+    let feeds: BTreeMap<&str, FeedHealth> = status
+        .feeds
+        .iter()
+        .map(|f| {
+            (
+                f.status.feed.as_str(),
+                FeedHealth {
+                    state: f.status.state,
+                    connected: f.status.state == FeedState::Connected,
+                    reconnect_attempts: f.status.reconnect_attempts,
+                    last_error: f.status.last_error.as_deref(),
+                    last_message_time: f.counters.last_message_time,
+                    messages_received: f.counters.messages_received,
+                },
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": if ready { "healthy" } else { "degraded" },
+        "provider": state.provider,
+        "websocket_connected": ready,
+        "subscribed_symbols": status.symbols.iter().map(|s| &s.symbol).collect::<Vec<_>>(),
+        "reconnect_attempts": status.feeds.iter().map(|f| f.status.reconnect_attempts).sum::<u32>(),
+        "last_message_time": status.feeds.iter().filter_map(|f| f.counters.last_message_time).max(),
+        "sessions": status.sessions.len(),
+        "feeds": feeds,
+        "timestamp": Timestamp::now(),
+    });
+    HttpResponse::Ok().json(body)
+}
+
+#[derive(Serialize)]
+struct FeedStatusView<'a> {
+    #[serde(flatten)]
+    report: &'a FeedReport,
+    last_message_age_ms: Option<u64>,
+}
+
+/// `GET /api/v1/status`: everything an operator wants to see, no secrets.
+pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    let status = match registry_status(&state).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let now = Timestamp::now();
+    let feeds: BTreeMap<&str, FeedStatusView> = status
+        .feeds
+        .iter()
+        .map(|f| {
+            let age = f
+                .counters
+                .last_message_time
+                .map(|t| t.age_at(now).as_millis() as u64);
+            (
+                f.status.feed.as_str(),
+                FeedStatusView {
+                    report: f,
+                    last_message_age_ms: age,
+                },
+            )
+        })
+        .collect();
+    let dropped: u64 = status.sessions.iter().map(|s| s.dropped_updates).sum();
+    let mailbox_drops: u64 = status.sessions.iter().map(|s| s.mailbox_drops).sum();
+    let body = serde_json::json!({
+        "server": "tickrelay",
+        "version": env!("CARGO_PKG_VERSION"),
+        "provider": state.provider,
+        "ready": status.ready(),
+        "started_at": state.started_at,
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "throttle_ms": state.sessions.throttle_ms,
+        "feeds": feeds,
+        "sessions": {
+            "count": status.sessions.len(),
+            "dropped_updates": dropped,
+            "mailbox_drops": mailbox_drops,
+            "list": status.sessions,
+        },
+        "symbols": status.symbols,
+        "throttles": status.throttles,
+        "pinned": status.pinned,
+        "cached_quotes": status.cached_quotes,
+        "timestamp": now,
+    });
+    HttpResponse::Ok().json(body)
+}

@@ -1,0 +1,77 @@
+//! HTTP: REST, health probes, the `/ws` upgrade and the dashboard, on one actix-web listener.
+//!
+//! - [`health`] — `/healthz`, `/readyz`, `/api/v1/health`, `/api/v1/status`.
+//! - [`quotes`] — `/api/v1/quotes/{symbol}`, `/api/v1/quotes?symbols=`.
+//! - [`subscriptions`] — server-side pins (`POST`/`DELETE /api/v1/subscriptions`).
+//! - [`ws`] — `GET /ws`, the browser protocol.
+//! - [`dashboard`] — `GET /`, a live table of prices and feed status.
+//!
+//! Handlers read the quote cache directly and ask the registry for everything else.
+
+pub mod dashboard;
+pub mod health;
+pub mod quotes;
+pub mod subscriptions;
+pub mod ws;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use crate::quote_book::QuoteBook;
+use crate::registry::Registry;
+use crate::session::SessionConfig;
+use crate::time::Timestamp;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub registry: Addr<Registry>,
+    pub book: QuoteBook,
+    pub sessions: Arc<SessionConfig>,
+    pub provider: &'static str,
+    pub stale_after: Duration,
+    pub dashboard_symbols: Vec<String>,
+    pub started: Instant,
+    pub started_at: Timestamp,
+    pub next_session: AtomicU64,
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(dashboard::page))
+        .route("/healthz", web::get().to(health::liveness))
+        .route("/readyz", web::get().to(health::readiness))
+        .route("/ws", web::get().to(ws::upgrade))
+        .route("/api/v1/health", web::get().to(health::health))
+        .route("/api/v1/status", web::get().to(health::status))
+        .route("/api/v1/quotes", web::get().to(quotes::many))
+        .route("/api/v1/quotes/{symbol:.+}", web::get().to(quotes::one))
+        .route("/api/v1/subscriptions", web::post().to(subscriptions::pin))
+        .route(
+            "/api/v1/subscriptions",
+            web::delete().to(subscriptions::unpin),
+        )
+        .route(
+            "/api/positions/subscribe-spot-prices",
+            web::post().to(subscriptions::pin),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// A JSON error body: `{"error": code, "message": text}`.
+#[derive(Serialize)]
+pub struct ApiError<'a> {
+    pub error: &'a str,
+    pub message: String,
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound().json(ApiError {
+        error: "not_found",
+        message: format!("no route for {} {}", req.method(), req.path()),
+    })
+}

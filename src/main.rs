@@ -1,0 +1,221 @@
+//! The `tickrelay` binary: parse the command line, set up logging, load settings, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use log::{error, info};
+use tickrelay::settings::Settings;
+use tickrelay::startup::{install_crypto_provider, Daemon};
+
+const USAGE: &str = "\
+tickrelay — shares one Alpaca market-data connection per feed
+
+USAGE:
+    tickrelay [--config PATH]                    run the daemon (default ./settings.toml)
+    tickrelay simulate [--port N] [--host ADDR]  run only the Alpaca-protocol simulator
+    tickrelay check-config                       validate the settings and exit
+    tickrelay healthcheck [--url URL]            exit 0 when the daemon's /healthz answers 200
+
+OPTIONS:
+    --config PATH   settings file (TOML); TICKRELAY__SECTION__KEY variables override it
+    -h, --help      this text
+    -V, --version   print the version
+
+Alpaca credentials come only from APCA_API_KEY_ID and APCA_API_SECRET_KEY.
+Logging: RUST_LOG (default info).";
+
+enum Command {
+    Run,
+    Simulate {
+        port: Option<u16>,
+        host: Option<String>,
+    },
+    CheckConfig,
+    Healthcheck {
+        url: Option<String>,
+    },
+}
+
+struct Cli {
+    command: Command,
+    config: PathBuf,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
+    let mut config = PathBuf::from("settings.toml");
+    let mut command = None;
+    let mut port = None;
+    let mut host = None;
+    let mut url = None;
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "-V" | "--version" => {
+                println!("tickrelay {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "--config" => config = PathBuf::from(value("--config")?),
+            "--port" => {
+                let v = value("--port")?;
+                port = Some(
+                    v.parse()
+                        .map_err(|_| format!("--port: {v:?} is not a port number"))?,
+                );
+            }
+            "--host" => host = Some(value("--host")?),
+            "--url" => url = Some(value("--url")?),
+            "run" | "simulate" | "check-config" | "healthcheck" if command.is_none() => {
+                command = Some(arg)
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let command = match command.as_deref() {
+        None | Some("run") => Command::Run,
+        Some("simulate") => Command::Simulate { port, host },
+        Some("check-config") => Command::CheckConfig,
+        Some("healthcheck") => Command::Healthcheck { url },
+        Some(other) => return Err(format!("unknown command {other:?}")),
+    };
+    Ok(Some(Cli { command, config }))
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(cli)) => cli,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("tickrelay: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,actix_server=warn"),
+    )
+    .init();
+    let settings = match Settings::load(&cli.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tickrelay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        match cli.command {
+            Command::Run => run(settings).await,
+            Command::Simulate { port, host } => simulate(settings, port, host).await,
+            Command::CheckConfig => {
+                println!(
+                    "{}: settings are valid (provider: {})",
+                    cli.config.display(),
+                    settings.upstream.provider.as_str()
+                );
+                Ok(())
+            }
+            Command::Healthcheck { url } => healthcheck(&settings, url).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("tickrelay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, registered before anything starts so an early signal is not lost.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    /// Resolves on the first signal, naming it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::register()?;
+    let daemon = Daemon::build(settings).await?;
+    let handle = daemon.handle();
+    actix_web::rt::spawn(async move {
+        let sig = signals.recv().await;
+        info!("{sig} received; shutting down");
+        handle.shutdown().await;
+    });
+    daemon.run_until_stopped().await?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn simulate(
+    settings: Settings,
+    port: Option<u16>,
+    host: Option<String>,
+) -> anyhow::Result<()> {
+    let mut sim = settings.simulator;
+    if let Some(p) = port {
+        sim.port = p;
+    }
+    if let Some(h) = host {
+        sim.host = h;
+    }
+    let listener = std::net::TcpListener::bind((sim.host.as_str(), sim.port))
+        .with_context(|| format!("cannot bind {}:{}", sim.host, sim.port))?;
+    let mut signals = ShutdownSignals::register()?;
+    let (server, _) = tickrelay::simulator::start(&sim, listener)?;
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        let sig = signals.recv().await;
+        info!("{sig} received; stopping the simulator");
+        handle.stop(true).await;
+    });
+    server.await?;
+    Ok(())
+}
+
+async fn healthcheck(settings: &Settings, url: Option<String>) -> anyhow::Result<()> {
+    install_crypto_provider();
+    let url = url.unwrap_or_else(|| {
+        let host = match settings.http.host.as_str() {
+            "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
+            h => h,
+        };
+        format!("http://{host}:{}/healthz", settings.http.port)
+    });
+    let client = awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .finish();
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}

@@ -1,0 +1,772 @@
+//! Typed settings: `settings.toml` layered under `TICKRELAY__SECTION__KEY` environment variables.
+//!
+//! Every field has a default (a `const fn` or a `default_*` function beside it) so a partial file
+//! works; the committed `settings.toml` documents each key. [`Settings::validate`] runs at start-up
+//! and names the key and the problem for every mistake it finds. Alpaca credentials never come from a
+//! file: only from `APCA_API_KEY_ID` / `APCA_API_SECRET_KEY`, held in [`Secret`] so they cannot be
+//! printed by accident.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::symbol::Symbol;
+
+/// Environment variable prefix for overrides (`TICKRELAY__HTTP__PORT=9000`).
+pub const ENV_PREFIX: &str = "TICKRELAY";
+/// Environment variable holding the Alpaca API key id.
+pub const KEY_ID_ENV: &str = "APCA_API_KEY_ID";
+/// Environment variable holding the Alpaca API secret key.
+pub const SECRET_KEY_ENV: &str = "APCA_API_SECRET_KEY";
+
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: &[&str] = &[
+    "dashboard.symbols",
+    "registry.pinned_symbols",
+    "simulator.symbols",
+];
+
+/// Everything the daemon reads at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
+    #[serde(default)]
+    pub feeds: FeedsSettings,
+    #[serde(default)]
+    pub throttle: ThrottleSettings,
+    #[serde(default)]
+    pub registry: RegistrySettings,
+    #[serde(default)]
+    pub session: SessionSettings,
+    #[serde(default)]
+    pub dashboard: DashboardSettings,
+    #[serde(default)]
+    pub simulator: SimulatorSettings,
+    /// Alpaca credentials from the environment; `None` when unset.
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
+}
+
+/// The HTTP listener (REST, `/ws`, dashboard).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (logged at start-up).
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// How long shutdown waits for open connections after sessions are closed.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            workers: 0,
+            shutdown_timeout_ms: 3000,
+        }
+    }
+}
+
+/// Where market data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// The built-in Alpaca-protocol simulator, started in-process on a loopback port.
+    Simulator,
+    /// Alpaca's real streams; needs `APCA_API_KEY_ID` and `APCA_API_SECRET_KEY`.
+    Alpaca,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Simulator => "simulator",
+            Provider::Alpaca => "alpaca",
+        }
+    }
+}
+
+/// The upstream connections: provider, URLs, timeouts, reconnect policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    pub provider: Provider,
+    /// Base URL of Alpaca's market-data stream host (used with the Alpaca provider).
+    pub data_url: String,
+    /// Give up on a connection attempt (TCP + TLS + WebSocket upgrade) after this long.
+    pub connect_timeout_ms: u64,
+    /// Give up when `connected` + authentication take longer than this.
+    pub auth_timeout_ms: u64,
+    /// Send a WebSocket ping this often.
+    pub ping_interval_ms: u64,
+    /// Declare the peer dead when nothing (pong or data) arrives this long after a ping.
+    pub pong_timeout_ms: u64,
+    /// Reconnect when a feed with subscriptions receives no data for this long (0 disables).
+    /// After an idle reconnect that brings no data either, the limit doubles (up to 8×), so quiet
+    /// markets do not cause reconnect storms.
+    pub data_idle_timeout_ms: u64,
+    /// Largest upstream WebSocket frame accepted.
+    pub max_frame_bytes: usize,
+    /// Capacity of each symbol throttle's mailbox; events for a full mailbox are dropped and counted.
+    pub throttle_mailbox: usize,
+    /// Wait this long before reconnecting after an error retrying will not fix soon
+    /// (402 auth failed, 409 insufficient subscription, 411 insufficient scope).
+    pub fatal_hold_off_ms: u64,
+    /// Wait at least this long after 406 (connection limit exceeded); Alpaca keeps half-dead
+    /// connections about 90 s.
+    pub connection_limit_hold_off_ms: u64,
+    #[serde(default)]
+    pub backoff: BackoffSettings,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            provider: Provider::Simulator,
+            data_url: "wss://stream.data.alpaca.markets".into(),
+            connect_timeout_ms: 10_000,
+            auth_timeout_ms: 10_000,
+            ping_interval_ms: 10_000,
+            pong_timeout_ms: 5_000,
+            data_idle_timeout_ms: 120_000,
+            max_frame_bytes: 16 * 1024 * 1024,
+            throttle_mailbox: 4096,
+            fatal_hold_off_ms: 600_000,
+            connection_limit_hold_off_ms: 90_000,
+            backoff: BackoffSettings::default(),
+        }
+    }
+}
+
+/// Exponential reconnect backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffSettings {
+    /// Delay before the first reconnect attempt.
+    pub initial_ms: u64,
+    /// Multiplier per further failed attempt.
+    pub factor: f64,
+    /// Upper bound of the delay.
+    pub max_ms: u64,
+    /// Random spread as a fraction of the delay (0.2 = ±20 %).
+    pub jitter: f64,
+    /// A connection that stays up this long resets the backoff to `initial_ms`.
+    pub reset_after_ms: u64,
+}
+
+impl Default for BackoffSettings {
+    fn default() -> Self {
+        Self {
+            initial_ms: 500,
+            factor: 2.0,
+            max_ms: 60_000,
+            jitter: 0.2,
+            reset_after_ms: 30_000,
+        }
+    }
+}
+
+/// The feeds to connect; each enabled feed is one supervised upstream connection.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedsSettings {
+    pub stocks: StocksFeedSettings,
+}
+
+/// Alpaca's stock data feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StockFeed {
+    Iex,
+    Sip,
+    DelayedSip,
+    Test,
+    Boats,
+    Overnight,
+}
+
+impl StockFeed {
+    /// The stream path for this feed (`boats` and `overnight` live under `v1beta1`).
+    pub fn path(self) -> &'static str {
+        match self {
+            StockFeed::Iex => "/v2/iex",
+            StockFeed::Sip => "/v2/sip",
+            StockFeed::DelayedSip => "/v2/delayed_sip",
+            StockFeed::Test => "/v2/test",
+            StockFeed::Boats => "/v1beta1/boats",
+            StockFeed::Overnight => "/v1beta1/overnight",
+        }
+    }
+}
+
+/// The stocks data stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StocksFeedSettings {
+    pub enabled: bool,
+    pub feed: StockFeed,
+}
+
+impl Default for StocksFeedSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            feed: StockFeed::Iex,
+        }
+    }
+}
+
+/// Per-symbol conflation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    /// At most one update per symbol per this interval (first at once, latest at the trailing edge).
+    pub interval_ms: u64,
+    /// A cached price older than this (by exchange time) is reported `"stale": true`.
+    pub stale_after_ms: u64,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 200,
+            stale_after_ms: 300_000,
+        }
+    }
+}
+
+/// Subscription bookkeeping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Keep an upstream subscription this long after its last subscriber leaves (page reloads).
+    pub unsubscribe_grace_ms: u64,
+    /// Symbols streamed from start-up with no browser attached (as if pinned through REST).
+    pub pinned_symbols: Vec<String>,
+    /// Most symbols that may be pinned through REST.
+    pub max_pinned_symbols: usize,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            unsubscribe_grace_ms: 5_000,
+            pinned_symbols: Vec::new(),
+            max_pinned_symbols: 1_000,
+        }
+    }
+}
+
+/// Browser WebSocket sessions (`/ws`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// Most symbols one client may subscribe to.
+    pub max_symbols: usize,
+    /// Largest client frame accepted; larger ones close the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Unsent bytes past which the session keeps only the newest update per symbol.
+    pub backlog_limit_bytes: usize,
+    /// A client that stays past the backlog limit this long is closed with 4008.
+    pub slow_client_timeout_ms: u64,
+    /// After sending 4008, how long the client gets to read it before its socket is shut down.
+    pub slow_client_close_grace_ms: u64,
+    /// Send a WebSocket ping this often.
+    pub heartbeat_interval_ms: u64,
+    /// Close a client that sends nothing (not even a pong) for this long.
+    pub client_timeout_ms: u64,
+    /// Capacity of each session's mailbox.
+    pub mailbox_capacity: usize,
+    /// Client messages accepted per second (bursts up to the same number); more get `rate_limited`.
+    pub max_messages_per_second: u32,
+    /// Kernel send buffer per browser socket in bytes; 0 keeps the system default (autotuned).
+    pub socket_send_buffer_bytes: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_symbols: 200,
+            max_frame_bytes: 64 * 1024,
+            backlog_limit_bytes: 1024 * 1024,
+            slow_client_timeout_ms: 10_000,
+            slow_client_close_grace_ms: 5_000,
+            heartbeat_interval_ms: 10_000,
+            client_timeout_ms: 30_000,
+            mailbox_capacity: 1024,
+            max_messages_per_second: 50,
+            socket_send_buffer_bytes: 0,
+        }
+    }
+}
+
+/// The dashboard page at `GET /`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSettings {
+    /// Symbols the page subscribes to when it opens.
+    pub symbols: Vec<String>,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            symbols: default_symbols(),
+        }
+    }
+}
+
+/// The built-in Alpaca-protocol simulator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorSettings {
+    /// Address the in-process simulator binds (loopback).
+    pub host: String,
+    /// Port of the in-process simulator; 0 picks a free one.
+    pub port: u16,
+    /// Symbols with a random walk running from start-up; any other valid symbol streams on request.
+    pub symbols: Vec<String>,
+    /// Market tick: every tick, each subscribed symbol gets `quotes_per_tick` quotes.
+    pub tick_ms: u64,
+    pub quotes_per_tick: u32,
+    /// Chance per tick and symbol of a trade.
+    pub trade_probability: f64,
+    /// Emit minute bars this often (Alpaca: every 60 s).
+    pub bar_interval_ms: u64,
+    /// Generate data at all; off, only injected quotes flow (tests use this).
+    pub generate: bool,
+    /// Seed of the random walks; the same seed and symbol give the same prices.
+    pub seed: u64,
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 0,
+            symbols: default_symbols(),
+            tick_ms: 100,
+            quotes_per_tick: 1,
+            trade_probability: 0.3,
+            bar_interval_ms: 60_000,
+            generate: true,
+            seed: 42,
+        }
+    }
+}
+
+fn default_symbols() -> Vec<String> {
+    ["AAPL", "MSFT", "SPY", "QQQ", "TSLA", "NVDA", "AMZN"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// A string that never prints: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it (the auth message).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// An Alpaca key pair. The key id is not secret by itself but is still kept out of logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub key_id: Secret,
+    pub secret_key: Secret,
+}
+
+/// One problem found in the settings: which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings from {path}: {source}")]
+    Read {
+        path: String,
+        source: config::ConfigError,
+    },
+    #[error("invalid settings:\n  - {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
+    Invalid(Vec<Problem>),
+}
+
+impl Settings {
+    /// Loads `path`, applies `TICKRELAY__…` overrides and the Alpaca credentials from the process
+    /// environment, and validates the result.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        Self::load_with_env(path, std::env::vars().collect())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests use this).
+    pub fn load_with_env(
+        path: &Path,
+        env: HashMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
+        let file = File::from(path).format(FileFormat::Toml).required(true);
+        Self::build(file, env, &path.display().to_string())
+    }
+
+    /// Parses settings from TOML text plus an explicit environment (tests use this).
+    pub fn from_toml_str(
+        toml: &str,
+        env: HashMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
+        Self::build(
+            File::from_str(toml, FileFormat::Toml),
+            env,
+            "<inline settings>",
+        )
+    }
+
+    fn build<S>(
+        file: S,
+        env: HashMap<String, String>,
+        origin: &str,
+    ) -> Result<Settings, SettingsError>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
+        let mut overrides = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(
+                env.iter()
+                    .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ));
+        for key in LIST_KEYS {
+            overrides = overrides.with_list_parse_key(key);
+        }
+        let read_err = |source| SettingsError::Read {
+            path: origin.to_owned(),
+            source,
+        };
+        let mut settings: Settings = Config::builder()
+            .add_source(file)
+            .add_source(overrides)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(read_err)?;
+        settings.credentials = credentials_from(&env);
+        let problems = settings.validate();
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(SettingsError::Invalid(problems))
+        }
+    }
+
+    /// Every problem with these settings; empty when they are usable.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+        if self.http.host.trim().is_empty() {
+            bad("http.host", "must not be empty".into());
+        }
+        let up = &self.upstream;
+        if up.provider == Provider::Alpaca {
+            match &self.credentials {
+                None => bad(
+                    "upstream.provider",
+                    format!(
+                        "\"alpaca\" needs credentials: set {KEY_ID_ENV} and {SECRET_KEY_ENV} in the environment \
+                         (tickrelay never falls back to simulated data)"
+                    ),
+                ),
+                Some(c) if c.key_id.expose().is_empty() || c.secret_key.expose().is_empty() => bad(
+                    "upstream.provider",
+                    format!("{KEY_ID_ENV} and {SECRET_KEY_ENV} must both be non-empty"),
+                ),
+                Some(_) => {}
+            }
+            if !(up.data_url.starts_with("wss://") || up.data_url.starts_with("ws://")) {
+                bad(
+                    "upstream.data_url",
+                    format!("{:?} must start with wss:// or ws://", up.data_url),
+                );
+            }
+        }
+        for (key, value) in [
+            ("upstream.connect_timeout_ms", up.connect_timeout_ms),
+            ("upstream.auth_timeout_ms", up.auth_timeout_ms),
+            ("upstream.ping_interval_ms", up.ping_interval_ms),
+            ("upstream.pong_timeout_ms", up.pong_timeout_ms),
+            ("upstream.backoff.max_ms", up.backoff.max_ms),
+            ("throttle.stale_after_ms", self.throttle.stale_after_ms),
+            (
+                "session.slow_client_timeout_ms",
+                self.session.slow_client_timeout_ms,
+            ),
+            (
+                "session.heartbeat_interval_ms",
+                self.session.heartbeat_interval_ms,
+            ),
+            ("session.client_timeout_ms", self.session.client_timeout_ms),
+            ("simulator.tick_ms", self.simulator.tick_ms),
+            ("simulator.bar_interval_ms", self.simulator.bar_interval_ms),
+        ] {
+            if value == 0 {
+                bad(key, "must be greater than 0".into());
+            }
+        }
+        if up.max_frame_bytes < 1024 {
+            bad("upstream.max_frame_bytes", "must be at least 1024".into());
+        }
+        if up.throttle_mailbox == 0 {
+            bad("upstream.throttle_mailbox", "must be greater than 0".into());
+        }
+        let b = &up.backoff;
+        if !(b.factor >= 1.0 && b.factor <= 100.0) {
+            bad(
+                "upstream.backoff.factor",
+                format!("{} must be between 1 and 100", b.factor),
+            );
+        }
+        if !(0.0..=1.0).contains(&b.jitter) {
+            bad(
+                "upstream.backoff.jitter",
+                format!("{} must be between 0 and 1", b.jitter),
+            );
+        }
+        if b.initial_ms > b.max_ms {
+            bad(
+                "upstream.backoff.initial_ms",
+                format!(
+                    "{} is above upstream.backoff.max_ms ({})",
+                    b.initial_ms, b.max_ms
+                ),
+            );
+        }
+        if !self.feeds.stocks.enabled {
+            bad(
+                "feeds.stocks.enabled",
+                "at least one feed must be enabled".into(),
+            );
+        }
+        if self.throttle.interval_ms > 60_000 {
+            bad(
+                "throttle.interval_ms",
+                format!("{} ms is more than a minute", self.throttle.interval_ms),
+            );
+        }
+        let s = &self.session;
+        if s.max_symbols == 0 {
+            bad("session.max_symbols", "must be greater than 0".into());
+        }
+        if s.max_frame_bytes < 256 {
+            bad("session.max_frame_bytes", "must be at least 256".into());
+        }
+        if s.backlog_limit_bytes < 4096 {
+            bad(
+                "session.backlog_limit_bytes",
+                "must be at least 4096".into(),
+            );
+        }
+        if s.max_messages_per_second == 0 {
+            bad(
+                "session.max_messages_per_second",
+                "must be greater than 0".into(),
+            );
+        }
+        if s.mailbox_capacity < 16 {
+            bad("session.mailbox_capacity", "must be at least 16".into());
+        }
+        if s.client_timeout_ms <= s.heartbeat_interval_ms {
+            bad(
+                "session.client_timeout_ms",
+                format!(
+                    "{} must be longer than session.heartbeat_interval_ms ({})",
+                    s.client_timeout_ms, s.heartbeat_interval_ms
+                ),
+            );
+        }
+        for (key, list) in [
+            ("dashboard.symbols", &self.dashboard.symbols),
+            ("registry.pinned_symbols", &self.registry.pinned_symbols),
+            ("simulator.symbols", &self.simulator.symbols),
+        ] {
+            for raw in list {
+                if let Err(e) = Symbol::parse(raw) {
+                    bad(key, e.to_string());
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&self.simulator.trade_probability) {
+            bad(
+                "simulator.trade_probability",
+                "must be between 0 and 1".into(),
+            );
+        }
+        problems
+    }
+
+    /// Symbols from a validated list (invalid entries were reported by `validate`).
+    pub fn symbols(list: &[String]) -> Vec<Symbol> {
+        list.iter().filter_map(|s| Symbol::parse(s).ok()).collect()
+    }
+}
+
+fn credentials_from(env: &HashMap<String, String>) -> Option<Credentials> {
+    let key_id = env.get(KEY_ID_ENV)?;
+    let secret = env.get(SECRET_KEY_ENV)?;
+    Some(Credentials {
+        key_id: Secret::new(key_id.trim()),
+        secret_key: Secret::new(secret.trim()),
+    })
+}
+
+/// Milliseconds to a `Duration`.
+pub const fn ms(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn committed_settings_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("settings.toml");
+        let s = Settings::load_with_env(&path, HashMap::new()).unwrap();
+        assert_eq!(s.upstream.provider, Provider::Simulator);
+        for sym in ["AAPL", "MSFT", "SPY", "QQQ", "TSLA"] {
+            assert!(s.simulator.symbols.iter().any(|x| x == sym), "{sym}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let s = Settings::from_toml_str(
+            "[http]\nport = 8080\n",
+            env(&[
+                ("TICKRELAY__HTTP__PORT", "9123"),
+                ("TICKRELAY__FEEDS__STOCKS__FEED", "sip"),
+                ("TICKRELAY__DASHBOARD__SYMBOLS", "IBM,GE"),
+                ("TICKRELAY__UPSTREAM__BACKOFF__FACTOR", "1.5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.port, 9123);
+        assert_eq!(s.feeds.stocks.feed, StockFeed::Sip);
+        assert_eq!(s.dashboard.symbols, vec!["IBM", "GE"]);
+        assert_eq!(s.upstream.backoff.factor, 1.5);
+    }
+
+    #[test]
+    fn alpaca_without_credentials_is_an_error_naming_the_variables() {
+        let err = Settings::from_toml_str(
+            "[upstream]\nprovider = \"alpaca\"\n",
+            env(&[("APCA_API_KEY_ID", "only-the-key")]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("upstream.provider"), "{text}");
+        assert!(text.contains(SECRET_KEY_ENV), "{text}");
+        assert!(!text.contains("only-the-key"), "{text}");
+    }
+
+    #[test]
+    fn alpaca_with_credentials_loads_and_never_prints_them() {
+        let s = Settings::from_toml_str(
+            "[upstream]\nprovider = \"alpaca\"\n",
+            env(&[
+                ("APCA_API_KEY_ID", "PKTESTKEYID"),
+                ("APCA_API_SECRET_KEY", "very-secret-value"),
+            ]),
+        )
+        .unwrap();
+        let creds = s.credentials.as_ref().unwrap();
+        assert_eq!(creds.secret_key.expose(), "very-secret-value");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("very-secret-value"));
+        assert!(!debug.contains("PKTESTKEYID"));
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key() {
+        let err = Settings::from_toml_str(
+            "[upstream.backoff]\nfactor = 0.5\njitter = 2.0\n[dashboard]\nsymbols = [\"AAPL\", \"not a symbol\"]\n[session]\nmax_symbols = 0\n",
+            HashMap::new(),
+        )
+        .unwrap_err();
+        let SettingsError::Invalid(problems) = err else {
+            panic!("expected validation problems");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "upstream.backoff.factor",
+            "upstream.backoff.jitter",
+            "dashboard.symbols",
+            "session.max_symbols",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_read_errors() {
+        let err = Settings::from_toml_str("[http]\nprot = 1\n", HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+        let err = Settings::from_toml_str("[upstream]\nprovider = \"polygon\"\n", HashMap::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("polygon"), "{err}");
+    }
+}

@@ -1,0 +1,260 @@
+//! Builds and runs the daemon: binds the listeners, starts the actors, stops them in order.
+//!
+//! [`Daemon::build`] must run inside an actix `System`. It starts the simulator (when it is the
+//! provider), the registry, one supervised feed per enabled feed and the HTTP server, and reads back
+//! the bound port (port 0 picks a free one). [`DaemonHandle::shutdown`] closes every browser session
+//! with 1001, stops the feeds without a restart and stops the servers.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use log::{info, warn};
+
+use crate::http::{self, AppState};
+use crate::quote_book::QuoteBook;
+use crate::registry::{Pin, RegisterFeed, Registry, RegistryConfig, Shutdown};
+use crate::session::SessionConfig;
+use crate::settings::{ms, Credentials, Provider, Secret, Settings};
+use crate::simulator::{self, SimulatorHandle};
+use crate::throttle::ThrottleConfig;
+use crate::upstream::feed::{FeedConfig, UpstreamFeed};
+use crate::upstream::{FeedCounters, FeedKind, FeedStatus};
+
+/// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running daemon.
+pub struct Daemon {
+    server: Server,
+    addr: SocketAddr,
+    handle: DaemonHandle,
+    simulator: Option<SimulatorHandle>,
+}
+
+/// Stops a daemon from anywhere (signal handler, tests).
+#[derive(Clone)]
+pub struct DaemonHandle {
+    registry: Addr<Registry>,
+    http: ServerHandle,
+    simulator: Option<ServerHandle>,
+}
+
+impl DaemonHandle {
+    /// Graceful stop: sessions get 1001, feeds close without reconnecting, servers stop.
+    pub async fn shutdown(&self) {
+        match self.registry.send(Shutdown).await {
+            Ok(n) => info!("shutting down: closed {n} browser sessions, stopping feeds"),
+            Err(e) => warn!("shutting down: the registry is already gone ({e})"),
+        }
+        // Lets the close frames reach the sockets before the listener goes.
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        self.http.stop(true).await;
+        if let Some(sim) = &self.simulator {
+            sim.stop(true).await;
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts everything described by `settings`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Daemon> {
+        install_crypto_provider();
+        let provider = settings.upstream.provider;
+
+        let (data_url, credentials, simulator, sim_server) = match provider {
+            Provider::Simulator => {
+                let sim = &settings.simulator;
+                let listener =
+                    TcpListener::bind((sim.host.as_str(), sim.port)).with_context(|| {
+                        format!("cannot bind the simulator to {}:{}", sim.host, sim.port)
+                    })?;
+                let (server, handle) =
+                    simulator::start(sim, listener).context("cannot start the simulator")?;
+                let server_handle = server.handle();
+                actix_web::rt::spawn(server);
+                let creds = Credentials {
+                    key_id: Secret::new("simulator"),
+                    secret_key: Secret::new("simulator"),
+                };
+                (handle.ws_url(), creds, Some(handle), Some(server_handle))
+            }
+            Provider::Alpaca => {
+                let creds = settings
+                    .credentials
+                    .clone()
+                    .context("the Alpaca provider needs APCA_API_KEY_ID and APCA_API_SECRET_KEY")?;
+                (
+                    settings.upstream.data_url.trim_end_matches('/').to_owned(),
+                    creds,
+                    None,
+                    None,
+                )
+            }
+        };
+
+        let book = QuoteBook::default();
+        let throttle = ThrottleConfig {
+            interval: ms(settings.throttle.interval_ms),
+            stale_after: ms(settings.throttle.stale_after_ms),
+            mailbox_capacity: settings.upstream.throttle_mailbox,
+        };
+        let registry = Registry::new(
+            RegistryConfig {
+                unsubscribe_grace: ms(settings.registry.unsubscribe_grace_ms),
+                max_pinned: settings.registry.max_pinned_symbols,
+                throttle,
+            },
+            book.clone(),
+        )
+        .start();
+
+        let up = &settings.upstream;
+        if settings.feeds.stocks.enabled {
+            let config = FeedConfig {
+                kind: FeedKind::Stocks,
+                url: format!("{data_url}{}", settings.feeds.stocks.feed.path()),
+                provider: provider.as_str(),
+                credentials: credentials.clone(),
+                connect_timeout: ms(up.connect_timeout_ms),
+                auth_timeout: ms(up.auth_timeout_ms),
+                ping_interval: ms(up.ping_interval_ms),
+                pong_timeout: ms(up.pong_timeout_ms),
+                data_idle_timeout: ms(up.data_idle_timeout_ms),
+                max_frame_bytes: up.max_frame_bytes,
+                backoff: up.backoff.clone(),
+                fatal_hold_off: ms(up.fatal_hold_off_ms),
+                connection_limit_hold_off: ms(up.connection_limit_hold_off_ms),
+            };
+            start_feed(&registry, config);
+        }
+
+        let pins = Settings::symbols(&settings.registry.pinned_symbols);
+        if !pins.is_empty() {
+            let outcome = registry.send(Pin { symbols: pins }).await?;
+            for r in outcome.rejected {
+                warn!("pinned symbol {} refused: {}", r.symbol, r.message);
+            }
+        }
+
+        let state = web::Data::new(AppState {
+            registry: registry.clone(),
+            book,
+            sessions: Arc::new(SessionConfig {
+                settings: settings.session.clone(),
+                provider: provider.as_str(),
+                throttle_ms: settings.throttle.interval_ms,
+            }),
+            provider: provider.as_str(),
+            stale_after: ms(settings.throttle.stale_after_ms),
+            dashboard_symbols: Settings::symbols(&settings.dashboard.symbols)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            started: Instant::now(),
+            started_at: crate::time::Timestamp::now(),
+            next_session: AtomicU64::new(1),
+        });
+
+        let http = &settings.http;
+        let listener = TcpListener::bind((http.host.as_str(), http.port)).with_context(|| {
+            format!(
+                "cannot bind HTTP to {}:{} (http.host / http.port)",
+                http.host, http.port
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        // A client that stops reading gets its TCP connection aborted by the kernel once the
+        // slow-client timeout and close grace have passed (TCP_USER_TIMEOUT also covers zero-window
+        // probes), so a stalled socket cannot be held open forever.
+        let s = &settings.session;
+        let user_timeout = ms(s.slow_client_timeout_ms + s.slow_client_close_grace_ms);
+        let send_buffer = s.socket_send_buffer_bytes;
+        let mut server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+                .disable_signals()
+                .shutdown_timeout(http.shutdown_timeout_ms.div_ceil(1000))
+                .on_connect(move |conn, _| tune_socket(conn, user_timeout, send_buffer));
+        if http.workers > 0 {
+            server = server.workers(http.workers);
+        }
+        let server = server.listen(listener)?.run();
+        info!(
+            "tickrelay {}: listening on http://{addr} (provider: {})",
+            env!("CARGO_PKG_VERSION"),
+            provider.as_str()
+        );
+        Ok(Daemon {
+            handle: DaemonHandle {
+                registry,
+                http: server.handle(),
+                simulator: sim_server,
+            },
+            server,
+            addr,
+            simulator,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The in-process simulator, when it is the provider.
+    pub fn simulator(&self) -> Option<&SimulatorHandle> {
+        self.simulator.as_ref()
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until the HTTP server stops (see [`DaemonHandle::shutdown`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
+    let counters = Arc::new(FeedCounters::default());
+    let status = FeedStatus::new(config.kind, config.provider, config.url.clone());
+    let kind = config.kind;
+    let registry_rx = registry.clone().recipient();
+    let feed_counters = counters.clone();
+    let feed = Supervisor::start(move |_| UpstreamFeed::new(config, registry_rx, feed_counters));
+    // Queued before the feed can report anything: the registry knows it first.
+    registry.do_send(RegisterFeed {
+        kind,
+        subscriptions: feed.clone().recipient(),
+        stop: feed.recipient(),
+        counters,
+        status,
+    });
+}
+
+fn tune_socket(conn: &dyn std::any::Any, user_timeout: Duration, send_buffer: usize) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = tcp.set_nodelay(true);
+        let sock = socket2::SockRef::from(tcp);
+        if let Err(e) = sock.set_tcp_user_timeout(Some(user_timeout)) {
+            log::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+        }
+        if send_buffer > 0 {
+            if let Err(e) = sock.set_send_buffer_size(send_buffer) {
+                log::debug!("cannot set SO_SNDBUF: {e}");
+            }
+        }
+    }
+}

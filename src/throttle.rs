@@ -1,0 +1,432 @@
+//! `SymbolThrottle`: one actor per symbol in use; conflates the firehose to what people can read.
+//!
+//! Owns: the latest price state of its symbol, its subscriber list, and the throttle windows.
+//! Talks to: receives market events from its feed (`try_send`), subscriber changes from the
+//! registry; sends pre-serialized frames to sessions (`try_send`) and writes the quote cache.
+//! Stopped by the registry when the last subscriber (and pin) is gone and the grace period ends.
+//!
+//! The window rule (`browser-protocol.md`): the first update goes out at once; updates inside the
+//! window replace the pending one; when the window closes, the latest pending value goes out and a
+//! new window starts. So at most one update per interval, and the final value is never lost. The
+//! rule lives in [`Window`], a plain struct the tests and benches drive without actors.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::dev::SendError;
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use crate::browser::{self, ChannelMask, ClientChannel, PriceView};
+use crate::market::{MarketEvent, Trade};
+use crate::quote_book::QuoteBook;
+use crate::session::{Deliver, DeliverKey, FrameKind, SessionId, Subscriber};
+use crate::symbol::Symbol;
+use crate::time::Timestamp;
+
+/// What to do with an update that just arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// No window is open: send it now (a window opens).
+    EmitNow,
+    /// A window is open and nothing was pending: hold it and flush at this instant.
+    ScheduleAt(Instant),
+    /// A window is open and a flush is already scheduled: it replaces the pending value.
+    Replace,
+}
+
+/// The latest-value throttle window for one stream of updates.
+#[derive(Debug, Clone)]
+pub struct Window {
+    interval: Duration,
+    /// End of the current window, if one is open.
+    open_until: Option<Instant>,
+    /// An update arrived inside the window and has not gone out.
+    pending: bool,
+}
+
+impl Window {
+    pub fn new(interval: Duration) -> Self {
+        Window {
+            interval,
+            open_until: None,
+            pending: false,
+        }
+    }
+
+    /// An update arrived at `now`.
+    pub fn offer(&mut self, now: Instant) -> Offer {
+        match self.open_until {
+            Some(until) if now < until => {
+                if self.pending {
+                    Offer::Replace
+                } else {
+                    self.pending = true;
+                    Offer::ScheduleAt(until)
+                }
+            }
+            _ => {
+                self.open_until = Some(now + self.interval);
+                self.pending = false;
+                Offer::EmitNow
+            }
+        }
+    }
+
+    /// The scheduled flush fired: `true` when the pending value must go out now (a new window
+    /// opens); `false` when a later update already went out through [`Window::offer`].
+    pub fn flush(&mut self, now: Instant) -> bool {
+        if self.pending {
+            self.pending = false;
+            self.open_until = Some(now + self.interval);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A quote, trade or bar for this throttle's symbol.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MarketEventReceived {
+    pub event: MarketEvent,
+}
+
+/// Add a session or change the channels it wants; sends a snapshot for `quotes` when a price is known.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddSubscriber {
+    pub session: SessionId,
+    pub channels: ChannelMask,
+    pub subscriber: Subscriber,
+}
+
+/// Remove a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveSubscriber {
+    pub session: SessionId,
+}
+
+/// The symbol is no longer in use.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopThrottle;
+
+/// Settings shared by every throttle.
+#[derive(Clone, Debug)]
+pub struct ThrottleConfig {
+    pub interval: Duration,
+    pub stale_after: Duration,
+    pub mailbox_capacity: usize,
+}
+
+struct Member {
+    channels: ChannelMask,
+    subscriber: Subscriber,
+}
+
+/// The per-symbol conflation actor.
+pub struct SymbolThrottle {
+    symbol: Symbol,
+    config: ThrottleConfig,
+    /// Latest price state (bid/ask/sizes/last/exchange time).
+    price: PriceView,
+    /// Whether `price` holds anything yet.
+    has_price: bool,
+    price_window: Window,
+    /// Latest trade, for the `trades` channel.
+    last_trade: Option<Trade>,
+    trade_window: Window,
+    /// Who receives what.
+    members: HashMap<SessionId, Member>,
+    /// Written on every price emission.
+    book: QuoteBook,
+}
+
+impl SymbolThrottle {
+    /// A throttle for `symbol`, seeded with a previously cached price so a resubscribe gets a
+    /// snapshot at once.
+    pub fn new(symbol: Symbol, config: ThrottleConfig, book: QuoteBook) -> Self {
+        let cached = book.get(symbol.as_str());
+        SymbolThrottle {
+            price_window: Window::new(config.interval),
+            trade_window: Window::new(config.interval),
+            symbol,
+            config,
+            has_price: cached.is_some(),
+            price: cached.map(|c| c.price).unwrap_or_default(),
+            last_trade: None,
+            members: HashMap::new(),
+            book,
+        }
+    }
+
+    fn wants(&self, channel: ClientChannel) -> bool {
+        self.members.values().any(|m| m.channels.contains(channel))
+    }
+
+    fn stale(&self) -> bool {
+        self.price
+            .timestamp
+            .is_some_and(|t| t.age_at(Timestamp::now()) > self.config.stale_after)
+    }
+
+    fn price_frame(&self, snapshot: bool) -> ByteString {
+        browser::spot_price_update(&self.symbol, &self.price, self.stale(), snapshot)
+    }
+
+    fn offer_price(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        match self.price_window.offer(now) {
+            Offer::EmitNow => self.emit_price(),
+            Offer::ScheduleAt(at) => {
+                ctx.run_later(at - now, |act, _| {
+                    if act.price_window.flush(Instant::now()) {
+                        act.emit_price();
+                    }
+                });
+            }
+            Offer::Replace => {}
+        }
+    }
+
+    fn emit_price(&mut self) {
+        self.book.put(&self.symbol, &self.price);
+        if self.wants(ClientChannel::Quotes) {
+            let frame = self.price_frame(false);
+            self.deliver(ClientChannel::Quotes, FrameKind::Price, frame);
+        }
+    }
+
+    fn offer_trade(&mut self, ctx: &mut Context<Self>) {
+        if !self.wants(ClientChannel::Trades) {
+            return;
+        }
+        let now = Instant::now();
+        match self.trade_window.offer(now) {
+            Offer::EmitNow => self.emit_trade(),
+            Offer::ScheduleAt(at) => {
+                ctx.run_later(at - now, |act, _| {
+                    if act.trade_window.flush(Instant::now()) {
+                        act.emit_trade();
+                    }
+                });
+            }
+            Offer::Replace => {}
+        }
+    }
+
+    fn emit_trade(&mut self) {
+        if let Some(trade) = &self.last_trade {
+            let frame = browser::trade(&self.symbol, trade);
+            self.deliver(ClientChannel::Trades, FrameKind::Trade, frame);
+        }
+    }
+
+    /// Hands the same bytes to every member that wants `channel`. Never blocks: a full session
+    /// mailbox counts a drop on that session; a closed one removes the member.
+    fn deliver(&mut self, channel: ClientChannel, kind: FrameKind, frame: ByteString) {
+        let key = DeliverKey {
+            symbol: self.symbol.clone(),
+            kind,
+        };
+        let mut gone = Vec::new();
+        for (id, m) in &self.members {
+            if !m.channels.contains(channel) {
+                continue;
+            }
+            let msg = Deliver {
+                key: key.clone(),
+                frame: frame.clone(),
+            };
+            match m.subscriber.deliver.try_send(msg) {
+                Ok(()) => {}
+                Err(SendError::Full(_)) => {
+                    m.subscriber
+                        .stats
+                        .mailbox_drops
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(SendError::Closed(_)) => gone.push(*id),
+            }
+        }
+        for id in gone {
+            self.members.remove(&id);
+        }
+    }
+}
+
+impl Actor for SymbolThrottle {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+    }
+}
+
+impl Handler<MarketEventReceived> for SymbolThrottle {
+    type Result = ();
+
+    fn handle(&mut self, msg: MarketEventReceived, ctx: &mut Context<Self>) {
+        match msg.event {
+            MarketEvent::Quote(q) => {
+                self.price.bid_price = q.bid_price;
+                self.price.ask_price = q.ask_price;
+                self.price.bid_size = q.bid_size;
+                self.price.ask_size = q.ask_size;
+                self.price.timestamp = Some(q.timestamp);
+                self.has_price = true;
+                self.offer_price(ctx);
+            }
+            MarketEvent::Trade(t) => {
+                self.price.last_price = Some(t.price);
+                if self.price.timestamp.is_none() {
+                    self.price.timestamp = Some(t.timestamp);
+                }
+                self.has_price = true;
+                self.last_trade = Some(t);
+                self.offer_price(ctx);
+                self.offer_trade(ctx);
+            }
+            MarketEvent::Bar(b) => {
+                if self.wants(ClientChannel::Bars) {
+                    let frame = browser::bar(&self.symbol, &b);
+                    self.deliver(ClientChannel::Bars, FrameKind::Bar(b.kind), frame);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<AddSubscriber> for SymbolThrottle {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddSubscriber, _: &mut Context<Self>) {
+        if msg.channels.contains(ClientChannel::Quotes) && self.has_price {
+            let snapshot = Deliver {
+                key: DeliverKey {
+                    symbol: self.symbol.clone(),
+                    kind: FrameKind::Price,
+                },
+                frame: self.price_frame(true),
+            };
+            if msg.subscriber.deliver.try_send(snapshot).is_err() {
+                msg.subscriber
+                    .stats
+                    .mailbox_drops
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.members.insert(
+            msg.session,
+            Member {
+                channels: msg.channels,
+                subscriber: msg.subscriber,
+            },
+        );
+    }
+}
+
+impl Handler<RemoveSubscriber> for SymbolThrottle {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveSubscriber, _: &mut Context<Self>) {
+        self.members.remove(&msg.session);
+    }
+}
+
+impl Handler<StopThrottle> for SymbolThrottle {
+    type Result = ();
+
+    fn handle(&mut self, _: StopThrottle, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn first_update_goes_out_at_once() {
+        let t0 = Instant::now();
+        let mut w = Window::new(200 * MS);
+        assert_eq!(w.offer(t0), Offer::EmitNow);
+    }
+
+    #[test]
+    fn burst_inside_window_gives_one_trailing_flush() {
+        let t0 = Instant::now();
+        let mut w = Window::new(200 * MS);
+        assert_eq!(w.offer(t0), Offer::EmitNow);
+        assert_eq!(w.offer(t0 + 10 * MS), Offer::ScheduleAt(t0 + 200 * MS));
+        assert_eq!(w.offer(t0 + 20 * MS), Offer::Replace);
+        assert_eq!(w.offer(t0 + 199 * MS), Offer::Replace);
+        assert!(
+            w.flush(t0 + 200 * MS),
+            "the latest value goes out at the trailing edge"
+        );
+        // A new window opened at the flush: the next update inside it waits again.
+        assert_eq!(w.offer(t0 + 250 * MS), Offer::ScheduleAt(t0 + 400 * MS));
+    }
+
+    #[test]
+    fn quiet_window_closes_and_next_update_is_immediate() {
+        let t0 = Instant::now();
+        let mut w = Window::new(200 * MS);
+        w.offer(t0);
+        assert_eq!(w.offer(t0 + 300 * MS), Offer::EmitNow);
+        assert!(!w.flush(t0 + 400 * MS), "nothing pending: nothing to flush");
+    }
+
+    #[test]
+    fn late_timer_after_a_newer_immediate_emit_does_nothing() {
+        let t0 = Instant::now();
+        let mut w = Window::new(100 * MS);
+        w.offer(t0);
+        assert!(matches!(w.offer(t0 + 50 * MS), Offer::ScheduleAt(_)));
+        // The timer is late; an update after the window end goes out at once and supersedes it.
+        assert_eq!(w.offer(t0 + 150 * MS), Offer::EmitNow);
+        assert!(!w.flush(t0 + 151 * MS));
+    }
+
+    #[test]
+    fn at_most_one_emission_per_interval_under_a_steady_stream() {
+        let t0 = Instant::now();
+        let mut w = Window::new(100 * MS);
+        let mut emitted = Vec::new();
+        let mut next_flush: Option<Instant> = None;
+        for i in 0..1000u32 {
+            let now = t0 + i * MS; // one update per millisecond for one second
+            if let Some(at) = next_flush.filter(|at| *at <= now) {
+                next_flush = None;
+                if w.flush(at) {
+                    emitted.push(at);
+                }
+            }
+            match w.offer(now) {
+                Offer::EmitNow => emitted.push(now),
+                Offer::ScheduleAt(at) => next_flush = Some(at),
+                Offer::Replace => {}
+            }
+        }
+        assert!((10..=11).contains(&emitted.len()), "{}", emitted.len());
+        for pair in emitted.windows(2) {
+            assert!(pair[1] - pair[0] >= 100 * MS);
+        }
+    }
+
+    #[test]
+    fn zero_interval_never_holds() {
+        let t0 = Instant::now();
+        let mut w = Window::new(Duration::ZERO);
+        for i in 0..5 {
+            assert_eq!(w.offer(t0 + i * MS), Offer::EmitNow);
+        }
+    }
+}

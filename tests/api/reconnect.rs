@@ -1,0 +1,184 @@
+//! Reconnects, liveness timers, Alpaca error codes and garbage from upstream.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, wait_for, TestApp, WsClient};
+
+async fn status_frame(client: &mut WsClient, status: &str) -> Value {
+    client
+        .expect(|m| m["type"] == "alpaca_status" && m["status"] == status)
+        .await
+}
+
+async fn feed_where(app: &TestApp, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_for(what, || async {
+        let feed = app.feed_status("stocks").await;
+        pred(&feed).then_some(feed)
+    })
+    .await
+}
+
+fn last_error(feed: &Value) -> String {
+    feed["last_error"].as_str().unwrap_or_default().to_owned()
+}
+
+#[actix_web::test]
+async fn feed_reconnects_after_a_drop_and_restores_every_subscription() {
+    let app = spawn_app().await;
+    let mut client = app.ws().await;
+    status_frame(&mut client, "connected").await; // the initial status after welcome
+    client.subscribe(&["AAPL", "MSFT"]).await;
+    client.expect_type("spot_price_update").await;
+    let before = app.sim_connections().await;
+    assert_eq!(before.len(), 1);
+
+    app.sim("drop", json!({})).await;
+
+    let down = status_frame(&mut client, "disconnected").await;
+    assert_eq!(down["details"]["feed"], "stocks");
+    status_frame(&mut client, "connected").await;
+    let after = wait_for("the resubscribed connection", || async {
+        let conns = app.sim_connections().await;
+        let ok = conns.len() == 1
+            && conns[0]["id"] != before[0]["id"]
+            && conns[0]["subscriptions"]["quotes"] == json!(["AAPL", "MSFT"]);
+        ok.then_some(conns)
+    })
+    .await;
+    assert_eq!(after[0]["authenticated"], true);
+    // Data flows again: an update stamped after the reconnect.
+    let connected_since = app.feed_status("stocks").await["connected_since"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+        .expect(|m| {
+            m["type"] == "spot_price_update"
+                && m["update"]["timestamp"].as_str() > Some(connected_since.as_str())
+        })
+        .await;
+    let feed = app.feed_status("stocks").await;
+    assert!(feed["reconnect_attempts"].as_u64().unwrap() >= 1, "{feed}");
+    assert!(
+        last_error(&feed).contains("ended") || last_error(&feed).contains("closed"),
+        "{feed}"
+    );
+}
+
+#[actix_web::test]
+async fn an_internal_error_frame_causes_a_reconnect() {
+    let app = spawn_app().await;
+    let mut client = app.ws().await;
+    status_frame(&mut client, "connected").await;
+    app.sim("error", json!({"code": 500})).await;
+    status_frame(&mut client, "disconnected").await;
+    status_frame(&mut client, "connected").await;
+    let feed = app.feed_status("stocks").await;
+    assert!(last_error(&feed).contains("500"), "{feed}");
+}
+
+#[actix_web::test]
+async fn connection_limit_error_waits_the_hold_off_before_reconnecting() {
+    let app = spawn_app_with(|s| s.upstream.connection_limit_hold_off_ms = 800).await;
+    app.sim("error", json!({"code": 406, "close": true})).await;
+    let feed = feed_where(&app, "the 406 hold-off", |f| {
+        f["state"] == "disconnected" && f["next_retry_ms"].as_u64().is_some()
+    })
+    .await;
+    assert!(feed["next_retry_ms"].as_u64().unwrap() >= 800, "{feed}");
+    assert!(last_error(&feed).contains("406"), "{feed}");
+    app.wait_ready().await;
+}
+
+#[actix_web::test]
+async fn auth_failure_marks_the_feed_failed_and_readiness_says_why() {
+    let app = spawn_app().await;
+    let mut client = app.ws().await;
+    status_frame(&mut client, "connected").await;
+    app.sim("fail_auth", json!({"code": 402, "count": 1})).await;
+    app.sim("drop", json!({})).await;
+
+    let failed = status_frame(&mut client, "error").await;
+    assert!(
+        failed["details"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("402"),
+        "{failed}"
+    );
+    let (code, body) = wait_for("readiness to fail", || async {
+        let (code, body) = app.get(&app.url("/readyz")).await;
+        (code == 503).then_some((code, body))
+    })
+    .await;
+    assert_eq!(code, 503);
+    let reasons = body["reasons"].to_string();
+    assert!(
+        reasons.contains("402") && reasons.contains("stocks"),
+        "{body}"
+    );
+    assert_eq!(body["ready"], false);
+
+    // After the hold-off the next attempt succeeds: readiness returns.
+    status_frame(&mut client, "connected").await;
+    let (code, _) = app.get(&app.url("/readyz")).await;
+    assert_eq!(code, 200);
+}
+
+#[actix_web::test]
+async fn a_peer_that_stops_answering_is_declared_dead() {
+    let app = spawn_app().await;
+    app.sim("silence", json!({"frozen": true})).await;
+    let feed = feed_where(&app, "the dead-peer timer", |f| {
+        last_error(f).contains("stopped answering")
+    })
+    .await;
+    assert_ne!(feed["state"], "connected");
+    app.sim("silence", json!({"frozen": false})).await;
+    app.wait_ready().await;
+}
+
+#[actix_web::test]
+async fn a_subscribed_feed_without_data_reconnects_on_the_idle_timer() {
+    let app = spawn_app_with(|s| s.upstream.data_idle_timeout_ms = 600).await;
+    let mut client = app.ws().await;
+    client.subscribe(&["AAPL"]).await;
+    client.expect_type("spot_price_update").await;
+    app.sim("silence", json!({"silent": true})).await;
+    let feed = feed_where(&app, "the data-idle timer", |f| {
+        last_error(f).contains("no market data")
+    })
+    .await;
+    assert!(last_error(&feed).contains("next idle limit"), "{feed}");
+    app.sim("silence", json!({"silent": false})).await;
+    app.wait_ready().await;
+    client.expect_type("spot_price_update").await;
+}
+
+#[actix_web::test]
+async fn garbage_from_upstream_is_skipped_without_a_reconnect() {
+    let app = spawn_app().await;
+    let mut client = app.ws().await;
+    client.subscribe(&["AAPL"]).await;
+    client.expect_type("spot_price_update").await;
+
+    app.sim("raw", json!({"text": "this is not json"})).await;
+    app.sim(
+        "raw",
+        json!({"text": "[{\"T\":\"q\",\"S\":\"AAPL\",\"bp\":\"bad\"}]"}),
+    )
+    .await;
+    app.sim("raw", json!({"text": "{\"T\":\"q\"}"})).await;
+    let feed = feed_where(&app, "malformed frames to be counted", |f| {
+        f["malformed"].as_u64() >= Some(3)
+    })
+    .await;
+    assert_eq!(feed["state"], "connected");
+    assert_eq!(feed["reconnect_attempts"], 0);
+    let routed = feed["events_routed"].as_u64().unwrap();
+    feed_where(&app, "more data after the garbage", |f| {
+        f["events_routed"].as_u64() > Some(routed)
+    })
+    .await;
+    client.expect_type("spot_price_update").await;
+}

@@ -1,0 +1,91 @@
+//! The real binary: SIGTERM closes browsers with 1001 and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{spawn_app, wait_for, Ended};
+
+#[actix_web::test]
+async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TICKRELAY__HTTP__PORT", "0")
+        .env("RUST_LOG", "info")
+        .env_remove("APCA_API_KEY_ID")
+        .env_remove("APCA_API_SECRET_KEY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tickrelay starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the daemon logs its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+
+    let url = format!("ws://{addr}/ws");
+    let (_, framed) = awc::Client::new()
+        .ws(url)
+        .connect()
+        .await
+        .expect("ws connect");
+    let mut client = crate::helpers::WsClient::from_framed(framed);
+    assert_eq!(client.next_json().await["type"], "welcome");
+    client.subscribe(&["AAPL"]).await;
+    client.expect_type("spot_price_update").await;
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+
+    assert_eq!(client.until_end().await, Ended::Closed(Some(1001)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tickrelay did not exit within 10 s of SIGTERM"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    let logs: Vec<String> = rx.try_iter().collect();
+    assert!(
+        logs.iter().any(|l| l.contains("SIGTERM received")),
+        "{logs:?}"
+    );
+}
+
+#[actix_web::test]
+async fn shutdown_closes_every_session_with_1001_and_stops_the_feed() {
+    let app = spawn_app().await;
+    let mut a = app.ws().await;
+    let mut b = app.ws().await;
+    a.subscribe(&["AAPL"]).await;
+    let handle = app.handle.clone();
+    actix_web::rt::spawn(async move { handle.shutdown().await });
+    assert_eq!(a.until_end().await, Ended::Closed(Some(1001)));
+    assert_eq!(b.until_end().await, Ended::Closed(Some(1001)));
+    // The feed closed its upstream connection and did not come back.
+    wait_for("the upstream connection to close", || async {
+        let (_, v) = app.get(&app.sim_url("/control/connections")).await;
+        v["connections"]
+            .as_array()
+            .is_some_and(|c| c.is_empty())
+            .then_some(())
+    })
+    .await;
+}
