@@ -173,7 +173,7 @@ impl RegistryStatus {
                 let s = &f.status;
                 let mut reason = format!("feed {}: {}", s.feed.as_str(), s.state.browser_status());
                 if s.consecutive_failures > 0 {
-                    reason.push_str(&format!(" (attempt {})", s.consecutive_failures + 1));
+                    reason.push_str(&format!(" (reconnect attempt {})", s.consecutive_failures));
                 }
                 if let Some(e) = &s.last_error {
                     reason.push_str(&format!("; last error: {e}"));
@@ -473,7 +473,7 @@ impl Handler<RegisterFeed> for Registry {
 impl Handler<Connect> for Registry {
     type Result = MessageResult<Connect>;
 
-    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
         if self.shutting_down {
             msg.commands.do_send(SessionCommand::Close {
                 code: 1001,
@@ -488,7 +488,6 @@ impl Handler<Connect> for Registry {
                 symbols: HashMap::new(),
             },
         );
-        let _ = ctx;
         MessageResult(
             self.feeds
                 .values()

@@ -142,6 +142,9 @@ pub struct SymbolThrottle {
     trade_window: Window,
     /// Who receives what.
     members: HashMap<SessionId, Member>,
+    /// Members per channel (indexed by `ClientChannel as usize`), so events for channels nobody
+    /// wants are not serialized.
+    wanted: [usize; ClientChannel::ALL.len()],
     /// Written on every price emission.
     book: QuoteBook,
 }
@@ -160,12 +163,35 @@ impl SymbolThrottle {
             price: cached.map(|c| c.price).unwrap_or_default(),
             last_trade: None,
             members: HashMap::new(),
+            wanted: [0; ClientChannel::ALL.len()],
             book,
         }
     }
 
     fn wants(&self, channel: ClientChannel) -> bool {
-        self.members.values().any(|m| m.channels.contains(channel))
+        self.wanted[channel as usize] > 0
+    }
+
+    /// Adds or replaces a member, keeping the per-channel counts true.
+    fn insert_member(&mut self, session: SessionId, member: Member) {
+        let added = member.channels;
+        if let Some(old) = self.members.insert(session, member) {
+            self.count(old.channels, false);
+        }
+        self.count(added, true);
+    }
+
+    fn remove_member(&mut self, session: SessionId) {
+        if let Some(old) = self.members.remove(&session) {
+            self.count(old.channels, false);
+        }
+    }
+
+    fn count(&mut self, channels: ChannelMask, add: bool) {
+        for c in channels.channels() {
+            let n = &mut self.wanted[c as usize];
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        }
     }
 
     fn stale(&self) -> bool {
@@ -254,7 +280,7 @@ impl SymbolThrottle {
             }
         }
         for id in gone {
-            self.members.remove(&id);
+            self.remove_member(id);
         }
     }
 }
@@ -320,7 +346,7 @@ impl Handler<AddSubscriber> for SymbolThrottle {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.members.insert(
+        self.insert_member(
             msg.session,
             Member {
                 channels: msg.channels,
@@ -334,7 +360,7 @@ impl Handler<RemoveSubscriber> for SymbolThrottle {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveSubscriber, _: &mut Context<Self>) {
-        self.members.remove(&msg.session);
+        self.remove_member(msg.session);
     }
 }
 

@@ -343,7 +343,7 @@ impl ClientSession {
                 "session {} ({}): no frame from the client for {silent:?}; closing",
                 self.id, self.stats.peer
             );
-            self.close(ctx, 1001, "client timeout");
+            self.close(ctx, 1000, "client timeout");
         } else if !self.closing {
             ctx.ping(b"");
         }

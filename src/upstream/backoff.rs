@@ -1,8 +1,10 @@
 //! The reconnect schedule: exponential backoff with jitter, reset after a stable connection.
 //!
-//! Plain state, no timers: the feed actor asks for the next delay when it (re)starts and reports
-//! when a connection has proven itself. Hold-offs demanded by the upstream (for example "wait at
-//! least 90 s after 406") raise the next delay without disturbing the schedule.
+//! Plain state, no timers: the feed actor asks for the next delay before each reconnect and reports
+//! when a connection has proven itself. Even the first reconnect waits the initial delay: Alpaca
+//! keeps a dropped session alive for a while, and an instant retry risks 406. Hold-offs demanded by
+//! the upstream (for example "wait at least 90 s after 406") raise the next delay without
+//! disturbing the schedule.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use crate::settings::BackoffSettings;
 pub struct Backoff {
     /// Initial delay, growth factor, cap, jitter, reset threshold.
     settings: BackoffSettings,
-    /// Failed attempts since the last reset; 0 means the next connect goes out at once.
+    /// Reconnects since the last reset.
     attempt: u32,
     /// A minimum for the next delay, set by the upstream's error semantics.
     hold_off: Option<Duration>,
@@ -37,20 +39,17 @@ impl Backoff {
         self.attempt
     }
 
-    /// The delay before the next connection attempt, advancing the schedule.
-    /// The very first attempt (and the first after a reset) goes out immediately.
+    /// The delay before the next reconnect, advancing the schedule:
+    /// `initial × factor^n`, capped at the maximum, spread by the jitter fraction.
     pub fn next_delay(&mut self) -> Duration {
-        let base = if self.attempt == 0 {
-            Duration::ZERO
-        } else {
-            let exp = self
-                .settings
-                .factor
-                .powi(i32::try_from(self.attempt - 1).unwrap_or(i32::MAX));
-            let ms = (self.settings.initial_ms as f64 * exp).min(self.settings.max_ms as f64);
-            let spread = self.settings.jitter * ms;
-            Duration::from_millis(self.rng.range_f64(ms - spread, ms + spread).max(0.0) as u64)
-        };
+        let exp = self
+            .settings
+            .factor
+            .powi(i32::try_from(self.attempt).unwrap_or(i32::MAX));
+        let ms = (self.settings.initial_ms as f64 * exp).min(self.settings.max_ms as f64);
+        let spread = self.settings.jitter * ms;
+        let base =
+            Duration::from_millis(self.rng.range_f64(ms - spread, ms + spread).max(0.0) as u64);
         self.attempt = self.attempt.saturating_add(1);
         match self.hold_off.take() {
             Some(min) => base.max(min),
@@ -91,21 +90,20 @@ mod tests {
     #[test]
     fn grows_exponentially_to_the_cap_then_resets() {
         let mut b = Backoff::new(settings(0.0), SplitMix64::new(1));
-        let delays: Vec<u64> = (0..7).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(delays, [0, 100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(b.attempt(), 7);
+        let delays: Vec<u64> = (0..6).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.attempt(), 6);
         b.reset();
-        assert_eq!(b.next_delay(), Duration::ZERO);
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+        assert_eq!(b.next_delay(), Duration::from_millis(200));
     }
 
     #[test]
     fn jitter_stays_within_its_fraction() {
         let mut b = Backoff::new(settings(0.2), SplitMix64::new(9));
-        b.next_delay();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            b.attempt = 1;
+            b.attempt = 0;
             let d = b.next_delay().as_millis() as u64;
             assert!((80..=120).contains(&d), "{d}");
             seen.insert(d);
@@ -116,7 +114,6 @@ mod tests {
     #[test]
     fn hold_off_raises_only_the_next_delay() {
         let mut b = Backoff::new(settings(0.0), SplitMix64::new(1));
-        b.next_delay();
         b.hold_off(Duration::from_secs(90));
         assert_eq!(b.next_delay(), Duration::from_secs(90));
         assert_eq!(b.next_delay(), Duration::from_millis(200));

@@ -565,16 +565,16 @@ impl Actor for UpstreamFeed {
             self.report();
             return;
         }
-        let delay = self.backoff.next_delay();
-        self.status.consecutive_failures = self.backoff.attempt().saturating_sub(1);
-        if delay.is_zero() {
-            self.connect(ctx);
-        } else {
-            info!("feed {}: next connection attempt in {delay:?}", self.name());
-            self.status.next_retry_ms = Some(delay.as_millis() as u64);
-            self.report();
-            ctx.run_later(delay, |act, ctx| act.connect(ctx));
+        if self.attempts == 0 {
+            self.connect(ctx); // the first connection goes out at once
+            return;
         }
+        let delay = self.backoff.next_delay();
+        self.status.consecutive_failures = self.backoff.attempt();
+        info!("feed {}: next connection attempt in {delay:?}", self.name());
+        self.status.next_retry_ms = Some(delay.as_millis() as u64);
+        self.report();
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 }
 

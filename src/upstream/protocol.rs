@@ -183,8 +183,12 @@ pub enum DecodeError {
 
 /// Decodes one JSON text frame.
 pub fn decode_json(text: &str) -> Result<Vec<Inbound<'_>>, DecodeError> {
-    match serde_json::from_str::<Vec<RawMsg<'_>>>(text) {
-        Ok(raw) => Ok(raw.into_iter().map(RawMsg::into_inbound).collect()),
+    let mut de = serde_json::Deserializer::from_str(text);
+    match de
+        .deserialize_seq(FrameVisitor)
+        .and_then(|v| de.end().map(|()| v))
+    {
+        Ok(messages) => Ok(messages),
         // Salvage what can be salvaged: decode element by element.
         Err(_) => {
             let elements: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)?;
@@ -196,6 +200,26 @@ pub fn decode_json(text: &str) -> Result<Vec<Inbound<'_>>, DecodeError> {
                 })
                 .collect())
         }
+    }
+}
+
+/// Turns each array element into an [`Inbound`] as it is read, so the large flat [`RawMsg`]
+/// never sits in a vector.
+struct FrameVisitor;
+
+impl<'de> Visitor<'de> for FrameVisitor {
+    type Value = Vec<Inbound<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(1024));
+        while let Some(raw) = seq.next_element::<RawMsg<'de>>()? {
+            out.push(raw.into_inbound());
+        }
+        Ok(out)
     }
 }
 

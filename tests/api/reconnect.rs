@@ -182,3 +182,25 @@ async fn garbage_from_upstream_is_skipped_without_a_reconnect() {
     .await;
     client.expect_type("spot_price_update").await;
 }
+
+#[actix_web::test]
+async fn repeated_failures_back_off_exponentially() {
+    // initial 50 ms, factor 2, jitter 10 %: three failed attempts wait at least 45 + 90 + 180 ms.
+    let app = spawn_app().await;
+    app.sim("fail_auth", json!({"code": 500, "count": 3})).await;
+    let started = std::time::Instant::now();
+    app.sim("drop", json!({})).await;
+    let feed = feed_where(&app, "three failed attempts", |f| {
+        f["consecutive_failures"].as_u64() >= Some(4)
+    })
+    .await;
+    assert!(last_error(&feed).contains("500"), "{feed}");
+    app.wait_ready().await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(315),
+        "reconnected after only {elapsed:?}"
+    );
+    let feed = app.feed_status("stocks").await;
+    assert!(feed["reconnect_attempts"].as_u64() >= Some(4), "{feed}");
+}
