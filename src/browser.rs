@@ -7,27 +7,36 @@
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
-use crate::market::{mid_price, Bar, Num, Trade};
-use crate::symbol::{Symbol, SymbolError};
+use crate::market::{mid_price, Bar, Level, NewsArticle, Num, Trade};
+use crate::symbol::{Symbol, SymbolError, WILDCARD};
 use crate::time::Timestamp;
 
 /// What a browser can subscribe to for a symbol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientChannel {
-    /// Throttled price updates (`spot_price_update`).
+    /// Throttled price updates (`spot_price_update`, `option_price_update`).
     Quotes,
     /// Trades (`trade`), conflated to the latest trade per interval.
     Trades,
-    /// Bars (`bar`), every one.
+    /// Bars (`bar`), every one (stocks and crypto).
     Bars,
+    /// Crypto order books (`orderbook`), conflated to the latest book per interval.
+    Orderbooks,
+    /// News articles (`news`) for a symbol, or every article with `*`.
+    News,
+    /// Account events (`position_update`, `order_update`); takes no symbols.
+    Positions,
 }
 
 impl ClientChannel {
-    pub const ALL: [ClientChannel; 3] = [
+    pub const ALL: [ClientChannel; 6] = [
         ClientChannel::Quotes,
         ClientChannel::Trades,
         ClientChannel::Bars,
+        ClientChannel::Orderbooks,
+        ClientChannel::News,
+        ClientChannel::Positions,
     ];
 
     fn parse(name: &str) -> Option<ClientChannel> {
@@ -35,8 +44,22 @@ impl ClientChannel {
             "quotes" | "prices" => Some(ClientChannel::Quotes),
             "trades" => Some(ClientChannel::Trades),
             "bars" => Some(ClientChannel::Bars),
+            "orderbooks" => Some(ClientChannel::Orderbooks),
+            "news" => Some(ClientChannel::News),
+            "positions" => Some(ClientChannel::Positions),
             _ => None,
         }
+    }
+
+    /// Channels served per symbol by the symbol throttles.
+    pub fn is_market(self) -> bool {
+        matches!(
+            self,
+            ClientChannel::Quotes
+                | ClientChannel::Trades
+                | ClientChannel::Bars
+                | ClientChannel::Orderbooks
+        )
     }
 
     /// This channel's bit in a [`ChannelMask`].
@@ -52,6 +75,19 @@ pub struct ChannelMask(u8);
 impl ChannelMask {
     pub const EMPTY: ChannelMask = ChannelMask(0);
     pub const QUOTES: ChannelMask = ChannelMask(ClientChannel::Quotes.bit());
+    /// The channels served by symbol throttles.
+    pub const MARKET: ChannelMask = ChannelMask(
+        ClientChannel::Quotes.bit()
+            | ClientChannel::Trades.bit()
+            | ClientChannel::Bars.bit()
+            | ClientChannel::Orderbooks.bit(),
+    );
+    pub const NEWS: ChannelMask = ChannelMask(ClientChannel::News.bit());
+    pub const ALL: ChannelMask = ChannelMask(0x3f);
+
+    pub fn intersect(self, other: ChannelMask) -> ChannelMask {
+        ChannelMask(self.0 & other.0)
+    }
 
     pub fn of(channels: &[ClientChannel]) -> Self {
         ChannelMask(channels.iter().fold(0, |m, c| m | c.bit()))
@@ -179,7 +215,15 @@ pub fn parse_request(text: &str) -> Result<ClientRequest, ClientError> {
     match action.as_str() {
         "subscribe" | "unsubscribe" => {
             let channels = parse_channels(raw.channels.as_ref())?;
-            let (symbols, rejected) = parse_symbols(raw.symbols.as_ref())?;
+            let only_positions = channels.iter().all(|c| *c == ClientChannel::Positions);
+            let (symbols, rejected) = match &raw.symbols {
+                None if only_positions => (Vec::new(), Vec::new()),
+                None => return Err(ClientError::new(
+                    ErrorCode::InvalidJson,
+                    "\"symbols\" is required, e.g. [\"AAPL\"] (or [\"*\"] with the news channel)",
+                )),
+                Some(value) => parse_symbols(value, channels.contains(&ClientChannel::News))?,
+            };
             if action == "subscribe" {
                 Ok(ClientRequest::Subscribe {
                     symbols,
@@ -237,12 +281,13 @@ fn parse_channels(value: Option<&serde_json::Value>) -> Result<Vec<ClientChannel
 }
 
 fn parse_symbols(
-    value: Option<&serde_json::Value>,
+    value: &serde_json::Value,
+    news: bool,
 ) -> Result<(Vec<Symbol>, Vec<Rejection>), ClientError> {
     let one;
     let items: &[serde_json::Value] = match value {
-        Some(serde_json::Value::Array(list)) => list,
-        Some(single @ serde_json::Value::String(_)) => {
+        serde_json::Value::Array(list) => list,
+        single @ serde_json::Value::String(_) => {
             one = [single.clone()];
             &one
         }
@@ -264,7 +309,21 @@ fn parse_symbols(
             });
             continue;
         };
-        match Symbol::parse(raw) {
+        let parsed = if raw.trim() == WILDCARD {
+            if news {
+                Ok(Symbol::wildcard())
+            } else {
+                rejected.push(Rejection {
+                    symbol: raw.to_owned(),
+                    code: ErrorCode::InvalidSymbol,
+                    message: "\"*\" is allowed with the news channel only".into(),
+                });
+                continue;
+            }
+        } else {
+            Symbol::parse(raw)
+        };
+        match parsed {
             Ok(s) if !symbols.contains(&s) => symbols.push(s),
             Ok(_) => {}
             Err(e) => rejected.push(Rejection::invalid(raw, &e)),
@@ -426,7 +485,7 @@ impl PriceView {
     }
 }
 
-/// The `update` object of a `spot_price_update`, also served by `/api/v1/quotes`.
+/// The `update` object of a price update, also served by `/api/v1/quotes`.
 #[derive(Serialize)]
 pub struct PriceUpdate<'a> {
     pub symbol: &'a Symbol,
@@ -436,6 +495,9 @@ pub struct PriceUpdate<'a> {
     pub last_price: Option<f64>,
     pub bid_size: Num,
     pub ask_size: Num,
+    /// Options only: contracts traded since tickrelay started streaming the symbol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<Num>,
     pub timestamp: Option<Timestamp>,
     pub stale: bool,
 }
@@ -450,32 +512,190 @@ impl<'a> PriceUpdate<'a> {
             last_price: p.last_price,
             bid_size: p.bid_size,
             ask_size: p.ask_size,
+            volume: None,
             timestamp: p.timestamp,
             stale,
         }
     }
 }
 
-/// `spot_price_update`.
+/// Spot (stocks, crypto) or option prices: they differ in message names and the volume field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PriceKind {
+    Spot,
+    Option,
+}
+
+impl PriceKind {
+    fn update_type(self) -> &'static str {
+        match self {
+            PriceKind::Spot => "spot_price_update",
+            PriceKind::Option => "option_price_update",
+        }
+    }
+
+    fn batch_type(self) -> &'static str {
+        match self {
+            PriceKind::Spot => "spot_price_batch",
+            PriceKind::Option => "option_price_batch",
+        }
+    }
+}
+
+/// A serialized price update and, sharing its bytes, the `update` object alone (for batches).
+#[derive(Clone, Debug)]
+pub struct PriceFrame {
+    pub frame: ByteString,
+    pub update: ByteString,
+}
+
+/// `spot_price_update` or `option_price_update`, serialized once.
+pub fn price_update(kind: PriceKind, update: &PriceUpdate<'_>, snapshot: bool) -> PriceFrame {
+    let body = serde_json::to_string(update).unwrap_or_default();
+    let mut text = String::with_capacity(body.len() + 96);
+    text.push_str("{\"type\":\"");
+    text.push_str(kind.update_type());
+    text.push_str("\",\"update\":");
+    let start = text.len();
+    text.push_str(&body);
+    let end = text.len();
+    text.push_str(if snapshot {
+        ",\"snapshot\":true"
+    } else {
+        ",\"snapshot\":false"
+    });
+    text.push_str(",\"timestamp\":\"");
+    Timestamp::now().write_rfc3339(&mut text);
+    text.push_str("\"}");
+    let frame = ByteString::from(text);
+    let update = frame.slice_ref(&frame[start..end]);
+    PriceFrame { frame, update }
+}
+
+/// `spot_price_update` for a spot symbol.
 pub fn spot_price_update(
     symbol: &Symbol,
     price: &PriceView,
     stale: bool,
     snapshot: bool,
 ) -> ByteString {
+    price_update(
+        PriceKind::Spot,
+        &PriceUpdate::new(symbol, price, stale),
+        snapshot,
+    )
+    .frame
+}
+
+/// `spot_price_batch` or `option_price_batch`: the latest update per symbol since the last flush.
+pub fn price_batch(kind: PriceKind, updates: &[ByteString]) -> ByteString {
+    let mut text = String::with_capacity(updates.iter().map(|u| u.len() + 1).sum::<usize>() + 96);
+    text.push_str("{\"type\":\"");
+    text.push_str(kind.batch_type());
+    text.push_str("\",\"updates\":[");
+    for (i, u) in updates.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(u);
+    }
+    text.push_str("],\"count\":");
+    text.push_str(&updates.len().to_string());
+    text.push_str(",\"timestamp\":\"");
+    Timestamp::now().write_rfc3339(&mut text);
+    text.push_str("\"}");
+    ByteString::from(text)
+}
+
+/// `news`.
+pub fn news(article: &NewsArticle) -> ByteString {
     #[derive(Serialize)]
     struct Frame<'a> {
         r#type: &'static str,
-        update: PriceUpdate<'a>,
-        snapshot: bool,
+        news: &'a NewsArticle,
         timestamp: Timestamp,
     }
     frame(&Frame {
-        r#type: "spot_price_update",
-        update: PriceUpdate::new(symbol, price, stale),
-        snapshot,
+        r#type: "news",
+        news: article,
         timestamp: Timestamp::now(),
     })
+}
+
+/// `orderbook`: the top levels of a crypto book.
+pub fn orderbook(
+    symbol: &Symbol,
+    bids: &[Level],
+    asks: &[Level],
+    timestamp: Option<Timestamp>,
+) -> ByteString {
+    #[derive(Serialize)]
+    struct Side {
+        p: f64,
+        s: Num,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        symbol: &'a Symbol,
+        bids: Vec<Side>,
+        asks: Vec<Side>,
+        timestamp: Option<Timestamp>,
+    }
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        r#type: &'static str,
+        orderbook: Body<'a>,
+        timestamp: Timestamp,
+    }
+    let side = |levels: &[Level]| {
+        levels
+            .iter()
+            .map(|l| Side {
+                p: l.price,
+                s: l.size,
+            })
+            .collect()
+    };
+    frame(&Frame {
+        r#type: "orderbook",
+        orderbook: Body {
+            symbol,
+            bids: side(bids),
+            asks: side(asks),
+            timestamp,
+        },
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `position_update` from an Alpaca position object (numbers are strings, as Alpaca sends them).
+pub fn position_update(account: &str, position: &serde_json::Value) -> ByteString {
+    let field = |k: &str| position.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    frame(&serde_json::json!({
+        "type": "position_update",
+        "position": {
+            "account": account,
+            "symbol": field("symbol"),
+            "qty": field("qty"),
+            "side": field("side"),
+            "avg_entry_price": field("avg_entry_price"),
+            "market_value": field("market_value"),
+            "current_price": field("current_price"),
+            "unrealized_pl": field("unrealized_pl"),
+        },
+        "timestamp": Timestamp::now(),
+    }))
+}
+
+/// `order_update` from a `trade_updates` event.
+pub fn order_update(account: &str, event: &str, order: &serde_json::Value) -> ByteString {
+    frame(&serde_json::json!({
+        "type": "order_update",
+        "account": account,
+        "event": event,
+        "order": order,
+        "timestamp": Timestamp::now(),
+    }))
 }
 
 /// `trade`.
@@ -487,6 +707,8 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
         size: Num,
         exchange: Option<&'a str>,
         conditions: &'a [Box<str>],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        taker_side: Option<&'a str>,
         timestamp: Timestamp,
     }
     #[derive(Serialize)]
@@ -503,6 +725,7 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
             size: t.size,
             exchange: t.exchange.as_deref(),
             conditions: &t.conditions,
+            taker_side: t.taker_side.as_deref(),
             timestamp: t.timestamp,
         },
         timestamp: Timestamp::now(),

@@ -20,6 +20,7 @@
 //! - [`throttle`] — per-symbol latest-value conflation and snapshots.
 //! - [`session`] — the browser protocol actor with its slow-client policy.
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
+//! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
 //!   [`time`], [`quote_book`], [`rng`].
@@ -27,6 +28,7 @@
 //! Quote traffic never waits: feed → throttle and throttle → session use `try_send` into bounded
 //! mailboxes; control messages may await replies.
 
+pub mod accounts;
 pub mod browser;
 pub mod http;
 pub mod market;

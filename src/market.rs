@@ -58,6 +58,24 @@ pub struct Trade {
     pub exchange: Option<Box<str>>,
     pub conditions: Vec<Box<str>>,
     pub id: Option<i64>,
+    /// Crypto only: `B` (buyer) or `S` (seller) was the taker.
+    pub taker_side: Option<Box<str>>,
+    pub timestamp: Timestamp,
+}
+
+/// One price level of an order book; size 0 removes the level.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Level {
+    pub price: f64,
+    pub size: Num,
+}
+
+/// A crypto order book message: a full snapshot when `reset`, otherwise changed levels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BookUpdate {
+    pub bids: Vec<Level>,
+    pub asks: Vec<Level>,
+    pub reset: bool,
     pub timestamp: Timestamp,
 }
 
@@ -93,6 +111,71 @@ pub enum MarketEvent {
     Quote(Quote),
     Trade(Trade),
     Bar(Bar),
+    Book(BookUpdate),
+}
+
+/// A news article (`T:"n"`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct NewsArticle {
+    pub id: i64,
+    pub headline: String,
+    pub summary: String,
+    pub author: String,
+    pub url: Option<String>,
+    pub symbols: Vec<String>,
+    pub source: String,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+}
+
+/// A crypto order book kept from `o` messages: a reset replaces it, later messages change levels,
+/// and a level with size 0 is removed.
+#[derive(Clone, Debug, Default)]
+pub struct OrderBook {
+    /// Keyed by price in 1e-9 units, so levels sort without floating-point keys.
+    bids: std::collections::BTreeMap<i64, Level>,
+    asks: std::collections::BTreeMap<i64, Level>,
+    pub timestamp: Option<Timestamp>,
+}
+
+fn price_key(price: f64) -> i64 {
+    (price * 1e9).round() as i64
+}
+
+impl OrderBook {
+    pub fn apply(&mut self, update: &BookUpdate) {
+        if update.reset {
+            self.bids.clear();
+            self.asks.clear();
+        }
+        for (side, levels) in [
+            (&mut self.bids, &update.bids),
+            (&mut self.asks, &update.asks),
+        ] {
+            for level in levels {
+                if level.size.as_f64() == 0.0 {
+                    side.remove(&price_key(level.price));
+                } else {
+                    side.insert(price_key(level.price), *level);
+                }
+            }
+        }
+        self.timestamp = Some(update.timestamp);
+    }
+
+    /// The best `n` bids, highest first.
+    pub fn top_bids(&self, n: usize) -> Vec<Level> {
+        self.bids.values().rev().take(n).copied().collect()
+    }
+
+    /// The best `n` asks, lowest first.
+    pub fn top_asks(&self, n: usize) -> Vec<Level> {
+        self.asks.values().take(n).copied().collect()
+    }
+
+    pub fn depth(&self) -> (usize, usize) {
+        (self.bids.len(), self.asks.len())
+    }
 }
 
 /// `mid_price` as the browser protocol defines it: the average of bid and ask when both are
@@ -116,6 +199,41 @@ mod tests {
         assert_eq!(mid_price(0.0, 5.0), Some(5.0));
         assert_eq!(mid_price(4.0, 0.0), Some(4.0));
         assert_eq!(mid_price(0.0, 0.0), None);
+    }
+
+    #[test]
+    fn order_book_resets_updates_and_removes_levels() {
+        let t = Timestamp::now();
+        let lvl = |p: f64, s: f64| Level {
+            price: p,
+            size: Num::Float(s),
+        };
+        let mut book = OrderBook::default();
+        book.apply(&BookUpdate {
+            bids: vec![lvl(100.0, 1.0), lvl(101.0, 2.0)],
+            asks: vec![lvl(102.0, 1.5), lvl(103.0, 1.0)],
+            reset: true,
+            timestamp: t,
+        });
+        assert_eq!(book.top_bids(1), [lvl(101.0, 2.0)]);
+        assert_eq!(book.top_asks(5), [lvl(102.0, 1.5), lvl(103.0, 1.0)]);
+        // A delta: change one level, remove another, add a new one.
+        book.apply(&BookUpdate {
+            bids: vec![lvl(101.0, 0.0), lvl(100.5, 3.0)],
+            asks: vec![lvl(102.0, 0.25)],
+            reset: false,
+            timestamp: t,
+        });
+        assert_eq!(book.top_bids(5), [lvl(100.5, 3.0), lvl(100.0, 1.0)]);
+        assert_eq!(book.top_asks(1), [lvl(102.0, 0.25)]);
+        // A reset replaces everything.
+        book.apply(&BookUpdate {
+            bids: vec![lvl(99.0, 1.0)],
+            asks: vec![],
+            reset: true,
+            timestamp: t,
+        });
+        assert_eq!(book.depth(), (1, 0));
     }
 
     #[test]

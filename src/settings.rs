@@ -11,10 +11,13 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
 use crate::symbol::Symbol;
+use crate::upstream::protocol::Encoding;
 
 /// Environment variable prefix for overrides (`TICKRELAY__HTTP__PORT=9000`).
 pub const ENV_PREFIX: &str = "TICKRELAY";
@@ -50,7 +53,12 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     #[serde(default)]
     pub simulator: SimulatorSettings,
-    /// Alpaca credentials from the environment; `None` when unset.
+    /// Trading accounts by id; each gets a trading stream and an in-memory copy of its state.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountSettings>,
+    #[serde(default)]
+    pub trading: TradingSettings,
+    /// Alpaca credentials for market data from the environment; `None` when unset.
     #[serde(skip)]
     pub credentials: Option<Credentials>,
 }
@@ -128,6 +136,12 @@ pub struct UpstreamSettings {
     /// Wait at least this long after 406 (connection limit exceeded); Alpaca keeps half-dead
     /// connections about 90 s.
     pub connection_limit_hold_off_ms: u64,
+    /// Cool down this long after HTTP 429 (too many requests) at the WebSocket handshake.
+    pub rate_limit_hold_off_ms: u64,
+    /// Consecutive failures after which a connection's circuit opens (0 disables the breaker).
+    pub circuit_breaker_threshold: u32,
+    /// How long an open circuit waits before one trial attempt (half-open).
+    pub circuit_breaker_cooldown_ms: u64,
     #[serde(default)]
     pub backoff: BackoffSettings,
 }
@@ -146,6 +160,9 @@ impl Default for UpstreamSettings {
             throttle_mailbox: 4096,
             fatal_hold_off_ms: 600_000,
             connection_limit_hold_off_ms: 90_000,
+            rate_limit_hold_off_ms: 60_000,
+            circuit_breaker_threshold: 5,
+            circuit_breaker_cooldown_ms: 60_000,
             backoff: BackoffSettings::default(),
         }
     }
@@ -184,6 +201,9 @@ impl Default for BackoffSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct FeedsSettings {
     pub stocks: StocksFeedSettings,
+    pub crypto: CryptoFeedSettings,
+    pub options: OptionsFeedSettings,
+    pub news: NewsFeedSettings,
 }
 
 /// Alpaca's stock data feeds.
@@ -218,6 +238,8 @@ impl StockFeed {
 pub struct StocksFeedSettings {
     pub enabled: bool,
     pub feed: StockFeed,
+    /// `json` or `msgpack` (what Alpaca's SDKs use).
+    pub encoding: Encoding,
 }
 
 impl Default for StocksFeedSettings {
@@ -225,6 +247,187 @@ impl Default for StocksFeedSettings {
         Self {
             enabled: true,
             feed: StockFeed::Iex,
+            encoding: Encoding::Json,
+        }
+    }
+}
+
+/// Alpaca's crypto venues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum CryptoLocation {
+    /// Alpaca US.
+    #[serde(rename = "us")]
+    Us,
+    /// Kraken US.
+    #[serde(rename = "us-1")]
+    Us1,
+    /// Kraken EU.
+    #[serde(rename = "eu-1")]
+    Eu1,
+}
+
+impl CryptoLocation {
+    pub fn path(self) -> &'static str {
+        match self {
+            CryptoLocation::Us => "/v1beta3/crypto/us",
+            CryptoLocation::Us1 => "/v1beta3/crypto/us-1",
+            CryptoLocation::Eu1 => "/v1beta3/crypto/eu-1",
+        }
+    }
+}
+
+/// The crypto data stream (float sizes, order books).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoFeedSettings {
+    pub enabled: bool,
+    pub location: CryptoLocation,
+    pub encoding: Encoding,
+    /// Levels per side in browser `orderbook` frames.
+    pub book_depth: usize,
+}
+
+impl Default for CryptoFeedSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            location: CryptoLocation::Us,
+            encoding: Encoding::Json,
+            book_depth: 10,
+        }
+    }
+}
+
+/// Alpaca's options feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptionsFeed {
+    Indicative,
+    Opra,
+}
+
+impl OptionsFeed {
+    pub fn path(self) -> &'static str {
+        match self {
+            OptionsFeed::Indicative => "/v1beta1/indicative",
+            OptionsFeed::Opra => "/v1beta1/opra",
+        }
+    }
+}
+
+/// The options data stream (msgpack only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptionsFeedSettings {
+    pub enabled: bool,
+    pub feed: OptionsFeed,
+}
+
+impl Default for OptionsFeedSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            feed: OptionsFeed::Indicative,
+        }
+    }
+}
+
+/// The news stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NewsFeedSettings {
+    pub enabled: bool,
+    pub encoding: Encoding,
+}
+
+impl Default for NewsFeedSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            encoding: Encoding::Json,
+        }
+    }
+}
+
+/// One trading account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    pub enabled: bool,
+    /// Paper (`paper-api.alpaca.markets`) or live (`api.alpaca.markets`).
+    pub paper: bool,
+    /// Environment variables holding this account's key pair. Defaults: `APCA_API_KEY_ID` /
+    /// `APCA_API_SECRET_KEY` for the account named `main`, otherwise the same names with
+    /// `_<ACCOUNT>` appended (`APCA_API_KEY_ID_SWING`).
+    pub key_id_env: Option<String>,
+    pub secret_key_env: Option<String>,
+    /// Overrides the trading API base URL (REST; the stream is its `/stream` over ws/wss).
+    pub trading_url: Option<String>,
+    /// The account's key pair, read from the environment at start-up.
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            paper: true,
+            key_id_env: None,
+            secret_key_env: None,
+            trading_url: None,
+            credentials: None,
+        }
+    }
+}
+
+impl AccountSettings {
+    /// The environment variables holding account `id`'s key pair.
+    pub fn env_names(&self, id: &str) -> (String, String) {
+        let suffix = if id == "main" {
+            String::new()
+        } else {
+            format!("_{}", id.to_ascii_uppercase().replace('-', "_"))
+        };
+        (
+            self.key_id_env
+                .clone()
+                .unwrap_or_else(|| format!("{KEY_ID_ENV}{suffix}")),
+            self.secret_key_env
+                .clone()
+                .unwrap_or_else(|| format!("{SECRET_KEY_ENV}{suffix}")),
+        )
+    }
+}
+
+/// Settings shared by all trading accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TradingSettings {
+    /// Alpaca's paper trading API.
+    pub paper_url: String,
+    /// Alpaca's live trading API.
+    pub live_url: String,
+    /// Accounts start this far apart, so a restart does not hammer Alpaca.
+    pub start_stagger_ms: u64,
+    /// REST requests per minute and account (Alpaca allows 200).
+    pub rest_requests_per_minute: u32,
+    /// After a fill, refresh the account and positions this long later (fills come in bursts).
+    pub refresh_after_fill_ms: u64,
+    /// Every this often, keep quotes pinned for the symbols of open positions and release the
+    /// symbols of closed ones (0 disables position-based auto-subscription).
+    pub auto_subscribe_positions_ms: u64,
+}
+
+impl Default for TradingSettings {
+    fn default() -> Self {
+        Self {
+            paper_url: "https://paper-api.alpaca.markets".into(),
+            live_url: "https://api.alpaca.markets".into(),
+            start_stagger_ms: 2_000,
+            rest_requests_per_minute: 180,
+            refresh_after_fill_ms: 500,
+            auto_subscribe_positions_ms: 300_000,
         }
     }
 }
@@ -350,6 +553,10 @@ pub struct SimulatorSettings {
     pub generate: bool,
     /// Seed of the random walks; the same seed and symbol give the same prices.
     pub seed: u64,
+    /// A news article this often (0 disables generated news).
+    pub news_interval_ms: u64,
+    /// The simulated account places an order and fills it this often (0: only on request).
+    pub order_interval_ms: u64,
 }
 
 impl Default for SimulatorSettings {
@@ -364,6 +571,8 @@ impl Default for SimulatorSettings {
             bar_interval_ms: 60_000,
             generate: true,
             seed: 42,
+            news_interval_ms: 15_000,
+            order_interval_ms: 20_000,
         }
     }
 }
@@ -493,7 +702,11 @@ impl Settings {
             .build()
             .and_then(Config::try_deserialize)
             .map_err(read_err)?;
-        settings.credentials = credentials_from(&env);
+        settings.credentials = credentials_from(&env, KEY_ID_ENV, SECRET_KEY_ENV);
+        for (id, account) in settings.accounts.iter_mut() {
+            let (key_env, secret_env) = account.env_names(id);
+            account.credentials = credentials_from(&env, &key_env, &secret_env);
+        }
         let problems = settings.validate();
         if problems.is_empty() {
             Ok(settings)
@@ -543,6 +756,10 @@ impl Settings {
             ("upstream.ping_interval_ms", up.ping_interval_ms),
             ("upstream.pong_timeout_ms", up.pong_timeout_ms),
             ("upstream.backoff.max_ms", up.backoff.max_ms),
+            (
+                "upstream.circuit_breaker_cooldown_ms",
+                up.circuit_breaker_cooldown_ms,
+            ),
             ("throttle.stale_after_ms", self.throttle.stale_after_ms),
             (
                 "session.slow_client_timeout_ms",
@@ -588,10 +805,56 @@ impl Settings {
                 ),
             );
         }
-        if !self.feeds.stocks.enabled {
+        let f = &self.feeds;
+        let any_account = self.accounts.values().any(|a| a.enabled);
+        if !(f.stocks.enabled
+            || f.crypto.enabled
+            || f.options.enabled
+            || f.news.enabled
+            || any_account)
+        {
             bad(
-                "feeds.stocks.enabled",
-                "at least one feed must be enabled".into(),
+                "feeds",
+                "at least one feed or account must be enabled".into(),
+            );
+        }
+        if f.crypto.book_depth == 0 || f.crypto.book_depth > 1000 {
+            bad(
+                "feeds.crypto.book_depth",
+                "must be between 1 and 1000".into(),
+            );
+        }
+        for (id, account) in self.accounts.iter().filter(|(_, a)| a.enabled) {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bad(
+                    &format!("accounts.{id}"),
+                    "account ids use letters, digits, '-' and '_'".into(),
+                );
+            }
+            if up.provider == Provider::Alpaca && account.credentials.is_none() {
+                let (k, s) = account.env_names(id);
+                bad(
+                    &format!("accounts.{id}"),
+                    format!("set {k} and {s} in the environment (or disable the account with enabled = false)"),
+                );
+            }
+            if let Some(url) = &account.trading_url {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    bad(
+                        &format!("accounts.{id}.trading_url"),
+                        format!("{url:?} must start with https:// or http://"),
+                    );
+                }
+            }
+        }
+        if self.trading.rest_requests_per_minute == 0 {
+            bad(
+                "trading.rest_requests_per_minute",
+                "must be greater than 0".into(),
             );
         }
         if self.throttle.interval_ms > 60_000 {
@@ -657,9 +920,13 @@ impl Settings {
     }
 }
 
-fn credentials_from(env: &HashMap<String, String>) -> Option<Credentials> {
-    let key_id = env.get(KEY_ID_ENV)?;
-    let secret = env.get(SECRET_KEY_ENV)?;
+fn credentials_from(
+    env: &HashMap<String, String>,
+    key_env: &str,
+    secret_env: &str,
+) -> Option<Credentials> {
+    let key_id = env.get(key_env)?;
+    let secret = env.get(secret_env)?;
     Some(Credentials {
         key_id: Secret::new(key_id.trim()),
         secret_key: Secret::new(secret.trim()),

@@ -16,15 +16,19 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use log::{info, warn};
 
+use crate::accounts::stream::{TradingConfig, TradingStream};
+use crate::accounts::AccountStore;
 use crate::http::{self, AppState};
 use crate::quote_book::QuoteBook;
-use crate::registry::{Pin, RegisterFeed, Registry, RegistryConfig, Shutdown};
+use crate::registry::{Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
 use crate::session::SessionConfig;
 use crate::settings::{ms, Credentials, Provider, Secret, Settings};
 use crate::simulator::{self, SimulatorHandle};
 use crate::throttle::ThrottleConfig;
-use crate::upstream::feed::{FeedConfig, UpstreamFeed};
-use crate::upstream::{FeedCounters, FeedKind, FeedStatus};
+use crate::upstream::feed::{FeedConfig, FeedOutputs, UpstreamFeed};
+use crate::upstream::policy::PolicyConfig;
+use crate::upstream::protocol::Encoding;
+use crate::upstream::{FeedCounters, FeedId, FeedKind, FeedStatus};
 
 /// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
 pub fn install_crypto_provider() {
@@ -80,11 +84,12 @@ impl Daemon {
                     simulator::start(sim, listener).context("cannot start the simulator")?;
                 let server_handle = server.handle();
                 actix_web::rt::spawn(server);
-                let creds = Credentials {
-                    key_id: Secret::new("simulator"),
-                    secret_key: Secret::new("simulator"),
-                };
-                (handle.ws_url(), creds, Some(handle), Some(server_handle))
+                (
+                    handle.ws_url(),
+                    simulator_credentials(),
+                    Some(handle),
+                    Some(server_handle),
+                )
             }
             Provider::Alpaca => {
                 let creds = settings
@@ -105,6 +110,7 @@ impl Daemon {
             interval: ms(settings.throttle.interval_ms),
             stale_after: ms(settings.throttle.stale_after_ms),
             mailbox_capacity: settings.upstream.throttle_mailbox,
+            book_depth: settings.feeds.crypto.book_depth,
         };
         let registry = Registry::new(
             RegistryConfig {
@@ -116,29 +122,23 @@ impl Daemon {
         )
         .start();
 
-        let up = &settings.upstream;
-        if settings.feeds.stocks.enabled {
-            let config = FeedConfig {
-                kind: FeedKind::Stocks,
-                url: format!("{data_url}{}", settings.feeds.stocks.feed.path()),
-                provider: provider.as_str(),
-                credentials: credentials.clone(),
-                connect_timeout: ms(up.connect_timeout_ms),
-                auth_timeout: ms(up.auth_timeout_ms),
-                ping_interval: ms(up.ping_interval_ms),
-                pong_timeout: ms(up.pong_timeout_ms),
-                data_idle_timeout: ms(up.data_idle_timeout_ms),
-                max_frame_bytes: up.max_frame_bytes,
-                backoff: up.backoff.clone(),
-                fatal_hold_off: ms(up.fatal_hold_off_ms),
-                connection_limit_hold_off: ms(up.connection_limit_hold_off_ms),
-            };
-            start_feed(&registry, config);
+        for kind in FeedKind::ALL {
+            if let Some(config) = feed_config(kind, &settings, &data_url, &credentials) {
+                start_feed(&registry, config);
+            }
         }
+
+        let accounts = AccountStore::default();
+        start_accounts(&settings, simulator.as_ref(), &registry, &accounts)?;
 
         let pins = Settings::symbols(&settings.registry.pinned_symbols);
         if !pins.is_empty() {
-            let outcome = registry.send(Pin { symbols: pins }).await?;
+            let outcome = registry
+                .send(Pin {
+                    symbols: pins,
+                    owner: PinOwner::Config,
+                })
+                .await?;
             for r in outcome.rejected {
                 warn!("pinned symbol {} refused: {}", r.symbol, r.message);
             }
@@ -147,6 +147,7 @@ impl Daemon {
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             book,
+            accounts,
             sessions: Arc::new(SessionConfig {
                 settings: settings.session.clone(),
                 provider: provider.as_str(),
@@ -227,17 +228,165 @@ impl Daemon {
     }
 }
 
+/// The retry policy every upstream connection follows.
+pub fn policy_config(settings: &Settings) -> PolicyConfig {
+    let up = &settings.upstream;
+    PolicyConfig {
+        fatal_hold_off: ms(up.fatal_hold_off_ms),
+        connection_limit_hold_off: ms(up.connection_limit_hold_off_ms),
+        rate_limit_hold_off: ms(up.rate_limit_hold_off_ms),
+        circuit_threshold: up.circuit_breaker_threshold,
+        circuit_cooldown: ms(up.circuit_breaker_cooldown_ms),
+    }
+}
+
+/// How to connect the `kind` feed, or `None` when it is disabled.
+fn feed_config(
+    kind: FeedKind,
+    settings: &Settings,
+    data_url: &str,
+    credentials: &Credentials,
+) -> Option<FeedConfig> {
+    let feeds = &settings.feeds;
+    let (enabled, path, encoding) = match kind {
+        FeedKind::Stocks => (
+            feeds.stocks.enabled,
+            feeds.stocks.feed.path(),
+            feeds.stocks.encoding,
+        ),
+        FeedKind::Crypto => (
+            feeds.crypto.enabled,
+            feeds.crypto.location.path(),
+            feeds.crypto.encoding,
+        ),
+        // Alpaca serves options in msgpack only.
+        FeedKind::Options => (
+            feeds.options.enabled,
+            feeds.options.feed.path(),
+            Encoding::Msgpack,
+        ),
+        FeedKind::News => (feeds.news.enabled, "/v1beta1/news", feeds.news.encoding),
+    };
+    let up = &settings.upstream;
+    enabled.then(|| FeedConfig {
+        kind,
+        url: format!("{data_url}{path}"),
+        provider: settings.upstream.provider.as_str(),
+        credentials: credentials.clone(),
+        encoding,
+        connect_timeout: ms(up.connect_timeout_ms),
+        auth_timeout: ms(up.auth_timeout_ms),
+        ping_interval: ms(up.ping_interval_ms),
+        pong_timeout: ms(up.pong_timeout_ms),
+        data_idle_timeout: if kind == FeedKind::News {
+            Duration::ZERO // news is quiet for long stretches; silence is not a fault
+        } else {
+            ms(up.data_idle_timeout_ms)
+        },
+        max_frame_bytes: up.max_frame_bytes,
+        backoff: up.backoff.clone(),
+        policy: policy_config(settings),
+    })
+}
+
+fn simulator_credentials() -> Credentials {
+    Credentials {
+        key_id: Secret::new("simulator"),
+        secret_key: Secret::new("simulator"),
+    }
+}
+
+/// Starts one supervised trading stream per enabled account, staggered.
+fn start_accounts(
+    settings: &Settings,
+    simulator: Option<&SimulatorHandle>,
+    registry: &Addr<Registry>,
+    store: &AccountStore,
+) -> anyhow::Result<()> {
+    let up = &settings.upstream;
+    let trading = &settings.trading;
+    for (index, (id, account)) in settings
+        .accounts
+        .iter()
+        .filter(|(_, a)| a.enabled)
+        .enumerate()
+    {
+        let (rest_url, credentials) = match simulator {
+            Some(sim) => (sim.http_url(), simulator_credentials()),
+            None => {
+                let base = account.trading_url.clone().unwrap_or_else(|| {
+                    if account.paper {
+                        trading.paper_url.clone()
+                    } else {
+                        trading.live_url.clone()
+                    }
+                });
+                let (k, s) = account.env_names(id);
+                let creds = account
+                    .credentials
+                    .clone()
+                    .with_context(|| format!("account {id} needs {k} and {s}"))?;
+                (base.trim_end_matches('/').to_owned(), creds)
+            }
+        };
+        let stream_url = format!(
+            "{}/stream",
+            rest_url
+                .replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1)
+        );
+        let account_id: Arc<str> = Arc::from(id.as_str());
+        store.add(id, account.paper);
+        let config = TradingConfig {
+            account: account_id.clone(),
+            index: index as u64,
+            stream_url,
+            rest_url,
+            provider: up.provider.as_str(),
+            credentials,
+            start_delay: ms(trading.start_stagger_ms * index as u64),
+            connect_timeout: ms(up.connect_timeout_ms),
+            auth_timeout: ms(up.auth_timeout_ms),
+            ping_interval: ms(up.ping_interval_ms),
+            pong_timeout: ms(up.pong_timeout_ms),
+            max_frame_bytes: up.max_frame_bytes,
+            backoff: up.backoff.clone(),
+            policy: policy_config(settings),
+            requests_per_minute: trading.rest_requests_per_minute,
+            refresh_after_fill: ms(trading.refresh_after_fill_ms),
+            auto_subscribe: ms(trading.auto_subscribe_positions_ms),
+        };
+        let counters = Arc::new(FeedCounters::default());
+        let feed_id = FeedId::Trading(account_id);
+        let status = FeedStatus::new(feed_id.clone(), config.provider, config.stream_url.clone());
+        let (reg, st, ctr) = (registry.clone(), store.clone(), counters.clone());
+        let stream = Supervisor::start(move |_| TradingStream::new(config, reg, st, ctr));
+        registry.do_send(RegisterFeed {
+            id: feed_id,
+            subscriptions: None,
+            stop: stream.recipient(),
+            counters,
+            status,
+        });
+    }
+    Ok(())
+}
+
 fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
     let counters = Arc::new(FeedCounters::default());
-    let status = FeedStatus::new(config.kind, config.provider, config.url.clone());
-    let kind = config.kind;
-    let registry_rx = registry.clone().recipient();
+    let id = FeedId::Data(config.kind);
+    let status = FeedStatus::new(id.clone(), config.provider, config.url.clone());
+    let outputs = FeedOutputs {
+        status: registry.clone().recipient(),
+        news: registry.clone().recipient(),
+        rejected: registry.clone().recipient(),
+    };
     let feed_counters = counters.clone();
-    let feed = Supervisor::start(move |_| UpstreamFeed::new(config, registry_rx, feed_counters));
+    let feed = Supervisor::start(move |_| UpstreamFeed::new(config, outputs, feed_counters));
     // Queued before the feed can report anything: the registry knows it first.
     registry.do_send(RegisterFeed {
-        kind,
-        subscriptions: feed.clone().recipient(),
+        id,
+        subscriptions: Some(feed.clone().recipient()),
         stop: feed.recipient(),
         counters,
         status,

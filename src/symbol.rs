@@ -37,6 +37,8 @@ pub enum SymbolError {
 
 /// Longest text accepted before any parsing (OCC symbols are at most 21 characters).
 const MAX_LEN: usize = 24;
+/// The news wildcard.
+pub const WILDCARD: &str = "*";
 
 impl Symbol {
     /// Normalises (trim, upper-case) and validates `raw`.
@@ -57,7 +59,17 @@ impl Symbol {
         }
     }
 
-    /// The asset class, from the symbol's shape.
+    /// `*`: every symbol. Valid only for news subscriptions and never parsed from client text by
+    /// [`Symbol::parse`]; callers route it explicitly.
+    pub fn wildcard() -> Symbol {
+        Symbol(Arc::from(WILDCARD))
+    }
+
+    pub fn is_wildcard(&self) -> bool {
+        &*self.0 == WILDCARD
+    }
+
+    /// The asset class, from the symbol's shape (the wildcard reports `Stock`; route it first).
     pub fn class(&self) -> AssetClass {
         // Invariant: a Symbol is only built from text `classify` accepted.
         classify(&self.0).unwrap_or(AssetClass::Stock)

@@ -1,6 +1,7 @@
 //! `SymbolThrottle`: one actor per symbol in use; conflates the firehose to what people can read.
 //!
-//! Owns: the latest price state of its symbol, its subscriber list, and the throttle windows.
+//! Owns: the latest price state of its symbol (and, for crypto, its order book), its subscriber
+//! list, and one throttle window per conflated stream (prices, trades, books).
 //! Talks to: receives market events from its feed (`try_send`), subscriber changes from the
 //! registry; sends pre-serialized frames to sessions (`try_send`) and writes the quote cache.
 //! Stopped by the registry when the last subscriber (and pin) is gone and the grace period ends.
@@ -18,11 +19,13 @@ use actix::dev::SendError;
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::browser::{self, ChannelMask, ClientChannel, PriceView};
-use crate::market::{MarketEvent, Trade};
+use crate::browser::{
+    self, ChannelMask, ClientChannel, PriceFrame, PriceKind, PriceUpdate, PriceView,
+};
+use crate::market::{MarketEvent, Num, OrderBook, Trade};
 use crate::quote_book::QuoteBook;
 use crate::session::{Deliver, DeliverKey, FrameKind, SessionId, Subscriber};
-use crate::symbol::Symbol;
+use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
 
 /// What to do with an update that just arrived.
@@ -87,7 +90,7 @@ impl Window {
     }
 }
 
-/// A quote, trade or bar for this throttle's symbol.
+/// A quote, trade, bar or book update for this throttle's symbol.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct MarketEventReceived {
@@ -121,6 +124,8 @@ pub struct ThrottleConfig {
     pub interval: Duration,
     pub stale_after: Duration,
     pub mailbox_capacity: usize,
+    /// Levels per side in `orderbook` frames.
+    pub book_depth: usize,
 }
 
 struct Member {
@@ -131,40 +136,55 @@ struct Member {
 /// The per-symbol conflation actor.
 pub struct SymbolThrottle {
     symbol: Symbol,
+    /// Spot or option messages.
+    kind: PriceKind,
     config: ThrottleConfig,
     /// Latest price state (bid/ask/sizes/last/exchange time).
     price: PriceView,
     /// Whether `price` holds anything yet.
     has_price: bool,
+    /// Options: contracts traded since the throttle started.
+    volume: i64,
     price_window: Window,
     /// Latest trade, for the `trades` channel.
     last_trade: Option<Trade>,
     trade_window: Window,
+    /// Crypto order book, for the `orderbooks` channel.
+    book: OrderBook,
+    book_window: Window,
     /// Who receives what.
     members: HashMap<SessionId, Member>,
     /// Members per channel (indexed by `ClientChannel as usize`), so events for channels nobody
     /// wants are not serialized.
     wanted: [usize; ClientChannel::ALL.len()],
     /// Written on every price emission.
-    book: QuoteBook,
+    quotes: QuoteBook,
 }
 
 impl SymbolThrottle {
     /// A throttle for `symbol`, seeded with a previously cached price so a resubscribe gets a
     /// snapshot at once.
-    pub fn new(symbol: Symbol, config: ThrottleConfig, book: QuoteBook) -> Self {
-        let cached = book.get(symbol.as_str());
+    pub fn new(symbol: Symbol, config: ThrottleConfig, quotes: QuoteBook) -> Self {
+        let cached = quotes.get(symbol.as_str());
+        let kind = match symbol.class() {
+            AssetClass::Option => PriceKind::Option,
+            AssetClass::Stock | AssetClass::Crypto => PriceKind::Spot,
+        };
         SymbolThrottle {
             price_window: Window::new(config.interval),
             trade_window: Window::new(config.interval),
+            book_window: Window::new(config.interval),
             symbol,
+            kind,
             config,
             has_price: cached.is_some(),
             price: cached.map(|c| c.price).unwrap_or_default(),
+            volume: 0,
             last_trade: None,
+            book: OrderBook::default(),
             members: HashMap::new(),
             wanted: [0; ClientChannel::ALL.len()],
-            book,
+            quotes,
         }
     }
 
@@ -200,18 +220,28 @@ impl SymbolThrottle {
             .is_some_and(|t| t.age_at(Timestamp::now()) > self.config.stale_after)
     }
 
-    fn price_frame(&self, snapshot: bool) -> ByteString {
-        browser::spot_price_update(&self.symbol, &self.price, self.stale(), snapshot)
+    fn price_frame(&self, snapshot: bool) -> PriceFrame {
+        let mut update = PriceUpdate::new(&self.symbol, &self.price, self.stale());
+        if self.kind == PriceKind::Option {
+            update.volume = Some(Num::Int(self.volume));
+        }
+        browser::price_update(self.kind, &update, snapshot)
     }
 
-    fn offer_price(&mut self, ctx: &mut Context<Self>) {
+    /// Runs `emit` now or at the window's trailing edge, as the window says.
+    fn offer(
+        &mut self,
+        window: fn(&mut Self) -> &mut Window,
+        emit: fn(&mut Self),
+        ctx: &mut Context<Self>,
+    ) {
         let now = Instant::now();
-        match self.price_window.offer(now) {
-            Offer::EmitNow => self.emit_price(),
+        match window(self).offer(now) {
+            Offer::EmitNow => emit(self),
             Offer::ScheduleAt(at) => {
-                ctx.run_later(at - now, |act, _| {
-                    if act.price_window.flush(Instant::now()) {
-                        act.emit_price();
+                ctx.run_later(at - now, move |act, _| {
+                    if window(act).flush(Instant::now()) {
+                        emit(act);
                     }
                 });
             }
@@ -220,41 +250,45 @@ impl SymbolThrottle {
     }
 
     fn emit_price(&mut self) {
-        self.book.put(&self.symbol, &self.price);
+        self.quotes.put(&self.symbol, &self.price);
         if self.wants(ClientChannel::Quotes) {
-            let frame = self.price_frame(false);
-            self.deliver(ClientChannel::Quotes, FrameKind::Price, frame);
-        }
-    }
-
-    fn offer_trade(&mut self, ctx: &mut Context<Self>) {
-        if !self.wants(ClientChannel::Trades) {
-            return;
-        }
-        let now = Instant::now();
-        match self.trade_window.offer(now) {
-            Offer::EmitNow => self.emit_trade(),
-            Offer::ScheduleAt(at) => {
-                ctx.run_later(at - now, |act, _| {
-                    if act.trade_window.flush(Instant::now()) {
-                        act.emit_trade();
-                    }
-                });
-            }
-            Offer::Replace => {}
+            let PriceFrame { frame, update } = self.price_frame(false);
+            self.deliver(
+                ClientChannel::Quotes,
+                FrameKind::Price,
+                frame,
+                Some((self.kind, update)),
+            );
         }
     }
 
     fn emit_trade(&mut self) {
         if let Some(trade) = &self.last_trade {
             let frame = browser::trade(&self.symbol, trade);
-            self.deliver(ClientChannel::Trades, FrameKind::Trade, frame);
+            self.deliver(ClientChannel::Trades, FrameKind::Trade, frame, None);
         }
+    }
+
+    fn emit_book(&mut self) {
+        let depth = self.config.book_depth;
+        let frame = browser::orderbook(
+            &self.symbol,
+            &self.book.top_bids(depth),
+            &self.book.top_asks(depth),
+            self.book.timestamp,
+        );
+        self.deliver(ClientChannel::Orderbooks, FrameKind::Book, frame, None);
     }
 
     /// Hands the same bytes to every member that wants `channel`. Never blocks: a full session
     /// mailbox counts a drop on that session; a closed one removes the member.
-    fn deliver(&mut self, channel: ClientChannel, kind: FrameKind, frame: ByteString) {
+    fn deliver(
+        &mut self,
+        channel: ClientChannel,
+        kind: FrameKind,
+        frame: ByteString,
+        batch: Option<(PriceKind, ByteString)>,
+    ) {
         let key = DeliverKey {
             symbol: self.symbol.clone(),
             kind,
@@ -267,6 +301,7 @@ impl SymbolThrottle {
             let msg = Deliver {
                 key: key.clone(),
                 frame: frame.clone(),
+                batch: batch.clone(),
             };
             match m.subscriber.deliver.try_send(msg) {
                 Ok(()) => {}
@@ -305,22 +340,33 @@ impl Handler<MarketEventReceived> for SymbolThrottle {
                 self.price.ask_size = q.ask_size;
                 self.price.timestamp = Some(q.timestamp);
                 self.has_price = true;
-                self.offer_price(ctx);
+                self.offer(|a| &mut a.price_window, Self::emit_price, ctx);
             }
             MarketEvent::Trade(t) => {
                 self.price.last_price = Some(t.price);
                 if self.price.timestamp.is_none() {
                     self.price.timestamp = Some(t.timestamp);
                 }
+                if let Num::Int(n) = t.size {
+                    self.volume = self.volume.saturating_add(n);
+                }
                 self.has_price = true;
                 self.last_trade = Some(t);
-                self.offer_price(ctx);
-                self.offer_trade(ctx);
+                self.offer(|a| &mut a.price_window, Self::emit_price, ctx);
+                if self.wants(ClientChannel::Trades) {
+                    self.offer(|a| &mut a.trade_window, Self::emit_trade, ctx);
+                }
             }
             MarketEvent::Bar(b) => {
                 if self.wants(ClientChannel::Bars) {
                     let frame = browser::bar(&self.symbol, &b);
-                    self.deliver(ClientChannel::Bars, FrameKind::Bar(b.kind), frame);
+                    self.deliver(ClientChannel::Bars, FrameKind::Bar(b.kind), frame, None);
+                }
+            }
+            MarketEvent::Book(update) => {
+                self.book.apply(&update);
+                if self.wants(ClientChannel::Orderbooks) {
+                    self.offer(|a| &mut a.book_window, Self::emit_book, ctx);
                 }
             }
         }
@@ -337,7 +383,8 @@ impl Handler<AddSubscriber> for SymbolThrottle {
                     symbol: self.symbol.clone(),
                     kind: FrameKind::Price,
                 },
-                frame: self.price_frame(true),
+                frame: self.price_frame(true).frame,
+                batch: None,
             };
             if msg.subscriber.deliver.try_send(snapshot).is_err() {
                 msg.subscriber

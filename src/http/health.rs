@@ -45,10 +45,10 @@ pub async fn readiness(state: web::Data<AppState>) -> HttpResponse {
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let feeds: BTreeMap<&str, &str> = status
+    let feeds: BTreeMap<String, &str> = status
         .feeds
         .iter()
-        .map(|f| (f.status.feed.as_str(), f.status.state.browser_status()))
+        .map(|f| (f.status.feed.name(), f.status.state.browser_status()))
         .collect();
     if status.ready() {
         HttpResponse::Ok().json(serde_json::json!({"ready": true, "feeds": feeds}))
@@ -78,12 +78,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         Err(resp) => return resp,
     };
     let ready = status.ready();
-    let feeds: BTreeMap<&str, FeedHealth> = status
+    let feeds: BTreeMap<String, FeedHealth> = status
         .feeds
         .iter()
         .map(|f| {
             (
-                f.status.feed.as_str(),
+                f.status.feed.name(),
                 FeedHealth {
                     state: f.status.state,
                     connected: f.status.state == FeedState::Connected,
@@ -123,7 +123,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         Err(resp) => return resp,
     };
     let now = Timestamp::now();
-    let feeds: BTreeMap<&str, FeedStatusView> = status
+    let feeds: BTreeMap<String, FeedStatusView> = status
         .feeds
         .iter()
         .map(|f| {
@@ -132,7 +132,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
                 .last_message_time
                 .map(|t| t.age_at(now).as_millis() as u64);
             (
-                f.status.feed.as_str(),
+                f.status.feed.name(),
                 FeedStatusView {
                     report: f,
                     last_message_age_ms: age,
@@ -160,6 +160,8 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         "symbols": status.symbols,
         "throttles": status.throttles,
         "pinned": status.pinned,
+        "news_subscriptions": status.news,
+        "positions_subscribers": status.positions_subscribers,
         "cached_quotes": status.cached_quotes,
         "timestamp": now,
     });

@@ -5,9 +5,11 @@
 //! - [`subscriptions`] — server-side pins (`POST`/`DELETE /api/v1/subscriptions`).
 //! - [`ws`] — `GET /ws`, the browser protocol.
 //! - [`dashboard`] — `GET /`, a live table of prices and feed status.
+//! - [`accounts`] — trading accounts and their streams, from memory.
 //!
 //! Handlers read the quote cache directly and ask the registry for everything else.
 
+pub mod accounts;
 pub mod dashboard;
 pub mod health;
 pub mod quotes;
@@ -22,6 +24,7 @@ use actix::Addr;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use crate::accounts::AccountStore;
 use crate::quote_book::QuoteBook;
 use crate::registry::Registry;
 use crate::session::SessionConfig;
@@ -31,6 +34,7 @@ use crate::time::Timestamp;
 pub struct AppState {
     pub registry: Addr<Registry>,
     pub book: QuoteBook,
+    pub accounts: AccountStore,
     pub sessions: Arc<SessionConfig>,
     pub provider: &'static str,
     pub stale_after: Duration,
@@ -58,6 +62,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/positions/subscribe-spot-prices",
             web::post().to(subscriptions::pin),
+        )
+        .route("/api/v1/accounts", web::get().to(accounts::list))
+        .route(
+            "/api/v1/accounts/{id}/{view}",
+            web::get().to(accounts::view),
+        )
+        .route(
+            "/api/v1/websocket/status",
+            web::get().to(accounts::websocket_status),
         )
         .default_service(web::to(not_found));
 }

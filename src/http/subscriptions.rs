@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::browser::Rejection;
-use crate::registry::{Pin, Unpin};
+use crate::registry::{Pin, PinOwner, Unpin};
 use crate::symbol::Symbol;
 
 /// Most symbols in one request.
@@ -66,7 +66,14 @@ pub async fn pin(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let outcome = if symbols.is_empty() {
         Default::default()
     } else {
-        match state.registry.send(Pin { symbols }).await {
+        match state
+            .registry
+            .send(Pin {
+                symbols,
+                owner: PinOwner::Rest,
+            })
+            .await
+        {
             Ok(o) => o,
             Err(e) => return unavailable(e),
         }
@@ -97,7 +104,14 @@ pub async fn unpin(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse
         Ok(v) => v,
         Err(message) => return error(actix_web::http::StatusCode::BAD_REQUEST, message),
     };
-    let released = match state.registry.send(Unpin { symbols }).await {
+    let released = match state
+        .registry
+        .send(Unpin {
+            symbols,
+            owner: PinOwner::Rest,
+        })
+        .await
+    {
         Ok(r) => r,
         Err(e) => return unavailable(e),
     };

@@ -21,6 +21,8 @@ use super::DeliverKey;
 pub struct Backlog {
     /// Unsent bytes past which updates are held.
     limit: usize,
+    /// Most updates held at once.
+    max_held: usize,
     /// Newest held frame per key.
     held: HashMap<DeliverKey, ByteString>,
     /// Keys in the order they were first held.
@@ -32,9 +34,10 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, max_held: usize) -> Self {
         Backlog {
             limit,
+            max_held: max_held.max(1),
             held: HashMap::new(),
             order: VecDeque::new(),
             dropped: 0,
@@ -57,7 +60,15 @@ impl Backlog {
         self.behind_since.get_or_insert(now);
         match self.held.insert(key.clone(), frame) {
             Some(_) => self.dropped += 1,
-            None => self.order.push_back(key),
+            None => {
+                self.order.push_back(key);
+                while self.held.len() > self.max_held {
+                    if let Some(oldest) = self.order.pop_front() {
+                        self.held.remove(&oldest);
+                        self.dropped += 1;
+                    }
+                }
+            }
         }
         None
     }
@@ -137,7 +148,7 @@ mod tests {
     #[test]
     fn writes_through_while_the_socket_keeps_up() {
         let now = Instant::now();
-        let mut b = Backlog::new(1000);
+        let mut b = Backlog::new(1000, 100);
         assert_eq!(
             b.offer(key("AAPL"), frame("a1"), 1000, now),
             Some(frame("a1"))
@@ -148,7 +159,7 @@ mod tests {
     #[test]
     fn past_the_limit_keeps_only_the_newest_per_key_and_counts_drops() {
         let now = Instant::now();
-        let mut b = Backlog::new(1000);
+        let mut b = Backlog::new(1000, 100);
         assert_eq!(b.offer(key("AAPL"), frame("a1"), 1001, now), None);
         assert_eq!(b.offer(key("MSFT"), frame("m1"), 1001, now), None);
         assert_eq!(b.offer(key("AAPL"), frame("a2"), 1001, now), None);
@@ -170,7 +181,7 @@ mod tests {
     #[test]
     fn overdue_after_the_timeout_only_while_behind() {
         let t0 = Instant::now();
-        let mut b = Backlog::new(100);
+        let mut b = Backlog::new(100, 100);
         let timeout = Duration::from_secs(5);
         b.offer(key("AAPL"), frame("a"), 200, t0);
         assert!(!b.overdue(t0 + Duration::from_secs(4), timeout));
@@ -183,7 +194,7 @@ mod tests {
     #[test]
     fn behind_without_held_updates_still_counts() {
         let t0 = Instant::now();
-        let mut b = Backlog::new(100);
+        let mut b = Backlog::new(100, 100);
         b.drain(500, t0);
         assert!(b.is_behind());
         b.drain(50, t0);
@@ -191,9 +202,25 @@ mod tests {
     }
 
     #[test]
+    fn unique_keys_are_bounded_by_max_held_dropping_the_oldest() {
+        let now = Instant::now();
+        let mut b = Backlog::new(10, 3);
+        for id in 0..5 {
+            let k = DeliverKey {
+                symbol: Symbol::wildcard(),
+                kind: FrameKind::News(id),
+            };
+            b.offer(k, frame(&format!("n{id}")), 100, now);
+        }
+        assert_eq!(b.held_len(), 3);
+        assert_eq!(b.dropped(), 2);
+        assert_eq!(b.drain(0, now), vec![frame("n2"), frame("n3"), frame("n4")]);
+    }
+
+    #[test]
     fn forgetting_a_symbol_drops_its_held_frames() {
         let now = Instant::now();
-        let mut b = Backlog::new(10);
+        let mut b = Backlog::new(10, 100);
         b.offer(key("AAPL"), frame("a"), 100, now);
         b.offer(key("MSFT"), frame("m"), 100, now);
         b.forget(|k| k.symbol.as_str() == "AAPL");

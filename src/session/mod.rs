@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use self::backlog::Backlog;
 use crate::browser::{
-    self, ChannelMask, ClientChannel, ClientError, ClientRequest, ErrorCode, Rejection,
+    self, ChannelMask, ClientChannel, ClientError, ClientRequest, ErrorCode, PriceKind, Rejection,
 };
 use crate::market::BarKind;
 use crate::registry::{Connect, Disconnect, Registry, Subscribe, Unsubscribe};
@@ -46,12 +46,33 @@ const CONTROL_FRAME_FACTOR: usize = 2;
 /// Identifies a session for the registry and throttles.
 pub type SessionId = u64;
 
-/// What a delivered frame is, for conflation: one pending frame per symbol and kind.
+/// What a delivered frame is, for conflation: one pending frame per symbol and kind. News and
+/// order events carry their own id, so they never replace each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKind {
     Price,
     Trade,
     Bar(BarKind),
+    Book,
+    News(i64),
+    /// A position of one account (keyed by the account's index).
+    Position(u64),
+    /// An order event (keyed by a sequence number).
+    Order(u64),
+}
+
+impl FrameKind {
+    /// The browser channel that carries this kind.
+    pub fn channel(self) -> ClientChannel {
+        match self {
+            FrameKind::Price => ClientChannel::Quotes,
+            FrameKind::Trade => ClientChannel::Trades,
+            FrameKind::Bar(_) => ClientChannel::Bars,
+            FrameKind::Book => ClientChannel::Orderbooks,
+            FrameKind::News(_) => ClientChannel::News,
+            FrameKind::Position(_) | FrameKind::Order(_) => ClientChannel::Positions,
+        }
+    }
 }
 
 /// The conflation key of a delivered frame.
@@ -61,12 +82,15 @@ pub struct DeliverKey {
     pub kind: FrameKind,
 }
 
-/// A frame from a symbol throttle, serialized once and shared by every session that gets it.
+/// A frame from a symbol throttle (or the registry, for news and account events), serialized
+/// once and shared by every session that gets it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
     pub key: DeliverKey,
     pub frame: ByteString,
+    /// For price updates: the `update` object alone (sharing the frame's bytes), for batching.
+    pub batch: Option<(PriceKind, ByteString)>,
 }
 
 /// Commands from the registry.
@@ -75,6 +99,11 @@ pub struct Deliver {
 pub enum SessionCommand {
     /// Send this frame (an `alpaca_status` broadcast).
     Send(ByteString),
+    /// The upstream refused these symbols: forget them and send `frame` (their rejections).
+    Rejected {
+        symbols: Vec<Symbol>,
+        frame: ByteString,
+    },
     /// Close with this code and reason (1001 at shutdown).
     Close { code: u16, reason: String },
 }
@@ -220,6 +249,57 @@ pub struct ClientSession {
     seen_pumped: u64,
     /// Encoded bytes written to the context that the pump has not counted yet (this poll's frames).
     unpumped: usize,
+    /// `configure {"batch":true}`: price updates are collected and sent as batches.
+    batching: bool,
+    batches: Batches,
+}
+
+/// The latest price update per symbol since the last batch, per price kind, in arrival order.
+#[derive(Debug, Default)]
+struct Batches {
+    spot: Vec<(Symbol, ByteString)>,
+    option: Vec<(Symbol, ByteString)>,
+}
+
+impl Batches {
+    fn list(&mut self, kind: PriceKind) -> &mut Vec<(Symbol, ByteString)> {
+        match kind {
+            PriceKind::Spot => &mut self.spot,
+            PriceKind::Option => &mut self.option,
+        }
+    }
+
+    /// Keeps the newest update of `symbol` (its place in the batch stays that of the first).
+    fn put(&mut self, kind: PriceKind, symbol: Symbol, update: ByteString) {
+        let list = self.list(kind);
+        match list.iter_mut().find(|(s, _)| *s == symbol) {
+            Some(slot) => slot.1 = update,
+            None => list.push((symbol, update)),
+        }
+    }
+
+    fn forget(&mut self, symbols: &[Symbol]) {
+        self.spot.retain(|(s, _)| !symbols.contains(s));
+        self.option.retain(|(s, _)| !symbols.contains(s));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spot.is_empty() && self.option.is_empty()
+    }
+
+    /// One frame per non-empty kind, emptying the batches.
+    fn take_frames(&mut self) -> Vec<ByteString> {
+        [PriceKind::Spot, PriceKind::Option]
+            .into_iter()
+            .filter_map(|kind| {
+                let updates: Vec<ByteString> = std::mem::take(self.list(kind))
+                    .into_iter()
+                    .map(|(_, u)| u)
+                    .collect();
+                (!updates.is_empty()).then(|| browser::price_batch(kind, &updates))
+            })
+            .collect()
+    }
 }
 
 /// Bytes of a server (unmasked) WebSocket frame header for a payload of `len` bytes.
@@ -238,8 +318,11 @@ impl ClientSession {
         registry: Addr<Registry>,
         stats: Arc<SessionStats>,
     ) -> Self {
+        // Conflatable keys are bounded by the symbols a client may hold; news and order events
+        // have a key each and are bounded here.
+        let max_held = config.settings.max_symbols * ClientChannel::ALL.len() + 256;
         ClientSession {
-            backlog: Backlog::new(config.settings.backlog_limit_bytes),
+            backlog: Backlog::new(config.settings.backlog_limit_bytes, max_held),
             rate: RateLimit::new(config.settings.max_messages_per_second),
             id,
             config,
@@ -251,7 +334,35 @@ impl ClientSession {
             closing: false,
             seen_pumped: 0,
             unpumped: 0,
+            batching: false,
+            batches: Batches::default(),
         }
+    }
+
+    /// Sends the collected batches, unless the client is behind (then they keep collecting the
+    /// newest update per symbol, which is the conflation a slow client needs anyway).
+    fn flush_batches(&mut self, ctx: &mut WebsocketContext<Self>) {
+        if self.closing
+            || self.batches.is_empty()
+            || self.unsent() > self.config.settings.backlog_limit_bytes
+        {
+            return;
+        }
+        for frame in self.batches.take_frames() {
+            self.text(ctx, frame);
+        }
+    }
+
+    /// Forgets symbols the registry says are gone (refused upstream).
+    fn forget_symbols(&mut self, symbols: &[Symbol]) {
+        for s in symbols {
+            self.symbols.remove(s);
+        }
+        self.backlog.forget(|k| symbols.contains(&k.symbol));
+        self.batches.forget(symbols);
+        self.stats
+            .symbols
+            .store(self.symbols.len(), Ordering::Relaxed);
     }
 
     /// Encoded bytes handed to the socket side that it has not taken yet. The pump counts what the
@@ -377,13 +488,14 @@ impl ClientSession {
             ClientRequest::Unsubscribe { symbols, channels } => {
                 self.unsubscribe(symbols, channels, ctx)
             }
-            ClientRequest::Configure { .. } => self.send_error(
-                ctx,
-                &ClientError::new(
-                    ErrorCode::UnknownAction,
-                    "configure is not supported by this version",
-                ),
-            ),
+            ClientRequest::Configure { batch } => {
+                if let Some(on) = batch {
+                    self.batching = on;
+                    if !on {
+                        self.flush_batches(ctx);
+                    }
+                }
+            }
             ClientRequest::Ping { id } => {
                 let frame = browser::pong(id.as_ref());
                 self.send(ctx, frame);
@@ -426,12 +538,12 @@ impl ClientSession {
                 ),
             );
         }
-        if wanted.is_empty() {
+        let mask = ChannelMask::of(&channels);
+        if wanted.is_empty() && !mask.contains(ClientChannel::Positions) {
             let frame = browser::subscribed(&[], &channels, &rejected);
             self.send(ctx, frame);
             return;
         }
-        let mask = ChannelMask::of(&channels);
         let request = Subscribe {
             session: self.id,
             symbols: wanted,
@@ -494,13 +606,20 @@ impl ClientSession {
                 let still = act.symbols.clone();
                 act.backlog.forget(|k| {
                     let remaining = still.get(&k.symbol).copied().unwrap_or_default();
-                    let channel = match k.kind {
-                        FrameKind::Price => ClientChannel::Quotes,
-                        FrameKind::Trade => ClientChannel::Trades,
-                        FrameKind::Bar(_) => ClientChannel::Bars,
-                    };
-                    !remaining.contains(channel)
+                    let channel = k.kind.channel();
+                    channel != ClientChannel::Positions && !remaining.contains(channel)
                 });
+                // Batches hold prices only: drop those of symbols no longer on `quotes`.
+                let no_prices: Vec<Symbol> = symbols
+                    .iter()
+                    .filter(|s| {
+                        !still
+                            .get(*s)
+                            .is_some_and(|m| m.contains(ClientChannel::Quotes))
+                    })
+                    .cloned()
+                    .collect();
+                act.batches.forget(&no_prices);
                 act.stats
                     .symbols
                     .store(act.symbols.len(), Ordering::Relaxed);
@@ -601,6 +720,9 @@ impl Actor for ClientSession {
             })
             .wait(ctx);
         ctx.run_interval(DRAIN_TICK, |act, ctx| act.tick(ctx));
+        let batch_every =
+            Duration::from_millis(self.config.throttle_ms.max(DRAIN_TICK.as_millis() as u64));
+        ctx.run_interval(batch_every, |act, ctx| act.flush_batches(ctx));
         let heartbeat = Duration::from_millis(self.config.settings.heartbeat_interval_ms);
         ctx.run_interval(heartbeat, |act, ctx| act.heartbeat(ctx));
     }
@@ -621,6 +743,12 @@ impl Handler<Deliver> for ClientSession {
         if self.closing {
             return;
         }
+        if self.batching {
+            if let Some((kind, update)) = msg.batch {
+                self.batches.put(kind, msg.key.symbol, update);
+                return;
+            }
+        }
         let unsent = self.unsent();
         if let Some(frame) = self
             .backlog
@@ -637,6 +765,10 @@ impl Handler<SessionCommand> for ClientSession {
     fn handle(&mut self, msg: SessionCommand, ctx: &mut Self::Context) {
         match msg {
             SessionCommand::Send(frame) => self.send(ctx, frame),
+            SessionCommand::Rejected { symbols, frame } => {
+                self.forget_symbols(&symbols);
+                self.send(ctx, frame);
+            }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
         }
     }

@@ -2,12 +2,13 @@
 //!
 //! Greets with `connected`, expects `auth` within the auth timeout (404 otherwise), refuses a second
 //! auth (403) and subscriptions before auth (401), answers every subscribe/unsubscribe with the
-//! full subscription set listing every channel key, refuses channels the feed does not offer (410)
-//! and malformed symbols (400). Reassembles fragmented client messages. Reports its state to the
-//! [`Exchange`], which sends it data and fault commands.
+//! full subscription set listing every channel key of its stream, refuses channels the stream does
+//! not offer (410), malformed symbols (400), `*` for option quotes (413), symbols a fault rejects
+//! (400) and requests over a plan's symbol limit (405, leaving the set unchanged). Speaks JSON, or
+//! msgpack when the upgrade asked for it — options only in msgpack (412 otherwise). Reassembles
+//! fragmented client messages. Reports its state to the [`Exchange`], which sends it data.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,51 +16,50 @@ use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, ProtocolError, WebsocketContext};
 use log::debug;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::exchange::{
-    Authorize, ConnSubs, Exchange, Faults, Register, SimOutbound, SubscriptionsChanged, Unregister,
+    encode_frame, Authenticated, ConnSubs, Encoded, Exchange, Register, SimOutbound,
+    SubscriptionsChanged, Unregister,
 };
-use crate::symbol::{classify, AssetClass};
-use crate::upstream::protocol::error_name;
+use super::faults::{Faults, FeedFaults, SimFeed};
+use super::wire::{Msg, V};
+use crate::symbol::{classify, AssetClass, WILDCARD};
+use crate::upstream::protocol::{error_name, Encoding};
 
-/// The channels of a stock data stream.
-pub const STOCK_CHANNELS: &[&str] = &[
-    "trades",
-    "quotes",
-    "bars",
-    "updatedBars",
-    "dailyBars",
-    "statuses",
-    "lulds",
-    "imbalances",
-];
-/// Channels a client may send but which follow `trades` implicitly.
+/// Channels a stock client may send but which follow `trades` implicitly.
 const IMPLICIT: &[&str] = &["corrections", "cancelErrors"];
 
-/// One client connection to the simulator.
+/// One client connection to a simulated data stream.
 pub struct SimConnection {
     id: u64,
+    feed: SimFeed,
     path: String,
+    encoding: Encoding,
     exchange: Addr<Exchange>,
     faults: Arc<Faults>,
     auth_timeout: Duration,
     authenticated: bool,
     subs: ConnSubs,
-    fragments: Option<Vec<u8>>,
+    /// A fragmented message: whether it is binary, and its bytes so far.
+    fragments: Option<(bool, Vec<u8>)>,
 }
 
 impl SimConnection {
     pub fn new(
         id: u64,
+        feed: SimFeed,
         path: String,
+        encoding: Encoding,
         exchange: Addr<Exchange>,
         faults: Arc<Faults>,
         auth_timeout: Duration,
     ) -> Self {
         SimConnection {
             id,
+            feed,
             path,
+            encoding,
             exchange,
             faults,
             auth_timeout,
@@ -69,18 +69,43 @@ impl SimConnection {
         }
     }
 
-    fn send(&self, ctx: &mut WebsocketContext<Self>, value: Value) {
-        if !self.faults.frozen.load(Ordering::Relaxed) {
-            ctx.text(json!([value]).to_string());
+    fn faults(&self) -> &FeedFaults {
+        self.faults.feed(self.feed)
+    }
+
+    fn send(&self, ctx: &mut WebsocketContext<Self>, msg: Msg) {
+        if self.faults().frozen() {
+            return;
+        }
+        match encode_frame(self.encoding, &[&msg]) {
+            Encoded::Text(t) => ctx.text(t),
+            Encoded::Binary(b) => ctx.binary(b),
         }
     }
 
     fn error(&self, ctx: &mut WebsocketContext<Self>, code: u16) {
-        self.send(ctx, json!({"T":"error","code":code,"msg":error_name(code)}));
+        self.error_msg(ctx, code, error_name(code));
     }
 
-    fn on_message(&mut self, data: &[u8], ctx: &mut WebsocketContext<Self>) {
-        let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(data) else {
+    fn error_msg(&self, ctx: &mut WebsocketContext<Self>, code: u16, msg: &str) {
+        self.send(
+            ctx,
+            Msg(vec![
+                ("T", "error".into()),
+                ("code", V::Int(i64::from(code))),
+                ("msg", msg.into()),
+            ]),
+        );
+    }
+
+    fn on_message(&mut self, data: &[u8], binary: bool, ctx: &mut WebsocketContext<Self>) {
+        let parsed: Option<Value> =
+            if binary && data.first().is_some_and(|b| !matches!(b, b'{' | b'[')) {
+                rmp_serde::from_slice(data).ok()
+            } else {
+                serde_json::from_slice(data).ok()
+            };
+        let Some(Value::Object(msg)) = parsed else {
             self.error(ctx, 400);
             return;
         };
@@ -107,26 +132,53 @@ impl SimConnection {
                 .and_then(Value::as_str)
                 .is_some_and(|v| !v.is_empty())
         };
-        if !present("key") || !present("secret") {
-            self.error(ctx, 402);
+        let refused = if !present("key") || !present("secret") {
+            Some(402)
+        } else {
+            self.faults().take_auth_failure()
+        };
+        if let Some(code) = refused {
+            debug!(
+                "simulator: refusing authentication of connection {} with {code}",
+                self.id
+            );
+            self.error(ctx, code);
+            ctx.close(Some(CloseCode::Policy.into()));
+            ctx.stop();
             return;
         }
-        self.exchange
-            .send(Authorize { id: self.id })
-            .into_actor(self)
-            .map(|res, act, ctx| match res {
-                Ok(Ok(())) => {
-                    act.authenticated = true;
-                    act.send(ctx, json!({"T":"success","msg":"authenticated"}));
-                }
-                Ok(Err((code, _))) => {
-                    act.error(ctx, code);
-                    ctx.close(Some(CloseCode::Policy.into()));
-                    ctx.stop();
-                }
-                Err(_) => ctx.stop(),
-            })
-            .wait(ctx);
+        self.authenticated = true;
+        self.exchange.do_send(Authenticated { id: self.id });
+        self.send(
+            ctx,
+            Msg(vec![
+                ("T", "success".into()),
+                ("msg", "authenticated".into()),
+            ]),
+        );
+    }
+
+    /// Whether `symbol` is valid on this stream's `channel`.
+    fn valid_symbol(&self, channel: &str, symbol: &str) -> Result<(), u16> {
+        if symbol == WILDCARD {
+            return if self.feed == SimFeed::Options && channel == "quotes" {
+                Err(413)
+            } else {
+                Ok(())
+            };
+        }
+        let class = classify(symbol);
+        let ok = match self.feed {
+            SimFeed::Stocks => class == Some(AssetClass::Stock),
+            SimFeed::Crypto => class == Some(AssetClass::Crypto),
+            SimFeed::Options => class == Some(AssetClass::Option),
+            SimFeed::News => matches!(class, Some(AssetClass::Stock | AssetClass::Crypto)),
+            SimFeed::Trading => false,
+        };
+        if !ok || self.faults().is_rejected(symbol) {
+            return Err(400);
+        }
+        Ok(())
     }
 
     fn subscribe(
@@ -135,7 +187,8 @@ impl SimConnection {
         msg: &serde_json::Map<String, Value>,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        let mut changes: Vec<(&str, Vec<String>)> = Vec::new();
+        let channels = self.feed.channels();
+        let mut changes: Vec<(&'static str, Vec<String>)> = Vec::new();
         for (key, value) in msg {
             if key == "action" || value.is_null() {
                 continue;
@@ -144,58 +197,81 @@ impl SimConnection {
                 self.error(ctx, 400);
                 return;
             };
-            if list.is_empty() {
+            if list.is_empty() || (self.feed == SimFeed::Stocks && IMPLICIT.contains(&key.as_str()))
+            {
                 continue;
             }
-            if IMPLICIT.contains(&key.as_str()) {
-                continue;
-            }
-            let Some(channel) = STOCK_CHANNELS.iter().find(|c| **c == key) else {
+            let Some(channel) = channels.iter().find(|c| **c == key) else {
                 self.error(ctx, 410);
                 return;
             };
             let mut symbols = Vec::with_capacity(list.len());
             for item in list {
-                match item.as_str() {
-                    Some("*") => symbols.push("*".to_owned()),
-                    Some(s) if classify(s) == Some(AssetClass::Stock) => symbols.push(s.to_owned()),
-                    _ => {
-                        self.error(ctx, 400);
+                let Some(s) = item.as_str() else {
+                    self.error(ctx, 400);
+                    return;
+                };
+                if add {
+                    if let Err(code) = self.valid_symbol(channel, s) {
+                        self.error(ctx, code);
                         return;
                     }
                 }
+                symbols.push(s.to_owned());
             }
             changes.push((channel, symbols));
         }
+        let mut next = self.subs.clone();
+        let mut new_books = Vec::new();
         for (channel, symbols) in changes {
-            let set = self.subs.entry(channel.to_owned()).or_default();
+            let set = next.entry(channel.to_owned()).or_default();
             for s in symbols {
                 if add {
-                    set.insert(s);
+                    if set.insert(s.clone()) && channel == "orderbooks" && s != WILDCARD {
+                        new_books.push(s);
+                    }
                 } else {
                     set.remove(&s);
                 }
             }
         }
-        self.subs.retain(|_, s| !s.is_empty());
-        let mut ack = serde_json::Map::new();
-        ack.insert("T".into(), "subscription".into());
-        for channel in STOCK_CHANNELS {
-            ack.insert((*channel).into(), self.list(channel));
+        next.retain(|_, s| !s.is_empty());
+        let limit = self
+            .faults()
+            .symbol_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let distinct: BTreeSet<&String> = next.values().flatten().collect();
+        if add && limit > 0 && distinct.len() > limit {
+            self.error(ctx, 405);
+            return;
         }
-        for implicit in IMPLICIT {
-            ack.insert((*implicit).into(), self.list("trades"));
+        self.subs = next;
+        let mut ack = vec![("T", V::from("subscription"))];
+        for channel in channels {
+            ack.push((channel, self.list(channel)));
         }
-        self.send(ctx, Value::Object(ack));
+        if self.feed == SimFeed::Stocks {
+            for implicit in IMPLICIT {
+                ack.push((implicit, self.list("trades")));
+            }
+        }
+        self.send(ctx, Msg(ack));
         self.exchange.do_send(SubscriptionsChanged {
             id: self.id,
             subs: self.subs.clone(),
+            new_books,
         });
     }
 
-    fn list(&self, channel: &str) -> Value {
-        let set: BTreeSet<String> = self.subs.get(channel).cloned().unwrap_or_default();
-        Value::from(set.into_iter().collect::<Vec<_>>())
+    fn list(&self, channel: &str) -> V {
+        V::List(
+            self.subs
+                .get(channel)
+                .into_iter()
+                .flatten()
+                .map(|s| V::Str(s.clone()))
+                .collect(),
+        )
     }
 }
 
@@ -204,12 +280,23 @@ impl Actor for SimConnection {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
+        if self.feed == SimFeed::Options && self.encoding != Encoding::Msgpack {
+            self.error(ctx, 412);
+            ctx.close(Some(CloseCode::Policy.into()));
+            ctx.stop();
+            return;
+        }
         self.exchange.do_send(Register {
             id: self.id,
+            feed: self.feed,
             path: self.path.clone(),
+            encoding: self.encoding,
             sink: ctx.address().recipient(),
         });
-        self.send(ctx, json!({"T":"success","msg":"connected"}));
+        self.send(
+            ctx,
+            Msg(vec![("T", "success".into()), ("msg", "connected".into())]),
+        );
         ctx.run_later(self.auth_timeout, |act, ctx| {
             if !act.authenticated {
                 act.error(ctx, 404);
@@ -231,13 +318,16 @@ impl Handler<SimOutbound> for SimConnection {
 
     fn handle(&mut self, msg: SimOutbound, ctx: &mut Self::Context) {
         match msg {
-            SimOutbound::Frame(text) => {
-                if !self.faults.data_blocked() {
-                    ctx.text(text);
+            SimOutbound::Frame(frame) => {
+                if !self.faults().data_blocked() {
+                    match frame {
+                        Encoded::Text(t) => ctx.text(t),
+                        Encoded::Binary(b) => ctx.binary(b),
+                    }
                 }
             }
             SimOutbound::Error { code, msg, close } => {
-                self.send(ctx, json!({"T":"error","code":code,"msg":msg}));
+                self.error_msg(ctx, code, &msg);
                 if close {
                     ctx.close(Some(CloseCode::Policy.into()));
                     ctx.stop();
@@ -255,28 +345,32 @@ impl Handler<SimOutbound> for SimConnection {
 impl StreamHandler<Result<ws::Message, ProtocolError>> for SimConnection {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         match item {
-            Ok(ws::Message::Text(text)) => self.on_message(text.as_bytes(), ctx),
-            Ok(ws::Message::Binary(data)) => self.on_message(&data, ctx),
+            Ok(ws::Message::Text(text)) => self.on_message(text.as_bytes(), false, ctx),
+            Ok(ws::Message::Binary(data)) => self.on_message(&data, true, ctx),
             Ok(ws::Message::Continuation(item)) => {
                 let (chunk, last) = match item {
-                    Item::FirstText(b) | Item::FirstBinary(b) => {
-                        self.fragments = Some(Vec::new());
+                    Item::FirstText(b) => {
+                        self.fragments = Some((false, Vec::new()));
+                        (b, false)
+                    }
+                    Item::FirstBinary(b) => {
+                        self.fragments = Some((true, Vec::new()));
                         (b, false)
                     }
                     Item::Continue(b) => (b, false),
                     Item::Last(b) => (b, true),
                 };
-                if let Some(buf) = self.fragments.as_mut() {
+                if let Some((_, buf)) = self.fragments.as_mut() {
                     buf.extend_from_slice(&chunk);
                 }
                 if last {
-                    if let Some(whole) = self.fragments.take() {
-                        self.on_message(&whole, ctx);
+                    if let Some((binary, whole)) = self.fragments.take() {
+                        self.on_message(&whole, binary, ctx);
                     }
                 }
             }
             Ok(ws::Message::Ping(payload)) => {
-                if !self.faults.frozen.load(Ordering::Relaxed) {
+                if !self.faults().frozen() {
                     ctx.pong(&payload);
                 }
             }

@@ -1,47 +1,60 @@
-//! `Exchange`: the simulator's market — price walks, connected clients, faults.
+//! `Exchange`: the simulator's market — price walks, connected data clients, news.
 //!
-//! Owns: one [`Walk`] per symbol in use, every client connection's subscriptions (as the
-//! connections report them), the recent quotes sent per symbol (so tests can check what tickrelay
-//! relays against what was sent), and the fault switches. Talks to: simulator connections (frames
-//! and fault commands out; registration, auth and subscription reports in) and the control API.
-//! Every tick it advances the walks of subscribed symbols and sends each connection one frame with
-//! the messages it subscribed to, as Alpaca batches data into arrays.
+//! Owns: one [`Walk`] per symbol in use, every data connection's feed, encoding and subscriptions
+//! (as the connections report them), and the recent quotes sent per symbol (so tests can check
+//! what tickrelay relays against what was sent). Talks to: simulator connections (frames and fault
+//! commands out; registration and subscription reports in) and the control API. Every tick it
+//! advances the walks of subscribed symbols and sends each connection one frame, in its encoding,
+//! with the messages it subscribed to, as Alpaca batches data into arrays.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::SendError;
 use actix::prelude::*;
+use bytes::Bytes;
 use bytestring::ByteString;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use serde::{Deserialize, Serialize};
 
-use super::market::{SimQuote, SimTrade, Walk};
+use super::faults::{Faults, SimFeed};
+use super::market::{news_article, Walk};
+use super::wire::{json_frame, msgpack_frame, Msg};
 use crate::rng::SplitMix64;
+use crate::symbol::WILDCARD;
 use crate::time::Timestamp;
+use crate::upstream::protocol::Encoding;
 
 /// Recent quotes kept per symbol for `GET /control/history`.
 const HISTORY: usize = 256;
-/// Frames a connection may have queued before it is a slow client (Alpaca's 407).
+/// Consecutive ticks with a full mailbox after which a connection is a slow client (Alpaca's 407).
 const SLOW_AFTER_FULL_TICKS: u32 = 50;
 
 /// A connection's subscriptions: channel key → symbols (or `*`).
 pub type ConnSubs = BTreeMap<String, BTreeSet<String>>;
 
-/// Switches the control API flips; read by connections on their own threads.
-#[derive(Debug, Default)]
-pub struct Faults {
-    /// No market data is sent (pings are still answered).
-    pub silent: AtomicBool,
-    /// Nothing at all is sent, not even pongs: a dead peer.
-    pub frozen: AtomicBool,
+/// An encoded frame.
+#[derive(Clone, Debug)]
+pub enum Encoded {
+    Text(ByteString),
+    Binary(Bytes),
 }
 
-impl Faults {
-    pub fn data_blocked(&self) -> bool {
-        self.silent.load(Ordering::Relaxed) || self.frozen.load(Ordering::Relaxed)
+/// Encodes messages as one frame in `encoding`.
+pub fn encode_frame(encoding: Encoding, msgs: &[&Msg]) -> Encoded {
+    match encoding {
+        Encoding::Json => {
+            let parts: Vec<String> = msgs.iter().map(|m| m.json()).collect();
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            Encoded::Text(json_frame(&refs).into())
+        }
+        Encoding::Msgpack => {
+            let parts: Vec<Vec<u8>> = msgs.iter().map(|m| m.msgpack()).collect();
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            Encoded::Binary(msgpack_frame(&refs).into())
+        }
     }
 }
 
@@ -49,8 +62,8 @@ impl Faults {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub enum SimOutbound {
-    /// A data frame (JSON text).
-    Frame(ByteString),
+    /// A data frame.
+    Frame(Encoded),
     /// Send `[{"T":"error",…}]`, then close if asked.
     Error { code: u16, msg: String, close: bool },
     /// Drop the connection without a close frame.
@@ -67,51 +80,52 @@ pub struct ExchangeConfig {
     pub quotes_per_tick: u32,
     pub trade_probability: f64,
     pub bar_interval: Duration,
+    pub news_interval: Duration,
     pub generate: bool,
     pub seed: u64,
 }
 
-/// A new client connection.
+/// A new data connection.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Register {
     pub id: u64,
+    pub feed: SimFeed,
     pub path: String,
+    pub encoding: Encoding,
     pub sink: Recipient<SimOutbound>,
 }
 
-/// A client connection ended.
+/// A data connection ended.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unregister {
     pub id: u64,
 }
 
-/// A client sent valid credentials; answers `Err((code, msg))` when a fault says to refuse.
+/// A data connection authenticated.
 #[derive(Message)]
-#[rtype(result = "Result<(), (u16, String)>")]
-pub struct Authorize {
+#[rtype(result = "()")]
+pub struct Authenticated {
     pub id: u64,
 }
 
-/// A client's subscriptions changed.
+/// A connection's subscriptions changed; `new_books` are symbols just added on `orderbooks`,
+/// which get a full book (reset) first, as Alpaca sends.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SubscriptionsChanged {
     pub id: u64,
     pub subs: ConnSubs,
+    pub new_books: Vec<String>,
 }
 
-/// A quote to inject (control API); missing sizes default to 1.
+/// A quote to inject (control API); missing sizes come from the walk.
 #[derive(Clone, Debug, Deserialize)]
 pub struct InjectQuote {
     pub symbol: String,
     pub bp: f64,
     pub ap: f64,
-    #[serde(default = "one")]
-    pub bs: u32,
-    #[serde(default = "one", rename = "as")]
-    pub ask_size: u32,
 }
 
 /// A trade to inject (control API).
@@ -119,15 +133,17 @@ pub struct InjectQuote {
 pub struct InjectTrade {
     pub symbol: String,
     pub p: f64,
-    #[serde(default = "one")]
-    pub s: u32,
 }
 
-fn one() -> u32 {
-    1
+/// A news article to inject (control API).
+#[derive(Clone, Debug, Deserialize)]
+pub struct InjectNews {
+    pub headline: String,
+    #[serde(default)]
+    pub symbols: Vec<String>,
 }
 
-/// Send these quotes and trades now, in one frame per connection; answers how many got any.
+/// Send these now, one frame per connection; answers how many connections got any.
 #[derive(Message, Deserialize)]
 #[rtype(result = "usize")]
 pub struct Inject {
@@ -135,26 +151,25 @@ pub struct Inject {
     pub quotes: Vec<InjectQuote>,
     #[serde(default)]
     pub trades: Vec<InjectTrade>,
+    #[serde(default)]
+    pub news: Vec<InjectNews>,
 }
 
-/// Send a command to every connection; answers how many there were.
+/// Send a command to every connection of `feed` (all when `None`); answers how many there were.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct Broadcast(pub SimOutbound);
-
-/// Refuse the next `count` authentications with `code`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FailAuth {
-    pub code: u16,
-    pub count: u32,
+pub struct Broadcast {
+    pub feed: Option<SimFeed>,
+    pub command: SimOutbound,
 }
 
 /// One connection as the control API reports it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ConnReport {
     pub id: u64,
+    pub feed: &'static str,
     pub path: String,
+    pub encoding: Encoding,
     pub authenticated: bool,
     pub subscriptions: ConnSubs,
 }
@@ -175,13 +190,15 @@ pub struct GetReport;
 
 /// Recent quotes sent for a symbol, oldest first.
 #[derive(Message)]
-#[rtype(result = "Vec<SimQuote>")]
+#[rtype(result = "Vec<serde_json::Value>")]
 pub struct GetHistory {
     pub symbol: String,
 }
 
 struct Conn {
+    feed: SimFeed,
     path: String,
+    encoding: Encoding,
     sink: Recipient<SimOutbound>,
     authenticated: bool,
     subs: ConnSubs,
@@ -193,7 +210,48 @@ impl Conn {
     fn wants(&self, channel: &str, symbol: &str) -> bool {
         self.subs
             .get(channel)
-            .is_some_and(|s| s.contains(symbol) || s.contains("*"))
+            .is_some_and(|s| s.contains(symbol) || s.contains(WILDCARD))
+    }
+
+    /// Whether a news article for `symbols` reaches this connection (no symbols: `*` only).
+    fn wants_news(&self, symbols: &[String]) -> bool {
+        let Some(subs) = self.subs.get("news") else {
+            return false;
+        };
+        subs.contains(WILDCARD) || symbols.iter().any(|s| subs.contains(s))
+    }
+}
+
+/// A message to send and its encodings, made at most once each.
+struct Outgoing {
+    channel: &'static str,
+    symbols: Vec<String>,
+    msg: Msg,
+    json: OnceCell<String>,
+    msgpack: OnceCell<Vec<u8>>,
+}
+
+impl Outgoing {
+    fn new(channel: &'static str, symbol: String, msg: Msg) -> Self {
+        Self::for_symbols(channel, vec![symbol], msg)
+    }
+
+    fn for_symbols(channel: &'static str, symbols: Vec<String>, msg: Msg) -> Self {
+        Outgoing {
+            channel,
+            symbols,
+            msg,
+            json: OnceCell::new(),
+            msgpack: OnceCell::new(),
+        }
+    }
+
+    fn reaches(&self, conn: &Conn) -> bool {
+        if self.channel == "news" {
+            conn.wants_news(&self.symbols)
+        } else {
+            conn.wants(self.channel, &self.symbols[0])
+        }
     }
 }
 
@@ -203,10 +261,10 @@ pub struct Exchange {
     faults: Arc<Faults>,
     walks: HashMap<String, Walk>,
     conns: BTreeMap<u64, Conn>,
-    history: HashMap<String, VecDeque<SimQuote>>,
+    history: HashMap<String, VecDeque<serde_json::Value>>,
     rng: SplitMix64,
-    auth_failures: Option<(u16, u32)>,
     bar_start: Timestamp,
+    next_news_id: i64,
     accepted: u64,
     authentications: u64,
     kicked: u64,
@@ -225,21 +283,25 @@ impl Exchange {
             walks,
             conns: BTreeMap::new(),
             history: HashMap::new(),
-            auth_failures: None,
             bar_start: Timestamp::now(),
+            next_news_id: 1,
             accepted: 0,
             authentications: 0,
             kicked: 0,
         }
     }
 
-    /// Symbols some authenticated connection wants on `channels` (`*` means the configured list).
-    fn wanted(&self, channels: &[&str]) -> BTreeSet<String> {
+    /// Symbols authenticated connections of `feed` want on `channels` (`*`: the configured list).
+    fn wanted(&self, feed: SimFeed, channels: &[&str]) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for c in self.conns.values().filter(|c| c.authenticated) {
+        for c in self
+            .conns
+            .values()
+            .filter(|c| c.authenticated && c.feed == feed)
+        {
             for ch in channels {
                 for s in c.subs.get(*ch).into_iter().flatten() {
-                    if s == "*" {
+                    if s == WILDCARD {
                         out.extend(self.config.symbols.iter().cloned());
                     } else {
                         out.insert(s.clone());
@@ -257,101 +319,131 @@ impl Exchange {
             .or_insert_with(|| Walk::new(symbol, seed))
     }
 
-    fn remember(&mut self, q: &SimQuote) {
-        let h = self.history.entry(q.symbol.clone()).or_default();
+    fn remember(&mut self, symbol: &str, quote: &Msg) {
+        let h = self.history.entry(symbol.to_owned()).or_default();
         if h.len() == HISTORY {
             h.pop_front();
         }
-        h.push_back(q.clone());
+        h.push_back(quote.to_value());
     }
 
     fn tick(&mut self) {
-        if !self.config.generate || self.faults.data_blocked() {
+        if !self.config.generate {
             return;
         }
         let now = Timestamp::now();
-        let symbols = self.wanted(&["quotes", "trades"]);
-        let mut quotes = Vec::new();
-        let mut trades = Vec::new();
-        let (per_tick, p_trade) = (self.config.quotes_per_tick, self.config.trade_probability);
-        for s in &symbols {
-            let trade_now = self.rng.next_f64() < p_trade;
-            let walk = self.walk(s);
-            for _ in 0..per_tick {
-                walk.step();
-                quotes.push(walk.quote(now));
+        let mut out = Vec::new();
+        for feed in [SimFeed::Stocks, SimFeed::Crypto, SimFeed::Options] {
+            if self.faults.feed(feed).data_blocked() {
+                continue;
             }
-            if trade_now {
-                trades.push(walk.trade(now));
+            let p_trade = self.config.trade_probability;
+            for s in self.wanted(feed, &["quotes", "trades"]) {
+                let trade_now = self.rng.next_f64() < p_trade;
+                for _ in 0..self.config.quotes_per_tick {
+                    let walk = self.walk(&s);
+                    walk.step();
+                    let q = walk.quote(now);
+                    self.remember(&s, &q);
+                    out.push(Outgoing::new("quotes", s.clone(), q));
+                }
+                if trade_now {
+                    let t = self.walk(&s).trade(now, None);
+                    out.push(Outgoing::new("trades", s.clone(), t));
+                }
+            }
+            if feed == SimFeed::Crypto {
+                for s in self.wanted(feed, &["orderbooks"]) {
+                    let o = self.walk(&s).book_update(now);
+                    out.push(Outgoing::new("orderbooks", s, o));
+                }
             }
         }
-        self.dispatch(&quotes, &trades);
+        self.dispatch(&out);
     }
 
     fn bars(&mut self) {
         let start = std::mem::replace(&mut self.bar_start, Timestamp::now());
-        if !self.config.generate || self.faults.data_blocked() {
+        if !self.config.generate {
             return;
         }
-        let symbols = self.wanted(&["bars"]);
-        let bars: Vec<(String, String)> = symbols
-            .iter()
-            .map(|s| {
-                let bar = self.walk(s).bar(start);
-                (s.clone(), to_json(&bar))
-            })
-            .collect();
-        self.send_each(|c| {
-            bars.iter()
-                .filter(|(s, _)| c.wants("bars", s))
-                .map(|(_, j)| j.as_str())
-                .collect()
-        });
-    }
-
-    /// Sends quotes and trades to the connections subscribed to them, one frame each.
-    fn dispatch(&mut self, quotes: &[SimQuote], trades: &[SimTrade]) {
-        for q in quotes {
-            self.remember(q);
+        let mut out = Vec::new();
+        for feed in [SimFeed::Stocks, SimFeed::Crypto] {
+            if self.faults.feed(feed).data_blocked() {
+                continue;
+            }
+            for s in self.wanted(feed, &["bars"]) {
+                let bar = self.walk(&s).bar(start);
+                out.push(Outgoing::new("bars", s, bar));
+            }
         }
-        let quotes: Vec<(&str, String)> = quotes
-            .iter()
-            .map(|q| (q.symbol.as_str(), to_json(q)))
-            .collect();
-        let trades: Vec<(&str, String)> = trades
-            .iter()
-            .map(|t| (t.symbol.as_str(), to_json(t)))
-            .collect();
-        self.send_each(|c| {
-            let mut parts: Vec<&str> = Vec::new();
-            parts.extend(
-                quotes
-                    .iter()
-                    .filter(|(s, _)| c.wants("quotes", s))
-                    .map(|(_, j)| j.as_str()),
-            );
-            parts.extend(
-                trades
-                    .iter()
-                    .filter(|(s, _)| c.wants("trades", s))
-                    .map(|(_, j)| j.as_str()),
-            );
-            parts
-        });
+        self.dispatch(&out);
     }
 
-    /// Builds and sends one frame per authenticated connection from the parts `select` picks.
-    /// A connection whose mailbox stays full is told it is too slow (407) and closed, as Alpaca does.
-    fn send_each<'p>(&mut self, select: impl Fn(&Conn) -> Vec<&'p str>) -> usize {
+    fn news(&mut self) {
+        if !self.config.generate || self.faults.feed(SimFeed::News).data_blocked() {
+            return;
+        }
+        if !self
+            .conns
+            .values()
+            .any(|c| c.feed == SimFeed::News && c.authenticated)
+        {
+            return;
+        }
+        let mut pool: Vec<String> = self.wanted(SimFeed::News, &["news"]).into_iter().collect();
+        pool.retain(|s| s != WILDCARD);
+        let symbols = if pool.is_empty() || self.rng.below(4) == 0 {
+            Vec::new() // market-wide news goes to `*` subscribers only
+        } else {
+            vec![pool[self.rng.below(pool.len() as u64) as usize].clone()]
+        };
+        let headline = match symbols.first() {
+            Some(s) => format!("{s} shares move on simulated news"),
+            None => "Markets drift in a simulated session".to_owned(),
+        };
+        let article = self.article(&headline, symbols);
+        self.dispatch(&[article]);
+    }
+
+    fn article(&mut self, headline: &str, symbols: Vec<String>) -> Outgoing {
+        let id = self.next_news_id;
+        self.next_news_id += 1;
+        let msg = news_article(id, headline, &symbols, Timestamp::now());
+        Outgoing::for_symbols("news", symbols, msg)
+    }
+
+    /// Sends each authenticated connection the messages it subscribed to, in one frame; answers
+    /// how many connections got any. A connection whose mailbox stays full is told it is too slow
+    /// (407) and closed, as Alpaca does.
+    fn dispatch(&mut self, out: &[Outgoing]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
         let mut reached = 0;
         let mut slow = Vec::new();
         for (id, c) in self.conns.iter_mut().filter(|(_, c)| c.authenticated) {
-            let parts = select(c);
-            if parts.is_empty() {
+            let mine: Vec<&Outgoing> = out.iter().filter(|o| o.reaches(c)).collect();
+            if mine.is_empty() {
                 continue;
             }
-            let frame = format!("[{}]", parts.join(","));
-            match c.sink.try_send(SimOutbound::Frame(frame.into())) {
+            let frame = match c.encoding {
+                Encoding::Json => {
+                    let parts: Vec<&str> = mine
+                        .iter()
+                        .map(|o| o.json.get_or_init(|| o.msg.json()).as_str())
+                        .collect();
+                    Encoded::Text(json_frame(&parts).into())
+                }
+                Encoding::Msgpack => {
+                    let parts: Vec<&[u8]> = mine
+                        .iter()
+                        .map(|o| o.msgpack.get_or_init(|| o.msg.msgpack()).as_slice())
+                        .collect();
+                    Encoded::Binary(msgpack_frame(&parts).into())
+                }
+            };
+            match c.sink.try_send(SimOutbound::Frame(frame)) {
                 Ok(()) => {
                     c.full_ticks = 0;
                     reached += 1;
@@ -380,16 +472,15 @@ impl Exchange {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
 impl Actor for Exchange {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.tick, |act, _| act.tick());
         ctx.run_interval(self.config.bar_interval, |act, _| act.bars());
+        if !self.config.news_interval.is_zero() {
+            ctx.run_interval(self.config.news_interval, |act, _| act.news());
+        }
     }
 }
 
@@ -398,11 +489,16 @@ impl Handler<Register> for Exchange {
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
         self.accepted += 1;
-        debug!("simulator: connection {} on {}", msg.id, msg.path);
+        debug!(
+            "simulator: connection {} on {} ({:?})",
+            msg.id, msg.path, msg.encoding
+        );
         self.conns.insert(
             msg.id,
             Conn {
+                feed: msg.feed,
                 path: msg.path,
+                encoding: msg.encoding,
                 sink: msg.sink,
                 authenticated: false,
                 subs: ConnSubs::new(),
@@ -422,23 +518,14 @@ impl Handler<Unregister> for Exchange {
     }
 }
 
-impl Handler<Authorize> for Exchange {
-    type Result = Result<(), (u16, String)>;
+impl Handler<Authenticated> for Exchange {
+    type Result = ();
 
-    fn handle(&mut self, msg: Authorize, _: &mut Context<Self>) -> Self::Result {
-        if let Some((code, left)) = self.auth_failures {
-            self.auth_failures = (left > 1).then_some((code, left - 1));
-            info!(
-                "simulator: refusing authentication of connection {} with {code}",
-                msg.id
-            );
-            return Err((code, crate::upstream::protocol::error_name(code).to_owned()));
-        }
+    fn handle(&mut self, msg: Authenticated, _: &mut Context<Self>) {
         self.authentications += 1;
         if let Some(c) = self.conns.get_mut(&msg.id) {
             c.authenticated = true;
         }
-        Ok(())
     }
 }
 
@@ -446,8 +533,25 @@ impl Handler<SubscriptionsChanged> for Exchange {
     type Result = ();
 
     fn handle(&mut self, msg: SubscriptionsChanged, _: &mut Context<Self>) {
+        let Some(encoding) = self.conns.get(&msg.id).map(|c| c.encoding) else {
+            return;
+        };
         if let Some(c) = self.conns.get_mut(&msg.id) {
             c.subs = msg.subs;
+        }
+        if msg.new_books.is_empty() {
+            return;
+        }
+        let now = Timestamp::now();
+        let books: Vec<Msg> = msg
+            .new_books
+            .iter()
+            .map(|s| self.walk(s).book_snapshot(now))
+            .collect();
+        let refs: Vec<&Msg> = books.iter().collect();
+        if let Some(c) = self.conns.get(&msg.id) {
+            c.sink
+                .do_send(SimOutbound::Frame(encode_frame(encoding, &refs)));
         }
     }
 }
@@ -456,48 +560,33 @@ impl Handler<Inject> for Exchange {
     type Result = usize;
 
     fn handle(&mut self, msg: Inject, _: &mut Context<Self>) -> usize {
-        if self.faults.data_blocked() {
-            return 0;
-        }
         let now = Timestamp::now();
-        let quotes: Vec<SimQuote> = msg
-            .quotes
-            .into_iter()
-            .map(|q| {
-                let mut quote = self.walk(&q.symbol).quote(now);
-                quote.bp = q.bp;
-                quote.ap = q.ap;
-                quote.bs = q.bs;
-                quote.ask_size = q.ask_size;
-                quote
-            })
-            .collect();
-        let trades: Vec<SimTrade> = msg
-            .trades
-            .into_iter()
-            .map(|t| {
-                let mut trade = self.walk(&t.symbol).trade(now);
-                trade.p = t.p;
-                trade.s = t.s;
-                trade
-            })
-            .collect();
-        let for_reach: Vec<(String, String)> = quotes
-            .iter()
-            .map(|q| ("quotes".to_owned(), q.symbol.clone()))
-            .chain(
-                trades
-                    .iter()
-                    .map(|t| ("trades".to_owned(), t.symbol.clone())),
-            )
-            .collect();
-        let reached = self
-            .conns
-            .values()
-            .filter(|c| c.authenticated && for_reach.iter().any(|(ch, s)| c.wants(ch, s)))
-            .count();
-        self.dispatch(&quotes, &trades);
-        reached
+        let mut out = Vec::new();
+        for q in msg.quotes {
+            let quote = self.walk(&q.symbol).quote_at(now, q.bp, q.ap);
+            self.remember(&q.symbol, &quote);
+            out.push(Outgoing::new("quotes", q.symbol, quote));
+        }
+        for t in msg.trades {
+            let trade = self.walk(&t.symbol).trade(now, Some(t.p));
+            out.push(Outgoing::new("trades", t.symbol, trade));
+        }
+        for n in msg.news {
+            out.push(self.article(&n.headline, n.symbols));
+        }
+        // Faults apply to injected data too.
+        out.retain(|o| {
+            let feed = match o.channel {
+                "news" => SimFeed::News,
+                _ => match crate::symbol::classify(&o.symbols[0]) {
+                    Some(crate::symbol::AssetClass::Crypto) => SimFeed::Crypto,
+                    Some(crate::symbol::AssetClass::Option) => SimFeed::Options,
+                    _ => SimFeed::Stocks,
+                },
+            };
+            !self.faults.feed(feed).data_blocked()
+        });
+        self.dispatch(&out)
     }
 }
 
@@ -505,18 +594,16 @@ impl Handler<Broadcast> for Exchange {
     type Result = usize;
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) -> usize {
-        for c in self.conns.values() {
-            c.sink.do_send(msg.0.clone());
+        let mut n = 0;
+        for c in self
+            .conns
+            .values()
+            .filter(|c| msg.feed.is_none_or(|f| f == c.feed))
+        {
+            c.sink.do_send(msg.command.clone());
+            n += 1;
         }
-        self.conns.len()
-    }
-}
-
-impl Handler<FailAuth> for Exchange {
-    type Result = ();
-
-    fn handle(&mut self, msg: FailAuth, _: &mut Context<Self>) {
-        self.auth_failures = (msg.count > 0).then_some((msg.code, msg.count));
+        n
     }
 }
 
@@ -530,7 +617,9 @@ impl Handler<GetReport> for Exchange {
                 .iter()
                 .map(|(id, c)| ConnReport {
                     id: *id,
+                    feed: c.feed.as_str(),
                     path: c.path.clone(),
+                    encoding: c.encoding,
                     authenticated: c.authenticated,
                     subscriptions: c.subs.clone(),
                 })

@@ -1,64 +1,16 @@
-//! Random-walk prices for the simulator, deterministic per (seed, symbol).
+//! Random-walk prices for the simulator, deterministic per (seed, symbol), and the Alpaca
+//! messages built from them for each asset class.
 //!
-//! Each symbol gets its own generator seeded from the simulator seed and the symbol's name, so the
-//! same symbol walks the same path on every run and machine (given the same number of steps).
-
-use serde::Serialize;
+//! Prices are kept as integer ticks so they print as clean decimals (`227.15`, not
+//! `227.15000000000001`). Stocks trade in cents with integer sizes; crypto in a tick that fits the
+//! price with float sizes, plus order books; options in cents with integer sizes and single-string
+//! conditions, as Alpaca sends each.
 
 use crate::rng::{fnv1a, SplitMix64};
+use crate::symbol::{classify, AssetClass};
 use crate::time::Timestamp;
 
-/// A quote as the simulator sends it (`T:"q"`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SimQuote {
-    #[serde(rename = "T")]
-    pub kind: &'static str,
-    #[serde(rename = "S")]
-    pub symbol: String,
-    pub bx: &'static str,
-    pub bp: f64,
-    pub bs: u32,
-    pub ax: &'static str,
-    pub ap: f64,
-    #[serde(rename = "as")]
-    pub ask_size: u32,
-    pub c: [&'static str; 1],
-    pub z: &'static str,
-    pub t: Timestamp,
-}
-
-/// A trade as the simulator sends it (`T:"t"`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SimTrade {
-    #[serde(rename = "T")]
-    pub kind: &'static str,
-    #[serde(rename = "S")]
-    pub symbol: String,
-    pub i: i64,
-    pub x: &'static str,
-    pub p: f64,
-    pub s: u32,
-    pub c: [&'static str; 1],
-    pub z: &'static str,
-    pub t: Timestamp,
-}
-
-/// A minute bar (`T:"b"`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SimBar {
-    #[serde(rename = "T")]
-    pub kind: &'static str,
-    #[serde(rename = "S")]
-    pub symbol: String,
-    pub o: f64,
-    pub h: f64,
-    pub l: f64,
-    pub c: f64,
-    pub v: u64,
-    pub n: u64,
-    pub vw: f64,
-    pub t: Timestamp,
-}
+use super::wire::{Msg, V};
 
 /// Trades accumulated since the last bar.
 #[derive(Clone, Debug, Default)]
@@ -67,8 +19,8 @@ struct BarAcc {
     high: f64,
     low: f64,
     close: f64,
-    volume: u64,
-    count: u64,
+    volume: f64,
+    count: i64,
     notional: f64,
 }
 
@@ -76,115 +28,312 @@ struct BarAcc {
 #[derive(Clone, Debug)]
 pub struct Walk {
     symbol: String,
+    class: AssetClass,
     rng: SplitMix64,
-    /// Mid price in cents.
-    mid_cents: i64,
+    /// Mid price in ticks.
+    mid: i64,
+    /// Decimal places of one tick.
+    decimals: u32,
     next_trade_id: i64,
     bar: BarAcc,
 }
 
-fn cents(c: i64) -> f64 {
-    c as f64 / 100.0
-}
-
 impl Walk {
     pub fn new(symbol: &str, seed: u64) -> Self {
+        let class = classify(symbol).unwrap_or(AssetClass::Stock);
         let mut rng = SplitMix64::new(seed ^ fnv1a(symbol.as_bytes()));
-        let mid_cents = 2_000 + rng.below(48_000) as i64; // $20–$500
+        let (mid, decimals) = match class {
+            AssetClass::Stock => (2_000 + rng.below(48_000) as i64, 2), // $20–$500
+            AssetClass::Option => (50 + rng.below(1_950) as i64, 2),    // $0.50–$20
+            AssetClass::Crypto => {
+                // $1–$100,000 with about six significant digits.
+                let magnitude = rng.below(5) as u32;
+                let decimals = 5 - magnitude;
+                let base = 10i64.pow(magnitude + decimals);
+                (base + rng.below(9 * base as u64) as i64, decimals)
+            }
+        };
         Walk {
             symbol: symbol.to_owned(),
+            class,
             next_trade_id: 1 + rng.below(1_000) as i64,
             rng,
-            mid_cents,
+            mid,
+            decimals,
             bar: BarAcc::default(),
         }
     }
 
-    /// Moves the mid by a few cents (never below $1).
+    fn price(&self, ticks: i64) -> f64 {
+        ticks as f64 / 10f64.powi(self.decimals as i32)
+    }
+
+    /// Moves the mid by a few ticks (never below ten ticks).
     pub fn step(&mut self) {
-        let move_cents = self.rng.below(7) as i64 - 3;
-        self.mid_cents = (self.mid_cents + move_cents).max(100);
+        let move_ticks = self.rng.below(7) as i64 - 3;
+        self.mid = (self.mid + move_ticks).max(10);
+    }
+
+    fn int_size(&mut self, max: u64) -> V {
+        V::Int(1 + self.rng.below(max) as i64)
+    }
+
+    fn float_size(&mut self) -> V {
+        V::Float((1 + self.rng.below(50_000)) as f64 / 10_000.0)
     }
 
     /// A quote around the current mid, timestamped `t`.
-    pub fn quote(&mut self, t: Timestamp) -> SimQuote {
+    pub fn quote(&mut self, t: Timestamp) -> Msg {
         let spread = 1 + self.rng.below(4) as i64;
-        let bid = self.mid_cents - spread / 2;
-        SimQuote {
-            kind: "q",
-            symbol: self.symbol.clone(),
-            bx: "V",
-            bp: cents(bid),
-            bs: 1 + self.rng.below(9) as u32,
-            ax: "V",
-            ap: cents(bid + spread),
-            ask_size: 1 + self.rng.below(9) as u32,
-            c: ["R"],
-            z: "C",
-            t,
+        let bid = self.price(self.mid - spread / 2);
+        let ask = self.price(self.mid - spread / 2 + spread);
+        let symbol = V::Str(self.symbol.clone());
+        match self.class {
+            AssetClass::Stock => Msg(vec![
+                ("T", "q".into()),
+                ("S", symbol),
+                ("bx", "V".into()),
+                ("bp", bid.into()),
+                ("bs", self.int_size(9)),
+                ("ax", "V".into()),
+                ("ap", ask.into()),
+                ("as", self.int_size(9)),
+                ("c", V::List(vec!["R".into()])),
+                ("z", "C".into()),
+                ("t", t.into()),
+            ]),
+            AssetClass::Crypto => Msg(vec![
+                ("T", "q".into()),
+                ("S", symbol),
+                ("bp", bid.into()),
+                ("bs", self.float_size()),
+                ("ap", ask.into()),
+                ("as", self.float_size()),
+                ("t", t.into()),
+            ]),
+            AssetClass::Option => Msg(vec![
+                ("T", "q".into()),
+                ("S", symbol),
+                ("t", t.into()),
+                ("bx", "C".into()),
+                ("bp", bid.into()),
+                ("bs", self.int_size(100)),
+                ("ax", "C".into()),
+                ("ap", ask.into()),
+                ("as", self.int_size(100)),
+                ("c", "A".into()),
+            ]),
         }
     }
 
-    /// A trade near the current mid, timestamped `t`; also feeds the next bar.
-    pub fn trade(&mut self, t: Timestamp) -> SimTrade {
-        let price = cents(self.mid_cents + self.rng.below(3) as i64 - 1);
-        let size = 1 + self.rng.below(300) as u32;
+    /// A quote with the given prices (control API), otherwise like [`Walk::quote`].
+    pub fn quote_at(&mut self, t: Timestamp, bid: f64, ask: f64) -> Msg {
+        let mut q = self.quote(t);
+        for (k, v) in q.0.iter_mut() {
+            match *k {
+                "bp" => *v = V::Float(bid),
+                "ap" => *v = V::Float(ask),
+                _ => {}
+            }
+        }
+        q
+    }
+
+    /// A trade near the current mid (or at `price`), timestamped `t`; also feeds the next bar.
+    pub fn trade(&mut self, t: Timestamp, price: Option<f64>) -> Msg {
+        let offset = self.rng.below(3) as i64 - 1;
+        let p = price.unwrap_or_else(|| self.price(self.mid + offset));
         let id = self.next_trade_id;
         self.next_trade_id += 1;
+        let symbol = V::Str(self.symbol.clone());
+        let (msg, size) = match self.class {
+            AssetClass::Stock => {
+                let s = self.int_size(300);
+                (
+                    Msg(vec![
+                        ("T", "t".into()),
+                        ("S", symbol),
+                        ("i", V::Int(id)),
+                        ("x", "V".into()),
+                        ("p", p.into()),
+                        ("s", s.clone()),
+                        ("c", V::List(vec!["@".into()])),
+                        ("z", "C".into()),
+                        ("t", t.into()),
+                    ]),
+                    s,
+                )
+            }
+            AssetClass::Crypto => {
+                let s = self.float_size();
+                let taker = if self.rng.below(2) == 0 { "B" } else { "S" };
+                (
+                    Msg(vec![
+                        ("T", "t".into()),
+                        ("S", symbol),
+                        ("p", p.into()),
+                        ("s", s.clone()),
+                        ("t", t.into()),
+                        ("i", V::Int(id)),
+                        ("tks", taker.into()),
+                    ]),
+                    s,
+                )
+            }
+            AssetClass::Option => {
+                let s = self.int_size(20);
+                (
+                    Msg(vec![
+                        ("T", "t".into()),
+                        ("S", symbol),
+                        ("t", t.into()),
+                        ("p", p.into()),
+                        ("s", s.clone()),
+                        ("x", "N".into()),
+                        ("c", "S".into()),
+                    ]),
+                    s,
+                )
+            }
+        };
+        let size = match size {
+            V::Int(i) => i as f64,
+            V::Float(f) => f,
+            _ => 0.0,
+        };
         let b = &mut self.bar;
         if b.count == 0 {
-            b.open = price;
-            b.high = price;
-            b.low = price;
+            (b.open, b.high, b.low) = (p, p, p);
         }
-        b.high = b.high.max(price);
-        b.low = b.low.min(price);
-        b.close = price;
-        b.volume += u64::from(size);
+        b.high = b.high.max(p);
+        b.low = b.low.min(p);
+        b.close = p;
+        b.volume += size;
         b.count += 1;
-        b.notional += price * f64::from(size);
-        SimTrade {
-            kind: "t",
-            symbol: self.symbol.clone(),
-            i: id,
-            x: "V",
-            p: price,
-            s: size,
-            c: ["@"],
-            z: "C",
-            t,
-        }
+        b.notional += p * size;
+        msg
     }
 
     /// The bar for the interval starting at `start`, from trades since the last bar (a flat bar at
     /// the mid when there were none), and a fresh accumulator.
-    pub fn bar(&mut self, start: Timestamp) -> SimBar {
+    pub fn bar(&mut self, start: Timestamp) -> Msg {
         let b = std::mem::take(&mut self.bar);
-        let mid = cents(self.mid_cents);
+        let mid = self.price(self.mid);
         let (o, h, l, c, vw) = if b.count == 0 {
             (mid, mid, mid, mid, mid)
         } else {
-            let vw = (b.notional / b.volume as f64 * 10_000.0).round() / 10_000.0;
+            let vw = (b.notional / b.volume * 10_000.0).round() / 10_000.0;
             (b.open, b.high, b.low, b.close, vw)
         };
-        SimBar {
-            kind: "b",
-            symbol: self.symbol.clone(),
-            o,
-            h,
-            l,
-            c,
-            v: b.volume,
-            n: b.count,
-            vw,
-            t: start,
-        }
+        let volume = match self.class {
+            AssetClass::Crypto => V::Float((b.volume * 10_000.0).round() / 10_000.0),
+            _ => V::Int(b.volume as i64),
+        };
+        Msg(vec![
+            ("T", "b".into()),
+            ("S", V::Str(self.symbol.clone())),
+            ("o", o.into()),
+            ("h", h.into()),
+            ("l", l.into()),
+            ("c", c.into()),
+            ("v", volume),
+            ("n", V::Int(b.count)),
+            ("vw", vw.into()),
+            ("t", start.into()),
+        ])
     }
+
+    fn level(&mut self, ticks: i64, size: V) -> V {
+        V::Map(vec![("p", self.price(ticks).into()), ("s", size)])
+    }
+
+    /// A full order book around the mid (`r: true`), five levels a side.
+    pub fn book_snapshot(&mut self, t: Timestamp) -> Msg {
+        let bids = (1..=5)
+            .map(|k| {
+                let s = self.float_size();
+                self.level(self.mid - k, s)
+            })
+            .collect();
+        let asks = (1..=5)
+            .map(|k| {
+                let s = self.float_size();
+                self.level(self.mid + k, s)
+            })
+            .collect();
+        Msg(vec![
+            ("T", "o".into()),
+            ("S", V::Str(self.symbol.clone())),
+            ("t", t.into()),
+            ("b", V::List(bids)),
+            ("a", V::List(asks)),
+            ("r", V::Bool(true)),
+        ])
+    }
+
+    /// A change of one level on each side; a size of 0 removes a level.
+    pub fn book_update(&mut self, t: Timestamp) -> Msg {
+        let bid_size = if self.rng.below(4) == 0 {
+            V::Float(0.0)
+        } else {
+            self.float_size()
+        };
+        let ask_size = self.float_size();
+        let bid_k = 1 + self.rng.below(5) as i64;
+        let ask_k = 1 + self.rng.below(5) as i64;
+        let bid = self.level(self.mid - bid_k, bid_size);
+        let ask = self.level(self.mid + ask_k, ask_size);
+        Msg(vec![
+            ("T", "o".into()),
+            ("S", V::Str(self.symbol.clone())),
+            ("t", t.into()),
+            ("b", V::List(vec![bid])),
+            ("a", V::List(vec![ask])),
+        ])
+    }
+}
+
+/// A news article (`T:"n"`).
+pub fn news_article(id: i64, headline: &str, symbols: &[String], t: Timestamp) -> Msg {
+    Msg(vec![
+        ("T", "n".into()),
+        ("id", V::Int(id)),
+        ("headline", headline.into()),
+        (
+            "summary",
+            format!("Simulated summary of: {headline}").into(),
+        ),
+        ("author", "tickrelay simulator".into()),
+        ("created_at", t.into()),
+        ("updated_at", t.into()),
+        ("url", format!("https://example.com/news/{id}").into()),
+        ("content", format!("<p>{headline}</p>").into()),
+        (
+            "symbols",
+            V::List(symbols.iter().map(|s| V::Str(s.clone())).collect()),
+        ),
+        ("source", "simulator".into()),
+    ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::{MarketEvent, Num};
+    use crate::upstream::protocol::{decode_json, decode_msgpack, Inbound};
+
+    /// Decodes `m` from JSON and from msgpack, checks both agree, returns the event.
+    fn decode_one(m: &Msg) -> MarketEvent {
+        let text = format!("[{}]", m.json());
+        let from_json = decode_json(&text).unwrap().remove(0);
+        let bytes = super::super::wire::msgpack_frame(&[&m.msgpack()]);
+        let from_msgpack = decode_msgpack(&bytes).unwrap().remove(0);
+        assert_eq!(from_json, from_msgpack, "both encodings decode alike");
+        match from_json {
+            Inbound::Market { event, .. } => event,
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn same_seed_and_symbol_walk_the_same_path() {
@@ -196,19 +345,51 @@ mod tests {
             b.step();
             assert_eq!(a.quote(t), b.quote(t));
         }
-        let mut c = Walk::new("MSFT", 42);
-        assert_ne!(Walk::new("AAPL", 42).quote(t).bp, c.quote(t).bp);
+        assert_ne!(
+            Walk::new("AAPL", 42).quote(t).get("bp"),
+            Walk::new("MSFT", 42).quote(t).get("bp")
+        );
     }
 
     #[test]
-    fn quotes_are_sane() {
+    fn each_class_speaks_its_stream_dialect() {
         let t = Timestamp::now();
-        let mut w = Walk::new("TSLA", 1);
-        for _ in 0..10_000 {
-            w.step();
-            let q = w.quote(t);
-            assert!(q.bp > 0.0 && q.ap > q.bp, "{q:?}");
-            assert!(q.ap - q.bp < 0.05 + 1e-9);
+        let MarketEvent::Quote(q) = decode_one(&Walk::new("AAPL", 1).quote(t)) else {
+            panic!()
+        };
+        assert!(matches!(q.bid_size, Num::Int(_)) && q.ask_price > q.bid_price);
+        let MarketEvent::Quote(q) = decode_one(&Walk::new("BTC/USD", 1).quote(t)) else {
+            panic!()
+        };
+        assert!(
+            matches!(q.bid_size, Num::Float(_)),
+            "crypto sizes are floats"
+        );
+        let mut opt = Walk::new("SPY260117C00688000", 1);
+        let MarketEvent::Trade(tr) = decode_one(&opt.trade(t, None)) else {
+            panic!()
+        };
+        assert_eq!(tr.conditions.len(), 1);
+        let MarketEvent::Book(b) = decode_one(&Walk::new("ETH/USD", 1).book_snapshot(t)) else {
+            panic!()
+        };
+        assert!(b.reset && b.bids.len() == 5 && b.asks.len() == 5);
+    }
+
+    #[test]
+    fn quotes_are_sane_and_clean_decimals() {
+        let t = Timestamp::now();
+        for symbol in ["TSLA", "BTC/USD", "DOGE/USD", "SPY260117P00500000"] {
+            let mut w = Walk::new(symbol, 7);
+            for _ in 0..2_000 {
+                w.step();
+                let q = w.quote(t);
+                let (Some(V::Float(bp)), Some(V::Float(ap))) = (q.get("bp"), q.get("ap")) else {
+                    panic!()
+                };
+                assert!(*bp > 0.0 && ap > bp, "{symbol}: {q:?}");
+                assert!(q.json().len() < 300, "no float noise: {}", q.json());
+            }
         }
     }
 
@@ -216,13 +397,20 @@ mod tests {
     fn bars_summarise_trades() {
         let t = Timestamp::now();
         let mut w = Walk::new("SPY", 3);
-        let trades: Vec<_> = (0..5).map(|_| w.trade(t)).collect();
+        let prices: Vec<f64> = (0..5)
+            .map(|_| match w.trade(t, None).get("p") {
+                Some(V::Float(p)) => *p,
+                _ => panic!(),
+            })
+            .collect();
         let bar = w.bar(t);
-        assert_eq!(bar.n, 5);
-        assert_eq!(bar.v, trades.iter().map(|t| u64::from(t.s)).sum::<u64>());
-        assert_eq!(bar.o, trades[0].p);
-        assert_eq!(bar.c, trades[4].p);
-        assert!(bar.l <= bar.o && bar.o <= bar.h);
-        assert_eq!(w.bar(t).n, 0, "the accumulator resets");
+        assert_eq!(bar.get("n"), Some(&V::Int(5)));
+        assert_eq!(bar.get("o"), Some(&V::Float(prices[0])));
+        assert_eq!(bar.get("c"), Some(&V::Float(prices[4])));
+        assert_eq!(
+            w.bar(t).get("n"),
+            Some(&V::Int(0)),
+            "the accumulator resets"
+        );
     }
 }

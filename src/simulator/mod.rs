@@ -1,32 +1,47 @@
 //! The built-in Alpaca-protocol market simulator.
 //!
-//! Speaks Alpaca's stock data-stream protocol (JSON) on `/v2/{iex|sip|delayed_sip|test}` and
-//! `/v1beta1/{boats|overnight}`: random-walk quotes, trades and minute bars for any validly formed
-//! symbol it is asked for (deterministic per symbol), with Alpaca's auth, acks and error codes.
-//! The committed `settings.toml` runs it in-process on a loopback port; `tickrelay simulate --port N`
+//! Speaks Alpaca's streaming protocols on Alpaca's paths — stocks (`/v2/{iex|sip|delayed_sip|test}`,
+//! `/v1beta1/{boats|overnight}`), crypto (`/v1beta3/crypto/{us|us-1|eu-1}`), options
+//! (`/v1beta1/{indicative|opra}`, msgpack only), news (`/v1beta1/news`) and the trading stream
+//! (`/stream`) — plus the trading REST endpoints tickrelay reads (`/v2/account`, `/v2/positions`,
+//! `/v2/orders`). It streams random-walk quotes, trades, bars and crypto order books for any validly
+//! formed symbol it is asked for (deterministic per symbol), generates news, and runs a fake
+//! account that places and fills orders. JSON by default; msgpack when the upgrade asks for it. The
+//! committed `settings.toml` runs it in-process on a loopback port; `tickrelay simulate --port N`
 //! runs it alone.
 //!
-//! - [`market`] — the per-symbol random walk.
-//! - [`exchange`] — the market actor: walks, connections, faults.
-//! - [`connection`] — one client connection (the server side of the protocol).
+//! - [`market`] — the per-symbol random walk and the messages built from it.
+//! - [`wire`] — messages as ordered maps, encoded to JSON or msgpack.
+//! - [`exchange`] — the market actor: walks, data connections, news.
+//! - [`connection`] — one data-stream client (the server side of the protocol).
+//! - [`broker`] — the fake account, its REST views and its trading stream.
+//! - [`faults`] — the fault switches, per stream.
 //!
-//! Fault commands (`/control/…`, JSON; the tests use them, and they make demos of every recovery
-//! path easy):
+//! Fault commands (`/control/…`, JSON; `"feed"` names one stream — `stocks`, `crypto`, `options`,
+//! `news`, `trading` — and defaults to all):
 //!
 //! | request | effect |
 //! |---|---|
-//! | `POST /control/drop` `{"mode":"abort"\|"close"}` | drop every connection (no close frame) or close it |
-//! | `POST /control/error` `{"code":406,"close":true}` | send `[{"T":"error",…}]` to every connection |
-//! | `POST /control/fail_auth` `{"code":402,"count":1}` | refuse the next `count` authentications |
-//! | `POST /control/silence` `{"silent":true,"frozen":false}` | stop data (`silent`), or data and pongs (`frozen`) |
-//! | `POST /control/inject` `{"quotes":[{"symbol":"AAPL","bp":1,"ap":2}],"trades":[…]}` | send these now, one frame per connection |
-//! | `POST /control/raw` `{"text":"…"}` | send a raw text frame (garbage tests) |
-//! | `GET /control/connections` | connections and their subscriptions |
+//! | `POST /control/drop` `{"feed":…,"mode":"abort"\|"close"}` | drop connections (no close frame) or close them |
+//! | `POST /control/error` `{"feed":…,"code":406,"close":true}` | send `[{"T":"error",…}]` |
+//! | `POST /control/fail_auth` `{"feed":…,"code":402,"count":1}` | refuse the next authentications |
+//! | `POST /control/fail_handshake` `{"feed":…,"status":429,"count":1}` | refuse the next WebSocket upgrades with an HTTP status |
+//! | `POST /control/fail_rest` `{"status":429,"count":1}` | refuse the next trading REST requests |
+//! | `POST /control/reject_symbols` `{"feed":…,"symbols":["BAD"]}` | refuse subscriptions to these symbols (400) |
+//! | `POST /control/symbol_limit` `{"feed":…,"limit":3}` | refuse subscriptions past this many symbols (405) |
+//! | `POST /control/silence` `{"feed":…,"silent":true,"frozen":false}` | stop data (`silent`), or data and pongs (`frozen`) |
+//! | `POST /control/inject` `{"quotes":[{"symbol":"AAPL","bp":1,"ap":2}],"trades":[…],"news":[…]}` | send these now |
+//! | `POST /control/raw` `{"feed":…,"text":"…"}` | send a raw text frame (garbage tests) |
+//! | `POST /control/order` `{"symbol":"AAPL","qty":10,"side":"buy","price":190.5}` | the account places and fills an order |
+//! | `GET /control/connections` | data connections and their subscriptions |
 //! | `GET /control/history?symbol=AAPL` | recent quotes sent for a symbol |
 
+pub mod broker;
 pub mod connection;
 pub mod exchange;
+pub mod faults;
 pub mod market;
+pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,30 +50,33 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::dev::Server;
+use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use log::info;
 use serde::Deserialize;
 
+use self::broker::{
+    BroadcastTrading, Broker, PlaceOrder, Read, TradingConnection, TradingOutbound, View,
+};
 use self::connection::SimConnection;
 use self::exchange::{
-    Broadcast, Exchange, ExchangeConfig, FailAuth, Faults, GetHistory, GetReport, Inject,
-    SimOutbound,
+    Broadcast, Encoded, Exchange, ExchangeConfig, GetHistory, GetReport, Inject, SimOutbound,
 };
+use self::faults::{Faults, SimFeed};
 use crate::settings::SimulatorSettings;
+use crate::upstream::protocol::Encoding;
 
 /// Alpaca's documented auth window.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stock feed names the simulator serves.
-const STOCK_FEEDS_V2: &[&str] = &["iex", "sip", "delayed_sip", "test"];
-const STOCK_FEEDS_V1BETA1: &[&str] = &["boats", "overnight"];
 
 /// A running simulator.
 #[derive(Clone)]
 pub struct SimulatorHandle {
-    /// Where it listens (use `ws://{addr}` as the Alpaca data URL).
+    /// Where it listens (use `ws://{addr}` as the Alpaca data URL, `http://{addr}` as the trading URL).
     pub addr: SocketAddr,
     pub exchange: Addr<Exchange>,
+    pub broker: Addr<Broker>,
 }
 
 impl SimulatorHandle {
@@ -66,10 +84,16 @@ impl SimulatorHandle {
     pub fn ws_url(&self) -> String {
         format!("ws://{}", self.addr)
     }
+
+    /// The base URL of its trading API.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 struct SimState {
     exchange: Addr<Exchange>,
+    broker: Addr<Broker>,
     faults: Arc<Faults>,
     next_id: AtomicU64,
 }
@@ -81,31 +105,52 @@ pub fn start(
     listener: TcpListener,
 ) -> std::io::Result<(Server, SimulatorHandle)> {
     let faults = Arc::new(Faults::default());
+    let symbols: Vec<String> = settings
+        .symbols
+        .iter()
+        .map(|s| s.trim().to_ascii_uppercase())
+        .collect();
     let config = ExchangeConfig {
-        symbols: settings
-            .symbols
-            .iter()
-            .map(|s| s.trim().to_ascii_uppercase())
-            .collect(),
+        symbols: symbols.clone(),
         tick: Duration::from_millis(settings.tick_ms),
         quotes_per_tick: settings.quotes_per_tick,
         trade_probability: settings.trade_probability,
         bar_interval: Duration::from_millis(settings.bar_interval_ms),
+        news_interval: Duration::from_millis(settings.news_interval_ms),
         generate: settings.generate,
         seed: settings.seed,
     };
     let exchange = Exchange::new(config, faults.clone()).start();
+    let stock_symbols: Vec<String> = symbols
+        .into_iter()
+        .filter(|s| crate::symbol::classify(s) == Some(crate::symbol::AssetClass::Stock))
+        .collect();
+    let broker = Broker::new(
+        faults.clone(),
+        stock_symbols,
+        Duration::from_millis(settings.order_interval_ms),
+        settings.seed,
+    )
+    .start();
     let addr = listener.local_addr()?;
     let state = web::Data::new(SimState {
         exchange: exchange.clone(),
+        broker: broker.clone(),
         faults,
         next_id: AtomicU64::new(1),
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            // REST before `/v2/{feed}`, which would otherwise match `/v2/account`.
+            .route("/v2/account", web::get().to(rest_account))
+            .route("/v2/positions", web::get().to(rest_positions))
+            .route("/v2/orders", web::get().to(rest_orders))
             .route("/v2/{feed}", web::get().to(stream_v2))
             .route("/v1beta1/{feed}", web::get().to(stream_v1beta1))
+            .route("/v1beta3/crypto/{location}", web::get().to(stream_crypto))
+            .route("/stream", web::get().to(trading_stream))
+            .route("/stream/", web::get().to(trading_stream))
             .service(
                 web::scope("/control")
                     .route("/connections", web::get().to(connections))
@@ -113,9 +158,14 @@ pub fn start(
                     .route("/drop", web::post().to(drop_connections))
                     .route("/error", web::post().to(send_error))
                     .route("/fail_auth", web::post().to(fail_auth))
+                    .route("/fail_handshake", web::post().to(fail_handshake))
+                    .route("/fail_rest", web::post().to(fail_rest))
+                    .route("/reject_symbols", web::post().to(reject_symbols))
+                    .route("/symbol_limit", web::post().to(symbol_limit))
                     .route("/silence", web::post().to(silence))
                     .route("/inject", web::post().to(inject))
-                    .route("/raw", web::post().to(raw)),
+                    .route("/raw", web::post().to(raw))
+                    .route("/order", web::post().to(order)),
             )
     })
     .workers(1)
@@ -129,7 +179,27 @@ pub fn start(
     info!(
         "simulator: Alpaca-protocol streams on ws://{addr} (control API on http://{addr}/control)"
     );
-    Ok((server, SimulatorHandle { addr, exchange }))
+    Ok((
+        server,
+        SimulatorHandle {
+            addr,
+            exchange,
+            broker,
+        },
+    ))
+}
+
+fn requested_encoding(req: &HttpRequest) -> Encoding {
+    let msgpack = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("msgpack"));
+    if msgpack {
+        Encoding::Msgpack
+    } else {
+        Encoding::Json
+    }
 }
 
 async fn stream_v2(
@@ -138,7 +208,10 @@ async fn stream_v2(
     payload: web::Payload,
     state: web::Data<SimState>,
 ) -> actix_web::Result<HttpResponse> {
-    open_stream(req, STOCK_FEEDS_V2.contains(&feed.as_str()), payload, state)
+    let feed = ["iex", "sip", "delayed_sip", "test"]
+        .contains(&feed.as_str())
+        .then_some(SimFeed::Stocks);
+    open_stream(req, feed, payload, state)
 }
 
 async fn stream_v1beta1(
@@ -147,27 +220,55 @@ async fn stream_v1beta1(
     payload: web::Payload,
     state: web::Data<SimState>,
 ) -> actix_web::Result<HttpResponse> {
-    open_stream(
-        req,
-        STOCK_FEEDS_V1BETA1.contains(&feed.as_str()),
-        payload,
-        state,
-    )
+    let feed = match feed.as_str() {
+        "boats" | "overnight" => Some(SimFeed::Stocks),
+        "indicative" | "opra" => Some(SimFeed::Options),
+        "news" => Some(SimFeed::News),
+        _ => None,
+    };
+    open_stream(req, feed, payload, state)
+}
+
+async fn stream_crypto(
+    req: HttpRequest,
+    location: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<SimState>,
+) -> actix_web::Result<HttpResponse> {
+    let feed = ["us", "us-1", "eu-1"]
+        .contains(&location.as_str())
+        .then_some(SimFeed::Crypto);
+    open_stream(req, feed, payload, state)
+}
+
+/// A refused upgrade, if a fault says so.
+fn handshake_fault(state: &SimState, feed: SimFeed) -> Option<HttpResponse> {
+    let status = state.faults.feed(feed).take_handshake_failure()?;
+    info!(
+        "simulator: refusing a {} upgrade with HTTP {status}",
+        feed.as_str()
+    );
+    let code = actix_web::http::StatusCode::from_u16(status).ok()?;
+    Some(HttpResponse::build(code).body(format!("simulated HTTP {status}\n")))
 }
 
 fn open_stream(
     req: HttpRequest,
-    known: bool,
+    feed: Option<SimFeed>,
     payload: web::Payload,
     state: web::Data<SimState>,
 ) -> actix_web::Result<HttpResponse> {
-    if !known {
+    let Some(feed) = feed else {
         return Ok(HttpResponse::NotFound().body("unknown feed\n"));
+    };
+    if let Some(refused) = handshake_fault(&state, feed) {
+        return Ok(refused);
     }
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let conn = SimConnection::new(
-        id,
+        state.next_id.fetch_add(1, Ordering::Relaxed),
+        feed,
         req.path().to_owned(),
+        requested_encoding(&req),
         state.exchange.clone(),
         state.faults.clone(),
         AUTH_TIMEOUT,
@@ -177,11 +278,67 @@ fn open_stream(
         .start()
 }
 
+async fn trading_stream(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<SimState>,
+) -> actix_web::Result<HttpResponse> {
+    if let Some(refused) = handshake_fault(&state, SimFeed::Trading) {
+        return Ok(refused);
+    }
+    let conn = TradingConnection::new(
+        state.next_id.fetch_add(1, Ordering::Relaxed),
+        state.broker.clone(),
+        state.faults.clone(),
+    );
+    ws::WsResponseBuilder::new(conn, &req, payload)
+        .frame_size(1 << 20)
+        .start()
+}
+
+/// Trading REST: checks the key headers and the REST fault, then reads the account.
+async fn rest(req: HttpRequest, state: web::Data<SimState>, view: View) -> HttpResponse {
+    let has = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.is_empty())
+    };
+    if !(has("APCA-API-KEY-ID") && has("APCA-API-SECRET-KEY")) {
+        return HttpResponse::Unauthorized()
+            .json(serde_json::json!({"code":40110000,"message":"request is not authorized"}));
+    }
+    if let Some(status) = state.faults.feed(SimFeed::Trading).take_rest_failure() {
+        let code = actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+        return HttpResponse::build(code)
+            .insert_header(("Retry-After", "1"))
+            .json(serde_json::json!({"code": status, "message": "simulated failure"}));
+    }
+    reply(state.broker.send(Read(view)).await)
+}
+
+async fn rest_account(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    rest(req, state, View::Account).await
+}
+
+async fn rest_positions(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    rest(req, state, View::Positions).await
+}
+
+async fn rest_orders(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    rest(req, state, View::Orders).await
+}
+
 fn reply<T: serde::Serialize>(result: Result<T, MailboxError>) -> HttpResponse {
     match result {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
     }
+}
+
+fn count(n: usize) -> serde_json::Value {
+    serde_json::json!({"connections": n})
 }
 
 async fn connections(state: web::Data<SimState>) -> HttpResponse {
@@ -198,9 +355,33 @@ async fn history(state: web::Data<SimState>, q: web::Query<SymbolQuery>) -> Http
     reply(state.exchange.send(GetHistory { symbol }).await)
 }
 
+/// Sends `command` to the data connections of `feed` and, for the trading stream, `trading`.
+async fn broadcast(
+    state: &SimState,
+    feed: Option<SimFeed>,
+    command: SimOutbound,
+    trading: TradingOutbound,
+) -> HttpResponse {
+    let mut n = 0;
+    if feed != Some(SimFeed::Trading) {
+        match state.exchange.send(Broadcast { feed, command }).await {
+            Ok(k) => n += k,
+            Err(e) => return HttpResponse::ServiceUnavailable().body(e.to_string()),
+        }
+    }
+    if feed.is_none() || feed == Some(SimFeed::Trading) {
+        n += state
+            .broker
+            .send(BroadcastTrading(trading))
+            .await
+            .unwrap_or(0);
+    }
+    HttpResponse::Ok().json(count(n))
+}
+
 #[derive(Deserialize, Default)]
 struct DropRequest {
-    #[serde(default)]
+    feed: Option<SimFeed>,
     mode: Option<String>,
 }
 
@@ -208,46 +389,53 @@ async fn drop_connections(
     state: web::Data<SimState>,
     body: Option<web::Json<DropRequest>>,
 ) -> HttpResponse {
-    let mode = body.map(|b| b.into_inner()).unwrap_or_default().mode;
+    let DropRequest { feed, mode } = body.map(web::Json::into_inner).unwrap_or_default();
     let cmd = match mode.as_deref() {
         Some("close") => SimOutbound::Close,
         _ => SimOutbound::Abort,
     };
-    info!("simulator: dropping every connection");
-    reply(
-        state
-            .exchange
-            .send(Broadcast(cmd))
-            .await
-            .map(|n| serde_json::json!({"connections": n})),
-    )
+    info!(
+        "simulator: dropping connections ({})",
+        feed.map_or("all", SimFeed::as_str)
+    );
+    broadcast(&state, feed, cmd, TradingOutbound::Abort).await
 }
 
 #[derive(Deserialize)]
 struct ErrorRequest {
+    feed: Option<SimFeed>,
     code: u16,
-    #[serde(default)]
     msg: Option<String>,
     #[serde(default)]
     close: bool,
 }
 
 async fn send_error(state: web::Data<SimState>, body: web::Json<ErrorRequest>) -> HttpResponse {
-    let ErrorRequest { code, msg, close } = body.into_inner();
+    let ErrorRequest {
+        feed,
+        code,
+        msg,
+        close,
+    } = body.into_inner();
     let msg = msg.unwrap_or_else(|| crate::upstream::protocol::error_name(code).to_owned());
-    info!("simulator: sending error {code} ({msg}) to every connection");
-    let cmd = SimOutbound::Error { code, msg, close };
-    reply(
-        state
-            .exchange
-            .send(Broadcast(cmd))
-            .await
-            .map(|n| serde_json::json!({"connections": n})),
+    info!(
+        "simulator: sending error {code} ({msg}) to {}",
+        feed.map_or("all", SimFeed::as_str)
+    );
+    // The trading stream has no error frame: its connections are dropped instead.
+    broadcast(
+        &state,
+        feed,
+        SimOutbound::Error { code, msg, close },
+        TradingOutbound::Abort,
     )
+    .await
 }
 
 #[derive(Deserialize)]
-struct FailAuthRequest {
+struct CountedFault {
+    feed: Option<SimFeed>,
+    #[serde(alias = "status")]
     code: u16,
     #[serde(default = "one")]
     count: u32,
@@ -257,19 +445,76 @@ fn one() -> u32 {
     1
 }
 
-async fn fail_auth(state: web::Data<SimState>, body: web::Json<FailAuthRequest>) -> HttpResponse {
-    let FailAuthRequest { code, count } = body.into_inner();
-    reply(
+fn ok() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"ok": true}))
+}
+
+async fn fail_auth(state: web::Data<SimState>, body: web::Json<CountedFault>) -> HttpResponse {
+    let f = body.into_inner();
+    for feed in Faults::targets(f.feed) {
+        state.faults.feed(feed).fail_auth(f.code, f.count);
+    }
+    ok()
+}
+
+async fn fail_handshake(state: web::Data<SimState>, body: web::Json<CountedFault>) -> HttpResponse {
+    let f = body.into_inner();
+    for feed in Faults::targets(f.feed) {
+        state.faults.feed(feed).fail_handshake(f.code, f.count);
+    }
+    ok()
+}
+
+async fn fail_rest(state: web::Data<SimState>, body: web::Json<CountedFault>) -> HttpResponse {
+    let f = body.into_inner();
+    state
+        .faults
+        .feed(SimFeed::Trading)
+        .fail_rest(f.code, f.count);
+    ok()
+}
+
+#[derive(Deserialize)]
+struct RejectRequest {
+    feed: Option<SimFeed>,
+    symbols: Vec<String>,
+}
+
+async fn reject_symbols(
+    state: web::Data<SimState>,
+    body: web::Json<RejectRequest>,
+) -> HttpResponse {
+    let r = body.into_inner();
+    for feed in Faults::targets(r.feed) {
         state
-            .exchange
-            .send(FailAuth { code, count })
-            .await
-            .map(|()| serde_json::json!({"ok": true})),
-    )
+            .faults
+            .feed(feed)
+            .set_rejected_symbols(r.symbols.iter().cloned());
+    }
+    ok()
+}
+
+#[derive(Deserialize)]
+struct LimitRequest {
+    feed: Option<SimFeed>,
+    limit: usize,
+}
+
+async fn symbol_limit(state: web::Data<SimState>, body: web::Json<LimitRequest>) -> HttpResponse {
+    let r = body.into_inner();
+    for feed in Faults::targets(r.feed) {
+        state
+            .faults
+            .feed(feed)
+            .symbol_limit
+            .store(r.limit, Ordering::Relaxed);
+    }
+    ok()
 }
 
 #[derive(Deserialize)]
 struct SilenceRequest {
+    feed: Option<SimFeed>,
     #[serde(default)]
     silent: bool,
     #[serde(default)]
@@ -277,35 +522,38 @@ struct SilenceRequest {
 }
 
 async fn silence(state: web::Data<SimState>, body: web::Json<SilenceRequest>) -> HttpResponse {
-    let SilenceRequest { silent, frozen } = body.into_inner();
-    info!("simulator: silent={silent} frozen={frozen}");
-    state.faults.silent.store(silent, Ordering::Relaxed);
-    state.faults.frozen.store(frozen, Ordering::Relaxed);
-    HttpResponse::Ok().json(serde_json::json!({"silent": silent, "frozen": frozen}))
+    let SilenceRequest {
+        feed,
+        silent,
+        frozen,
+    } = body.into_inner();
+    info!(
+        "simulator: {}: silent={silent} frozen={frozen}",
+        feed.map_or("all", SimFeed::as_str)
+    );
+    for f in Faults::targets(feed) {
+        state.faults.feed(f).silent.store(silent, Ordering::Relaxed);
+        state.faults.feed(f).frozen.store(frozen, Ordering::Relaxed);
+    }
+    ok()
 }
 
 async fn inject(state: web::Data<SimState>, body: web::Json<Inject>) -> HttpResponse {
-    reply(
-        state
-            .exchange
-            .send(body.into_inner())
-            .await
-            .map(|n| serde_json::json!({"connections": n})),
-    )
+    reply(state.exchange.send(body.into_inner()).await.map(count))
 }
 
 #[derive(Deserialize)]
 struct RawRequest {
+    feed: Option<SimFeed>,
     text: String,
 }
 
 async fn raw(state: web::Data<SimState>, body: web::Json<RawRequest>) -> HttpResponse {
-    let cmd = SimOutbound::Frame(body.into_inner().text.into());
-    reply(
-        state
-            .exchange
-            .send(Broadcast(cmd))
-            .await
-            .map(|n| serde_json::json!({"connections": n})),
-    )
+    let RawRequest { feed, text } = body.into_inner();
+    let cmd = SimOutbound::Frame(Encoded::Text(text.clone().into()));
+    broadcast(&state, feed, cmd, TradingOutbound::Event(text.into())).await
+}
+
+async fn order(state: web::Data<SimState>, body: web::Json<PlaceOrder>) -> HttpResponse {
+    reply(state.broker.send(body.into_inner()).await)
 }

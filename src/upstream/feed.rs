@@ -1,39 +1,48 @@
-//! `UpstreamFeed`: the one WebSocket connection to an Alpaca data stream.
+//! `UpstreamFeed`: the one WebSocket connection to an Alpaca market-data stream.
 //!
 //! Owns: the connection, the desired subscription set (given whole by the registry), the routing
-//! table symbol → throttle, the reconnect schedule and the feed's status. Talks to: the registry
-//! (status changes) and the symbol throttles (market events, `try_send`, never blocking the reader).
+//! table symbol → throttle, the subscription requests awaiting an ack, the retry policy and the
+//! feed's status. Talks to: the registry (status changes, news articles, symbols the upstream
+//! refused) and the symbol throttles (market events, `try_send`, never blocking the reader).
 //!
-//! Lifecycle: started under `actix::Supervisor`. `started()` waits the backoff delay, connects,
-//! waits for `connected`, authenticates, subscribes the whole desired set and reports `connected`
-//! once the first subscription ack arrives. Any read error, close, protocol error, liveness timeout
-//! or Alpaca error code calls [`UpstreamFeed::fail`], which reports the reason and stops the actor;
-//! the supervisor restarts it (same struct, fresh context) and `started()` runs again with the next
-//! delay. The backoff resets once a connection has stayed up for `reset_after_ms`.
+//! Lifecycle: started under `actix::Supervisor`. The first `started()` connects at once; after a
+//! failure the supervisor restarts the actor (same struct, fresh context) and `started()` waits
+//! what the [`ReconnectPolicy`] says (backoff, an error class's hold-off, an open circuit's
+//! cool-down). A connection waits for `connected`, authenticates, subscribes the whole desired set
+//! and reports `connected` once the first ack arrives. Any read error, close, protocol error,
+//! liveness timeout or Alpaca error code calls [`UpstreamFeed::fail`], which reports the reason
+//! and stops the actor.
 //!
 //! Two liveness timers: a dead-peer check (nothing received, not even a pong, for a ping interval
 //! plus the pong timeout) and a data-idle check (subscribed but no market data for
 //! `data_idle_timeout_ms`, doubling after each idle reconnect that brings nothing, so a quiet market
 //! cannot cause a reconnect storm).
+//!
+//! Refused subscriptions: requests are acked in order, so an error while streaming belongs to the
+//! oldest unacknowledged request. 405 (symbol limit) refuses every symbol of that request; 400 or
+//! 413 refuses the request's single symbol, or — for a request with several — re-requests each one
+//! alone to find the culprit. Refused symbols go back to the registry, which drops them from the
+//! desired set and tells the clients that asked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
-use actix_http::ws::Item;
-use awc::error::{WsClientError, WsProtocolError};
+use awc::error::WsProtocolError;
 use awc::ws::{CloseCode, CloseReason, Frame, Message as WsMessage};
-use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, StreamExt};
+use bytes::Bytes;
+use futures_util::stream::StreamExt;
 use log::{debug, error, info, trace, warn};
 
 use super::backoff::Backoff;
-use super::protocol::{self, Inbound, SubscriptionSet};
-use super::{FeedCounters, FeedKind, FeedState, FeedStatus};
-use crate::registry::FeedStateChanged;
+use super::connection::{self, ConnectError, Liveness, Reassembler, WsFramed, WsSink};
+use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
+use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
+use super::{FeedCounters, FeedId, FeedKind, FeedState, FeedStatus};
+use crate::registry::{FeedStateChanged, NewsReceived, SymbolsRejected};
 use crate::rng::SplitMix64;
 use crate::settings::{BackoffSettings, Credentials};
 use crate::symbol::Symbol;
@@ -46,9 +55,6 @@ const SUBSCRIBE_CHUNK: usize = 1000;
 const MAX_IDLE_FACTOR: u32 = 8;
 /// Malformed-message warnings logged in full before only every 1000th is.
 const MALFORMED_WARNINGS: u64 = 20;
-
-type WsFramed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
-type WsSink = SplitSink<WsFramed, WsMessage>;
 
 /// Symbol → throttle, given by the registry together with the desired set.
 pub type Routes = Arc<HashMap<Symbol, Recipient<MarketEventReceived>>>;
@@ -75,6 +81,7 @@ pub struct FeedConfig {
     pub url: String,
     pub provider: &'static str,
     pub credentials: Credentials,
+    pub encoding: Encoding,
     pub connect_timeout: Duration,
     pub auth_timeout: Duration,
     pub ping_interval: Duration,
@@ -83,16 +90,13 @@ pub struct FeedConfig {
     pub data_idle_timeout: Duration,
     pub max_frame_bytes: usize,
     pub backoff: BackoffSettings,
-    /// Hold-off after an error retrying will not fix soon (402, 409, 411).
-    pub fatal_hold_off: Duration,
-    /// Hold-off after 406 (connection limit): Alpaca keeps half-dead sessions about 90 s.
-    pub connection_limit_hold_off: Duration,
+    pub policy: PolicyConfig,
 }
 
 /// Where the current connection is in the Alpaca handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// No connection: waiting for a backoff delay, or failed and about to restart.
+    /// No connection: waiting for a retry, or failed and about to restart.
     Idle,
     /// TCP/TLS/WebSocket handshake in flight.
     Connecting,
@@ -106,16 +110,30 @@ enum Phase {
     Streaming,
 }
 
-/// The upstream connection actor for one feed.
+/// A subscribe or unsubscribe message waiting for its ack.
+#[derive(Debug)]
+struct PendingRequest {
+    subscribe: bool,
+    set: SubscriptionSet,
+}
+
+/// Where a feed sends what is not market data for one symbol.
+#[derive(Clone)]
+pub struct FeedOutputs {
+    pub status: Recipient<FeedStateChanged>,
+    pub news: Recipient<NewsReceived>,
+    pub rejected: Recipient<SymbolsRejected>,
+}
+
+/// The upstream connection actor for one market-data feed.
 pub struct UpstreamFeed {
-    /// URL, credentials, timeouts.
+    /// URL, credentials, encoding, timeouts.
     config: FeedConfig,
-    /// Receives every status change.
-    registry: Recipient<FeedStateChanged>,
+    outputs: FeedOutputs,
     /// Shared counters for the status endpoints.
     counters: Arc<FeedCounters>,
-    /// Reconnect delays.
-    backoff: Backoff,
+    /// When to try again.
+    policy: ReconnectPolicy,
     /// What the registry wants subscribed; survives reconnects and is replayed after each.
     desired: SubscriptionSet,
     /// Symbol → throttle.
@@ -125,17 +143,17 @@ pub struct UpstreamFeed {
     phase: Phase,
     /// What has been requested on the current connection.
     requested: SubscriptionSet,
+    /// Requests not yet acknowledged, oldest first.
+    pending: VecDeque<PendingRequest>,
     /// Current status; reported when it differs from `reported`.
     status: FeedStatus,
     reported: Option<FeedStatus>,
-    /// Last frame of any kind (liveness).
-    last_received: Instant,
+    liveness: Liveness,
     /// Last market data message (data-idle check).
     last_data: Instant,
     /// Multiplier of the data-idle timeout; grows after idle reconnects that bring no data.
     idle_factor: u32,
-    /// A fragmented message being reassembled.
-    fragments: Option<BytesMut>,
+    fragments: Reassembler,
     /// Connection attempts since start-up.
     attempts: u32,
     /// Set by [`StopFeed`]: never reconnect.
@@ -143,29 +161,28 @@ pub struct UpstreamFeed {
 }
 
 impl UpstreamFeed {
-    pub fn new(
-        config: FeedConfig,
-        registry: Recipient<FeedStateChanged>,
-        counters: Arc<FeedCounters>,
-    ) -> Self {
-        let status = FeedStatus::new(config.kind, config.provider, config.url.clone());
+    pub fn new(config: FeedConfig, outputs: FeedOutputs, counters: Arc<FeedCounters>) -> Self {
+        let id = FeedId::Data(config.kind);
+        let status = FeedStatus::new(id, config.provider, config.url.clone());
         let seed = SplitMix64::from_entropy().next_u64() ^ crate::rng::fnv1a(config.url.as_bytes());
+        let backoff = Backoff::new(config.backoff.clone(), SplitMix64::new(seed));
         UpstreamFeed {
-            backoff: Backoff::new(config.backoff.clone(), SplitMix64::new(seed)),
+            policy: ReconnectPolicy::new(config.policy.clone(), backoff),
+            liveness: Liveness::new(config.ping_interval, config.pong_timeout),
+            fragments: Reassembler::new(config.max_frame_bytes),
             config,
-            registry,
+            outputs,
             counters,
             desired: SubscriptionSet::new(),
             routes: Arc::default(),
             writer: None,
             phase: Phase::Idle,
             requested: SubscriptionSet::new(),
+            pending: VecDeque::new(),
             status,
             reported: None,
-            last_received: Instant::now(),
             last_data: Instant::now(),
             idle_factor: 1,
-            fragments: None,
             attempts: 0,
             stopping: false,
         }
@@ -178,9 +195,11 @@ impl UpstreamFeed {
     /// Sends the status to the registry if it changed since the last report.
     fn report(&mut self) {
         self.status.desired = self.desired.len();
+        self.status.circuit_state = self.policy.circuit();
+        self.status.consecutive_failures = self.policy.consecutive_failures();
         if self.reported.as_ref() != Some(&self.status) {
             self.reported = Some(self.status.clone());
-            self.registry.do_send(FeedStateChanged {
+            self.outputs.status.do_send(FeedStateChanged {
                 status: self.status.clone(),
             });
         }
@@ -194,34 +213,23 @@ impl UpstreamFeed {
             self.status.reconnect_attempts += 1;
         }
         self.attempts += 1;
+        self.policy.begin_attempt();
         self.phase = Phase::Connecting;
         self.status.state = FeedState::Connecting;
         self.status.next_retry_ms = None;
         self.report();
         info!("feed {}: connecting to {}", self.name(), self.config.url);
-        let url = self.config.url.clone();
-        let max_frame = self.config.max_frame_bytes;
-        let limit = self.config.connect_timeout;
-        let attempt = async move {
-            let client = awc::Client::builder()
-                .timeout(limit)
-                .max_http_version(awc::http::Version::HTTP_11)
-                .finish();
-            tokio::time::timeout(limit, client.ws(url).max_frame_size(max_frame).connect()).await
-        };
-        ctx.spawn(
-            attempt
-                .into_actor(self)
-                .map(move |res, act, ctx| match res {
-                    Ok(Ok((_, framed))) => act.on_connected(framed, ctx),
-                    Ok(Err(WsClientError::InvalidResponseStatus(status))) => act.fail(
-                        format!("the server refused the WebSocket upgrade with HTTP {status}"),
-                        ctx,
-                    ),
-                    Ok(Err(e)) => act.fail(format!("connection failed: {e}"), ctx),
-                    Err(_) => act.fail(format!("connection timed out after {limit:?}"), ctx),
-                }),
+        let attempt = connection::open(
+            self.config.url.clone(),
+            Some(self.config.encoding),
+            self.config.connect_timeout,
+            self.config.max_frame_bytes,
         );
+        ctx.spawn(attempt.into_actor(self).map(|res, act, ctx| match res {
+            Ok(framed) => act.on_connected(framed, ctx),
+            Err(e @ ConnectError::Status(_)) => act.fail(e.failure(), e.describe(), ctx),
+            Err(e) => act.fail(Failure::Transient, e.describe(), ctx),
+        }));
     }
 
     fn on_connected(&mut self, framed: WsFramed, ctx: &mut Context<Self>) {
@@ -229,7 +237,7 @@ impl UpstreamFeed {
         self.writer = Some(SinkWrite::new(sink, ctx));
         ctx.add_stream(stream);
         self.phase = Phase::AwaitingWelcome;
-        self.last_received = Instant::now();
+        self.liveness.heard(Instant::now());
         debug!(
             "feed {}: WebSocket open, waiting for the welcome",
             self.name()
@@ -241,6 +249,7 @@ impl UpstreamFeed {
                 Phase::AwaitingWelcome | Phase::Authenticating | Phase::Subscribing
             ) {
                 act.fail(
+                    Failure::Transient,
                     format!(
                         "no welcome, authentication or subscription ack within {auth_timeout:?}"
                     ),
@@ -253,16 +262,12 @@ impl UpstreamFeed {
 
     /// The dead-peer and data-idle checks, then a ping.
     fn liveness_tick(&mut self, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Idle || self.phase == Phase::Connecting {
+        if matches!(self.phase, Phase::Idle | Phase::Connecting) {
             return;
         }
         let now = Instant::now();
-        let silent = now.duration_since(self.last_received);
-        if silent > self.config.ping_interval + self.config.pong_timeout {
-            self.fail(
-                format!("the upstream stopped answering (nothing received for {silent:?}, not even a pong)"),
-                ctx,
-            );
+        if let Err(reason) = self.liveness.check(now) {
+            self.fail(Failure::Transient, reason, ctx);
             return;
         }
         let idle_limit = self.config.data_idle_timeout * self.idle_factor;
@@ -273,26 +278,19 @@ impl UpstreamFeed {
             && idle > idle_limit
         {
             self.idle_factor = (self.idle_factor * 2).min(MAX_IDLE_FACTOR);
-            self.fail(
-                format!(
-                    "no market data for {idle:?} while subscribed to {} streams; reconnecting \
-                     (next idle limit {:?})",
-                    self.desired.len(),
-                    self.config.data_idle_timeout * self.idle_factor
-                ),
-                ctx,
+            let reason = format!(
+                "no market data for {idle:?} while subscribed to {} streams; reconnecting (next idle limit {:?})",
+                self.desired.len(),
+                self.config.data_idle_timeout * self.idle_factor
             );
+            self.fail(Failure::Transient, reason, ctx);
             return;
         }
         self.write(WsMessage::Ping(Bytes::new()));
     }
 
     /// Reports the failure, closes the connection and stops; the supervisor restarts us.
-    fn fail(&mut self, reason: String, ctx: &mut Context<Self>) {
-        self.fail_with(FeedState::Disconnected, reason, ctx);
-    }
-
-    fn fail_with(&mut self, state: FeedState, reason: String, ctx: &mut Context<Self>) {
+    fn fail(&mut self, failure: Failure, reason: String, ctx: &mut Context<Self>) {
         if self.stopping {
             ctx.stop();
             return;
@@ -300,11 +298,17 @@ impl UpstreamFeed {
         if self.phase == Phase::Idle {
             return;
         }
-        if state == FeedState::Failed {
-            error!("feed {}: {reason}", self.name());
+        self.policy.on_failure(failure, Instant::now());
+        let state = if failure == Failure::Fatal {
+            error!(
+                "feed {}: {reason}; retrying will not help soon",
+                self.name()
+            );
+            FeedState::Failed
         } else {
             warn!("feed {}: {reason}; will reconnect", self.name());
-        }
+            FeedState::Disconnected
+        };
         if let Some(w) = &mut self.writer {
             let _ = w.write(WsMessage::Close(Some(CloseCode::Normal.into())));
         }
@@ -324,17 +328,32 @@ impl UpstreamFeed {
         }
     }
 
-    fn send_subscriptions(&mut self, action: &str, set: &SubscriptionSet) {
+    fn send_message(&mut self, message: &serde_json::Value) {
+        let frame = protocol::encode_client(message, self.config.encoding);
+        self.write(connection::ws_message(frame));
+    }
+
+    /// Sends `set` in chunks, each remembered until its ack.
+    fn send_subscriptions(&mut self, subscribe: bool, set: &SubscriptionSet) {
+        let action = if subscribe {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
         for chunk in set.chunks(SUBSCRIBE_CHUNK) {
-            let text = protocol::subscription_message(action, &chunk);
             debug!("feed {}: {action} {} streams", self.name(), chunk.len());
-            self.write(WsMessage::Text(text.into()));
+            self.send_message(&protocol::subscription_message(action, &chunk));
+            self.pending.push_back(PendingRequest {
+                subscribe,
+                set: chunk,
+            });
         }
     }
 
     /// After authentication: subscribe everything wanted, or become ready at once if nothing is.
     fn subscribe_all(&mut self, ctx: &mut Context<Self>) {
         self.requested = self.desired.clone();
+        self.pending.clear();
         if self.desired.is_empty() {
             self.mark_ready(ctx);
         } else {
@@ -346,39 +365,35 @@ impl UpstreamFeed {
             );
             self.phase = Phase::Subscribing;
             let desired = self.desired.clone();
-            self.send_subscriptions("subscribe", &desired);
+            self.send_subscriptions(true, &desired);
         }
     }
 
     fn mark_ready(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Streaming;
         self.last_data = Instant::now();
+        self.policy.on_ready();
         self.status.state = FeedState::Connected;
         self.status.connected_since = Some(Timestamp::now());
         self.status.next_retry_ms = None;
         info!("feed {}: connected and streaming", self.name());
         self.report();
-        ctx.run_later(self.backoff.reset_after(), |act, _| {
+        ctx.run_later(self.policy.stable_after(), |act, _| {
             if act.phase == Phase::Streaming {
-                act.backoff.reset();
-                act.status.consecutive_failures = 0;
-                act.report();
+                act.policy.on_stable();
             }
         });
     }
 
-    fn on_frame_data(&mut self, data: &[u8], ctx: &mut Context<Self>) {
+    fn on_frame(&mut self, data: &[u8], binary: bool, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.last_received = now;
+        self.liveness.heard(now);
         self.counters.frames.fetch_add(1, Ordering::Relaxed);
         let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
         self.counters
             .last_message_unix_ms
             .store(unix_ms as u64, Ordering::Relaxed);
-        let messages = match std::str::from_utf8(data)
-            .map_err(|e| e.to_string())
-            .and_then(|text| protocol::decode_json(text).map_err(|e| e.to_string()))
-        {
+        let messages = match protocol::decode(data, binary, self.config.encoding) {
             Ok(m) => m,
             Err(e) => {
                 self.malformed(format!("skipping an undecodable frame: {e}"));
@@ -422,6 +437,13 @@ impl UpstreamFeed {
                     }
                 }
             }
+            Inbound::News(article) => {
+                self.saw_data(now);
+                match self.outputs.news.try_send(NewsReceived { article }) {
+                    Ok(()) => self.counters.events_routed.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => self.counters.events_dropped.fetch_add(1, Ordering::Relaxed),
+                };
+            }
             Inbound::Info { kind, symbol } => {
                 self.saw_data(now);
                 trace!("feed {}: {kind:?} for {symbol}", self.name());
@@ -430,7 +452,7 @@ impl UpstreamFeed {
                 if self.phase == Phase::AwaitingWelcome {
                     // The auth message carries the secret: it is sent, never logged.
                     let auth = protocol::auth_message(&self.config.credentials);
-                    self.write(WsMessage::Text(auth.into()));
+                    self.send_message(&auth);
                     self.phase = Phase::Authenticating;
                 } else {
                     debug!("feed {}: unexpected second welcome", self.name());
@@ -444,6 +466,7 @@ impl UpstreamFeed {
                 }
             }
             Inbound::Subscription(acked) => {
+                self.pending.pop_front();
                 self.status.subscribed = acked.len();
                 debug!(
                     "feed {}: upstream holds {} streams",
@@ -475,83 +498,90 @@ impl UpstreamFeed {
         }
     }
 
-    /// Alpaca's error codes are not all equal; see `alpaca-protocol.md` §6.
+    /// Alpaca's error codes are not all equal; see `alpaca-protocol.md` §6 and [`Failure`].
     fn on_upstream_error(&mut self, code: u16, msg: String, ctx: &mut Context<Self>) {
         let what = format!("Alpaca error {code} ({msg})");
-        match code {
-            402 | 409 | 411 => {
-                let hold = self.config.fatal_hold_off;
-                self.backoff.hold_off(hold);
-                self.status.next_retry_ms = Some(hold.as_millis() as u64);
+        let subscribed = matches!(self.phase, Phase::Subscribing | Phase::Streaming);
+        if subscribed && matches!(code, 400 | 405 | 413) {
+            self.on_refused_request(code, &what, ctx);
+            return;
+        }
+        match Failure::from_alpaca_code(code) {
+            Failure::Fatal => {
                 let hint = match code {
                     402 => "check APCA_API_KEY_ID / APCA_API_SECRET_KEY",
                     409 => "the account's market data plan does not include this feed",
+                    410 => "this feed does not offer a requested channel",
                     _ => "the credentials lack the market data scope",
                 };
-                self.fail_with(
-                    FeedState::Failed,
-                    format!(
-                        "{what}: {hint}; retrying will not help soon, next attempt in {hold:?}"
-                    ),
-                    ctx,
-                );
+                self.fail(Failure::Fatal, format!("{what}: {hint}"), ctx);
             }
-            406 => {
-                let hold = self.config.connection_limit_hold_off;
-                self.backoff.hold_off(hold);
-                self.fail(
-                    format!("{what}: another connection uses this account's stream; waiting {hold:?} for Alpaca to drop it"),
-                    ctx,
-                );
-            }
-            407 => {
+            Failure::ConnectionLimit => self.fail(
+                Failure::ConnectionLimit,
+                format!("{what}: another connection uses this account's stream; waiting for Alpaca to drop it"),
+                ctx,
+            ),
+            _ if code == 407 => {
                 error!(
                     "feed {}: {what}: Alpaca says we read too slowly; the host may be overloaded",
                     self.name()
                 );
-                self.fail(what, ctx);
+                self.fail(Failure::Transient, what, ctx);
             }
-            400 | 405 | 410 | 413 if self.phase == Phase::Streaming => {
-                // The last subscription change was refused; the connection itself is fine.
-                warn!(
-                    "feed {}: {what}: the last subscription change was refused",
-                    self.name()
-                );
-                self.status.last_error = Some(what);
-                self.report();
-            }
-            _ => self.fail(what, ctx),
+            failure => self.fail(failure, what, ctx),
         }
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
-        let (chunk, last) = match item {
-            Item::FirstText(b) | Item::FirstBinary(b) => {
-                self.fragments = Some(BytesMut::new());
-                (b, false)
-            }
-            Item::Continue(b) => (b, false),
-            Item::Last(b) => (b, true),
-        };
-        let Some(buf) = self.fragments.as_mut() else {
-            self.fail("continuation frame without a first fragment".into(), ctx);
+    /// The oldest unacknowledged request was refused (400, 405 or 413).
+    fn on_refused_request(&mut self, code: u16, what: &str, ctx: &mut Context<Self>) {
+        let Some(request) = self.pending.pop_front() else {
+            warn!("feed {}: {what} with no request outstanding", self.name());
             return;
         };
-        if buf.len() + chunk.len() > self.config.max_frame_bytes {
-            self.fail(
-                format!(
-                    "fragmented message larger than {} bytes",
-                    self.config.max_frame_bytes
-                ),
-                ctx,
-            );
+        if !request.subscribe {
+            warn!("feed {}: {what}: an unsubscribe was refused", self.name());
             return;
         }
-        buf.extend_from_slice(&chunk);
-        if last {
-            if let Some(whole) = self.fragments.take() {
-                self.on_frame_data(&whole, ctx);
+        let symbols: Vec<Symbol> = request.set.symbols().into_iter().collect();
+        if code != 405 && symbols.len() > 1 {
+            // One bad symbol refuses the whole message: ask for each alone to find it.
+            info!(
+                "feed {}: {what} for a request of {} symbols; requesting them one by one",
+                self.name(),
+                symbols.len()
+            );
+            for symbol in &symbols {
+                let mut one = SubscriptionSet::new();
+                for (channel, set) in request.set.iter() {
+                    if set.contains(symbol) {
+                        one.insert(channel, symbol.clone());
+                    }
+                }
+                self.send_subscriptions(true, &one);
             }
+            return;
+        }
+        warn!(
+            "feed {}: {what}: dropping {} from the subscriptions",
+            self.name(),
+            symbols
+                .iter()
+                .map(Symbol::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.requested = self.requested.without_symbols(&symbols);
+        self.desired = self.desired.without_symbols(&symbols);
+        self.status.last_error = Some(what.to_owned());
+        self.report();
+        self.outputs.rejected.do_send(SymbolsRejected {
+            feed: self.config.kind,
+            symbols,
+            code,
+            reason: what.to_owned(),
+        });
+        if self.phase == Phase::Subscribing && self.pending.is_empty() {
+            self.mark_ready(ctx);
         }
     }
 }
@@ -569,9 +599,12 @@ impl Actor for UpstreamFeed {
             self.connect(ctx); // the first connection goes out at once
             return;
         }
-        let delay = self.backoff.next_delay();
-        self.status.consecutive_failures = self.backoff.attempt();
-        info!("feed {}: next connection attempt in {delay:?}", self.name());
+        let delay = self.policy.next_delay(Instant::now());
+        info!(
+            "feed {}: next connection attempt in {delay:?} (circuit {})",
+            self.name(),
+            self.policy.circuit().as_str()
+        );
         self.status.next_retry_ms = Some(delay.as_millis() as u64);
         self.report();
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
@@ -579,12 +612,13 @@ impl Actor for UpstreamFeed {
 }
 
 impl Supervised for UpstreamFeed {
-    /// Drops everything that belonged to the old connection; the desired set and backoff remain.
+    /// Drops everything that belonged to the old connection; the desired set and policy remain.
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.writer = None;
         self.phase = Phase::Idle;
         self.requested = SubscriptionSet::new();
-        self.fragments = None;
+        self.pending.clear();
+        self.fragments.reset();
     }
 }
 
@@ -602,10 +636,10 @@ impl Handler<SetSubscriptions> for UpstreamFeed {
             let remove = self.requested.difference(&self.desired);
             let add = self.desired.difference(&self.requested);
             if !remove.is_empty() {
-                self.send_subscriptions("unsubscribe", &remove);
+                self.send_subscriptions(false, &remove);
             }
             if !add.is_empty() {
-                self.send_subscriptions("subscribe", &add);
+                self.send_subscriptions(true, &add);
             }
             self.requested = self.desired.clone();
         }
@@ -638,32 +672,51 @@ impl Handler<StopFeed> for UpstreamFeed {
 impl StreamHandler<Result<Frame, WsProtocolError>> for UpstreamFeed {
     fn handle(&mut self, item: Result<Frame, WsProtocolError>, ctx: &mut Context<Self>) {
         match item {
-            Ok(Frame::Text(data)) | Ok(Frame::Binary(data)) => self.on_frame_data(&data, ctx),
-            Ok(Frame::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(Frame::Text(data)) => self.on_frame(&data, false, ctx),
+            Ok(Frame::Binary(data)) => self.on_frame(&data, true, ctx),
+            Ok(Frame::Continuation(item)) => match self.fragments.push(item) {
+                Ok(Some((binary, whole))) => self.on_frame(&whole, binary, ctx),
+                Ok(None) => {}
+                Err(e) => self.fail(Failure::Transient, e, ctx),
+            },
             Ok(Frame::Ping(payload)) => {
-                self.last_received = Instant::now();
+                self.liveness.heard(Instant::now());
                 self.write(WsMessage::Pong(payload));
             }
-            Ok(Frame::Pong(_)) => self.last_received = Instant::now(),
+            Ok(Frame::Pong(_)) => self.liveness.heard(Instant::now()),
             Ok(Frame::Close(reason)) => {
                 let why = reason.map_or_else(
                     || "no reason given".to_owned(),
-                    |r| format!("code {:?} {}", r.code, r.description.unwrap_or_default()),
+                    |r| {
+                        format!(
+                            "code {} {}",
+                            u16::from(r.code),
+                            r.description.unwrap_or_default()
+                        )
+                    },
                 );
-                self.fail(format!("the upstream closed the connection ({why})"), ctx);
+                self.fail(
+                    Failure::Transient,
+                    format!("the upstream closed the connection ({why})"),
+                    ctx,
+                );
             }
-            Err(e) => self.fail(format!("read error: {e}"), ctx),
+            Err(e) => self.fail(Failure::Transient, format!("read error: {e}"), ctx),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.fail("the upstream connection ended".into(), ctx);
+        self.fail(
+            Failure::Transient,
+            "the upstream connection ended".into(),
+            ctx,
+        );
     }
 }
 
 impl WriteHandler<WsProtocolError> for UpstreamFeed {
     fn error(&mut self, err: WsProtocolError, ctx: &mut Self::Context) -> Running {
-        self.fail(format!("write error: {err}"), ctx);
+        self.fail(Failure::Transient, format!("write error: {err}"), ctx);
         Running::Stop
     }
 }

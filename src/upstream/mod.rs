@@ -2,44 +2,105 @@
 //!
 //! - [`feed`] — the [`UpstreamFeed`](feed::UpstreamFeed) actor: connect, authenticate, subscribe,
 //!   decode, route events to symbol throttles, reconnect with backoff under `actix::Supervisor`.
-//! - [`protocol`] — Alpaca's stream protocol as pure decode/encode functions.
+//! - [`protocol`] — Alpaca's stream protocol as pure decode/encode functions (JSON and msgpack).
+//! - [`policy`] — when to try again: backoff, hold-offs per Alpaca error class, circuit breaker.
 //! - [`backoff`] — the reconnect schedule.
+//! - [`connection`] — opening a WebSocket, reassembling fragments, the dead-peer timer.
 //!
 //! This file holds what the rest of the daemon sees of a feed: its identity ([`FeedKind`]), its
 //! state ([`FeedStatus`], reported to the registry on every change) and its counters
 //! ([`FeedCounters`], shared atomics read by the status endpoints without a message round trip).
 
 pub mod backoff;
+pub mod connection;
 pub mod feed;
+pub mod policy;
 pub mod protocol;
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
+use self::policy::CircuitState;
+use self::protocol::Channel;
 use crate::symbol::AssetClass;
 use crate::time::Timestamp;
 
-/// Which upstream stream a feed actor speaks to.
+/// Which market-data stream a feed actor speaks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedKind {
     Stocks,
+    Crypto,
+    Options,
+    News,
 }
 
 impl FeedKind {
+    pub const ALL: [FeedKind; 4] = [
+        FeedKind::Stocks,
+        FeedKind::Crypto,
+        FeedKind::Options,
+        FeedKind::News,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FeedKind::Stocks => "stocks",
+            FeedKind::Crypto => "crypto",
+            FeedKind::Options => "options",
+            FeedKind::News => "news",
         }
     }
 
-    /// The feed that carries symbols of `class`, if tickrelay has one for it.
-    pub fn for_class(class: AssetClass) -> Option<FeedKind> {
+    /// The feed that carries market data for symbols of `class`.
+    pub fn for_class(class: AssetClass) -> FeedKind {
         match class {
-            AssetClass::Stock => Some(FeedKind::Stocks),
-            AssetClass::Crypto | AssetClass::Option => None,
+            AssetClass::Stock => FeedKind::Stocks,
+            AssetClass::Crypto => FeedKind::Crypto,
+            AssetClass::Option => FeedKind::Options,
         }
+    }
+
+    /// The channels the stream offers.
+    pub fn channels(self) -> &'static [Channel] {
+        match self {
+            FeedKind::Stocks => Channel::STOCKS,
+            FeedKind::Crypto => Channel::CRYPTO,
+            FeedKind::Options => Channel::OPTIONS,
+            FeedKind::News => Channel::NEWS,
+        }
+    }
+}
+
+/// An upstream connection: a market-data feed or an account's trading stream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FeedId {
+    Data(FeedKind),
+    Trading(Arc<str>),
+}
+
+impl FeedId {
+    /// `stocks`, `crypto`, … or `trading:<account>`.
+    pub fn name(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for FeedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedId::Data(kind) => f.write_str(kind.as_str()),
+            FeedId::Trading(account) => write!(f, "trading:{account}"),
+        }
+    }
+}
+
+impl Serialize for FeedId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -74,7 +135,7 @@ impl FeedState {
 /// A feed's state as reported to the registry (and from there to browsers and status endpoints).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FeedStatus {
-    pub feed: FeedKind,
+    pub feed: FeedId,
     pub state: FeedState,
     pub provider: &'static str,
     /// The stream URL (never contains credentials).
@@ -86,7 +147,7 @@ pub struct FeedStatus {
     pub last_error: Option<String>,
     /// Delay before the next connection attempt, while one is pending.
     pub next_retry_ms: Option<u64>,
-    pub circuit_state: &'static str,
+    pub circuit_state: CircuitState,
     /// When the current connection became ready.
     pub connected_since: Option<Timestamp>,
     /// (channel, symbol) pairs the upstream has acknowledged.
@@ -96,7 +157,7 @@ pub struct FeedStatus {
 }
 
 impl FeedStatus {
-    pub fn new(feed: FeedKind, provider: &'static str, url: String) -> Self {
+    pub fn new(feed: FeedId, provider: &'static str, url: String) -> Self {
         FeedStatus {
             feed,
             state: FeedState::Connecting,
@@ -106,7 +167,7 @@ impl FeedStatus {
             consecutive_failures: 0,
             last_error: None,
             next_retry_ms: None,
-            circuit_state: "closed",
+            circuit_state: CircuitState::Closed,
             connected_since: None,
             subscribed: 0,
             desired: 0,
@@ -116,10 +177,10 @@ impl FeedStatus {
     /// The `details` of an `alpaca_status` frame.
     pub fn browser_details(&self) -> crate::browser::StatusDetails {
         crate::browser::StatusDetails {
-            feed: self.feed.as_str().to_owned(),
+            feed: self.feed.name(),
             provider: self.provider.to_owned(),
             reconnect_attempts: self.reconnect_attempts,
-            circuit_state: self.circuit_state,
+            circuit_state: self.circuit_state.as_str(),
             last_error: self.last_error.clone(),
             next_retry_ms: self.next_retry_ms,
         }

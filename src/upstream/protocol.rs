@@ -1,11 +1,14 @@
 //! Alpaca's market-data stream protocol, as pure decode/encode functions.
 //!
 //! A server frame is an array of maps, each with a type tag `T` (`success`, `error`,
-//! `subscription`, `q`, `t`, `b`, …). Decoding goes through one flat struct ([`RawMsg`]) whose
-//! fields cover every message type; the few keys whose type depends on `T` (`c` is a condition list
-//! in trades but the close price in bars, `i` a trade id or an indicator, …) are read as [`Loose`]
-//! values and interpreted once `T` is known. This dispatches on `T` in a single pass, which is about
-//! twice as fast as serde's internally tagged enums, and works unchanged for msgpack via rmp-serde.
+//! `subscription`, `q`, `t`, `b`, `o`, `n`, …), sent as JSON text or — when the client asks with
+//! `Content-Type: application/msgpack`, and always on the options streams — as msgpack binary with
+//! timestamps in the msgpack Timestamp extension. Decoding goes through one flat struct
+//! ([`RawMsg`]) whose fields cover every message type; the few keys whose type depends on `T` (`c`
+//! is a condition list in stock trades, a single string in option trades and the close price in
+//! bars; `i` a trade id or an indicator; `a` an action or the asks of a book) are read as [`Loose`]
+//! values and interpreted once `T` is known. This dispatches on `T` in a single pass and works
+//! unchanged for JSON (serde_json) and msgpack (rmp-serde), keeping integers and floats apart.
 //!
 //! A malformed frame is an error for the caller to log and skip; a frame with a few malformed
 //! elements yields the good ones plus [`Inbound::Malformed`] entries for the rest.
@@ -17,10 +20,30 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::market::{Bar, BarKind, MarketEvent, Num, Quote, Trade};
+use crate::market::{Bar, BarKind, BookUpdate, Level, MarketEvent, NewsArticle, Num, Quote, Trade};
 use crate::settings::Credentials;
-use crate::symbol::Symbol;
+use crate::symbol::{Symbol, WILDCARD};
 use crate::time::Timestamp;
+
+/// How a stream encodes its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// JSON text frames (Alpaca's default).
+    Json,
+    /// msgpack binary frames, requested with `Content-Type: application/msgpack`.
+    Msgpack,
+}
+
+impl Encoding {
+    /// The `Content-Type` header that asks the server for this encoding.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Msgpack => "application/msgpack",
+        }
+    }
+}
 
 /// A subscribable upstream channel (the keys of Alpaca's subscribe message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,11 +56,13 @@ pub enum Channel {
     Statuses,
     Lulds,
     Imbalances,
+    Orderbooks,
+    News,
 }
 
 impl Channel {
-    /// Every channel of the stocks stream, in the order acks list them.
-    pub const STOCKS: [Channel; 8] = [
+    /// The channels of the stocks streams.
+    pub const STOCKS: &'static [Channel] = &[
         Channel::Trades,
         Channel::Quotes,
         Channel::Bars,
@@ -46,6 +71,31 @@ impl Channel {
         Channel::Statuses,
         Channel::Lulds,
         Channel::Imbalances,
+    ];
+    /// The channels of the crypto streams.
+    pub const CRYPTO: &'static [Channel] = &[
+        Channel::Trades,
+        Channel::Quotes,
+        Channel::Bars,
+        Channel::UpdatedBars,
+        Channel::DailyBars,
+        Channel::Orderbooks,
+    ];
+    /// The channels of the options streams.
+    pub const OPTIONS: &'static [Channel] = &[Channel::Trades, Channel::Quotes];
+    /// The channel of the news stream.
+    pub const NEWS: &'static [Channel] = &[Channel::News];
+    const ALL: &'static [Channel] = &[
+        Channel::Trades,
+        Channel::Quotes,
+        Channel::Bars,
+        Channel::DailyBars,
+        Channel::UpdatedBars,
+        Channel::Statuses,
+        Channel::Lulds,
+        Channel::Imbalances,
+        Channel::Orderbooks,
+        Channel::News,
     ];
 
     /// The key in subscribe messages and acks.
@@ -59,11 +109,13 @@ impl Channel {
             Channel::Statuses => "statuses",
             Channel::Lulds => "lulds",
             Channel::Imbalances => "imbalances",
+            Channel::Orderbooks => "orderbooks",
+            Channel::News => "news",
         }
     }
 
     pub fn from_key(key: &str) -> Option<Channel> {
-        Channel::STOCKS.into_iter().find(|c| c.key() == key)
+        Channel::ALL.iter().copied().find(|c| c.key() == key)
     }
 }
 
@@ -118,6 +170,15 @@ impl SubscriptionSet {
         out
     }
 
+    /// The same set without any of `symbols`.
+    pub fn without_symbols(&self, symbols: &[Symbol]) -> SubscriptionSet {
+        let mut out = self.clone();
+        for set in out.0.values_mut() {
+            set.retain(|s| !symbols.contains(s));
+        }
+        out
+    }
+
     /// Splits into sets of at most `max` pairs, so no single message grows without bound.
     pub fn chunks(&self, max: usize) -> Vec<SubscriptionSet> {
         let mut out = vec![];
@@ -150,11 +211,13 @@ pub enum Inbound<'a> {
     Error { code: u16, msg: String },
     /// `{"T":"subscription",…}`: the server's full current subscription set.
     Subscription(SubscriptionSet),
-    /// A quote, trade or bar for `symbol`.
+    /// A quote, trade, bar or book update for `symbol`.
     Market {
         symbol: Cow<'a, str>,
         event: MarketEvent,
     },
+    /// A news article.
+    News(NewsArticle),
     /// A message that is decoded and counted but not forwarded (statuses, LULDs, corrections,
     /// cancel/errors, imbalances).
     Info { kind: InfoKind, symbol: String },
@@ -179,6 +242,30 @@ pub enum InfoKind {
 pub enum DecodeError {
     #[error("not a JSON array of messages: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("not a msgpack array of messages: {0}")]
+    Msgpack(String),
+    #[error("text frame is not UTF-8")]
+    Utf8,
+}
+
+/// Decodes a frame: text frames are JSON; binary frames are msgpack, or JSON when the stream is
+/// JSON (some servers send JSON text in binary frames).
+pub fn decode(
+    data: &[u8],
+    binary: bool,
+    encoding: Encoding,
+) -> Result<Vec<Inbound<'_>>, DecodeError> {
+    if binary && (encoding == Encoding::Msgpack || !looks_like_json(data)) {
+        decode_msgpack(data)
+    } else {
+        decode_json(std::str::from_utf8(data).map_err(|_| DecodeError::Utf8)?)
+    }
+}
+
+fn looks_like_json(data: &[u8]) -> bool {
+    data.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'[' | b'{'))
 }
 
 /// Decodes one JSON text frame.
@@ -201,6 +288,109 @@ pub fn decode_json(text: &str) -> Result<Vec<Inbound<'_>>, DecodeError> {
                 .collect())
         }
     }
+}
+
+/// Decodes one msgpack binary frame (an array of maps).
+pub fn decode_msgpack(data: &[u8]) -> Result<Vec<Inbound<'_>>, DecodeError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(data);
+    match de.deserialize_seq(FrameVisitor) {
+        Ok(messages) if de.get_ref().is_empty() => Ok(messages),
+        // Salvage: find each element's bytes and decode them one by one.
+        _ => {
+            let elements = msgpack_array_elements(data).ok_or_else(|| {
+                DecodeError::Msgpack(format!("{} bytes that are not an array", data.len()))
+            })?;
+            Ok(elements
+                .into_iter()
+                .map(|el| match rmp_serde::from_slice::<RawMsg<'_>>(el) {
+                    Ok(raw) => raw.into_inbound(),
+                    Err(e) => {
+                        Inbound::Malformed(format!("{e} in a {}-byte msgpack element", el.len()))
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
+/// The byte slices of the elements of a msgpack array, or `None` if `data` is not exactly one
+/// well-formed array.
+pub fn msgpack_array_elements(data: &[u8]) -> Option<Vec<&[u8]>> {
+    let (count, header) = match *data.first()? {
+        m @ 0x90..=0x9f => (usize::from(m & 0x0f), 1),
+        0xdc => (
+            usize::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?)),
+            3,
+        ),
+        0xdd => (
+            u32::from_be_bytes(data.get(1..5)?.try_into().ok()?) as usize,
+            5,
+        ),
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(count.min(data.len()));
+    let mut rest = &data[header..];
+    for _ in 0..count {
+        let len = msgpack_value_len(rest)?;
+        out.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// The length in bytes of the one msgpack value at the start of `data`, or `None` when it is
+/// truncated or malformed. Iterative, so hostile nesting cannot overflow the stack.
+pub fn msgpack_value_len(data: &[u8]) -> Option<usize> {
+    let mut pos = 0usize;
+    let mut pending = 1usize; // values still to skip
+    while pending > 0 {
+        pending -= 1;
+        let marker = *data.get(pos)?;
+        let be = |at: usize, n: usize| -> Option<usize> {
+            let bytes = data.get(at..at + n)?;
+            Some(
+                bytes
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+            )
+        };
+        let (head, body, children) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0),
+            0x80..=0x8f => (1, 0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (1, 0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (1, usize::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (2, be(pos + 1, 1)?, 0),
+            0xc5 | 0xda => (3, be(pos + 1, 2)?, 0),
+            0xc6 | 0xdb => (5, be(pos + 1, 4)?, 0),
+            0xc7 => (3, be(pos + 1, 1)?, 0),
+            0xc8 => (4, be(pos + 1, 2)?, 0),
+            0xc9 => (6, be(pos + 1, 4)?, 0),
+            0xca | 0xce | 0xd2 => (5, 0, 0),
+            0xcb | 0xcf | 0xd3 => (9, 0, 0),
+            0xcc | 0xd0 => (2, 0, 0),
+            0xcd | 0xd1 => (3, 0, 0),
+            0xd4 => (3, 0, 0),
+            0xd5 => (4, 0, 0),
+            0xd6 => (6, 0, 0),
+            0xd7 => (10, 0, 0),
+            0xd8 => (18, 0, 0),
+            0xdc => (3, 0, be(pos + 1, 2)?),
+            0xdd => (5, 0, be(pos + 1, 4)?),
+            0xde => (3, 0, 2 * be(pos + 1, 2)?),
+            0xdf => (5, 0, 2 * be(pos + 1, 4)?),
+            0xc1 => return None,
+        };
+        pos = pos.checked_add(head)?.checked_add(body)?;
+        if pos > data.len() {
+            return None;
+        }
+        // Every value takes at least one byte: more pending values than bytes left is malformed.
+        pending = pending.checked_add(children)?;
+        if pending > data.len() - pos {
+            return None;
+        }
+    }
+    Some(pos)
 }
 
 /// Turns each array element into an [`Inbound`] as it is read, so the large flat [`RawMsg`]
@@ -230,18 +420,35 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// The auth message. Its text contains the secret: send it, never log it.
-pub fn auth_message(credentials: &Credentials) -> String {
+/// A message for the server, in the stream's encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// Encodes a client message (auth, subscribe, …) as the stream expects it.
+pub fn encode_client(message: &serde_json::Value, encoding: Encoding) -> ClientFrame {
+    match encoding {
+        Encoding::Json => ClientFrame::Text(message.to_string()),
+        // Maps of strings, lists and numbers always encode.
+        Encoding::Msgpack => {
+            ClientFrame::Binary(rmp_serde::to_vec_named(message).unwrap_or_default())
+        }
+    }
+}
+
+/// The auth message. It contains the secret: send it, never log it.
+pub fn auth_message(credentials: &Credentials) -> serde_json::Value {
     serde_json::json!({
         "action": "auth",
         "key": credentials.key_id.expose(),
         "secret": credentials.secret_key.expose(),
     })
-    .to_string()
 }
 
 /// A `subscribe` or `unsubscribe` message for `set`.
-pub fn subscription_message(action: &str, set: &SubscriptionSet) -> String {
+pub fn subscription_message(action: &str, set: &SubscriptionSet) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     map.insert("action".into(), action.into());
     for (channel, symbols) in set.iter() {
@@ -254,7 +461,7 @@ pub fn subscription_message(action: &str, set: &SubscriptionSet) -> String {
                 .into(),
         );
     }
-    serde_json::Value::Object(map).to_string()
+    serde_json::Value::Object(map)
 }
 
 /// The name Alpaca gives an error code, for logs and status (`406` → `connection limit exceeded`).
@@ -338,6 +545,13 @@ impl<'a> Loose<'a> {
         }
     }
 
+    fn boolean(&self) -> Option<bool> {
+        match *self {
+            Loose::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
     fn strings(&self) -> Option<Vec<Box<str>>> {
         match self {
             Loose::List(items) => items
@@ -350,6 +564,26 @@ impl<'a> Loose<'a> {
             Loose::Str(s) => Some(vec![Box::from(s.as_ref())]),
             _ => None,
         }
+    }
+
+    /// `[{"p":…,"s":…}, …]`, the price levels of a book.
+    fn levels(&self) -> Option<Vec<Level>> {
+        let Loose::List(items) = self else {
+            return None;
+        };
+        items
+            .iter()
+            .map(|item| {
+                let Loose::Map(fields) = item else {
+                    return None;
+                };
+                let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+                Some(Level {
+                    price: get("p")?.f64()?,
+                    size: get("s")?.num()?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -456,6 +690,10 @@ struct RawMsg<'a> {
     #[serde(default)]
     t: Option<Timestamp>,
 
+    /// Crypto taker side.
+    #[serde(borrow, default)]
+    tks: Option<Text<'a>>,
+
     // bars
     #[serde(default)]
     o: Option<f64>,
@@ -469,6 +707,34 @@ struct RawMsg<'a> {
     n: Option<u64>,
     #[serde(default)]
     vw: Option<f64>,
+
+    // order books (`a` is also the action of a cancel/error)
+    #[serde(borrow, default)]
+    b: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    a: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    r: Option<Loose<'a>>,
+
+    // news
+    #[serde(default)]
+    id: Option<i64>,
+    #[serde(borrow, default)]
+    headline: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    summary: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    author: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    url: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    source: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    symbols: Option<Vec<Text<'a>>>,
+    #[serde(default)]
+    created_at: Option<Timestamp>,
+    #[serde(default)]
+    updated_at: Option<Timestamp>,
 
     // subscription acks
     #[serde(borrow, default)]
@@ -487,6 +753,10 @@ struct RawMsg<'a> {
     lulds: Option<Vec<Text<'a>>>,
     #[serde(borrow, default)]
     imbalances: Option<Vec<Text<'a>>>,
+    #[serde(borrow, default)]
+    orderbooks: Option<Vec<Text<'a>>>,
+    #[serde(borrow, default)]
+    news: Option<Vec<Text<'a>>>,
 }
 
 impl<'a> RawMsg<'a> {
@@ -507,6 +777,8 @@ impl<'a> RawMsg<'a> {
             "b" => self.bar(BarKind::Minute),
             "d" => self.bar(BarKind::Daily),
             "u" => self.bar(BarKind::Updated),
+            "o" => self.book(),
+            "n" => self.news(),
             "s" => self.info(InfoKind::TradingStatus),
             "l" => self.info(InfoKind::Luld),
             "c" => self.info(InfoKind::Correction),
@@ -527,9 +799,13 @@ impl<'a> RawMsg<'a> {
             (Channel::Statuses, self.statuses),
             (Channel::Lulds, self.lulds),
             (Channel::Imbalances, self.imbalances),
+            (Channel::Orderbooks, self.orderbooks),
+            (Channel::News, self.news),
         ] {
             for text in list.into_iter().flatten() {
-                if let Ok(s) = Symbol::parse(&text.0) {
+                if text.0 == WILDCARD {
+                    set.insert(channel, Symbol::wildcard());
+                } else if let Ok(s) = Symbol::parse(&text.0) {
                     set.insert(channel, s);
                 }
             }
@@ -584,10 +860,50 @@ impl<'a> RawMsg<'a> {
                     Some(c) => c.strings().ok_or("c")?,
                 },
                 id: self.i.take().and_then(|i| i.int()),
+                taker_side: self.tks.take().map(|x| Box::from(x.0.as_ref())),
                 timestamp: self.t.ok_or("t")?,
             }))
         })();
         self.market(event)
+    }
+
+    fn book(mut self) -> Inbound<'a> {
+        let event = (|| {
+            let side = |v: Option<Loose<'_>>, key| match v {
+                None | Some(Loose::Null) => Ok(Vec::new()),
+                Some(v) => v.levels().ok_or(key),
+            };
+            Ok(MarketEvent::Book(BookUpdate {
+                bids: side(self.b.take(), "b")?,
+                asks: side(self.a.take(), "a")?,
+                reset: self.r.take().and_then(|r| r.boolean()).unwrap_or(false),
+                timestamp: self.t.ok_or("t")?,
+            }))
+        })();
+        self.market(event)
+    }
+
+    fn news(self) -> Inbound<'a> {
+        let text = |t: Option<Text<'_>>| t.map(|t| t.0.into_owned()).unwrap_or_default();
+        match (self.id, self.headline) {
+            (Some(id), Some(headline)) => Inbound::News(NewsArticle {
+                id,
+                headline: headline.0.into_owned(),
+                summary: text(self.summary),
+                author: text(self.author),
+                url: self.url.map(|u| u.0.into_owned()),
+                symbols: self
+                    .symbols
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| s.0.into_owned())
+                    .collect(),
+                source: text(self.source),
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+            }),
+            _ => Inbound::Malformed("news message without an id or a headline".into()),
+        }
     }
 
     fn bar(mut self, kind: BarKind) -> Inbound<'a> {
@@ -618,6 +934,7 @@ impl<'a> RawMsg<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::Level;
     use crate::settings::Secret;
 
     fn ts(s: &str) -> Timestamp {
@@ -655,7 +972,8 @@ mod tests {
         assert!(set.contains(Channel::Quotes, "AMD"));
         assert!(set.contains(Channel::Trades, "AAPL"));
         assert!(set.contains(Channel::DailyBars, "VOO"));
-        assert_eq!(set.len(), 4); // "*" is not a symbol; it is dropped
+        assert_eq!(set.len(), 5);
+        assert!(set.contains(Channel::Bars, "*"), "the wildcard is kept");
     }
 
     #[test]
@@ -684,6 +1002,7 @@ mod tests {
                     exchange: Some("D".into()),
                     conditions: vec!["@".into(), "I".into()],
                     id: Some(96921),
+                    taker_side: None,
                     timestamp: ts("2021-02-22T15:51:44.208Z"),
                 })
             }
@@ -786,7 +1105,7 @@ mod tests {
             key_id: Secret::new("KEY"),
             secret_key: Secret::new("SEC"),
         };
-        let auth: serde_json::Value = serde_json::from_str(&auth_message(&creds)).unwrap();
+        let auth = auth_message(&creds);
         assert_eq!(
             auth,
             serde_json::json!({"action":"auth","key":"KEY","secret":"SEC"})
@@ -795,12 +1114,233 @@ mod tests {
         set.insert(Channel::Quotes, Symbol::parse("AAPL").unwrap());
         set.insert(Channel::Quotes, Symbol::parse("MSFT").unwrap());
         set.insert(Channel::Trades, Symbol::parse("AAPL").unwrap());
-        let sub: serde_json::Value =
-            serde_json::from_str(&subscription_message("subscribe", &set)).unwrap();
         assert_eq!(
-            sub,
+            subscription_message("subscribe", &set),
             serde_json::json!({"action":"subscribe","trades":["AAPL"],"quotes":["AAPL","MSFT"]})
         );
+        assert_eq!(
+            encode_client(&auth, Encoding::Json),
+            ClientFrame::Text(r#"{"action":"auth","key":"KEY","secret":"SEC"}"#.into())
+        );
+    }
+
+    /// Parses space-separated hex.
+    fn hex(text: &str) -> Vec<u8> {
+        text.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    // The hex below is what msgpack-python produces for these values (checked by hand against the
+    // msgpack spec: fixmap/fixstr/float64/fixint markers and the three timestamp extensions).
+
+    #[test]
+    fn msgpack_auth_message_is_byte_exact() {
+        let creds = Credentials {
+            key_id: Secret::new("KEY"),
+            secret_key: Secret::new("SEC"),
+        };
+        let expected = hex("83 a6 61 63 74 69 6f 6e a4 61 75 74 68 a3 6b 65 79 a3 4b 45 59 a6 73 65 63 72 65 74 a3 53 45 43");
+        assert_eq!(
+            encode_client(&auth_message(&creds), Encoding::Msgpack),
+            ClientFrame::Binary(expected)
+        );
+    }
+
+    #[test]
+    fn msgpack_connected_message() {
+        let frame =
+            hex("91 82 a1 54 a7 73 75 63 63 65 73 73 a3 6d 73 67 a9 63 6f 6e 6e 65 63 74 65 64");
+        assert_eq!(decode_msgpack(&frame).unwrap(), vec![Inbound::Connected]);
+        assert_eq!(
+            decode(&frame, true, Encoding::Msgpack).unwrap(),
+            vec![Inbound::Connected]
+        );
+    }
+
+    #[test]
+    fn msgpack_option_quote_with_a_timestamp64() {
+        // [{"T":"q","S":"SPY260117C00688000","bx":"C","bp":9.46,"bs":53,"ax":"C","ap":9.66,"as":38,
+        //   "c":"A","t":Timestamp(2021-02-22T15:51:44.208Z)}]
+        let frame = hex(
+            "91 8a a1 54 a1 71 a1 53 b2 53 50 59 32 36 30 31 31 37 43 30 30 36 38 38 30 30 30 \
+             a2 62 78 a1 43 a2 62 70 cb 40 22 eb 85 1e b8 51 ec a2 62 73 35 a2 61 78 a1 43 \
+             a2 61 70 cb 40 23 51 eb 85 1e b8 52 a2 61 73 26 a1 63 a1 41 \
+             a1 74 d7 ff 31 97 50 00 60 33 d3 10",
+        );
+        let msgs = decode_msgpack(&frame).unwrap();
+        assert_eq!(
+            msgs,
+            vec![Inbound::Market {
+                symbol: "SPY260117C00688000".into(),
+                event: MarketEvent::Quote(Quote {
+                    bid_price: 9.46,
+                    bid_size: Num::Int(53),
+                    ask_price: 9.66,
+                    ask_size: Num::Int(38),
+                    timestamp: ts("2021-02-22T15:51:44.208Z"),
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn msgpack_option_trades_with_timestamp32_and_timestamp96() {
+        // [{"T":"t","S":"AAPL240315C00172500","t":Timestamp(2021-02-22T19:15:00Z),"p":2.84,"s":1,"x":"N","c":"S"}]
+        let ts32 = hex(
+            "91 87 a1 54 a1 74 a1 53 b3 41 41 50 4c 32 34 30 33 31 35 43 30 30 31 37 32 35 30 30 \
+             a1 74 d6 ff 60 34 02 b4 a1 70 cb 40 06 b8 51 eb 85 1e b8 a1 73 01 a1 78 a1 4e a1 63 a1 53",
+        );
+        let Inbound::Market {
+            event: MarketEvent::Trade(t),
+            ..
+        } = &decode_msgpack(&ts32).unwrap()[0]
+        else {
+            panic!("not a trade")
+        };
+        assert_eq!(t.timestamp, ts("2021-02-22T19:15:00Z"));
+        assert_eq!((t.price, t.size), (2.84, Num::Int(1)));
+        assert_eq!(
+            t.conditions,
+            vec![Box::from("S")],
+            "option conditions are a single string"
+        );
+        // The same trade at 2514-05-30T01:53:04.000000005Z (timestamp96) with an integer price 3.
+        let ts96 = hex(
+            "91 87 a1 54 a1 74 a1 53 b3 41 41 50 4c 32 34 30 33 31 35 43 30 30 31 37 32 35 30 30 \
+             a1 74 c7 0c ff 00 00 00 05 00 00 00 04 00 00 00 00 a1 70 03 a1 73 02 a1 78 a1 4e a1 63 a1 53",
+        );
+        let Inbound::Market {
+            event: MarketEvent::Trade(t),
+            ..
+        } = &decode_msgpack(&ts96).unwrap()[0]
+        else {
+            panic!("not a trade")
+        };
+        assert_eq!(t.timestamp.to_rfc3339(), "2514-05-30T01:53:04.000000005Z");
+        assert_eq!((t.price, t.size), (3.0, Num::Int(2)));
+    }
+
+    #[test]
+    fn msgpack_frames_with_bad_elements_keep_the_good_ones() {
+        // [ {"T":"q","S":"A"} (no prices), {"T":"success","msg":"connected"} ]
+        let mut frame = hex("92 82 a1 54 a1 71 a1 53 a1 41");
+        frame.extend(hex(
+            "82 a1 54 a7 73 75 63 63 65 73 73 a3 6d 73 67 a9 63 6f 6e 6e 65 63 74 65 64",
+        ));
+        let msgs = decode_msgpack(&frame).unwrap();
+        assert!(matches!(&msgs[0], Inbound::Malformed(_)), "{msgs:?}");
+        assert_eq!(msgs[1], Inbound::Connected);
+        assert!(decode_msgpack(&hex("91 82 a1")).is_err(), "truncated");
+        assert!(decode_msgpack(&hex("c1")).is_err(), "never-used marker");
+        assert!(decode_msgpack(b"").is_err());
+    }
+
+    #[test]
+    fn msgpack_value_lengths() {
+        assert_eq!(msgpack_value_len(&hex("05")), Some(1));
+        assert_eq!(
+            msgpack_value_len(&hex("cb 40 22 eb 85 1e b8 51 ec")),
+            Some(9)
+        );
+        assert_eq!(
+            msgpack_value_len(&hex("c7 0c ff 00 00 00 05 00 00 00 04 00 00 00 00")),
+            Some(15)
+        );
+        assert_eq!(
+            msgpack_value_len(&hex("92 01 81 a1 61 c0 ff")),
+            Some(6),
+            "stops after one value"
+        );
+        assert_eq!(
+            msgpack_value_len(&hex("dd ff ff ff ff")),
+            None,
+            "claims more than it holds"
+        );
+        assert_eq!(
+            msgpack_value_len(&hex("d9 05 61")),
+            None,
+            "truncated string"
+        );
+    }
+
+    #[test]
+    fn crypto_messages_keep_float_sizes_and_books() {
+        let msgs = decode_json(
+            r#"[{"T":"t","S":"AVAX/USD","p":47.299,"s":29.205707815,"t":"2024-03-12T10:27:48.858228144Z","i":3447222699101865076,"tks":"S"},
+                {"T":"q","S":"BAT/USD","bp":0.35718,"bs":13445.46,"ap":0.3581,"as":13561.902,"t":"2024-03-12T10:29:43.111588173Z"},
+                {"T":"o","S":"MKR/USD","t":"2024-03-12T10:39:39.445492807Z","b":[],"a":[{"p":2614.587,"s":12.5308}]},
+                {"T":"o","S":"BTC/USD","t":"2024-03-12T10:39:39.445492807Z","b":[{"p":1,"s":2}],"a":[],"r":true}]"#,
+        )
+        .unwrap();
+        let Inbound::Market {
+            event: MarketEvent::Trade(t),
+            ..
+        } = &msgs[0]
+        else {
+            panic!()
+        };
+        assert_eq!(t.size, Num::Float(29.205707815));
+        assert_eq!(t.taker_side.as_deref(), Some("S"));
+        let Inbound::Market {
+            event: MarketEvent::Quote(q),
+            ..
+        } = &msgs[1]
+        else {
+            panic!()
+        };
+        assert_eq!(q.bid_size, Num::Float(13445.46));
+        let Inbound::Market {
+            symbol,
+            event: MarketEvent::Book(b),
+        } = &msgs[2]
+        else {
+            panic!()
+        };
+        assert_eq!(symbol, "MKR/USD");
+        assert!(!b.reset && b.bids.is_empty());
+        assert_eq!(
+            b.asks,
+            vec![Level {
+                price: 2614.587,
+                size: Num::Float(12.5308)
+            }]
+        );
+        let Inbound::Market {
+            event: MarketEvent::Book(b),
+            ..
+        } = &msgs[3]
+        else {
+            panic!()
+        };
+        assert!(b.reset);
+        assert_eq!(
+            b.bids,
+            vec![Level {
+                price: 1.0,
+                size: Num::Int(2)
+            }]
+        );
+    }
+
+    #[test]
+    fn news_articles_decode() {
+        let msgs = decode_json(
+            r#"[{"T":"n","id":24918784,"headline":"Corsair Reports Purchase","summary":"...","author":"Benzinga Newsdesk","created_at":"2022-01-05T22:00:37Z","updated_at":"2022-01-05T22:00:38Z","url":null,"content":"<p>...","symbols":["CRSR"],"source":"benzinga"}]"#,
+        )
+        .unwrap();
+        let Inbound::News(n) = &msgs[0] else {
+            panic!("{msgs:?}")
+        };
+        assert_eq!(n.id, 24918784);
+        assert_eq!(n.symbols, ["CRSR"]);
+        assert_eq!(n.url, None);
+        assert_eq!(n.created_at, Some(ts("2022-01-05T22:00:37Z")));
+        let acks = decode_json(r#"[{"T":"subscription","news":["*"]}]"#).unwrap();
+        let Inbound::Subscription(set) = &acks[0] else {
+            panic!()
+        };
+        assert!(set.contains(Channel::News, "*"));
     }
 
     #[test]

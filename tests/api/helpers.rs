@@ -34,6 +34,10 @@ pub fn test_settings() -> Settings {
     s.http.shutdown_timeout_ms = 1000;
     s.simulator.port = 0;
     s.simulator.tick_ms = 20;
+    // Tests inject news and orders themselves.
+    s.simulator.news_interval_ms = 0;
+    s.simulator.order_interval_ms = 0;
+    s.trading.refresh_after_fill_ms = 50;
     s.upstream.backoff.initial_ms = 50;
     s.upstream.backoff.max_ms = 400;
     s.upstream.backoff.jitter = 0.1;
@@ -177,10 +181,16 @@ impl TestApp {
 
     /// Symbols some simulator connection subscribed to on `channel`.
     pub async fn upstream_symbols(&self, channel: &str) -> Vec<String> {
+        self.upstream_symbols_of(None, channel).await
+    }
+
+    /// Symbols the simulator connection of `feed` (any when `None`) subscribed to on `channel`.
+    pub async fn upstream_symbols_of(&self, feed: Option<&str>, channel: &str) -> Vec<String> {
         let mut out: Vec<String> = self
             .sim_connections()
             .await
             .iter()
+            .filter(|c| feed.is_none_or(|f| c["feed"] == f))
             .flat_map(|c| {
                 c["subscriptions"][channel]
                     .as_array()

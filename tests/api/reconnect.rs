@@ -4,10 +4,24 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, wait_for, TestApp, WsClient};
 
+/// The next `alpaca_status` of the stocks feed with this status.
 async fn status_frame(client: &mut WsClient, status: &str) -> Value {
     client
-        .expect(|m| m["type"] == "alpaca_status" && m["status"] == status)
+        .expect(|m| {
+            m["type"] == "alpaca_status"
+                && m["status"] == status
+                && m["details"]["feed"] == "stocks"
+        })
         .await
+}
+
+/// The simulator's connections of the stocks feed.
+async fn stock_connections(app: &TestApp) -> Vec<Value> {
+    app.sim_connections()
+        .await
+        .into_iter()
+        .filter(|c| c["feed"] == "stocks")
+        .collect()
 }
 
 async fn feed_where(app: &TestApp, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -29,16 +43,16 @@ async fn feed_reconnects_after_a_drop_and_restores_every_subscription() {
     status_frame(&mut client, "connected").await; // the initial status after welcome
     client.subscribe(&["AAPL", "MSFT"]).await;
     client.expect_type("spot_price_update").await;
-    let before = app.sim_connections().await;
+    let before = stock_connections(&app).await;
     assert_eq!(before.len(), 1);
 
-    app.sim("drop", json!({})).await;
+    app.sim("drop", json!({"feed": "stocks"})).await;
 
     let down = status_frame(&mut client, "disconnected").await;
     assert_eq!(down["details"]["feed"], "stocks");
     status_frame(&mut client, "connected").await;
     let after = wait_for("the resubscribed connection", || async {
-        let conns = app.sim_connections().await;
+        let conns = stock_connections(&app).await;
         let ok = conns.len() == 1
             && conns[0]["id"] != before[0]["id"]
             && conns[0]["subscriptions"]["quotes"] == json!(["AAPL", "MSFT"]);
@@ -70,7 +84,8 @@ async fn an_internal_error_frame_causes_a_reconnect() {
     let app = spawn_app().await;
     let mut client = app.ws().await;
     status_frame(&mut client, "connected").await;
-    app.sim("error", json!({"code": 500})).await;
+    app.sim("error", json!({"feed": "stocks", "code": 500}))
+        .await;
     status_frame(&mut client, "disconnected").await;
     status_frame(&mut client, "connected").await;
     let feed = app.feed_status("stocks").await;
@@ -80,7 +95,11 @@ async fn an_internal_error_frame_causes_a_reconnect() {
 #[actix_web::test]
 async fn connection_limit_error_waits_the_hold_off_before_reconnecting() {
     let app = spawn_app_with(|s| s.upstream.connection_limit_hold_off_ms = 800).await;
-    app.sim("error", json!({"code": 406, "close": true})).await;
+    app.sim(
+        "error",
+        json!({"feed": "stocks", "code": 406, "close": true}),
+    )
+    .await;
     let feed = feed_where(&app, "the 406 hold-off", |f| {
         f["state"] == "disconnected" && f["next_retry_ms"].as_u64().is_some()
     })
@@ -95,8 +114,12 @@ async fn auth_failure_marks_the_feed_failed_and_readiness_says_why() {
     let app = spawn_app().await;
     let mut client = app.ws().await;
     status_frame(&mut client, "connected").await;
-    app.sim("fail_auth", json!({"code": 402, "count": 1})).await;
-    app.sim("drop", json!({})).await;
+    app.sim(
+        "fail_auth",
+        json!({"feed": "stocks", "code": 402, "count": 1}),
+    )
+    .await;
+    app.sim("drop", json!({"feed": "stocks"})).await;
 
     let failed = status_frame(&mut client, "error").await;
     assert!(
@@ -121,20 +144,21 @@ async fn auth_failure_marks_the_feed_failed_and_readiness_says_why() {
 
     // After the hold-off the next attempt succeeds: readiness returns.
     status_frame(&mut client, "connected").await;
-    let (code, _) = app.get(&app.url("/readyz")).await;
-    assert_eq!(code, 200);
+    app.wait_ready().await;
 }
 
 #[actix_web::test]
 async fn a_peer_that_stops_answering_is_declared_dead() {
     let app = spawn_app().await;
-    app.sim("silence", json!({"frozen": true})).await;
+    app.sim("silence", json!({"feed": "stocks", "frozen": true}))
+        .await;
     let feed = feed_where(&app, "the dead-peer timer", |f| {
         last_error(f).contains("stopped answering")
     })
     .await;
     assert_ne!(feed["state"], "connected");
-    app.sim("silence", json!({"frozen": false})).await;
+    app.sim("silence", json!({"feed": "stocks", "frozen": false}))
+        .await;
     app.wait_ready().await;
 }
 
@@ -144,13 +168,15 @@ async fn a_subscribed_feed_without_data_reconnects_on_the_idle_timer() {
     let mut client = app.ws().await;
     client.subscribe(&["AAPL"]).await;
     client.expect_type("spot_price_update").await;
-    app.sim("silence", json!({"silent": true})).await;
+    app.sim("silence", json!({"feed": "stocks", "silent": true}))
+        .await;
     let feed = feed_where(&app, "the data-idle timer", |f| {
         last_error(f).contains("no market data")
     })
     .await;
     assert!(last_error(&feed).contains("next idle limit"), "{feed}");
-    app.sim("silence", json!({"silent": false})).await;
+    app.sim("silence", json!({"feed": "stocks", "silent": false}))
+        .await;
     app.wait_ready().await;
     client.expect_type("spot_price_update").await;
 }
@@ -162,13 +188,15 @@ async fn garbage_from_upstream_is_skipped_without_a_reconnect() {
     client.subscribe(&["AAPL"]).await;
     client.expect_type("spot_price_update").await;
 
-    app.sim("raw", json!({"text": "this is not json"})).await;
+    app.sim("raw", json!({"feed": "stocks", "text": "this is not json"}))
+        .await;
     app.sim(
         "raw",
-        json!({"text": "[{\"T\":\"q\",\"S\":\"AAPL\",\"bp\":\"bad\"}]"}),
+        json!({"feed": "stocks", "text": "[{\"T\":\"q\",\"S\":\"AAPL\",\"bp\":\"bad\"}]"}),
     )
     .await;
-    app.sim("raw", json!({"text": "{\"T\":\"q\"}"})).await;
+    app.sim("raw", json!({"feed": "stocks", "text": "{\"T\":\"q\"}"}))
+        .await;
     let feed = feed_where(&app, "malformed frames to be counted", |f| {
         f["malformed"].as_u64() >= Some(3)
     })
@@ -187,9 +215,13 @@ async fn garbage_from_upstream_is_skipped_without_a_reconnect() {
 async fn repeated_failures_back_off_exponentially() {
     // initial 50 ms, factor 2, jitter 10 %: three failed attempts wait at least 45 + 90 + 180 ms.
     let app = spawn_app().await;
-    app.sim("fail_auth", json!({"code": 500, "count": 3})).await;
+    app.sim(
+        "fail_auth",
+        json!({"feed": "stocks", "code": 500, "count": 3}),
+    )
+    .await;
     let started = std::time::Instant::now();
-    app.sim("drop", json!({})).await;
+    app.sim("drop", json!({"feed": "stocks"})).await;
     let feed = feed_where(&app, "three failed attempts", |f| {
         f["consecutive_failures"].as_u64() >= Some(4)
     })

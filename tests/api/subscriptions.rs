@@ -78,7 +78,9 @@ async fn resubscribing_within_the_grace_period_keeps_the_upstream_subscription()
             .then_some(())
     })
     .await;
-    let connection_before = app.sim_connections().await[0]["id"].clone();
+    let stocks =
+        |conns: Vec<serde_json::Value>| conns.into_iter().find(|c| c["feed"] == "stocks").unwrap();
+    let connection_before = stocks(app.sim_connections().await)["id"].clone();
 
     let mut reload = app.ws().await;
     reload.subscribe(&["QQQ"]).await;
@@ -101,7 +103,7 @@ async fn resubscribing_within_the_grace_period_keeps_the_upstream_subscription()
         .await
         .contains(&"QQQ".to_owned()));
     assert_eq!(
-        app.sim_connections().await[0]["id"],
+        stocks(app.sim_connections().await)["id"],
         connection_before,
         "same upstream connection"
     );

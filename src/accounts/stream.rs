@@ -1,0 +1,602 @@
+//! `TradingStream`: one account's connection to Alpaca's trading stream (`trade_updates`).
+//!
+//! Owns: the account's WebSocket (authenticate → listen → events), its REST client, and the
+//! account's entry in the [`AccountStore`]. Talks to: the registry (status changes, `order_update`
+//! and `position_update` frames for the positions channel, position pins). Lifecycle: started under
+//! `actix::Supervisor`, the first connection delayed by the account's stagger; every failure is
+//! reported and the supervisor restarts it after what the [`ReconnectPolicy`] says. Credentials
+//! the stream refuses are a fatal failure (long hold-off), like Alpaca's 402 on data streams.
+//!
+//! Once listening it loads the account, positions and open orders through REST and only then
+//! reports itself connected (so readiness means the account endpoints can answer); every trade
+//! update updates the open orders at once and, after a fill, the account and positions are
+//! refreshed (debounced, since fills come in bursts). Position changes go to browsers as
+//! `position_update`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{SinkWrite, WriteHandler};
+use actix::prelude::*;
+use awc::error::WsProtocolError;
+use awc::ws::{CloseCode, Frame, Message as WsMessage};
+use bytes::Bytes;
+use futures_util::stream::StreamExt;
+use log::{debug, error, info, warn};
+use serde_json::{json, Value};
+
+use super::rest::{RestClient, RestError};
+use super::AccountStore;
+use crate::browser;
+use crate::registry::{AccountEvent, FeedStateChanged, PinOwner, Registry, SyncPins};
+use crate::rng::SplitMix64;
+use crate::session::{DeliverKey, FrameKind};
+use crate::settings::{BackoffSettings, Credentials};
+use crate::symbol::Symbol;
+use crate::time::Timestamp;
+use crate::upstream::backoff::Backoff;
+use crate::upstream::connection::{self, ConnectError, Liveness, Reassembler, WsFramed, WsSink};
+use crate::upstream::feed::StopFeed;
+use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
+use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStatus};
+
+/// Order statuses that keep an order open.
+const OPEN_STATUSES: &[&str] = &[
+    "new",
+    "partially_filled",
+    "accepted",
+    "pending_new",
+    "accepted_for_bidding",
+    "pending_cancel",
+    "pending_replace",
+    "calculated",
+    "held",
+    "stopped",
+    "suspended",
+];
+/// A failed REST load is retried this long later.
+const RELOAD_AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// Everything a trading stream needs to know.
+#[derive(Clone, Debug)]
+pub struct TradingConfig {
+    pub account: Arc<str>,
+    /// The account's position among the configured ones (keys its `position_update` frames).
+    pub index: u64,
+    /// `wss://paper-api.alpaca.markets/stream` or the like.
+    pub stream_url: String,
+    /// `https://paper-api.alpaca.markets` or the like.
+    pub rest_url: String,
+    pub provider: &'static str,
+    pub credentials: Credentials,
+    /// Delay of the first connection (accounts start staggered).
+    pub start_delay: Duration,
+    pub connect_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub backoff: BackoffSettings,
+    pub policy: PolicyConfig,
+    pub requests_per_minute: u32,
+    pub refresh_after_fill: Duration,
+    /// Position-based auto-subscription period (zero disables it).
+    pub auto_subscribe: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Connecting,
+    Authenticating,
+    Listening,
+    Streaming,
+}
+
+/// The trading-stream actor of one account.
+pub struct TradingStream {
+    config: TradingConfig,
+    registry: Addr<Registry>,
+    store: AccountStore,
+    counters: Arc<FeedCounters>,
+    policy: ReconnectPolicy,
+    rest: RestClient,
+    writer: Option<SinkWrite<WsMessage, WsSink>>,
+    phase: Phase,
+    status: FeedStatus,
+    reported: Option<FeedStatus>,
+    liveness: Liveness,
+    fragments: Reassembler,
+    attempts: u32,
+    stopping: bool,
+    /// A refresh after a fill is scheduled.
+    refresh_pending: bool,
+    /// Sequence of order events (keys their frames so none replaces another).
+    order_seq: u64,
+}
+
+impl TradingStream {
+    pub fn new(
+        config: TradingConfig,
+        registry: Addr<Registry>,
+        store: AccountStore,
+        counters: Arc<FeedCounters>,
+    ) -> Self {
+        let id = FeedId::Trading(config.account.clone());
+        let status = FeedStatus::new(id, config.provider, config.stream_url.clone());
+        let seed =
+            SplitMix64::from_entropy().next_u64() ^ crate::rng::fnv1a(config.account.as_bytes());
+        let backoff = Backoff::new(config.backoff.clone(), SplitMix64::new(seed));
+        TradingStream {
+            policy: ReconnectPolicy::new(config.policy.clone(), backoff),
+            rest: RestClient::new(
+                &config.rest_url,
+                config.credentials.clone(),
+                config.requests_per_minute,
+                config.connect_timeout,
+            ),
+            liveness: Liveness::new(config.ping_interval, config.pong_timeout),
+            fragments: Reassembler::new(config.max_frame_bytes),
+            config,
+            registry,
+            store,
+            counters,
+            writer: None,
+            phase: Phase::Idle,
+            status,
+            reported: None,
+            attempts: 0,
+            stopping: false,
+            refresh_pending: false,
+            order_seq: 0,
+        }
+    }
+
+    fn id(&self) -> &str {
+        &self.config.account
+    }
+
+    fn report(&mut self) {
+        self.status.circuit_state = self.policy.circuit();
+        self.status.consecutive_failures = self.policy.consecutive_failures();
+        if self.reported.as_ref() == Some(&self.status) {
+            return;
+        }
+        self.reported = Some(self.status.clone());
+        let (connected, attempts, error) = (
+            self.status.state == FeedState::Connected,
+            self.status.reconnect_attempts,
+            self.status.last_error.clone(),
+        );
+        self.store.update(&self.config.account, |a| {
+            a.connected = connected;
+            a.reconnect_attempts = attempts;
+            a.last_error = error;
+        });
+        self.registry.do_send(FeedStateChanged {
+            status: self.status.clone(),
+        });
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        if self.attempts > 0 {
+            self.status.reconnect_attempts += 1;
+        }
+        self.attempts += 1;
+        self.policy.begin_attempt();
+        self.phase = Phase::Connecting;
+        self.status.state = FeedState::Connecting;
+        self.status.next_retry_ms = None;
+        self.report();
+        info!(
+            "account {}: connecting to {}",
+            self.id(),
+            self.config.stream_url
+        );
+        let attempt = connection::open(
+            self.config.stream_url.clone(),
+            None,
+            self.config.connect_timeout,
+            self.config.max_frame_bytes,
+        );
+        ctx.spawn(attempt.into_actor(self).map(|res, act, ctx| match res {
+            Ok(framed) => act.on_connected(framed, ctx),
+            Err(e @ ConnectError::Status(_)) => act.fail(e.failure(), e.describe(), ctx),
+            Err(e) => act.fail(Failure::Transient, e.describe(), ctx),
+        }));
+    }
+
+    fn on_connected(&mut self, framed: WsFramed, ctx: &mut Context<Self>) {
+        let (sink, stream) = framed.split();
+        self.writer = Some(SinkWrite::new(sink, ctx));
+        ctx.add_stream(stream);
+        self.phase = Phase::Authenticating;
+        self.liveness.heard(Instant::now());
+        // Carries the secret: sent, never logged.
+        let auth = json!({
+            "action": "authenticate",
+            "data": {
+                "key_id": self.config.credentials.key_id.expose(),
+                "secret_key": self.config.credentials.secret_key.expose(),
+            }
+        });
+        self.write(WsMessage::Text(auth.to_string().into()));
+        let limit = self.config.auth_timeout;
+        ctx.run_later(limit, move |act, ctx| {
+            if matches!(act.phase, Phase::Authenticating | Phase::Listening) {
+                act.fail(
+                    Failure::Transient,
+                    format!("no authorization or listening ack within {limit:?}"),
+                    ctx,
+                );
+            }
+        });
+        ctx.run_interval(self.config.ping_interval, |act, ctx| {
+            if let Err(reason) = act.liveness.check(Instant::now()) {
+                act.fail(Failure::Transient, reason, ctx);
+            } else {
+                act.write(WsMessage::Ping(Bytes::new()));
+            }
+        });
+    }
+
+    fn fail(&mut self, failure: Failure, reason: String, ctx: &mut Context<Self>) {
+        if self.stopping {
+            ctx.stop();
+            return;
+        }
+        if self.phase == Phase::Idle {
+            return;
+        }
+        self.policy.on_failure(failure, Instant::now());
+        let state = if failure == Failure::Fatal {
+            error!(
+                "account {}: {reason}; retrying will not help soon",
+                self.id()
+            );
+            FeedState::Failed
+        } else {
+            warn!("account {}: {reason}; will reconnect", self.id());
+            FeedState::Disconnected
+        };
+        if let Some(w) = &mut self.writer {
+            let _ = w.write(WsMessage::Close(Some(CloseCode::Normal.into())));
+        }
+        self.phase = Phase::Idle;
+        self.status.state = state;
+        self.status.last_error = Some(reason);
+        self.status.connected_since = None;
+        self.report();
+        ctx.stop();
+    }
+
+    fn write(&mut self, msg: WsMessage) -> bool {
+        match &mut self.writer {
+            Some(w) => w.write(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    fn on_frame(&mut self, data: &[u8], ctx: &mut Context<Self>) {
+        self.liveness.heard(Instant::now());
+        self.counters.frames.fetch_add(1, Ordering::Relaxed);
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
+        self.counters
+            .last_message_unix_ms
+            .store(unix_ms as u64, Ordering::Relaxed);
+        let Ok(msg) = serde_json::from_slice::<Value>(data) else {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            warn!("account {}: skipping a frame that is not JSON", self.id());
+            return;
+        };
+        let data = &msg["data"];
+        match msg["stream"].as_str() {
+            Some("authorization") => match (data["status"].as_str(), self.phase) {
+                (Some("authorized"), Phase::Authenticating) => {
+                    let listen =
+                        json!({"action": "listen", "data": {"streams": ["trade_updates"]}});
+                    self.write(WsMessage::Text(listen.to_string().into()));
+                    self.phase = Phase::Listening;
+                }
+                (Some("authorized"), _) => debug!("account {}: repeated authorization", self.id()),
+                _ => {
+                    let why = data["message"].as_str().unwrap_or("unauthorized");
+                    self.fail(
+                        Failure::Fatal,
+                        format!("the trading stream refused the credentials ({why}); check this account's key pair"),
+                        ctx,
+                    );
+                }
+            },
+            Some("listening") => {
+                let listening = data["streams"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|v| v == "trade_updates"));
+                if self.phase == Phase::Listening && listening {
+                    info!(
+                        "account {}: listening to trade updates; loading the account",
+                        self.id()
+                    );
+                    self.phase = Phase::Streaming;
+                    self.load(true, ctx);
+                }
+            }
+            Some("trade_updates") => self.on_trade_update(data, ctx),
+            other => debug!("account {}: skipping stream {other:?}", self.id()),
+        }
+    }
+
+    /// Listening and loaded: the account is ready.
+    fn mark_ready(&mut self, ctx: &mut Context<Self>) {
+        self.policy.on_ready();
+        self.status.state = FeedState::Connected;
+        self.status.connected_since = Some(Timestamp::now());
+        self.status.last_error = None;
+        info!("account {}: connected and loaded", self.id());
+        self.report();
+        ctx.run_later(self.policy.stable_after(), |act, _| {
+            if act.phase == Phase::Streaming {
+                act.policy.on_stable();
+            }
+        });
+    }
+
+    fn on_trade_update(&mut self, data: &Value, ctx: &mut Context<Self>) {
+        let event = data["event"].as_str().unwrap_or("unknown").to_owned();
+        let order = data["order"].clone();
+        let symbol = order["symbol"].as_str().unwrap_or_default().to_owned();
+        let order_id = order["id"].as_str().unwrap_or_default().to_owned();
+        let open = order["status"]
+            .as_str()
+            .is_some_and(|s| OPEN_STATUSES.contains(&s));
+        self.counters.events_routed.fetch_add(1, Ordering::Relaxed);
+        self.store.update(&self.config.account, |a| {
+            a.last_event_at = Some(Timestamp::now());
+            if open {
+                a.orders.insert(order_id.clone(), order.clone());
+            } else {
+                a.orders.remove(&order_id);
+            }
+        });
+        self.order_seq += 1;
+        let key = DeliverKey {
+            symbol: Symbol::parse(&symbol).unwrap_or_else(|_| Symbol::wildcard()),
+            kind: FrameKind::Order(self.order_seq),
+        };
+        let frame = browser::order_update(self.id(), &event, &order);
+        self.registry.do_send(AccountEvent { key, frame });
+        if matches!(event.as_str(), "fill" | "partial_fill") {
+            self.schedule_refresh(ctx);
+        }
+    }
+
+    /// Refreshes the account and positions a moment after a fill (once per burst).
+    fn schedule_refresh(&mut self, ctx: &mut Context<Self>) {
+        if self.refresh_pending {
+            return;
+        }
+        self.refresh_pending = true;
+        ctx.run_later(self.config.refresh_after_fill, |act, ctx| {
+            act.refresh_pending = false;
+            act.load(false, ctx);
+        });
+    }
+
+    /// Loads the account and positions (and, on `with_orders`, the open orders) through REST.
+    fn load(&mut self, with_orders: bool, ctx: &mut Context<Self>) {
+        let rest = self.rest.clone();
+        let fetch = async move {
+            let account = rest.get("/v2/account").await?;
+            let positions = rest.get("/v2/positions").await?;
+            let orders = if with_orders {
+                Some(rest.get("/v2/orders?status=open&limit=500").await?)
+            } else {
+                None
+            };
+            Ok::<_, RestError>((account, positions, orders))
+        };
+        ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| match res {
+            Ok((account, positions, orders)) => {
+                act.apply(account, positions, orders);
+                if act.phase == Phase::Streaming && act.status.state != FeedState::Connected {
+                    act.mark_ready(ctx);
+                }
+            }
+            Err(e) => {
+                warn!(
+                    "account {}: {e}; retrying in {RELOAD_AFTER_ERROR:?}",
+                    act.id()
+                );
+                act.status.last_error = Some(e.to_string());
+                act.report();
+                ctx.run_later(RELOAD_AFTER_ERROR, |act, ctx| {
+                    if act.phase == Phase::Streaming {
+                        act.load(true, ctx);
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stores what REST returned and tells browsers which positions changed.
+    fn apply(&mut self, account: Value, positions: Value, orders: Option<Value>) {
+        let by_symbol = |list: Value, key: &str| -> BTreeMap<String, Value> {
+            match list {
+                Value::Array(items) => items
+                    .into_iter()
+                    .filter_map(|v| Some((v.get(key)?.as_str()?.to_owned(), v)))
+                    .collect(),
+                _ => BTreeMap::new(),
+            }
+        };
+        let positions = by_symbol(positions, "symbol");
+        let orders = orders.map(|o| by_symbol(o, "id"));
+        let previous = self
+            .store
+            .get(&self.config.account)
+            .map(|a| a.positions)
+            .unwrap_or_default();
+        let mut changed: Vec<Value> = positions
+            .iter()
+            .filter(|(symbol, p)| previous.get(*symbol) != Some(*p))
+            .map(|(_, p)| p.clone())
+            .collect();
+        for symbol in previous.keys().filter(|s| !positions.contains_key(*s)) {
+            changed.push(
+                json!({"symbol": symbol, "qty": "0", "side": null, "avg_entry_price": null,
+                                "market_value": "0", "current_price": null, "unrealized_pl": "0"}),
+            );
+        }
+        let count = positions.len();
+        self.store.update(&self.config.account, |a| {
+            a.account = Some(account);
+            a.positions = positions;
+            if let Some(orders) = orders {
+                a.orders = orders;
+            }
+            a.has_data = true;
+            a.refreshed_at = Some(Timestamp::now());
+        });
+        debug!(
+            "account {}: refreshed ({count} positions, {} changed)",
+            self.id(),
+            changed.len()
+        );
+        for p in &changed {
+            let symbol = p["symbol"].as_str().unwrap_or_default();
+            let key = DeliverKey {
+                symbol: Symbol::parse(symbol).unwrap_or_else(|_| Symbol::wildcard()),
+                kind: FrameKind::Position(self.config.index),
+            };
+            let frame = browser::position_update(self.id(), p);
+            self.registry.do_send(AccountEvent { key, frame });
+        }
+        if !changed.is_empty() {
+            self.sync_pins();
+        }
+    }
+
+    /// Position-based auto-subscription: keep quotes pinned for the symbols of open positions.
+    fn sync_pins(&mut self) {
+        if self.config.auto_subscribe.is_zero() {
+            return;
+        }
+        let symbols = self
+            .store
+            .get(&self.config.account)
+            .map(|a| {
+                a.positions
+                    .keys()
+                    .filter_map(|s| Symbol::parse(s).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.registry.do_send(SyncPins {
+            symbols,
+            owner: PinOwner::Account(self.config.account.clone()),
+        });
+    }
+}
+
+impl Actor for TradingStream {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            self.status.state = FeedState::Stopped;
+            self.report();
+            return;
+        }
+        if !self.config.auto_subscribe.is_zero() {
+            ctx.run_interval(self.config.auto_subscribe, |act, _| act.sync_pins());
+        }
+        let delay = if self.attempts == 0 {
+            self.config.start_delay
+        } else {
+            self.policy.next_delay(Instant::now())
+        };
+        if delay.is_zero() {
+            self.connect(ctx);
+            return;
+        }
+        info!(
+            "account {}: next connection attempt in {delay:?}",
+            self.id()
+        );
+        self.status.next_retry_ms = Some(delay.as_millis() as u64);
+        self.report();
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+}
+
+impl Supervised for TradingStream {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.writer = None;
+        self.phase = Phase::Idle;
+        self.refresh_pending = false;
+        self.fragments.reset();
+    }
+}
+
+impl Handler<StopFeed> for TradingStream {
+    type Result = ();
+
+    fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
+        info!("account {}: stopping", self.id());
+        self.stopping = true;
+        if let Some(w) = &mut self.writer {
+            let _ = w.write(WsMessage::Close(Some(CloseCode::Away.into())));
+            w.close();
+        }
+        self.phase = Phase::Idle;
+        self.status.state = FeedState::Stopped;
+        self.status.next_retry_ms = None;
+        self.report();
+        ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
+    }
+}
+
+impl StreamHandler<Result<Frame, WsProtocolError>> for TradingStream {
+    fn handle(&mut self, item: Result<Frame, WsProtocolError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(Frame::Text(data)) | Ok(Frame::Binary(data)) => self.on_frame(&data, ctx),
+            Ok(Frame::Continuation(item)) => match self.fragments.push(item) {
+                Ok(Some((_, whole))) => self.on_frame(&whole, ctx),
+                Ok(None) => {}
+                Err(e) => self.fail(Failure::Transient, e, ctx),
+            },
+            Ok(Frame::Ping(p)) => {
+                self.liveness.heard(Instant::now());
+                self.write(WsMessage::Pong(p));
+            }
+            Ok(Frame::Pong(_)) => self.liveness.heard(Instant::now()),
+            Ok(Frame::Close(reason)) => {
+                let why =
+                    reason.map_or_else(String::new, |r| format!(" (code {})", u16::from(r.code)));
+                self.fail(
+                    Failure::Transient,
+                    format!("the trading stream closed the connection{why}"),
+                    ctx,
+                );
+            }
+            Err(e) => self.fail(Failure::Transient, format!("read error: {e}"), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.fail(Failure::Transient, "the trading stream ended".into(), ctx);
+    }
+}
+
+impl WriteHandler<WsProtocolError> for TradingStream {
+    fn error(&mut self, err: WsProtocolError, ctx: &mut Self::Context) -> Running {
+        self.fail(Failure::Transient, format!("write error: {err}"), ctx);
+        Running::Stop
+    }
+}

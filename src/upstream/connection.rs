@@ -1,0 +1,223 @@
+//! Pieces every upstream WebSocket connection needs: opening it, reassembling fragmented
+//! messages and telling a live peer from a dead one.
+
+use std::time::{Duration, Instant};
+
+use actix_http::ws::Item;
+use awc::error::WsClientError;
+use awc::ws::Message as WsMessage;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::SplitSink;
+
+use super::policy::Failure;
+use super::protocol::{ClientFrame, Encoding};
+
+/// An open upstream WebSocket.
+pub type WsFramed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+/// Its writing half.
+pub type WsSink = SplitSink<WsFramed, WsMessage>;
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server refused the upgrade with this HTTP status.
+    Status(u16),
+    /// TCP, TLS and the upgrade did not finish in time.
+    Timeout(Duration),
+    Other(String),
+}
+
+impl ConnectError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            ConnectError::Status(code) => Failure::from_handshake_status(*code),
+            _ => Failure::Transient,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ConnectError::Status(429) => {
+                "the server refused the WebSocket upgrade with HTTP 429 (too many requests)".into()
+            }
+            ConnectError::Status(code) => {
+                format!("the server refused the WebSocket upgrade with HTTP {code}")
+            }
+            ConnectError::Timeout(limit) => format!("connection timed out after {limit:?}"),
+            ConnectError::Other(e) => format!("connection failed: {e}"),
+        }
+    }
+}
+
+/// Opens a WebSocket to `url`, asking for `encoding` with the `Content-Type` header (as Alpaca's
+/// SDKs do); `encoding` `None` sends no header (the trading stream).
+pub async fn open(
+    url: String,
+    encoding: Option<Encoding>,
+    limit: Duration,
+    max_frame_bytes: usize,
+) -> Result<WsFramed, ConnectError> {
+    let client = awc::Client::builder()
+        .timeout(limit)
+        .max_http_version(awc::http::Version::HTTP_11)
+        .finish();
+    let mut request = client.ws(url).max_frame_size(max_frame_bytes);
+    if let Some(e) = encoding {
+        request = request.set_header(awc::http::header::CONTENT_TYPE, e.content_type());
+    }
+    match tokio::time::timeout(limit, request.connect()).await {
+        Ok(Ok((_, framed))) => Ok(framed),
+        Ok(Err(WsClientError::InvalidResponseStatus(status))) => {
+            Err(ConnectError::Status(status.as_u16()))
+        }
+        Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
+        Err(_) => Err(ConnectError::Timeout(limit)),
+    }
+}
+
+/// Turns an encoded client message into a WebSocket message.
+pub fn ws_message(frame: ClientFrame) -> WsMessage {
+    match frame {
+        ClientFrame::Text(t) => WsMessage::Text(t.into()),
+        ClientFrame::Binary(b) => WsMessage::Binary(b.into()),
+    }
+}
+
+/// Reassembles fragmented messages, bounded by the largest accepted message.
+#[derive(Debug)]
+pub struct Reassembler {
+    max_bytes: usize,
+    /// Whether the message being assembled is binary, and its bytes so far.
+    current: Option<(bool, BytesMut)>,
+}
+
+impl Reassembler {
+    pub fn new(max_bytes: usize) -> Self {
+        Reassembler {
+            max_bytes,
+            current: None,
+        }
+    }
+
+    /// Adds a fragment; returns the whole message (binary?, bytes) after the last one.
+    pub fn push(&mut self, item: Item) -> Result<Option<(bool, Bytes)>, String> {
+        let (chunk, last) = match item {
+            Item::FirstText(b) => {
+                self.current = Some((false, BytesMut::new()));
+                (b, false)
+            }
+            Item::FirstBinary(b) => {
+                self.current = Some((true, BytesMut::new()));
+                (b, false)
+            }
+            Item::Continue(b) => (b, false),
+            Item::Last(b) => (b, true),
+        };
+        let Some((_, buf)) = self.current.as_mut() else {
+            return Err("continuation frame without a first fragment".into());
+        };
+        if buf.len() + chunk.len() > self.max_bytes {
+            self.current = None;
+            return Err(format!(
+                "fragmented message larger than {} bytes",
+                self.max_bytes
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+        if !last {
+            return Ok(None);
+        }
+        Ok(self
+            .current
+            .take()
+            .map(|(binary, buf)| (binary, buf.freeze())))
+    }
+
+    pub fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+/// The dead-peer timer: a peer that sends nothing at all — not even a pong to our pings — for a
+/// ping interval plus the pong timeout is gone.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    last_received: Instant,
+}
+
+impl Liveness {
+    pub fn new(ping_interval: Duration, pong_timeout: Duration) -> Self {
+        Liveness {
+            ping_interval,
+            pong_timeout,
+            last_received: Instant::now(),
+        }
+    }
+
+    /// Anything arrived.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_received = now;
+    }
+
+    /// `Err(reason)` when the peer has been silent too long.
+    pub fn check(&self, now: Instant) -> Result<(), String> {
+        let silent = now.duration_since(self.last_received);
+        if silent > self.ping_interval + self.pong_timeout {
+            Err(format!(
+                "the upstream stopped answering (nothing received for {silent:?}, not even a pong)"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassembles_fragments_and_bounds_them() {
+        let mut r = Reassembler::new(10);
+        assert_eq!(
+            r.push(Item::FirstBinary(Bytes::from_static(b"ab"))),
+            Ok(None)
+        );
+        assert_eq!(r.push(Item::Continue(Bytes::from_static(b"cd"))), Ok(None));
+        assert_eq!(
+            r.push(Item::Last(Bytes::new())),
+            Ok(Some((true, Bytes::from_static(b"abcd"))))
+        );
+        assert!(
+            r.push(Item::Last(Bytes::new())).is_err(),
+            "no first fragment"
+        );
+        r.push(Item::FirstText(Bytes::from_static(b"0123456")))
+            .unwrap();
+        assert!(r
+            .push(Item::Continue(Bytes::from_static(b"789ab")))
+            .is_err());
+    }
+
+    #[test]
+    fn liveness_allows_a_ping_interval_plus_the_pong_timeout() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(10), Duration::from_secs(5));
+        l.heard(t0);
+        assert!(l.check(t0 + Duration::from_secs(15)).is_ok());
+        assert!(l.check(t0 + Duration::from_secs(16)).is_err());
+    }
+
+    #[test]
+    fn handshake_statuses_are_classified() {
+        assert_eq!(ConnectError::Status(429).failure(), Failure::RateLimited);
+        assert_eq!(ConnectError::Status(401).failure(), Failure::Fatal);
+        assert_eq!(
+            ConnectError::Timeout(Duration::from_secs(1)).failure(),
+            Failure::Transient
+        );
+        assert!(ConnectError::Status(429).describe().contains("429"));
+    }
+}
