@@ -1,7 +1,9 @@
 //! Hot-path micro-benchmarks: upstream decode, throttle window, browser frame serialization.
 //!
-//! `cargo bench --bench hotpath`. A plain harness (no criterion) to keep the dependency tree lean:
-//! each case runs for about a second after a warm-up and prints the time per operation.
+//! `cargo bench --bench hotpath [-- FILTER]`. A plain harness (no criterion) to keep the dependency
+//! tree lean: each case whose name contains FILTER runs for about a second after a warm-up and
+//! prints the time per operation. With `HOTPATH_ITERS=N` each case runs exactly N times instead,
+//! for instruction counts under `valgrind --tool=callgrind`, which do not vary with machine load.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -14,6 +16,21 @@ use tickrelay::time::Timestamp;
 use tickrelay::upstream::protocol::decode_json;
 
 fn bench(name: &str, mut op: impl FnMut() -> usize) {
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    if !name.contains(&filter) {
+        return;
+    }
+    if let Some(n) = std::env::var("HOTPATH_ITERS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let items: usize = (0..n).map(|_| black_box(op())).sum();
+        println!("{name:<46} {n} iterations, {items} items");
+        return;
+    }
     for _ in 0..10_000 {
         black_box(op());
     }
