@@ -1008,6 +1008,50 @@ mod tests {
     }
 
     #[test]
+    fn each_account_reads_its_own_key_pair() {
+        let toml = "[upstream]\nprovider = \"alpaca\"\n[accounts.main]\n[accounts.swing]\npaper = false\n[accounts.other]\nkey_id_env = \"MY_KEY\"\nsecret_key_env = \"MY_SECRET\"\n";
+        let s = Settings::from_toml_str(
+            toml,
+            env(&[
+                ("APCA_API_KEY_ID", "main-key"),
+                ("APCA_API_SECRET_KEY", "main-secret"),
+                ("APCA_API_KEY_ID_SWING", "swing-key"),
+                ("APCA_API_SECRET_KEY_SWING", "swing-secret"),
+                ("MY_KEY", "other-key"),
+                ("MY_SECRET", "other-secret"),
+            ]),
+        )
+        .unwrap();
+        let key = |id: &str| {
+            s.accounts[id]
+                .credentials
+                .as_ref()
+                .unwrap()
+                .key_id
+                .expose()
+                .to_owned()
+        };
+        assert_eq!(key("main"), "main-key");
+        assert_eq!(key("swing"), "swing-key");
+        assert_eq!(key("other"), "other-key");
+        assert!(!s.accounts["swing"].paper);
+    }
+
+    #[test]
+    fn an_account_without_its_keys_is_named_with_its_variables() {
+        let err = Settings::from_toml_str(
+            "[upstream]\nprovider = \"alpaca\"\n[accounts.swing]\n",
+            env(&[("APCA_API_KEY_ID", "k"), ("APCA_API_SECRET_KEY", "s")]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("accounts.swing") && text.contains("APCA_API_KEY_ID_SWING"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn reports_every_problem_with_its_key() {
         let err = Settings::from_toml_str(
             "[upstream.backoff]\nfactor = 0.5\njitter = 2.0\n[dashboard]\nsymbols = [\"AAPL\", \"not a symbol\"]\n[session]\nmax_symbols = 0\n",

@@ -242,3 +242,35 @@ async fn a_rate_limited_rest_request_is_retried_after_the_cool_down() {
         "a retried 429 is not an error"
     );
 }
+
+#[actix_web::test]
+async fn several_accounts_start_staggered() {
+    let app = crate::helpers::spawn_unready(|s| {
+        s.accounts.insert("swing".into(), Default::default());
+        s.trading.start_stagger_ms = 60_000;
+    })
+    .await;
+    // `main` (first) connects at once; `swing` waits its stagger before its first attempt.
+    let ws = wait_for("main to connect", || async {
+        let (_, ws) = app.get(&app.url("/api/v1/websocket/status")).await;
+        (ws["accounts"]["main"]["connected"] == true).then_some(ws)
+    })
+    .await;
+    assert_eq!(ws["total_accounts"], 2);
+    assert_eq!(ws["accounts"]["swing"]["connected"], false);
+    let swing = app.feed_status("trading:swing").await;
+    assert_eq!(swing["state"], "connecting", "{swing}");
+    assert!(
+        swing["next_retry_ms"].as_u64() >= Some(59_000),
+        "staggered: {swing}"
+    );
+    let (code, ready) = app.get(&app.url("/readyz")).await;
+    assert_eq!(code, 503);
+    assert!(
+        ready["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("trading:swing"),
+        "{ready}"
+    );
+}

@@ -203,3 +203,27 @@ async fn option_updates_batch_separately() {
     let spot = client.expect_type("spot_price_batch").await;
     assert_eq!(spot["updates"][0]["symbol"], "AAPL");
 }
+
+#[actix_web::test]
+async fn boats_and_overnight_use_the_v1beta1_paths() {
+    for (feed, path) in [
+        (tickrelay::settings::StockFeed::Boats, "/v1beta1/boats"),
+        (
+            tickrelay::settings::StockFeed::Overnight,
+            "/v1beta1/overnight",
+        ),
+        (
+            tickrelay::settings::StockFeed::DelayedSip,
+            "/v2/delayed_sip",
+        ),
+    ] {
+        let app = spawn_app_with(|s| s.feeds.stocks.feed = feed).await;
+        let conns = app.sim_connections().await;
+        let stocks = conns.iter().find(|c| c["feed"] == "stocks").unwrap();
+        assert_eq!(stocks["path"], path);
+        assert!(app.feed_status("stocks").await["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(path));
+    }
+}

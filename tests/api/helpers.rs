@@ -56,6 +56,13 @@ pub fn test_settings() -> Settings {
 
 /// Starts a daemon on the test settings as changed by `customize`; waits until it is ready.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = spawn_unready(customize).await;
+    app.wait_ready().await;
+    app
+}
+
+/// Starts a daemon without waiting for readiness.
+pub async fn spawn_unready(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     install_crypto_provider();
     let mut settings = test_settings();
@@ -70,7 +77,6 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         http: awc::Client::builder().timeout(EVENT_TIMEOUT).finish(),
     };
     actix_web::rt::spawn(daemon.run_until_stopped());
-    app.wait_ready().await;
     app
 }
 
