@@ -555,7 +555,26 @@ impl Registry {
         *held = held.union(mask);
         let market = held.intersect(ChannelMask::MARKET);
         let subscriber = sess.subscriber.clone();
-        if let Some(entry) = self.symbols.get_mut(symbol) {
+        self.set_member(symbol, session, market, subscriber);
+        self.refresh_symbol(symbol, ctx);
+        Ok(())
+    }
+
+    /// Sets the market channels `session` receives from `symbol`'s throttle (none removes it).
+    fn set_member(
+        &mut self,
+        symbol: &Symbol,
+        session: SessionId,
+        market: ChannelMask,
+        subscriber: Subscriber,
+    ) {
+        let Some(entry) = self.symbols.get_mut(symbol) else {
+            return;
+        };
+        if market.is_empty() {
+            entry.sessions.remove(&session);
+            entry.throttle.do_send(RemoveSubscriber { session });
+        } else {
             entry.sessions.insert(session, market);
             entry.throttle.do_send(AddSubscriber {
                 session,
@@ -563,8 +582,6 @@ impl Registry {
                 subscriber,
             });
         }
-        self.refresh_symbol(symbol, ctx);
-        Ok(())
     }
 
     /// Subscribes a session to news for `symbol` (or `*`).
@@ -625,19 +642,7 @@ impl Registry {
             if held.intersect(ChannelMask::MARKET) == market_left {
                 continue;
             }
-            if let Some(entry) = self.symbols.get_mut(symbol) {
-                if market_left.is_empty() {
-                    entry.sessions.remove(&session);
-                    entry.throttle.do_send(RemoveSubscriber { session });
-                } else {
-                    entry.sessions.insert(session, market_left);
-                    entry.throttle.do_send(AddSubscriber {
-                        session,
-                        channels: market_left,
-                        subscriber,
-                    });
-                }
-            }
+            self.set_member(symbol, session, market_left, subscriber);
             self.refresh_symbol(symbol, ctx);
         }
     }

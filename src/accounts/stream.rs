@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use awc::error::WsProtocolError;
-use awc::ws::{CloseCode, Frame, Message as WsMessage};
-use bytes::Bytes;
+use awc::ws::{Frame, Message as WsMessage};
 use futures_util::stream::StreamExt;
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use serde_json::{json, Value};
 
 use super::rest::{RestClient, RestError};
@@ -37,7 +36,7 @@ use crate::settings::{BackoffSettings, Credentials};
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
 use crate::upstream::backoff::Backoff;
-use crate::upstream::connection::{self, ConnectError, Liveness, Reassembler, WsFramed, WsSink};
+use crate::upstream::connection::{self, Link, Liveness, Received, WsFramed};
 use crate::upstream::feed::StopFeed;
 use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStatus};
@@ -101,16 +100,10 @@ pub struct TradingStream {
     registry: Addr<Registry>,
     store: AccountStore,
     counters: Arc<FeedCounters>,
-    policy: ReconnectPolicy,
+    /// Retry policy, writer, status, liveness: the connection's lifecycle.
+    link: Link,
     rest: RestClient,
-    writer: Option<SinkWrite<WsMessage, WsSink>>,
     phase: Phase,
-    status: FeedStatus,
-    reported: Option<FeedStatus>,
-    liveness: Liveness,
-    fragments: Reassembler,
-    attempts: u32,
-    stopping: bool,
     /// A refresh after a fill is scheduled.
     refresh_pending: bool,
     /// Sequence of order events (keys their frames so none replaces another).
@@ -129,26 +122,26 @@ impl TradingStream {
         let seed =
             SplitMix64::from_entropy().next_u64() ^ crate::rng::fnv1a(config.account.as_bytes());
         let backoff = Backoff::new(config.backoff.clone(), SplitMix64::new(seed));
+        let link = Link::new(
+            format!("account {}", config.account),
+            ReconnectPolicy::new(config.policy.clone(), backoff),
+            status,
+            Liveness::new(config.ping_interval, config.pong_timeout),
+            config.max_frame_bytes,
+        );
         TradingStream {
-            policy: ReconnectPolicy::new(config.policy.clone(), backoff),
             rest: RestClient::new(
                 &config.rest_url,
                 config.credentials.clone(),
                 config.requests_per_minute,
                 config.connect_timeout,
             ),
-            liveness: Liveness::new(config.ping_interval, config.pong_timeout),
-            fragments: Reassembler::new(config.max_frame_bytes),
             config,
             registry,
             store,
             counters,
-            writer: None,
+            link,
             phase: Phase::Idle,
-            status,
-            reported: None,
-            attempts: 0,
-            stopping: false,
             refresh_pending: false,
             order_seq: 0,
         }
@@ -159,45 +152,29 @@ impl TradingStream {
     }
 
     fn report(&mut self) {
-        self.status.circuit_state = self.policy.circuit();
-        self.status.consecutive_failures = self.policy.consecutive_failures();
-        if self.reported.as_ref() == Some(&self.status) {
+        let Some(status) = self.link.changed_status() else {
             return;
-        }
-        self.reported = Some(self.status.clone());
+        };
         let (connected, attempts, error) = (
-            self.status.state == FeedState::Connected,
-            self.status.reconnect_attempts,
-            self.status.last_error.clone(),
+            status.state == FeedState::Connected,
+            status.reconnect_attempts,
+            status.last_error.clone(),
         );
         self.store.update(&self.config.account, |a| {
             a.connected = connected;
             a.reconnect_attempts = attempts;
             a.last_error = error;
         });
-        self.registry.do_send(FeedStateChanged {
-            status: self.status.clone(),
-        });
+        self.registry.do_send(FeedStateChanged { status });
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.link.stopping {
             return;
         }
-        if self.attempts > 0 {
-            self.status.reconnect_attempts += 1;
-        }
-        self.attempts += 1;
-        self.policy.begin_attempt();
+        self.link.begin_attempt(&self.config.stream_url);
         self.phase = Phase::Connecting;
-        self.status.state = FeedState::Connecting;
-        self.status.next_retry_ms = None;
         self.report();
-        info!(
-            "account {}: connecting to {}",
-            self.id(),
-            self.config.stream_url
-        );
         let attempt = connection::open(
             self.config.stream_url.clone(),
             None,
@@ -206,17 +183,16 @@ impl TradingStream {
         );
         ctx.spawn(attempt.into_actor(self).map(|res, act, ctx| match res {
             Ok(framed) => act.on_connected(framed, ctx),
-            Err(e @ ConnectError::Status(_)) => act.fail(e.failure(), e.describe(), ctx),
-            Err(e) => act.fail(Failure::Transient, e.describe(), ctx),
+            Err(e) => act.fail(e.failure(), e.describe(), ctx),
         }));
     }
 
     fn on_connected(&mut self, framed: WsFramed, ctx: &mut Context<Self>) {
         let (sink, stream) = framed.split();
-        self.writer = Some(SinkWrite::new(sink, ctx));
+        self.link.writer = Some(SinkWrite::new(sink, ctx));
         ctx.add_stream(stream);
         self.phase = Phase::Authenticating;
-        self.liveness.heard(Instant::now());
+        self.link.liveness.heard(Instant::now());
         // Carries the secret: sent, never logged.
         let auth = json!({
             "action": "authenticate",
@@ -225,7 +201,7 @@ impl TradingStream {
                 "secret_key": self.config.credentials.secret_key.expose(),
             }
         });
-        self.write(WsMessage::Text(auth.to_string().into()));
+        self.link.write(WsMessage::Text(auth.to_string().into()));
         let limit = self.config.auth_timeout;
         ctx.run_later(limit, move |act, ctx| {
             if matches!(act.phase, Phase::Authenticating | Phase::Listening) {
@@ -237,53 +213,28 @@ impl TradingStream {
             }
         });
         ctx.run_interval(self.config.ping_interval, |act, ctx| {
-            if let Err(reason) = act.liveness.check(Instant::now()) {
+            if let Err(reason) = act.link.ping() {
                 act.fail(Failure::Transient, reason, ctx);
-            } else {
-                act.write(WsMessage::Ping(Bytes::new()));
             }
         });
     }
 
     fn fail(&mut self, failure: Failure, reason: String, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.link.stopping {
             ctx.stop();
             return;
         }
         if self.phase == Phase::Idle {
             return;
         }
-        self.policy.on_failure(failure, Instant::now());
-        let state = if failure == Failure::Fatal {
-            error!(
-                "account {}: {reason}; retrying will not help soon",
-                self.id()
-            );
-            FeedState::Failed
-        } else {
-            warn!("account {}: {reason}; will reconnect", self.id());
-            FeedState::Disconnected
-        };
-        if let Some(w) = &mut self.writer {
-            let _ = w.write(WsMessage::Close(Some(CloseCode::Normal.into())));
-        }
+        self.link.record_failure(failure, reason);
         self.phase = Phase::Idle;
-        self.status.state = state;
-        self.status.last_error = Some(reason);
-        self.status.connected_since = None;
         self.report();
         ctx.stop();
     }
 
-    fn write(&mut self, msg: WsMessage) -> bool {
-        match &mut self.writer {
-            Some(w) => w.write(msg).is_ok(),
-            None => false,
-        }
-    }
-
     fn on_frame(&mut self, data: &[u8], ctx: &mut Context<Self>) {
-        self.liveness.heard(Instant::now());
+        self.link.liveness.heard(Instant::now());
         self.counters.frames.fetch_add(1, Ordering::Relaxed);
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
         let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
@@ -301,7 +252,7 @@ impl TradingStream {
                 (Some("authorized"), Phase::Authenticating) => {
                     let listen =
                         json!({"action": "listen", "data": {"streams": ["trade_updates"]}});
-                    self.write(WsMessage::Text(listen.to_string().into()));
+                    self.link.write(WsMessage::Text(listen.to_string().into()));
                     self.phase = Phase::Listening;
                 }
                 (Some("authorized"), _) => debug!("account {}: repeated authorization", self.id()),
@@ -332,17 +283,13 @@ impl TradingStream {
         }
     }
 
-    /// Listening and loaded: the account is ready.
     fn mark_ready(&mut self, ctx: &mut Context<Self>) {
-        self.policy.on_ready();
-        self.status.state = FeedState::Connected;
-        self.status.connected_since = Some(Timestamp::now());
-        self.status.last_error = None;
-        info!("account {}: connected and loaded", self.id());
+        self.link.mark_ready();
+        self.link.status.last_error = None;
         self.report();
-        ctx.run_later(self.policy.stable_after(), |act, _| {
+        ctx.run_later(self.link.policy.stable_after(), |act, _| {
             if act.phase == Phase::Streaming {
-                act.policy.on_stable();
+                act.link.policy.on_stable();
             }
         });
     }
@@ -404,7 +351,7 @@ impl TradingStream {
         ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| match res {
             Ok((account, positions, orders)) => {
                 act.apply(account, positions, orders);
-                if act.phase == Phase::Streaming && act.status.state != FeedState::Connected {
+                if act.phase == Phase::Streaming && act.link.status.state != FeedState::Connected {
                     act.mark_ready(ctx);
                 }
             }
@@ -413,7 +360,7 @@ impl TradingStream {
                     "account {}: {e}; retrying in {RELOAD_AFTER_ERROR:?}",
                     act.id()
                 );
-                act.status.last_error = Some(e.to_string());
+                act.link.status.last_error = Some(e.to_string());
                 act.report();
                 ctx.run_later(RELOAD_AFTER_ERROR, |act, ctx| {
                     if act.phase == Phase::Streaming {
@@ -508,28 +455,15 @@ impl Actor for TradingStream {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
-            self.status.state = FeedState::Stopped;
+        if self.link.stopping {
             self.report();
             return;
         }
         if !self.config.auto_subscribe.is_zero() {
             ctx.run_interval(self.config.auto_subscribe, |act, _| act.sync_pins());
         }
-        let delay = if self.attempts == 0 {
-            self.config.start_delay
-        } else {
-            self.policy.next_delay(Instant::now())
-        };
-        if delay.is_zero() {
-            self.connect(ctx);
-            return;
-        }
-        info!(
-            "account {}: next connection attempt in {delay:?}",
-            self.id()
-        );
-        self.status.next_retry_ms = Some(delay.as_millis() as u64);
+        // The first connection waits the account's stagger; later ones what the policy says.
+        let delay = self.link.delay_before_attempt(self.config.start_delay);
         self.report();
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
@@ -537,10 +471,9 @@ impl Actor for TradingStream {
 
 impl Supervised for TradingStream {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.writer = None;
+        self.link.reset();
         self.phase = Phase::Idle;
         self.refresh_pending = false;
-        self.fragments.reset();
     }
 }
 
@@ -548,15 +481,8 @@ impl Handler<StopFeed> for TradingStream {
     type Result = ();
 
     fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
-        info!("account {}: stopping", self.id());
-        self.stopping = true;
-        if let Some(w) = &mut self.writer {
-            let _ = w.write(WsMessage::Close(Some(CloseCode::Away.into())));
-            w.close();
-        }
+        self.link.stop();
         self.phase = Phase::Idle;
-        self.status.state = FeedState::Stopped;
-        self.status.next_retry_ms = None;
         self.report();
         ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
     }
@@ -564,28 +490,10 @@ impl Handler<StopFeed> for TradingStream {
 
 impl StreamHandler<Result<Frame, WsProtocolError>> for TradingStream {
     fn handle(&mut self, item: Result<Frame, WsProtocolError>, ctx: &mut Context<Self>) {
-        match item {
-            Ok(Frame::Text(data)) | Ok(Frame::Binary(data)) => self.on_frame(&data, ctx),
-            Ok(Frame::Continuation(item)) => match self.fragments.push(item) {
-                Ok(Some((_, whole))) => self.on_frame(&whole, ctx),
-                Ok(None) => {}
-                Err(e) => self.fail(Failure::Transient, e, ctx),
-            },
-            Ok(Frame::Ping(p)) => {
-                self.liveness.heard(Instant::now());
-                self.write(WsMessage::Pong(p));
-            }
-            Ok(Frame::Pong(_)) => self.liveness.heard(Instant::now()),
-            Ok(Frame::Close(reason)) => {
-                let why =
-                    reason.map_or_else(String::new, |r| format!(" (code {})", u16::from(r.code)));
-                self.fail(
-                    Failure::Transient,
-                    format!("the trading stream closed the connection{why}"),
-                    ctx,
-                );
-            }
-            Err(e) => self.fail(Failure::Transient, format!("read error: {e}"), ctx),
+        match self.link.receive(item) {
+            Received::Data { bytes, .. } => self.on_frame(&bytes, ctx),
+            Received::Nothing => {}
+            Received::Failed(reason) => self.fail(Failure::Transient, reason, ctx),
         }
     }
 

@@ -1,16 +1,21 @@
 //! Pieces every upstream WebSocket connection needs: opening it, reassembling fragmented
-//! messages and telling a live peer from a dead one.
+//! messages, telling a live peer from a dead one, and the [`Link`] — the lifecycle state a
+//! connection actor (data feed or trading stream) keeps across supervisor restarts.
 
 use std::time::{Duration, Instant};
 
+use actix::io::SinkWrite;
 use actix_http::ws::Item;
-use awc::error::WsClientError;
-use awc::ws::Message as WsMessage;
+use awc::error::{WsClientError, WsProtocolError};
+use awc::ws::{CloseCode, CloseReason, Frame, Message as WsMessage};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::SplitSink;
+use log::{error, info, warn};
 
-use super::policy::Failure;
+use super::policy::{Failure, ReconnectPolicy};
 use super::protocol::{ClientFrame, Encoding};
+use super::{FeedState, FeedStatus};
+use crate::time::Timestamp;
 
 /// An open upstream WebSocket.
 pub type WsFramed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
@@ -170,6 +175,211 @@ impl Liveness {
             ))
         } else {
             Ok(())
+        }
+    }
+}
+
+/// What a received frame means for the connection.
+#[derive(Debug)]
+pub enum Received {
+    /// A whole message (text or reassembled), to decode.
+    Data { bytes: Bytes, binary: bool },
+    /// Handled here (ping answered, pong noted, fragment stored).
+    Nothing,
+    /// The connection is over, for this reason.
+    Failed(String),
+}
+
+/// The lifecycle state every upstream connection actor keeps: retry policy, writer, status,
+/// liveness, fragments. It survives supervisor restarts; the actor adds its protocol.
+pub struct Link {
+    /// `feed stocks`, `account main`: how logs name the connection.
+    pub name: String,
+    pub policy: ReconnectPolicy,
+    pub writer: Option<SinkWrite<WsMessage, WsSink>>,
+    pub status: FeedStatus,
+    /// The last status reported, so only changes are sent.
+    reported: Option<FeedStatus>,
+    pub liveness: Liveness,
+    fragments: Reassembler,
+    /// Connection attempts since start-up.
+    pub attempts: u32,
+    /// Shut down for good: never reconnect.
+    pub stopping: bool,
+}
+
+impl Link {
+    pub fn new(
+        name: String,
+        policy: ReconnectPolicy,
+        status: FeedStatus,
+        liveness: Liveness,
+        max_frame_bytes: usize,
+    ) -> Self {
+        Link {
+            name,
+            policy,
+            writer: None,
+            status,
+            reported: None,
+            liveness,
+            fragments: Reassembler::new(max_frame_bytes),
+            attempts: 0,
+            stopping: false,
+        }
+    }
+
+    /// The status to report, if it changed since the last one.
+    pub fn changed_status(&mut self) -> Option<FeedStatus> {
+        self.status.circuit_state = self.policy.circuit();
+        self.status.consecutive_failures = self.policy.consecutive_failures();
+        if self.reported.as_ref() == Some(&self.status) {
+            return None;
+        }
+        self.reported = Some(self.status.clone());
+        Some(self.status.clone())
+    }
+
+    /// How long `started()` waits before connecting: `first` for the very first attempt, the
+    /// policy's delay afterwards (recorded in the status).
+    pub fn delay_before_attempt(&mut self, first: Duration) -> Duration {
+        let delay = if self.attempts == 0 {
+            first
+        } else {
+            self.policy.next_delay(Instant::now())
+        };
+        if !delay.is_zero() {
+            info!(
+                "{}: next connection attempt in {delay:?} (circuit {})",
+                self.name,
+                self.policy.circuit().as_str()
+            );
+            self.status.next_retry_ms = Some(delay.as_millis() as u64);
+        }
+        delay
+    }
+
+    /// A connection attempt starts.
+    pub fn begin_attempt(&mut self, url: &str) {
+        if self.attempts > 0 {
+            self.status.reconnect_attempts += 1;
+        }
+        self.attempts += 1;
+        self.policy.begin_attempt();
+        self.status.state = FeedState::Connecting;
+        self.status.next_retry_ms = None;
+        info!("{}: connecting to {url}", self.name);
+    }
+
+    /// Authenticated and subscribed (or listening and loaded).
+    pub fn mark_ready(&mut self) {
+        self.policy.on_ready();
+        self.status.state = FeedState::Connected;
+        self.status.connected_since = Some(Timestamp::now());
+        self.status.next_retry_ms = None;
+        info!("{}: connected", self.name);
+    }
+
+    /// Records a failure: the policy learns of it, the status says why, the connection is closed.
+    pub fn record_failure(&mut self, failure: Failure, reason: String) {
+        self.policy.on_failure(failure, Instant::now());
+        self.status.state = if failure == Failure::Fatal {
+            error!("{}: {reason}; retrying will not help soon", self.name);
+            FeedState::Failed
+        } else {
+            warn!("{}: {reason}; will reconnect", self.name);
+            FeedState::Disconnected
+        };
+        self.write(WsMessage::Close(Some(CloseCode::Normal.into())));
+        self.status.last_error = Some(reason);
+        self.status.connected_since = None;
+        self.status.subscribed = 0;
+    }
+
+    /// Shut down for good: close with "going away" and never reconnect.
+    pub fn stop(&mut self) {
+        info!("{}: stopping", self.name);
+        self.stopping = true;
+        if let Some(w) = &mut self.writer {
+            let _ = w.write(WsMessage::Close(Some(CloseReason {
+                code: CloseCode::Away,
+                description: Some("tickrelay shutting down".into()),
+            })));
+            w.close();
+        }
+        self.status.state = FeedState::Stopped;
+        self.status.next_retry_ms = None;
+    }
+
+    /// Forgets the old connection (supervisor restart).
+    pub fn reset(&mut self) {
+        self.writer = None;
+        self.fragments.reset();
+    }
+
+    pub fn write(&mut self, msg: WsMessage) -> bool {
+        match &mut self.writer {
+            Some(w) => w.write(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The dead-peer check, then a ping; `Err` when the peer is gone.
+    pub fn ping(&mut self) -> Result<(), String> {
+        self.liveness.check(Instant::now())?;
+        self.write(WsMessage::Ping(Bytes::new()));
+        Ok(())
+    }
+
+    /// Interprets a frame: answers pings, notes pongs, reassembles fragments, reports closes.
+    pub fn receive(&mut self, item: Result<Frame, WsProtocolError>) -> Received {
+        let now = Instant::now();
+        match item {
+            Ok(Frame::Text(bytes)) => {
+                self.liveness.heard(now);
+                Received::Data {
+                    bytes,
+                    binary: false,
+                }
+            }
+            Ok(Frame::Binary(bytes)) => {
+                self.liveness.heard(now);
+                Received::Data {
+                    bytes,
+                    binary: true,
+                }
+            }
+            Ok(Frame::Continuation(item)) => match self.fragments.push(item) {
+                Ok(Some((binary, bytes))) => {
+                    self.liveness.heard(now);
+                    Received::Data { bytes, binary }
+                }
+                Ok(None) => Received::Nothing,
+                Err(e) => Received::Failed(e),
+            },
+            Ok(Frame::Ping(payload)) => {
+                self.liveness.heard(now);
+                self.write(WsMessage::Pong(payload));
+                Received::Nothing
+            }
+            Ok(Frame::Pong(_)) => {
+                self.liveness.heard(now);
+                Received::Nothing
+            }
+            Ok(Frame::Close(reason)) => {
+                let why = reason.map_or_else(
+                    || "no reason given".to_owned(),
+                    |r| {
+                        format!(
+                            "code {} {}",
+                            u16::from(r.code),
+                            r.description.unwrap_or_default()
+                        )
+                    },
+                );
+                Received::Failed(format!("the upstream closed the connection ({why})"))
+            }
+            Err(e) => Received::Failed(format!("read error: {e}")),
         }
     }
 }

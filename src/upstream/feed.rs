@@ -32,16 +32,15 @@ use std::time::{Duration, Instant};
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use awc::error::WsProtocolError;
-use awc::ws::{CloseCode, CloseReason, Frame, Message as WsMessage};
-use bytes::Bytes;
+use awc::ws::Frame;
 use futures_util::stream::StreamExt;
 use log::{debug, error, info, trace, warn};
 
 use super::backoff::Backoff;
-use super::connection::{self, ConnectError, Liveness, Reassembler, WsFramed, WsSink};
+use super::connection::{self, Link, Liveness, Received, WsFramed};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
-use super::{FeedCounters, FeedId, FeedKind, FeedState, FeedStatus};
+use super::{FeedCounters, FeedId, FeedKind, FeedStatus};
 use crate::registry::{FeedStateChanged, NewsReceived, SymbolsRejected};
 use crate::rng::SplitMix64;
 use crate::settings::{BackoffSettings, Credentials};
@@ -132,32 +131,21 @@ pub struct UpstreamFeed {
     outputs: FeedOutputs,
     /// Shared counters for the status endpoints.
     counters: Arc<FeedCounters>,
-    /// When to try again.
-    policy: ReconnectPolicy,
+    /// Retry policy, writer, status, liveness: the connection's lifecycle.
+    link: Link,
     /// What the registry wants subscribed; survives reconnects and is replayed after each.
     desired: SubscriptionSet,
     /// Symbol → throttle.
     routes: Routes,
-    /// Writes to the current connection.
-    writer: Option<SinkWrite<WsMessage, WsSink>>,
     phase: Phase,
     /// What has been requested on the current connection.
     requested: SubscriptionSet,
     /// Requests not yet acknowledged, oldest first.
     pending: VecDeque<PendingRequest>,
-    /// Current status; reported when it differs from `reported`.
-    status: FeedStatus,
-    reported: Option<FeedStatus>,
-    liveness: Liveness,
     /// Last market data message (data-idle check).
     last_data: Instant,
     /// Multiplier of the data-idle timeout; grows after idle reconnects that bring no data.
     idle_factor: u32,
-    fragments: Reassembler,
-    /// Connection attempts since start-up.
-    attempts: u32,
-    /// Set by [`StopFeed`]: never reconnect.
-    stopping: bool,
 }
 
 impl UpstreamFeed {
@@ -166,59 +154,47 @@ impl UpstreamFeed {
         let status = FeedStatus::new(id, config.provider, config.url.clone());
         let seed = SplitMix64::from_entropy().next_u64() ^ crate::rng::fnv1a(config.url.as_bytes());
         let backoff = Backoff::new(config.backoff.clone(), SplitMix64::new(seed));
+        let link = Link::new(
+            format!("feed {}", config.kind.as_str()),
+            ReconnectPolicy::new(config.policy.clone(), backoff),
+            status,
+            Liveness::new(config.ping_interval, config.pong_timeout),
+            config.max_frame_bytes,
+        );
         UpstreamFeed {
-            policy: ReconnectPolicy::new(config.policy.clone(), backoff),
-            liveness: Liveness::new(config.ping_interval, config.pong_timeout),
-            fragments: Reassembler::new(config.max_frame_bytes),
             config,
             outputs,
             counters,
+            link,
             desired: SubscriptionSet::new(),
             routes: Arc::default(),
-            writer: None,
             phase: Phase::Idle,
             requested: SubscriptionSet::new(),
             pending: VecDeque::new(),
-            status,
-            reported: None,
             last_data: Instant::now(),
             idle_factor: 1,
-            attempts: 0,
-            stopping: false,
         }
     }
 
-    fn name(&self) -> &'static str {
-        self.config.kind.as_str()
+    fn name(&self) -> &str {
+        &self.link.name
     }
 
     /// Sends the status to the registry if it changed since the last report.
     fn report(&mut self) {
-        self.status.desired = self.desired.len();
-        self.status.circuit_state = self.policy.circuit();
-        self.status.consecutive_failures = self.policy.consecutive_failures();
-        if self.reported.as_ref() != Some(&self.status) {
-            self.reported = Some(self.status.clone());
-            self.outputs.status.do_send(FeedStateChanged {
-                status: self.status.clone(),
-            });
+        self.link.status.desired = self.desired.len();
+        if let Some(status) = self.link.changed_status() {
+            self.outputs.status.do_send(FeedStateChanged { status });
         }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.link.stopping {
             return;
         }
-        if self.attempts > 0 {
-            self.status.reconnect_attempts += 1;
-        }
-        self.attempts += 1;
-        self.policy.begin_attempt();
+        self.link.begin_attempt(&self.config.url);
         self.phase = Phase::Connecting;
-        self.status.state = FeedState::Connecting;
-        self.status.next_retry_ms = None;
         self.report();
-        info!("feed {}: connecting to {}", self.name(), self.config.url);
         let attempt = connection::open(
             self.config.url.clone(),
             Some(self.config.encoding),
@@ -227,21 +203,17 @@ impl UpstreamFeed {
         );
         ctx.spawn(attempt.into_actor(self).map(|res, act, ctx| match res {
             Ok(framed) => act.on_connected(framed, ctx),
-            Err(e @ ConnectError::Status(_)) => act.fail(e.failure(), e.describe(), ctx),
-            Err(e) => act.fail(Failure::Transient, e.describe(), ctx),
+            Err(e) => act.fail(e.failure(), e.describe(), ctx),
         }));
     }
 
     fn on_connected(&mut self, framed: WsFramed, ctx: &mut Context<Self>) {
         let (sink, stream) = framed.split();
-        self.writer = Some(SinkWrite::new(sink, ctx));
+        self.link.writer = Some(SinkWrite::new(sink, ctx));
         ctx.add_stream(stream);
         self.phase = Phase::AwaitingWelcome;
-        self.liveness.heard(Instant::now());
-        debug!(
-            "feed {}: WebSocket open, waiting for the welcome",
-            self.name()
-        );
+        self.link.liveness.heard(Instant::now());
+        debug!("{}: WebSocket open, waiting for the welcome", self.name());
         let auth_timeout = self.config.auth_timeout;
         ctx.run_later(auth_timeout, move |act, ctx| {
             if matches!(
@@ -266,7 +238,7 @@ impl UpstreamFeed {
             return;
         }
         let now = Instant::now();
-        if let Err(reason) = self.liveness.check(now) {
+        if let Err(reason) = self.link.liveness.check(now) {
             self.fail(Failure::Transient, reason, ctx);
             return;
         }
@@ -286,51 +258,29 @@ impl UpstreamFeed {
             self.fail(Failure::Transient, reason, ctx);
             return;
         }
-        self.write(WsMessage::Ping(Bytes::new()));
+        if let Err(reason) = self.link.ping() {
+            self.fail(Failure::Transient, reason, ctx);
+        }
     }
 
     /// Reports the failure, closes the connection and stops; the supervisor restarts us.
     fn fail(&mut self, failure: Failure, reason: String, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if self.link.stopping {
             ctx.stop();
             return;
         }
         if self.phase == Phase::Idle {
             return;
         }
-        self.policy.on_failure(failure, Instant::now());
-        let state = if failure == Failure::Fatal {
-            error!(
-                "feed {}: {reason}; retrying will not help soon",
-                self.name()
-            );
-            FeedState::Failed
-        } else {
-            warn!("feed {}: {reason}; will reconnect", self.name());
-            FeedState::Disconnected
-        };
-        if let Some(w) = &mut self.writer {
-            let _ = w.write(WsMessage::Close(Some(CloseCode::Normal.into())));
-        }
+        self.link.record_failure(failure, reason);
         self.phase = Phase::Idle;
-        self.status.state = state;
-        self.status.last_error = Some(reason);
-        self.status.connected_since = None;
-        self.status.subscribed = 0;
         self.report();
         ctx.stop();
     }
 
-    fn write(&mut self, msg: WsMessage) -> bool {
-        match &mut self.writer {
-            Some(w) => w.write(msg).is_ok(),
-            None => false,
-        }
-    }
-
     fn send_message(&mut self, message: &serde_json::Value) {
         let frame = protocol::encode_client(message, self.config.encoding);
-        self.write(connection::ws_message(frame));
+        self.link.write(connection::ws_message(frame));
     }
 
     /// Sends `set` in chunks, each remembered until its ack.
@@ -341,7 +291,7 @@ impl UpstreamFeed {
             "unsubscribe"
         };
         for chunk in set.chunks(SUBSCRIBE_CHUNK) {
-            debug!("feed {}: {action} {} streams", self.name(), chunk.len());
+            debug!("{}: {action} {} streams", self.name(), chunk.len());
             self.send_message(&protocol::subscription_message(action, &chunk));
             self.pending.push_back(PendingRequest {
                 subscribe,
@@ -358,7 +308,7 @@ impl UpstreamFeed {
             self.mark_ready(ctx);
         } else {
             info!(
-                "feed {}: authenticated, subscribing {} symbols ({} streams)",
+                "{}: authenticated, subscribing {} symbols ({} streams)",
                 self.name(),
                 self.desired.symbols().len(),
                 self.desired.len()
@@ -372,22 +322,18 @@ impl UpstreamFeed {
     fn mark_ready(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Streaming;
         self.last_data = Instant::now();
-        self.policy.on_ready();
-        self.status.state = FeedState::Connected;
-        self.status.connected_since = Some(Timestamp::now());
-        self.status.next_retry_ms = None;
-        info!("feed {}: connected and streaming", self.name());
+        self.link.mark_ready();
         self.report();
-        ctx.run_later(self.policy.stable_after(), |act, _| {
+        ctx.run_later(self.link.policy.stable_after(), |act, _| {
             if act.phase == Phase::Streaming {
-                act.policy.on_stable();
+                act.link.policy.on_stable();
             }
         });
     }
 
     fn on_frame(&mut self, data: &[u8], binary: bool, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.liveness.heard(now);
+        self.link.liveness.heard(now);
         self.counters.frames.fetch_add(1, Ordering::Relaxed);
         let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
         self.counters
@@ -411,7 +357,7 @@ impl UpstreamFeed {
     fn malformed(&mut self, what: String) {
         let n = self.counters.malformed.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= MALFORMED_WARNINGS || n % 1000 == 0 {
-            warn!("feed {}: {what} ({n} malformed so far)", self.name());
+            warn!("{}: {what} ({n} malformed so far)", self.name());
         }
     }
 
@@ -433,7 +379,7 @@ impl UpstreamFeed {
                         self.counters
                             .events_unrouted
                             .fetch_add(1, Ordering::Relaxed);
-                        trace!("feed {}: event for unrouted symbol {symbol}", self.name());
+                        trace!("{}: event for unrouted symbol {symbol}", self.name());
                     }
                 }
             }
@@ -446,7 +392,7 @@ impl UpstreamFeed {
             }
             Inbound::Info { kind, symbol } => {
                 self.saw_data(now);
-                trace!("feed {}: {kind:?} for {symbol}", self.name());
+                trace!("{}: {kind:?} for {symbol}", self.name());
             }
             Inbound::Connected => {
                 if self.phase == Phase::AwaitingWelcome {
@@ -455,24 +401,20 @@ impl UpstreamFeed {
                     self.send_message(&auth);
                     self.phase = Phase::Authenticating;
                 } else {
-                    debug!("feed {}: unexpected second welcome", self.name());
+                    debug!("{}: unexpected second welcome", self.name());
                 }
             }
             Inbound::Authenticated => {
                 if self.phase == Phase::Authenticating {
                     self.subscribe_all(ctx);
                 } else {
-                    debug!("feed {}: unexpected authentication message", self.name());
+                    debug!("{}: unexpected authentication message", self.name());
                 }
             }
             Inbound::Subscription(acked) => {
                 self.pending.pop_front();
-                self.status.subscribed = acked.len();
-                debug!(
-                    "feed {}: upstream holds {} streams",
-                    self.name(),
-                    acked.len()
-                );
+                self.link.status.subscribed = acked.len();
+                debug!("{}: upstream holds {} streams", self.name(), acked.len());
                 if self.phase == Phase::Subscribing {
                     self.mark_ready(ctx);
                 } else {
@@ -480,9 +422,9 @@ impl UpstreamFeed {
                 }
             }
             Inbound::Error { code, msg } => self.on_upstream_error(code, msg, ctx),
-            Inbound::Success(text) => debug!("feed {}: success message {text:?}", self.name()),
+            Inbound::Success(text) => debug!("{}: success message {text:?}", self.name()),
             Inbound::Unknown(kind) => {
-                debug!("feed {}: skipping message type {kind:?}", self.name())
+                debug!("{}: skipping message type {kind:?}", self.name())
             }
             Inbound::Malformed(what) => {
                 self.malformed(format!("skipping a malformed message: {what}"))
@@ -493,7 +435,7 @@ impl UpstreamFeed {
     fn saw_data(&mut self, now: Instant) {
         self.last_data = now;
         if self.idle_factor > 1 {
-            info!("feed {}: market data flows again", self.name());
+            info!("{}: market data flows again", self.name());
             self.idle_factor = 1;
         }
     }
@@ -523,7 +465,7 @@ impl UpstreamFeed {
             ),
             _ if code == 407 => {
                 error!(
-                    "feed {}: {what}: Alpaca says we read too slowly; the host may be overloaded",
+                    "{}: {what}: Alpaca says we read too slowly; the host may be overloaded",
                     self.name()
                 );
                 self.fail(Failure::Transient, what, ctx);
@@ -535,18 +477,18 @@ impl UpstreamFeed {
     /// The oldest unacknowledged request was refused (400, 405 or 413).
     fn on_refused_request(&mut self, code: u16, what: &str, ctx: &mut Context<Self>) {
         let Some(request) = self.pending.pop_front() else {
-            warn!("feed {}: {what} with no request outstanding", self.name());
+            warn!("{}: {what} with no request outstanding", self.name());
             return;
         };
         if !request.subscribe {
-            warn!("feed {}: {what}: an unsubscribe was refused", self.name());
+            warn!("{}: {what}: an unsubscribe was refused", self.name());
             return;
         }
         let symbols: Vec<Symbol> = request.set.symbols().into_iter().collect();
         if code != 405 && symbols.len() > 1 {
             // One bad symbol refuses the whole message: ask for each alone to find it.
             info!(
-                "feed {}: {what} for a request of {} symbols; requesting them one by one",
+                "{}: {what} for a request of {} symbols; requesting them one by one",
                 self.name(),
                 symbols.len()
             );
@@ -562,7 +504,7 @@ impl UpstreamFeed {
             return;
         }
         warn!(
-            "feed {}: {what}: dropping {} from the subscriptions",
+            "{}: {what}: dropping {} from the subscriptions",
             self.name(),
             symbols
                 .iter()
@@ -572,7 +514,7 @@ impl UpstreamFeed {
         );
         self.requested = self.requested.without_symbols(&symbols);
         self.desired = self.desired.without_symbols(&symbols);
-        self.status.last_error = Some(what.to_owned());
+        self.link.status.last_error = Some(what.to_owned());
         self.report();
         self.outputs.rejected.do_send(SymbolsRejected {
             feed: self.config.kind,
@@ -590,35 +532,23 @@ impl Actor for UpstreamFeed {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
-            self.status.state = FeedState::Stopped;
+        if self.link.stopping {
             self.report();
             return;
         }
-        if self.attempts == 0 {
-            self.connect(ctx); // the first connection goes out at once
-            return;
-        }
-        let delay = self.policy.next_delay(Instant::now());
-        info!(
-            "feed {}: next connection attempt in {delay:?} (circuit {})",
-            self.name(),
-            self.policy.circuit().as_str()
-        );
-        self.status.next_retry_ms = Some(delay.as_millis() as u64);
+        // The first connection goes out at once; later ones wait what the policy says.
+        let delay = self.link.delay_before_attempt(Duration::ZERO);
         self.report();
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 }
 
 impl Supervised for UpstreamFeed {
-    /// Drops everything that belonged to the old connection; the desired set and policy remain.
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.writer = None;
+        self.link.reset();
         self.phase = Phase::Idle;
         self.requested = SubscriptionSet::new();
         self.pending.clear();
-        self.fragments.reset();
     }
 }
 
@@ -651,18 +581,8 @@ impl Handler<StopFeed> for UpstreamFeed {
     type Result = ();
 
     fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
-        info!("feed {}: stopping", self.name());
-        self.stopping = true;
-        if let Some(w) = &mut self.writer {
-            let _ = w.write(WsMessage::Close(Some(CloseReason {
-                code: CloseCode::Away,
-                description: Some("tickrelay shutting down".into()),
-            })));
-            w.close();
-        }
+        self.link.stop();
         self.phase = Phase::Idle;
-        self.status.state = FeedState::Stopped;
-        self.status.next_retry_ms = None;
         self.report();
         // Give the close frame a moment to leave before the connection is dropped.
         ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
@@ -671,37 +591,10 @@ impl Handler<StopFeed> for UpstreamFeed {
 
 impl StreamHandler<Result<Frame, WsProtocolError>> for UpstreamFeed {
     fn handle(&mut self, item: Result<Frame, WsProtocolError>, ctx: &mut Context<Self>) {
-        match item {
-            Ok(Frame::Text(data)) => self.on_frame(&data, false, ctx),
-            Ok(Frame::Binary(data)) => self.on_frame(&data, true, ctx),
-            Ok(Frame::Continuation(item)) => match self.fragments.push(item) {
-                Ok(Some((binary, whole))) => self.on_frame(&whole, binary, ctx),
-                Ok(None) => {}
-                Err(e) => self.fail(Failure::Transient, e, ctx),
-            },
-            Ok(Frame::Ping(payload)) => {
-                self.liveness.heard(Instant::now());
-                self.write(WsMessage::Pong(payload));
-            }
-            Ok(Frame::Pong(_)) => self.liveness.heard(Instant::now()),
-            Ok(Frame::Close(reason)) => {
-                let why = reason.map_or_else(
-                    || "no reason given".to_owned(),
-                    |r| {
-                        format!(
-                            "code {} {}",
-                            u16::from(r.code),
-                            r.description.unwrap_or_default()
-                        )
-                    },
-                );
-                self.fail(
-                    Failure::Transient,
-                    format!("the upstream closed the connection ({why})"),
-                    ctx,
-                );
-            }
-            Err(e) => self.fail(Failure::Transient, format!("read error: {e}"), ctx),
+        match self.link.receive(item) {
+            Received::Data { bytes, binary } => self.on_frame(&bytes, binary, ctx),
+            Received::Nothing => {}
+            Received::Failed(reason) => self.fail(Failure::Transient, reason, ctx),
         }
     }
 

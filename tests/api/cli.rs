@@ -1,22 +1,12 @@
 //! The binary's other commands: the standalone simulator and settings validation.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use actix_http::ws::{Frame, Message};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-fn tickrelay() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickrelay"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("APCA_API_KEY_ID")
-        .env_remove("APCA_API_SECRET_KEY")
-        .env("RUST_LOG", "info");
-    cmd
-}
+use crate::helpers::{tickrelay, Process};
 
 async fn next_array(framed: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>) -> Value {
     loop {
@@ -33,26 +23,10 @@ async fn next_array(framed: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::
 
 #[actix_web::test]
 async fn simulate_runs_the_simulator_alone() {
-    let mut child = tickrelay()
-        .args(["simulate", "--port", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the simulator logs its address");
-        if let Some(rest) = line.split("streams on ws://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let mut cmd = tickrelay();
+    cmd.args(["simulate", "--port", "0"]);
+    let sim = Process::start(cmd);
+    let addr = sim.address_after("streams on ws://");
     let (_, mut framed) = awc::Client::new()
         .ws(format!("ws://{addr}/v2/iex"))
         .connect()
@@ -78,8 +52,7 @@ async fn simulate_runs_the_simulator_alone() {
     let data = next_array(&mut framed).await;
     assert_eq!(data[0]["T"], "q");
     assert_eq!(data[0]["S"], "IBM");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(sim);
 }
 
 #[test]

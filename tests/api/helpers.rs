@@ -385,3 +385,62 @@ impl StallingClient {
         }
     }
 }
+
+/// The `tickrelay` binary, run from the project root with no Alpaca credentials.
+pub fn tickrelay() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tickrelay"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("APCA_API_KEY_ID")
+        .env_remove("APCA_API_SECRET_KEY")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// A running `tickrelay` process and its log lines.
+pub struct Process {
+    pub child: std::process::Child,
+    pub logs: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts `cmd` with stderr captured.
+    pub fn start(mut cmd: std::process::Command) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tickrelay starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Process { child, logs }
+    }
+
+    /// The address logged after `marker` (`listening on http://`, `streams on ws://`).
+    pub fn address_after(&self, marker: &str) -> String {
+        loop {
+            let line = self
+                .logs
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with {marker:?}"));
+            if let Some(rest) = line.split(marker).nth(1) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,38 +1,16 @@
 //! The real binary: SIGTERM closes browsers with 1001 and exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_app, wait_for, Ended};
+use crate::helpers::{spawn_app, tickrelay, wait_for, Ended, Process};
 
 #[actix_web::test]
 async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickrelay"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TICKRELAY__HTTP__PORT", "0")
-        .env("RUST_LOG", "info")
-        .env_remove("APCA_API_KEY_ID")
-        .env_remove("APCA_API_SECRET_KEY")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tickrelay starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the daemon logs its address");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let mut cmd = tickrelay();
+    cmd.env("TICKRELAY__HTTP__PORT", "0");
+    let mut daemon = Process::start(cmd);
+    let addr = daemon.address_after("listening on http://");
 
     let url = format!("ws://{addr}/ws");
     let (_, framed) = awc::Client::new()
@@ -45,14 +23,14 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
     client.subscribe(&["AAPL"]).await;
     client.expect_type("spot_price_update").await;
 
-    let pid = child.id().to_string();
+    let pid = daemon.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
 
     assert_eq!(client.until_end().await, Ended::Closed(Some(1001)));
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -62,7 +40,7 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
-    let logs: Vec<String> = rx.try_iter().collect();
+    let logs: Vec<String> = daemon.logs.try_iter().collect();
     assert!(
         logs.iter().any(|l| l.contains("SIGTERM received")),
         "{logs:?}"
