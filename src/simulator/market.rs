@@ -38,20 +38,44 @@ pub struct Walk {
     bar: BarAcc,
 }
 
+/// Starting prices of well-known symbols, so a demo looks believable; others start at random.
+const REFERENCE_PRICES: &[(&str, f64)] = &[
+    ("BTC/USD", 65_000.0),
+    ("ETH/USD", 3_200.0),
+    ("SOL/USD", 150.0),
+    ("DOGE/USD", 0.15),
+    ("LTC/USD", 85.0),
+    ("AVAX/USD", 35.0),
+];
+
 impl Walk {
     pub fn new(symbol: &str, seed: u64) -> Self {
         let class = classify(symbol).unwrap_or(AssetClass::Stock);
         let mut rng = SplitMix64::new(seed ^ fnv1a(symbol.as_bytes()));
-        let (mid, decimals) = match class {
-            AssetClass::Stock => (2_000 + rng.below(48_000) as i64, 2), // $20–$500
-            AssetClass::Option => (50 + rng.below(1_950) as i64, 2),    // $0.50–$20
-            AssetClass::Crypto => {
-                // $1–$100,000 with about six significant digits.
-                let magnitude = rng.below(5) as u32;
-                let decimals = 5 - magnitude;
-                let base = 10i64.pow(magnitude + decimals);
-                (base + rng.below(9 * base as u64) as i64, decimals)
+        let reference = REFERENCE_PRICES
+            .iter()
+            .find(|(s, _)| *s == symbol)
+            .map(|(_, p)| *p);
+        let (mid, decimals) = match (class, reference) {
+            (_, Some(price)) => {
+                // About six significant digits, like the random crypto prices below.
+                let decimals = (5 - price.log10().floor() as i32).clamp(0, 8) as u32;
+                (
+                    (price * 10f64.powi(decimals as i32)).round() as i64,
+                    decimals,
+                )
             }
+            (class, None) => match class {
+                AssetClass::Stock => (2_000 + rng.below(48_000) as i64, 2), // $20–$500
+                AssetClass::Option => (50 + rng.below(1_950) as i64, 2),    // $0.50–$20
+                AssetClass::Crypto => {
+                    // $1–$100,000 with about six significant digits.
+                    let magnitude = rng.below(5) as u32;
+                    let decimals = 5 - magnitude;
+                    let base = 10i64.pow(magnitude + decimals);
+                    (base + rng.below(9 * base as u64) as i64, decimals)
+                }
+            },
         };
         Walk {
             symbol: symbol.to_owned(),
@@ -374,6 +398,17 @@ mod tests {
             panic!()
         };
         assert!(b.reset && b.bids.len() == 5 && b.asks.len() == 5);
+    }
+
+    #[test]
+    fn well_known_symbols_start_near_their_reference_price() {
+        let t = Timestamp::now();
+        let bid = |s: &str| match Walk::new(s, 1).quote(t).get("bp") {
+            Some(V::Float(p)) => *p,
+            other => panic!("{other:?}"),
+        };
+        assert!((64_900.0..65_100.0).contains(&bid("BTC/USD")));
+        assert!((0.1499..0.1501).contains(&bid("DOGE/USD")));
     }
 
     #[test]
