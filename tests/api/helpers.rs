@@ -398,7 +398,8 @@ pub fn tickrelay() -> std::process::Command {
 
 /// A running `tickrelay` process and its log lines.
 pub struct Process {
-    pub child: std::process::Child,
+    /// `None` once waited for.
+    child: Option<std::process::Child>,
     pub logs: std::sync::mpsc::Receiver<String>,
 }
 
@@ -417,7 +418,37 @@ impl Process {
                 let _ = tx.send(line);
             }
         });
-        Process { child, logs }
+        Process {
+            child: Some(child),
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// Waits for the process to exit (on its own thread, so nothing polls), failing the test
+    /// (and killing the process) after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("the process was already waited for");
+        let pid = child.id().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(limit) {
+            Ok(status) => status.expect("wait for tickrelay"),
+            Err(_) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid])
+                    .status();
+                panic!("tickrelay did not exit within {limit:?}");
+            }
+        }
     }
 
     /// The address logged after `marker` (`listening on http://`, `streams on ws://`).
@@ -440,7 +471,9 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

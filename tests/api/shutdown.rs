@@ -1,7 +1,7 @@
 //! The real binary: SIGTERM closes browsers with 1001 and exits 0.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::{spawn_app, tickrelay, wait_for, Ended, Process};
 
@@ -23,22 +23,12 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
     client.subscribe(&["AAPL"]).await;
     client.expect_type("spot_price_update").await;
 
-    let pid = daemon.child.id().to_string();
+    let pid = daemon.pid().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
 
     assert_eq!(client.until_end().await, Ended::Closed(Some(1001)));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tickrelay did not exit within 10 s of SIGTERM"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = daemon.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
     let logs: Vec<String> = daemon.logs.try_iter().collect();
     assert!(
