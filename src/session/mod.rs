@@ -35,6 +35,7 @@ use crate::registry::{Connect, Disconnect, Registry, Subscribe, Unsubscribe};
 use crate::settings::SessionSettings;
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
+use crate::upstream::connection::{FragmentError, Reassembler};
 
 /// How often held updates are retried and the slow-client clock is checked.
 const DRAIN_TICK: Duration = Duration::from_millis(50);
@@ -239,8 +240,8 @@ pub struct ClientSession {
     symbols: HashMap<Symbol, ChannelMask>,
     /// Last frame of any kind from the client.
     last_heard: Instant,
-    /// A fragmented text message being reassembled.
-    fragments: Option<Vec<u8>>,
+    /// A fragmented message being reassembled (bounded by the frame limit).
+    fragments: Reassembler,
     /// Client message budget.
     rate: RateLimit,
     /// A close has been sent; nothing more goes out.
@@ -322,6 +323,7 @@ impl ClientSession {
         // have a key each and are bounded here.
         let max_held = config.settings.max_symbols * ClientChannel::ALL.len() + 256;
         ClientSession {
+            fragments: Reassembler::new(config.settings.max_frame_bytes),
             backlog: Backlog::new(config.settings.backlog_limit_bytes, max_held),
             rate: RateLimit::new(config.settings.max_messages_per_second),
             id,
@@ -330,7 +332,6 @@ impl ClientSession {
             stats,
             symbols: HashMap::new(),
             last_heard: Instant::now(),
-            fragments: None,
             closing: false,
             seen_pumped: 0,
             unpumped: 0,
@@ -630,42 +631,30 @@ impl ClientSession {
     }
 
     fn on_fragment(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
-        let (chunk, last) = match item {
-            Item::FirstText(b) => {
-                self.fragments = Some(Vec::new());
-                (b, false)
-            }
-            Item::FirstBinary(_) => {
-                self.fragments = None;
-                self.send_error(
-                    ctx,
-                    &ClientError::new(
-                        ErrorCode::InvalidJson,
-                        "binary frames are not supported; send JSON text",
-                    ),
-                );
-                return;
-            }
-            Item::Continue(b) => (b, false),
-            Item::Last(b) => (b, true),
-        };
-        let Some(buf) = self.fragments.as_mut() else {
-            return; // the rest of a refused binary message
-        };
-        if buf.len() + chunk.len() > self.config.settings.max_frame_bytes {
-            self.too_large(ctx);
-            return;
-        }
-        buf.extend_from_slice(&chunk);
-        if last {
-            let whole = self.fragments.take().unwrap_or_default();
-            match String::from_utf8(whole) {
-                Ok(text) => self.on_text(&text, ctx),
+        match self.fragments.push(item) {
+            Ok(None) => {}
+            Ok(Some((true, _))) => self.send_error(
+                ctx,
+                &ClientError::new(
+                    ErrorCode::InvalidJson,
+                    "binary frames are not supported; send JSON text",
+                ),
+            ),
+            Ok(Some((false, whole))) => match std::str::from_utf8(&whole) {
+                Ok(text) => self.on_text(text, ctx),
                 Err(_) => self.send_error(
                     ctx,
                     &ClientError::new(ErrorCode::InvalidJson, "message is not UTF-8"),
                 ),
-            }
+            },
+            Err(FragmentError::TooLarge(_)) => self.too_large(ctx),
+            Err(FragmentError::Orphan) => self.send_error(
+                ctx,
+                &ClientError::new(
+                    ErrorCode::InvalidJson,
+                    "continuation frame without a first fragment",
+                ),
+            ),
         }
     }
 

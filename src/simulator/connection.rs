@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, ProtocolError, WebsocketContext};
 use log::debug;
 use serde_json::Value;
@@ -25,6 +24,7 @@ use super::exchange::{
 use super::faults::{Faults, FeedFaults, SimFeed};
 use super::wire::{Msg, V};
 use crate::symbol::{classify, AssetClass, WILDCARD};
+use crate::upstream::connection::Reassembler;
 use crate::upstream::protocol::{error_name, Encoding};
 
 /// Channels a stock client may send but which follow `trades` implicitly.
@@ -41,8 +41,7 @@ pub struct SimConnection {
     auth_timeout: Duration,
     authenticated: bool,
     subs: ConnSubs,
-    /// A fragmented message: whether it is binary, and its bytes so far.
-    fragments: Option<(bool, Vec<u8>)>,
+    fragments: Reassembler,
 }
 
 impl SimConnection {
@@ -65,7 +64,7 @@ impl SimConnection {
             auth_timeout,
             authenticated: false,
             subs: ConnSubs::new(),
-            fragments: None,
+            fragments: Reassembler::new(1 << 20),
         }
     }
 
@@ -347,28 +346,11 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for SimConnection {
         match item {
             Ok(ws::Message::Text(text)) => self.on_message(text.as_bytes(), false, ctx),
             Ok(ws::Message::Binary(data)) => self.on_message(&data, true, ctx),
-            Ok(ws::Message::Continuation(item)) => {
-                let (chunk, last) = match item {
-                    Item::FirstText(b) => {
-                        self.fragments = Some((false, Vec::new()));
-                        (b, false)
-                    }
-                    Item::FirstBinary(b) => {
-                        self.fragments = Some((true, Vec::new()));
-                        (b, false)
-                    }
-                    Item::Continue(b) => (b, false),
-                    Item::Last(b) => (b, true),
-                };
-                if let Some((_, buf)) = self.fragments.as_mut() {
-                    buf.extend_from_slice(&chunk);
-                }
-                if last {
-                    if let Some((binary, whole)) = self.fragments.take() {
-                        self.on_message(&whole, binary, ctx);
-                    }
-                }
-            }
+            Ok(ws::Message::Continuation(item)) => match self.fragments.push(item) {
+                Ok(Some((binary, whole))) => self.on_message(&whole, binary, ctx),
+                Ok(None) => {}
+                Err(_) => self.error(ctx, 400),
+            },
             Ok(ws::Message::Ping(payload)) => {
                 if !self.faults().frozen() {
                     ctx.pong(&payload);

@@ -88,6 +88,15 @@ pub fn ws_message(frame: ClientFrame) -> WsMessage {
     }
 }
 
+/// Why a fragment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    #[error("continuation frame without a first fragment")]
+    Orphan,
+    #[error("fragmented message larger than {0} bytes")]
+    TooLarge(usize),
+}
+
 /// Reassembles fragmented messages, bounded by the largest accepted message.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -105,7 +114,7 @@ impl Reassembler {
     }
 
     /// Adds a fragment; returns the whole message (binary?, bytes) after the last one.
-    pub fn push(&mut self, item: Item) -> Result<Option<(bool, Bytes)>, String> {
+    pub fn push(&mut self, item: Item) -> Result<Option<(bool, Bytes)>, FragmentError> {
         let (chunk, last) = match item {
             Item::FirstText(b) => {
                 self.current = Some((false, BytesMut::new()));
@@ -119,14 +128,11 @@ impl Reassembler {
             Item::Last(b) => (b, true),
         };
         let Some((_, buf)) = self.current.as_mut() else {
-            return Err("continuation frame without a first fragment".into());
+            return Err(FragmentError::Orphan);
         };
         if buf.len() + chunk.len() > self.max_bytes {
             self.current = None;
-            return Err(format!(
-                "fragmented message larger than {} bytes",
-                self.max_bytes
-            ));
+            return Err(FragmentError::TooLarge(self.max_bytes));
         }
         buf.extend_from_slice(&chunk);
         if !last {
@@ -355,7 +361,7 @@ impl Link {
                     Received::Data { bytes, binary }
                 }
                 Ok(None) => Received::Nothing,
-                Err(e) => Received::Failed(e),
+                Err(e) => Received::Failed(e.to_string()),
             },
             Ok(Frame::Ping(payload)) => {
                 self.liveness.heard(now);

@@ -125,3 +125,29 @@ async fn an_oversized_frame_closes_with_1009() {
     c.send_text(&big).await;
     assert_eq!(c.until_end().await, Ended::Closed(Some(1009)));
 }
+
+#[actix_web::test]
+async fn fragmented_messages_are_reassembled_and_bounded() {
+    use actix_http::ws::Item;
+    let app = spawn_app_with(|s| s.session.max_frame_bytes = 1024).await;
+    let mut c = app.ws().await;
+    let text = json!({"action":"subscribe","symbols":["AAPL"]}).to_string();
+    let (a, b) = text.split_at(10);
+    c.send_raw(Message::Continuation(Item::FirstText(
+        a.to_owned().into_bytes().into(),
+    )))
+    .await;
+    c.send_raw(Message::Continuation(Item::Last(
+        b.to_owned().into_bytes().into(),
+    )))
+    .await;
+    let ack = c.expect_type("subscribed").await;
+    assert_eq!(ack["symbols"], json!(["AAPL"]));
+
+    let chunk = vec![b' '; 800];
+    c.send_raw(Message::Continuation(Item::FirstText(chunk.clone().into())))
+        .await;
+    c.send_raw(Message::Continuation(Item::Continue(chunk.into())))
+        .await;
+    assert_eq!(c.until_end().await, Ended::Closed(Some(1009)));
+}
