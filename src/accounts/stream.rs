@@ -234,13 +234,8 @@ impl TradingStream {
     }
 
     fn on_frame(&mut self, data: &[u8], ctx: &mut Context<Self>) {
-        self.link.liveness.heard(Instant::now());
-        self.counters.frames.fetch_add(1, Ordering::Relaxed);
+        self.counters.frame_received();
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
-        let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
-        self.counters
-            .last_message_unix_ms
-            .store(unix_ms as u64, Ordering::Relaxed);
         let Ok(msg) = serde_json::from_slice::<Value>(data) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             warn!("account {}: skipping a frame that is not JSON", self.id());

@@ -118,11 +118,6 @@ impl Backlog {
         self.dropped
     }
 
-    /// Bytes currently held.
-    pub fn held_bytes(&self) -> usize {
-        self.held.values().map(|f| f.len()).sum()
-    }
-
     pub fn held_len(&self) -> usize {
         self.held.len()
     }

@@ -46,7 +46,6 @@ use crate::rng::SplitMix64;
 use crate::settings::{BackoffSettings, Credentials};
 use crate::symbol::Symbol;
 use crate::throttle::MarketEventReceived;
-use crate::time::Timestamp;
 
 /// Most (channel, symbol) pairs in one subscribe message.
 const SUBSCRIBE_CHUNK: usize = 1000;
@@ -333,12 +332,7 @@ impl UpstreamFeed {
 
     fn on_frame(&mut self, data: &[u8], binary: bool, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.link.liveness.heard(now);
-        self.counters.frames.fetch_add(1, Ordering::Relaxed);
-        let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
-        self.counters
-            .last_message_unix_ms
-            .store(unix_ms as u64, Ordering::Relaxed);
+        self.counters.frame_received();
         let messages = match protocol::decode(data, binary, self.config.encoding) {
             Ok(m) => m,
             Err(e) => {

@@ -207,6 +207,14 @@ pub struct FeedCounters {
 }
 
 impl FeedCounters {
+    /// A frame arrived now.
+    pub fn frame_received(&self) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
+        self.last_message_unix_ms
+            .store(unix_ms as u64, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> FeedCountersSnapshot {
         let last = self.last_message_unix_ms.load(Ordering::Relaxed);
         FeedCountersSnapshot {
