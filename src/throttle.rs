@@ -31,63 +31,109 @@ use crate::time::Timestamp;
 /// What to do with an update that just arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// No window is open: send it now (a window opens).
+    /// The interval since the last emission has passed: send it now (a new window starts).
     EmitNow,
-    /// A window is open and nothing was pending: hold it and flush at this instant.
-    ScheduleAt(Instant),
-    /// A window is open and a flush is already scheduled: it replaces the pending value.
+    /// Too soon after the last emission and nothing was pending: hold it, and arm a timer for
+    /// `at`; when it fires, call [`Window::flush`] with `token`.
+    ScheduleAt { at: Instant, token: u64 },
+    /// A value is already pending (its timer is armed): this one replaces it.
     Replace,
 }
 
 /// The latest-value throttle window for one stream of updates.
+///
+/// Invariant: two emissions are never closer than `interval`, whatever the arrival times and
+/// however late timers fire, because every emission — immediate or trailing — checks the time
+/// since the previous one itself rather than trusting the timer. Each armed timer carries a token;
+/// a timer that outlived its window (the value went out early through a late [`Window::offer`])
+/// finds its token stale and does nothing. A pending value always has a live timer, so the final
+/// value is always delivered.
 #[derive(Debug, Clone)]
 pub struct Window {
     interval: Duration,
-    /// End of the current window, if one is open.
-    open_until: Option<Instant>,
-    /// An update arrived inside the window and has not gone out.
+    /// When the last emission went out; the next may not go out before `last + interval`.
+    last_emit: Option<Instant>,
+    /// An update arrived too soon and has not gone out.
     pending: bool,
+    /// The token of the one live timer (`pending` is true exactly while it is live).
+    token: u64,
 }
 
 impl Window {
     pub fn new(interval: Duration) -> Self {
         Window {
             interval,
-            open_until: None,
+            last_emit: None,
             pending: false,
+            token: 0,
         }
+    }
+
+    /// The earliest instant the next emission may go out.
+    fn next_allowed(&self) -> Option<Instant> {
+        self.last_emit.map(|t| t + self.interval)
+    }
+
+    fn emit(&mut self, now: Instant) {
+        self.last_emit = Some(now);
+        self.pending = false;
+        self.token = self.token.wrapping_add(1); // any armed timer is now stale
     }
 
     /// An update arrived at `now`.
     pub fn offer(&mut self, now: Instant) -> Offer {
-        match self.open_until {
-            Some(until) if now < until => {
+        match self.next_allowed() {
+            Some(allowed) if now < allowed => {
                 if self.pending {
                     Offer::Replace
                 } else {
                     self.pending = true;
-                    Offer::ScheduleAt(until)
+                    self.token = self.token.wrapping_add(1);
+                    Offer::ScheduleAt {
+                        at: allowed,
+                        token: self.token,
+                    }
                 }
             }
+            // The window is over (or never opened). A pending value whose timer is late goes out
+            // now, replaced by this newer one.
             _ => {
-                self.open_until = Some(now + self.interval);
-                self.pending = false;
+                self.emit(now);
                 Offer::EmitNow
             }
         }
     }
 
-    /// The scheduled flush fired: `true` when the pending value must go out now (a new window
-    /// opens); `false` when a later update already went out through [`Window::offer`].
-    pub fn flush(&mut self, now: Instant) -> bool {
-        if self.pending {
-            self.pending = false;
-            self.open_until = Some(now + self.interval);
-            true
-        } else {
-            false
+    /// The timer armed with `token` fired at `now`: `Flush::Emit` when the pending value must go
+    /// out now (a new window starts), `Flush::Rearm` when it fired too early.
+    pub fn flush(&mut self, token: u64, now: Instant) -> Flush {
+        if !self.pending || token != self.token {
+            return Flush::Idle;
+        }
+        match self.next_allowed() {
+            Some(allowed) if now < allowed => Flush::Rearm(allowed),
+            _ => {
+                self.emit(now);
+                Flush::Emit
+            }
         }
     }
+
+    /// Whether a value waits for the trailing edge.
+    pub fn is_pending(&self) -> bool {
+        self.pending
+    }
+}
+
+/// What a fired timer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Send the pending value now.
+    Emit,
+    /// Nothing to do: the value already went out, or this timer is stale.
+    Idle,
+    /// The timer fired before the interval had passed: arm it again for this instant.
+    Rearm(Instant),
 }
 
 /// A quote, trade, bar or book update for this throttle's symbol.
@@ -238,15 +284,28 @@ impl SymbolThrottle {
         let now = Instant::now();
         match window(self).offer(now) {
             Offer::EmitNow => emit(self),
-            Offer::ScheduleAt(at) => {
-                ctx.run_later(at - now, move |act, _| {
-                    if window(act).flush(Instant::now()) {
-                        emit(act);
-                    }
-                });
-            }
+            Offer::ScheduleAt { at, token } => Self::arm(window, emit, at, token, now, ctx),
             Offer::Replace => {}
         }
+    }
+
+    /// Arms the trailing-edge timer of a window.
+    fn arm(
+        window: fn(&mut Self) -> &mut Window,
+        emit: fn(&mut Self),
+        at: Instant,
+        token: u64,
+        now: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
+            let now = Instant::now();
+            match window(act).flush(token, now) {
+                Flush::Emit => emit(act),
+                Flush::Idle => {}
+                Flush::Rearm(at) => Self::arm(window, emit, at, token, now, ctx),
+            }
+        });
     }
 
     fn emit_price(&mut self) {
@@ -422,6 +481,7 @@ impl Handler<StopThrottle> for SymbolThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::SplitMix64;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -437,15 +497,18 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Window::new(200 * MS);
         assert_eq!(w.offer(t0), Offer::EmitNow);
-        assert_eq!(w.offer(t0 + 10 * MS), Offer::ScheduleAt(t0 + 200 * MS));
+        let Offer::ScheduleAt { at, token } = w.offer(t0 + 10 * MS) else {
+            panic!("a second update inside the window waits");
+        };
+        assert_eq!(at, t0 + 200 * MS);
         assert_eq!(w.offer(t0 + 20 * MS), Offer::Replace);
         assert_eq!(w.offer(t0 + 199 * MS), Offer::Replace);
-        assert!(
-            w.flush(t0 + 200 * MS),
-            "the latest value goes out at the trailing edge"
-        );
-        // A new window opened at the flush: the next update inside it waits again.
-        assert_eq!(w.offer(t0 + 250 * MS), Offer::ScheduleAt(t0 + 400 * MS));
+        assert_eq!(w.flush(token, t0 + 200 * MS), Flush::Emit);
+        // A new window started at the flush: the next update inside it waits again.
+        assert!(matches!(
+            w.offer(t0 + 250 * MS),
+            Offer::ScheduleAt { at, .. } if at == t0 + 400 * MS
+        ));
     }
 
     #[test]
@@ -454,44 +517,45 @@ mod tests {
         let mut w = Window::new(200 * MS);
         w.offer(t0);
         assert_eq!(w.offer(t0 + 300 * MS), Offer::EmitNow);
-        assert!(!w.flush(t0 + 400 * MS), "nothing pending: nothing to flush");
+        assert!(!w.is_pending());
     }
 
     #[test]
-    fn late_timer_after_a_newer_immediate_emit_does_nothing() {
+    fn a_stale_timer_never_emits_a_second_value_in_the_same_window() {
+        // The bug this type exists to prevent: a late timer from the previous window fired right
+        // after an immediate emission and sent a second update microseconds later.
         let t0 = Instant::now();
         let mut w = Window::new(100 * MS);
         w.offer(t0);
-        assert!(matches!(w.offer(t0 + 50 * MS), Offer::ScheduleAt(_)));
-        // The timer is late; an update after the window end goes out at once and supersedes it.
+        let Offer::ScheduleAt { token: old, .. } = w.offer(t0 + 50 * MS) else {
+            panic!("waits");
+        };
+        // The timer is late; an update after the window end goes out at once...
         assert_eq!(w.offer(t0 + 150 * MS), Offer::EmitNow);
-        assert!(!w.flush(t0 + 151 * MS));
+        // ... another arrives in the new window and arms a new timer ...
+        let Offer::ScheduleAt { token: new, at } =
+            w.offer(t0 + 150 * MS + Duration::from_micros(1))
+        else {
+            panic!("waits");
+        };
+        // ... and the old timer, firing now, must not emit.
+        assert_eq!(
+            w.flush(old, t0 + 150 * MS + Duration::from_micros(2)),
+            Flush::Idle
+        );
+        assert_eq!(w.flush(new, at), Flush::Emit);
     }
 
     #[test]
-    fn at_most_one_emission_per_interval_under_a_steady_stream() {
+    fn an_early_timer_is_rearmed_not_obeyed() {
         let t0 = Instant::now();
         let mut w = Window::new(100 * MS);
-        let mut emitted = Vec::new();
-        let mut next_flush: Option<Instant> = None;
-        for i in 0..1000u32 {
-            let now = t0 + i * MS; // one update per millisecond for one second
-            if let Some(at) = next_flush.filter(|at| *at <= now) {
-                next_flush = None;
-                if w.flush(at) {
-                    emitted.push(at);
-                }
-            }
-            match w.offer(now) {
-                Offer::EmitNow => emitted.push(now),
-                Offer::ScheduleAt(at) => next_flush = Some(at),
-                Offer::Replace => {}
-            }
-        }
-        assert!((10..=11).contains(&emitted.len()), "{}", emitted.len());
-        for pair in emitted.windows(2) {
-            assert!(pair[1] - pair[0] >= 100 * MS);
-        }
+        w.offer(t0);
+        let Offer::ScheduleAt { token, at } = w.offer(t0 + 10 * MS) else {
+            panic!("waits");
+        };
+        assert_eq!(w.flush(token, t0 + 99 * MS), Flush::Rearm(at));
+        assert_eq!(w.flush(token, at), Flush::Emit);
     }
 
     #[test]
@@ -500,6 +564,140 @@ mod tests {
         let mut w = Window::new(Duration::ZERO);
         for i in 0..5 {
             assert_eq!(w.offer(t0 + i * MS), Offer::EmitNow);
+        }
+    }
+
+    /// One simulated run: updates with values 1..=n arrive at random times; each armed timer fires
+    /// at its instant plus a random delay (up to `max_late`), and sometimes a second, duplicate
+    /// firing of an old timer happens later still. Returns the emissions (time, value).
+    fn simulate(seed: u64, interval: Duration, max_late: Duration) -> (Vec<(Instant, u64)>, u64) {
+        let mut rng = SplitMix64::new(seed);
+        let t0 = Instant::now();
+        let mut w = Window::new(interval);
+        let n = 1 + rng.below(300);
+        // Arrivals: bursts and gaps, in microseconds.
+        let mut t = 0u64;
+        let mut arrivals = Vec::new();
+        for v in 1..=n {
+            t += match rng.below(4) {
+                0 => 0,
+                1 => rng.below(1_000),
+                2 => rng.below(interval.as_micros() as u64 + 1),
+                _ => rng.below(3 * interval.as_micros() as u64 + 1),
+            };
+            arrivals.push((t0 + Duration::from_micros(t), v));
+        }
+        // Timers: (fire at, token), kept sorted by time as they are armed.
+        let mut timers: Vec<(Instant, u64)> = Vec::new();
+        let mut latest = 0u64;
+        let mut emitted = Vec::new();
+        let late = |rng: &mut SplitMix64| {
+            Duration::from_micros(rng.below(max_late.as_micros() as u64 + 1))
+        };
+        let mut next_arrival = 0;
+        loop {
+            let timer_first = match (timers.first(), arrivals.get(next_arrival)) {
+                (Some((ft, _)), Some((at, _))) => ft < at || (ft == at && rng.below(2) == 0),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if timer_first {
+                let (now, token) = timers.remove(0);
+                match w.flush(token, now) {
+                    Flush::Emit => emitted.push((now, latest)),
+                    Flush::Idle => {}
+                    Flush::Rearm(at) => {
+                        let when = at + late(&mut rng);
+                        timers.push((when, token));
+                    }
+                }
+                // A stale duplicate firing of the same timer, later.
+                if rng.below(10) == 0 {
+                    let when = now + late(&mut rng);
+                    timers.push((when, token));
+                }
+            } else {
+                let (now, value) = arrivals[next_arrival];
+                next_arrival += 1;
+                latest = value;
+                match w.offer(now) {
+                    Offer::EmitNow => emitted.push((now, latest)),
+                    Offer::ScheduleAt { at, token } => {
+                        let when = at + late(&mut rng);
+                        timers.push((when, token));
+                    }
+                    Offer::Replace => {}
+                }
+            }
+            timers.sort_by_key(|(at, _)| *at);
+        }
+        (emitted, n)
+    }
+
+    #[test]
+    fn property_emissions_are_never_closer_than_the_interval_and_the_final_value_goes_out() {
+        for seed in 0..2_000u64 {
+            let mut rng = SplitMix64::new(seed ^ 0x5eed);
+            let interval = Duration::from_micros(1 + rng.below(300_000));
+            let max_late = match seed % 3 {
+                0 => Duration::ZERO,
+                1 => interval / 2,
+                _ => interval * 5,
+            };
+            let (emitted, last) = simulate(seed, interval, max_late);
+            assert!(!emitted.is_empty(), "seed {seed}: nothing emitted");
+            for pair in emitted.windows(2) {
+                assert!(
+                    pair[1].0 - pair[0].0 >= interval,
+                    "seed {seed}: two emissions {:?} apart with an interval of {interval:?}",
+                    pair[1].0 - pair[0].0
+                );
+                assert!(
+                    pair[1].1 > pair[0].1,
+                    "seed {seed}: an older value went out again"
+                );
+            }
+            assert_eq!(
+                emitted.last().map(|e| e.1),
+                Some(last),
+                "seed {seed}: the final value was not delivered"
+            );
+        }
+    }
+
+    #[test]
+    fn property_a_steady_flood_gives_one_emission_per_interval() {
+        // One update every 10 µs for two seconds, timers up to half an interval late: about
+        // ten emissions, whatever the lateness.
+        for seed in 0..20u64 {
+            let t0 = Instant::now();
+            let interval = 200 * MS;
+            let mut rng = SplitMix64::new(seed);
+            let mut w = Window::new(interval);
+            let mut timer: Option<(Instant, u64)> = None;
+            let mut emitted = 0;
+            for i in 0..200_000u32 {
+                let now = t0 + i * Duration::from_micros(10);
+                if let Some((at, token)) = timer.filter(|(at, _)| *at <= now) {
+                    timer = None;
+                    if w.flush(token, at) == Flush::Emit {
+                        emitted += 1;
+                    }
+                }
+                match w.offer(now) {
+                    Offer::EmitNow => emitted += 1,
+                    Offer::ScheduleAt { at, token } => {
+                        let late = Duration::from_micros(rng.below(100_000));
+                        timer = Some((at + late, token));
+                    }
+                    Offer::Replace => {}
+                }
+            }
+            assert!(
+                (7..=11).contains(&emitted),
+                "seed {seed}: {emitted} emissions in 2 s"
+            );
         }
     }
 }
