@@ -6,31 +6,42 @@
 //!   Alpaca (or the built-in simulator)
 //!        │  WebSocket, Alpaca stream protocol
 //!        ▼
-//!   upstream::feed::UpstreamFeed ── one per feed, under actix::Supervisor (backoff + jitter)
-//!        │  MarketEventReceived (try_send, per symbol)        ▲ SetSubscriptions (desired set + routes)
-//!        ▼                                                    │
-//!   throttle::SymbolThrottle ── one per symbol in use          registry::Registry ── one
-//!        │  Deliver (frame serialized once, shared bytes)    ▲  ▲ Connect / Subscribe / Unsubscribe
-//!        ▼                                                    │  │ Pin / Unpin, FeedStateChanged
-//!   session::ClientSession ── one per browser on /ws ─────────┘  └── http (REST, probes, dashboard)
+//!   upstream::feed::UpstreamFeed ── one per feed, each on its own thread, under actix::Supervisor
+//!        │  Inlet (newest value per symbol; one Drain wake-up)   ▲ SetSubscriptions (desired set + routes)
+//!        ▼                                                        │
+//!   throttle::SymbolThrottle ── one per symbol in use              registry::Registry ── one
+//!        │  Publish (serialized once; one per worker)            ▲  ▲ Connect / Subscribe / Unsubscribe
+//!        ▼                                                        │  │ Pin / Unpin, FeedStateChanged
+//!   hub::Hub ── one per HTTP worker thread                         │  └── http (REST, probes, dashboard)
+//!        │  the session's outbox (same thread, no message)        │ SetHub (throttle ← registry)
+//!        ▼                                                        │
+//!   session::ClientSession ── one per browser on /ws ─────────────┘ SessionCommand (registry → session)
+//!        │  outbox: newest frame per symbol, bounded events, one socket write per poll
+//!        ▼
+//!   the browser
 //! ```
 //!
 //! - [`upstream`] — feed actor, Alpaca wire protocol, reconnect schedule.
 //! - [`registry`] — who wants what: ref-counted interest, pins, desired sets, feed status.
-//! - [`throttle`] — per-symbol latest-value conflation and snapshots.
-//! - [`session`] — the browser protocol actor with its slow-client policy.
+//! - [`throttle`] — per-symbol latest-value conflation (the exact window) and the feed's inlet.
+//! - [`hub`] — per-worker fan-out, heartbeat and slow-client clock.
+//! - [`session`] — the browser protocol actor and its conflating outbox.
+//! - [`delivery`] — the contract between throttles, hubs, the registry and sessions (a leaf).
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
 //! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
 //!   [`time`], [`quote_book`], [`rng`].
 //!
-//! Quote traffic never waits: feed → throttle and throttle → session use `try_send` into bounded
-//! mailboxes; control messages may await replies.
+//! Quote traffic never waits: the feed leaves events in a per-symbol inlet (bounded, newest wins),
+//! throttles `try_send` to hubs, hubs write into outboxes that conflate; control messages may await
+//! replies.
 
 pub mod accounts;
 pub mod browser;
+pub mod delivery;
 pub mod http;
+pub mod hub;
 pub mod market;
 pub mod quote_book;
 pub mod registry;

@@ -79,6 +79,30 @@ pub struct BookUpdate {
     pub timestamp: Timestamp,
 }
 
+impl BookUpdate {
+    /// Folds a later update into this one, so that applying the result equals applying both in
+    /// order: a reset replaces everything; otherwise a level of the later update replaces the
+    /// same-price level of this one. The result holds at most one entry per price level.
+    pub fn merge(&mut self, later: BookUpdate) {
+        if later.reset {
+            *self = later;
+            return;
+        }
+        for (mine, theirs) in [(&mut self.bids, later.bids), (&mut self.asks, later.asks)] {
+            for level in theirs {
+                match mine
+                    .iter_mut()
+                    .find(|l| price_key(l.price) == price_key(level.price))
+                {
+                    Some(slot) => *slot = level,
+                    None => mine.push(level),
+                }
+            }
+        }
+        self.timestamp = later.timestamp;
+    }
+}
+
 /// Which bar stream a bar came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -234,6 +258,47 @@ mod tests {
             timestamp: t,
         });
         assert_eq!(book.depth(), (1, 0));
+    }
+
+    #[test]
+    fn merged_book_updates_apply_like_the_sequence() {
+        let t = Timestamp::now();
+        let lvl = |p: f64, s: f64| Level {
+            price: p,
+            size: Num::Float(s),
+        };
+        let updates = [
+            BookUpdate {
+                bids: vec![lvl(100.0, 1.0), lvl(99.0, 2.0)],
+                asks: vec![lvl(101.0, 1.0)],
+                reset: true,
+                timestamp: t,
+            },
+            BookUpdate {
+                bids: vec![lvl(100.0, 0.0), lvl(98.0, 4.0)],
+                asks: vec![lvl(101.0, 3.0), lvl(102.0, 1.0)],
+                reset: false,
+                timestamp: t,
+            },
+            BookUpdate {
+                bids: vec![lvl(100.0, 5.0)],
+                asks: vec![lvl(102.0, 0.0)],
+                reset: false,
+                timestamp: t,
+            },
+        ];
+        let mut one_by_one = OrderBook::default();
+        for u in &updates {
+            one_by_one.apply(u);
+        }
+        let mut merged = updates[0].clone();
+        merged.merge(updates[1].clone());
+        merged.merge(updates[2].clone());
+        let mut at_once = OrderBook::default();
+        at_once.apply(&merged);
+        assert_eq!(at_once.top_bids(10), one_by_one.top_bids(10));
+        assert_eq!(at_once.top_asks(10), one_by_one.top_asks(10));
+        assert_eq!(merged.bids.len(), 3, "one entry per price level");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::time::Timestamp;
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedPrice {
     pub price: PriceView,
+    /// Options: contracts traded since tickrelay started streaming the symbol.
+    pub volume: i64,
     /// When tickrelay received the value (wall clock).
     pub received_at: Timestamp,
 }
@@ -34,9 +36,10 @@ pub struct QuoteBook {
 }
 
 impl QuoteBook {
-    pub fn put(&self, symbol: &Symbol, price: &PriceView) {
+    pub fn put(&self, symbol: &Symbol, price: &PriceView, volume: i64) {
         let entry = CachedPrice {
             price: price.clone(),
+            volume,
             received_at: Timestamp::now(),
         };
         // A poisoned lock only means a panic elsewhere mid-write; the map is still usable.

@@ -128,8 +128,6 @@ pub struct UpstreamSettings {
     pub data_idle_timeout_ms: u64,
     /// Largest upstream WebSocket frame accepted.
     pub max_frame_bytes: usize,
-    /// Capacity of each symbol throttle's mailbox; events for a full mailbox are dropped and counted.
-    pub throttle_mailbox: usize,
     /// Wait this long before reconnecting after an error retrying will not fix soon
     /// (402 auth failed, 409 insufficient subscription, 411 insufficient scope).
     pub fatal_hold_off_ms: u64,
@@ -157,7 +155,6 @@ impl Default for UpstreamSettings {
             pong_timeout_ms: 5_000,
             data_idle_timeout_ms: 120_000,
             max_frame_bytes: 16 * 1024 * 1024,
-            throttle_mailbox: 4096,
             fatal_hold_off_ms: 600_000,
             connection_limit_hold_off_ms: 90_000,
             rate_limit_hold_off_ms: 60_000,
@@ -481,9 +478,8 @@ pub struct SessionSettings {
     pub max_symbols: usize,
     /// Largest client frame accepted; larger ones close the connection with 1009.
     pub max_frame_bytes: usize,
-    /// Unsent bytes past which the session keeps only the newest update per symbol.
-    pub backlog_limit_bytes: usize,
-    /// A client that stays past the backlog limit this long is closed with 4008.
+    /// A client whose socket takes nothing for this long while frames wait is closed with 4008.
+    /// Until then it costs one waiting frame per symbol and kind: newer values replace older ones.
     pub slow_client_timeout_ms: u64,
     /// After sending 4008, how long the client gets to read it before its socket is shut down.
     pub slow_client_close_grace_ms: u64,
@@ -491,8 +487,11 @@ pub struct SessionSettings {
     pub heartbeat_interval_ms: u64,
     /// Close a client that sends nothing (not even a pong) for this long.
     pub client_timeout_ms: u64,
-    /// Capacity of each session's mailbox.
-    pub mailbox_capacity: usize,
+    /// News articles, bars and account events that may wait for one client. Past it news and
+    /// bars are dropped (counted); an account event closes the session with 4008 instead.
+    pub max_queued_events: usize,
+    /// With `configure {"batch":true}`, price updates go out as one batch per kind this often.
+    pub batch_interval_ms: u64,
     /// Client messages accepted per second (bursts up to the same number); more get `rate_limited`.
     pub max_messages_per_second: u32,
     /// Kernel send buffer per browser socket in bytes; 0 keeps the system default (autotuned).
@@ -504,12 +503,12 @@ impl Default for SessionSettings {
         Self {
             max_symbols: 200,
             max_frame_bytes: 64 * 1024,
-            backlog_limit_bytes: 1024 * 1024,
             slow_client_timeout_ms: 10_000,
             slow_client_close_grace_ms: 5_000,
             heartbeat_interval_ms: 10_000,
             client_timeout_ms: 30_000,
-            mailbox_capacity: 1024,
+            max_queued_events: 256,
+            batch_interval_ms: 100,
             max_messages_per_second: 50,
             socket_send_buffer_bytes: 0,
         }
@@ -780,9 +779,6 @@ impl Settings {
         if up.max_frame_bytes < 1024 {
             bad("upstream.max_frame_bytes", "must be at least 1024".into());
         }
-        if up.throttle_mailbox == 0 {
-            bad("upstream.throttle_mailbox", "must be greater than 0".into());
-        }
         let b = &up.backoff;
         if !(b.factor >= 1.0 && b.factor <= 100.0) {
             bad(
@@ -870,20 +866,20 @@ impl Settings {
         if s.max_frame_bytes < 256 {
             bad("session.max_frame_bytes", "must be at least 256".into());
         }
-        if s.backlog_limit_bytes < 4096 {
-            bad(
-                "session.backlog_limit_bytes",
-                "must be at least 4096".into(),
-            );
-        }
         if s.max_messages_per_second == 0 {
             bad(
                 "session.max_messages_per_second",
                 "must be greater than 0".into(),
             );
         }
-        if s.mailbox_capacity < 16 {
-            bad("session.mailbox_capacity", "must be at least 16".into());
+        if s.max_queued_events < 16 {
+            bad("session.max_queued_events", "must be at least 16".into());
+        }
+        if !(10..=10_000).contains(&s.batch_interval_ms) {
+            bad(
+                "session.batch_interval_ms",
+                format!("{} must be between 10 and 10000", s.batch_interval_ms),
+            );
         }
         if s.client_timeout_ms <= s.heartbeat_interval_ms {
             bad(

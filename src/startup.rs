@@ -1,12 +1,14 @@
 //! Builds and runs the daemon: binds the listeners, starts the actors, stops them in order.
 //!
 //! [`Daemon::build`] must run inside an actix `System`. It starts the simulator (when it is the
-//! provider), the registry, one supervised feed per enabled feed and the HTTP server, and reads back
-//! the bound port (port 0 picks a free one). [`DaemonHandle::shutdown`] closes every browser session
+//! provider), the registry, one supervised feed per enabled feed — each on its own thread (an
+//! actix `Arbiter`) so that nothing downstream can keep it from draining its socket — the trading
+//! streams (on a thread of their own) and the HTTP server with one fan-out hub per worker, and reads
+//! back the bound port (port 0 picks a free one). [`DaemonHandle::shutdown`] closes every browser session
 //! with 1001, stops the feeds without a restart and stops the servers.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ use log::{info, warn};
 use crate::accounts::stream::{TradingConfig, TradingStream};
 use crate::accounts::AccountStore;
 use crate::http::{self, AppState};
+use crate::hub::{HubConfig, LocalHub};
 use crate::quote_book::QuoteBook;
 use crate::registry::{Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
 use crate::session::SessionConfig;
@@ -109,8 +112,8 @@ impl Daemon {
         let throttle = ThrottleConfig {
             interval: ms(settings.throttle.interval_ms),
             stale_after: ms(settings.throttle.stale_after_ms),
-            mailbox_capacity: settings.upstream.throttle_mailbox,
             book_depth: settings.feeds.crypto.book_depth,
+            hub_drops: Arc::new(AtomicU64::new(0)),
         };
         let registry = Registry::new(
             RegistryConfig {
@@ -152,6 +155,7 @@ impl Daemon {
                 settings: settings.session.clone(),
                 provider: provider.as_str(),
                 throttle_ms: settings.throttle.interval_ms,
+                stale_after: ms(settings.throttle.stale_after_ms),
             }),
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
@@ -178,11 +182,24 @@ impl Daemon {
         let s = &settings.session;
         let user_timeout = ms(s.slow_client_timeout_ms + s.slow_client_close_grace_ms);
         let send_buffer = s.socket_send_buffer_bytes;
-        let mut server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-                .disable_signals()
-                .shutdown_timeout(http.shutdown_timeout_ms.div_ceil(1000))
-                .on_connect(move |conn, _| tune_socket(conn, user_timeout, send_buffer));
+        let hub_config = HubConfig {
+            slow_client_timeout: ms(s.slow_client_timeout_ms),
+            heartbeat_interval: ms(s.heartbeat_interval_ms),
+            client_timeout: ms(s.client_timeout_ms),
+            batch_interval: ms(s.batch_interval_ms),
+        };
+        let hub_ids = Arc::new(AtomicUsize::new(0));
+        // The factory runs once on each worker thread: each worker gets its own hub.
+        let mut server = HttpServer::new(move || {
+            let hub = LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
+            App::new()
+                .app_data(state.clone())
+                .app_data(hub)
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(http.shutdown_timeout_ms.div_ceil(1000))
+        .on_connect(move |conn, _| tune_socket(conn, user_timeout, send_buffer));
         if http.workers > 0 {
             server = server.workers(http.workers);
         }
@@ -305,6 +322,8 @@ fn start_accounts(
 ) -> anyhow::Result<()> {
     let up = &settings.upstream;
     let trading = &settings.trading;
+    // Trading streams carry little traffic; they share one thread, away from the HTTP workers.
+    let trading_thread = Arbiter::new().handle();
     for (index, (id, account)) in settings
         .accounts
         .iter()
@@ -360,7 +379,9 @@ fn start_accounts(
         let feed_id = FeedId::Trading(account_id);
         let status = FeedStatus::new(feed_id.clone(), config.provider, config.stream_url.clone());
         let (reg, st, ctr) = (registry.clone(), store.clone(), counters.clone());
-        let stream = Supervisor::start(move |_| TradingStream::new(config, reg, st, ctr));
+        let stream = Supervisor::start_in_arbiter(&trading_thread, move |_| {
+            TradingStream::new(config, reg, st, ctr)
+        });
         registry.do_send(RegisterFeed {
             id: feed_id,
             subscriptions: None,
@@ -382,7 +403,11 @@ fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
         rejected: registry.clone().recipient(),
     };
     let feed_counters = counters.clone();
-    let feed = Supervisor::start(move |_| UpstreamFeed::new(config, outputs, feed_counters));
+    // Its own thread: reading and decoding never wait for throttles, hubs or the registry.
+    let thread = Arbiter::new();
+    let feed = Supervisor::start_in_arbiter(&thread.handle(), move |_| {
+        UpstreamFeed::new(config, outputs, feed_counters)
+    });
     // Queued before the feed can report anything: the registry knows it first.
     registry.do_send(RegisterFeed {
         id,

@@ -1,18 +1,23 @@
 //! `SymbolThrottle`: one actor per symbol in use; conflates the firehose to what people can read.
 //!
-//! Owns: the latest price state of its symbol (and, for crypto, its order book), its subscriber
-//! list, and one throttle window per conflated stream (prices, trades, books).
-//! Talks to: receives market events from its feed (`try_send`), subscriber changes from the
-//! registry; sends pre-serialized frames to sessions (`try_send`) and writes the quote cache.
+//! Owns: the latest price state of its symbol (and, for crypto, its order book), the hubs that
+//! want it (one per HTTP worker with interested sessions, with the channels they want) and one
+//! throttle window per conflated stream (prices, trades, books).
+//! Talks to: its feed leaves events in the symbol's [`Inlet`] (never blocking, never queueing: the
+//! newest value replaces an undrained one) and wakes it with one [`Drain`] at a time; the registry
+//! sets which hubs want what ([`SetHub`]); it sends each emitted frame, serialized once, to every
+//! interested hub ([`Publish`], `try_send`) and writes the quote cache.
 //! Stopped by the registry when the last subscriber (and pin) is gone and the grace period ends.
 //!
 //! The window rule (`browser-protocol.md`): the first update goes out at once; updates inside the
-//! window replace the pending one; when the window closes, the latest pending value goes out and a
-//! new window starts. So at most one update per interval, and the final value is never lost. The
-//! rule lives in [`Window`], a plain struct the tests and benches drive without actors.
+//! window replace the pending one; when the window closes, the latest pending value goes out and
+//! the next window starts at that emission. So at most one update per interval, measured at the
+//! emission, whatever the load and however late timers fire, and the final value is never lost.
+//! The rule lives in [`Window`], a plain struct the tests and benches drive without actors.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::dev::SendError;
@@ -22,11 +27,14 @@ use bytestring::ByteString;
 use crate::browser::{
     self, ChannelMask, ClientChannel, PriceFrame, PriceKind, PriceUpdate, PriceView,
 };
-use crate::market::{MarketEvent, Num, OrderBook, Trade};
+use crate::delivery::{FrameKind, HubId, Publish};
+use crate::market::{Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, Trade};
 use crate::quote_book::QuoteBook;
-use crate::session::{Deliver, DeliverKey, FrameKind, SessionId, Subscriber};
 use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
+
+/// Bars that may wait in an inlet; older ones are dropped (counted) past it.
+const MAX_PENDING_BARS: usize = 64;
 
 /// What to do with an update that just arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,27 +144,106 @@ pub enum Flush {
     Rearm(Instant),
 }
 
-/// A quote, trade, bar or book update for this throttle's symbol.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct MarketEventReceived {
-    pub event: MarketEvent,
+/// Events of one symbol that arrived since its throttle last drained the inlet.
+#[derive(Default)]
+struct Pending {
+    quote: Option<Quote>,
+    trade: Option<Trade>,
+    /// Integer trade sizes summed since the last drain (option volume).
+    volume: i64,
+    bars: VecDeque<Bar>,
+    book: Option<BookUpdate>,
+    /// A [`Drain`] is on its way to the throttle.
+    notified: bool,
 }
 
-/// Add a session or change the channels it wants; sends a snapshot for `quotes` when a price is known.
+/// What happened to an event handed to an [`Inlet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Waiting for the throttle (which has been woken).
+    Queued,
+    /// Waiting, replacing an undrained older value of the same kind.
+    Conflated,
+    /// The throttle is gone (the symbol was just released).
+    Gone,
+}
+
+/// Where a feed hands the events of one symbol to its throttle. The feed's reader never waits:
+/// it overwrites the newest quote and trade, merges book updates, keeps a few bars, and sends at
+/// most one wake-up message at a time, so a busy throttle costs memory bounded per symbol and
+/// never backs up into the upstream socket.
+pub struct Inlet {
+    pending: Arc<Mutex<Pending>>,
+    wake: Recipient<Drain>,
+}
+
+impl Inlet {
+    pub fn offer(&self, event: MarketEvent) -> Offered {
+        // A poisoned lock only means a panic elsewhere mid-update; the slot is still usable.
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let replaced = match event {
+            MarketEvent::Quote(q) => p.quote.replace(q).is_some(),
+            MarketEvent::Trade(t) => {
+                if let Num::Int(n) = t.size {
+                    p.volume = p.volume.saturating_add(n);
+                }
+                p.trade.replace(t).is_some()
+            }
+            MarketEvent::Bar(b) => {
+                p.bars.push_back(b);
+                let over = p.bars.len() > MAX_PENDING_BARS;
+                if over {
+                    p.bars.pop_front();
+                }
+                over
+            }
+            MarketEvent::Book(u) => match &mut p.book {
+                Some(book) => {
+                    book.merge(u);
+                    true
+                }
+                None => {
+                    p.book = Some(u);
+                    false
+                }
+            },
+        };
+        if p.notified {
+            return if replaced {
+                Offered::Conflated
+            } else {
+                Offered::Queued
+            };
+        }
+        p.notified = true;
+        drop(p);
+        match self.wake.try_send(Drain) {
+            Ok(()) => Offered::Queued,
+            Err(SendError::Full(_)) => {
+                // Cannot happen with one wake-up in flight, but never lose the next one.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .notified = false;
+                Offered::Queued
+            }
+            Err(SendError::Closed(_)) => Offered::Gone,
+        }
+    }
+}
+
+/// Events wait in the inlet: take them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AddSubscriber {
-    pub session: SessionId,
+pub struct Drain;
+
+/// What `hub` wants of this symbol; empty channels remove it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetHub {
+    pub hub: HubId,
+    pub publish: Recipient<Publish>,
     pub channels: ChannelMask,
-    pub subscriber: Subscriber,
-}
-
-/// Remove a session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RemoveSubscriber {
-    pub session: SessionId,
 }
 
 /// The symbol is no longer in use.
@@ -169,14 +256,17 @@ pub struct StopThrottle;
 pub struct ThrottleConfig {
     pub interval: Duration,
     pub stale_after: Duration,
-    pub mailbox_capacity: usize,
     /// Levels per side in `orderbook` frames.
     pub book_depth: usize,
+    /// Frames a hub's full mailbox refused (shared by all throttles; shown in the status).
+    pub hub_drops: Arc<AtomicU64>,
 }
 
-struct Member {
+/// One hub that wants this symbol.
+struct HubTarget {
+    hub: HubId,
+    publish: Recipient<Publish>,
     channels: ChannelMask,
-    subscriber: Subscriber,
 }
 
 /// The per-symbol conflation actor.
@@ -185,11 +275,11 @@ pub struct SymbolThrottle {
     /// Spot or option messages.
     kind: PriceKind,
     config: ThrottleConfig,
+    /// Events left by the feed.
+    pending: Arc<Mutex<Pending>>,
     /// Latest price state (bid/ask/sizes/last/exchange time).
     price: PriceView,
-    /// Whether `price` holds anything yet.
-    has_price: bool,
-    /// Options: contracts traded since the throttle started.
+    /// Options: contracts traded since the throttle started (seeded from the cache).
     volume: i64,
     price_window: Window,
     /// Latest trade, for the `trades` channel.
@@ -199,65 +289,53 @@ pub struct SymbolThrottle {
     book: OrderBook,
     book_window: Window,
     /// Who receives what.
-    members: HashMap<SessionId, Member>,
-    /// Members per channel (indexed by `ClientChannel as usize`), so events for channels nobody
-    /// wants are not serialized.
-    wanted: [usize; ClientChannel::ALL.len()],
+    hubs: Vec<HubTarget>,
+    /// Union of what the hubs want, so events for channels nobody wants are not serialized.
+    wanted: ChannelMask,
     /// Written on every price emission.
     quotes: QuoteBook,
 }
 
 impl SymbolThrottle {
-    /// A throttle for `symbol`, seeded with a previously cached price so a resubscribe gets a
-    /// snapshot at once.
-    pub fn new(symbol: Symbol, config: ThrottleConfig, quotes: QuoteBook) -> Self {
+    /// Starts the throttle of `symbol`, seeded with a previously cached price; returns its address
+    /// and the inlet its feed writes to.
+    pub fn start(
+        symbol: Symbol,
+        config: ThrottleConfig,
+        quotes: QuoteBook,
+    ) -> (Addr<SymbolThrottle>, Arc<Inlet>) {
         let cached = quotes.get(symbol.as_str());
         let kind = match symbol.class() {
             AssetClass::Option => PriceKind::Option,
             AssetClass::Stock | AssetClass::Crypto => PriceKind::Spot,
         };
-        SymbolThrottle {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let throttle = SymbolThrottle {
             price_window: Window::new(config.interval),
             trade_window: Window::new(config.interval),
             book_window: Window::new(config.interval),
             symbol,
             kind,
             config,
-            has_price: cached.is_some(),
+            pending: pending.clone(),
+            volume: cached.as_ref().map_or(0, |c| c.volume),
             price: cached.map(|c| c.price).unwrap_or_default(),
-            volume: 0,
             last_trade: None,
             book: OrderBook::default(),
-            members: HashMap::new(),
-            wanted: [0; ClientChannel::ALL.len()],
+            hubs: Vec::new(),
+            wanted: ChannelMask::EMPTY,
             quotes,
-        }
+        };
+        let addr = throttle.start();
+        let inlet = Arc::new(Inlet {
+            pending,
+            wake: addr.clone().recipient(),
+        });
+        (addr, inlet)
     }
 
     fn wants(&self, channel: ClientChannel) -> bool {
-        self.wanted[channel as usize] > 0
-    }
-
-    /// Adds or replaces a member, keeping the per-channel counts true.
-    fn insert_member(&mut self, session: SessionId, member: Member) {
-        let added = member.channels;
-        if let Some(old) = self.members.insert(session, member) {
-            self.count(old.channels, false);
-        }
-        self.count(added, true);
-    }
-
-    fn remove_member(&mut self, session: SessionId) {
-        if let Some(old) = self.members.remove(&session) {
-            self.count(old.channels, false);
-        }
-    }
-
-    fn count(&mut self, channels: ChannelMask, add: bool) {
-        for c in channels.channels() {
-            let n = &mut self.wanted[c as usize];
-            *n = if add { *n + 1 } else { n.saturating_sub(1) };
-        }
+        self.wanted.contains(channel)
     }
 
     fn stale(&self) -> bool {
@@ -266,12 +344,12 @@ impl SymbolThrottle {
             .is_some_and(|t| t.age_at(Timestamp::now()) > self.config.stale_after)
     }
 
-    fn price_frame(&self, snapshot: bool) -> PriceFrame {
+    fn price_frame(&self) -> PriceFrame {
         let mut update = PriceUpdate::new(&self.symbol, &self.price, self.stale());
         if self.kind == PriceKind::Option {
             update.volume = Some(Num::Int(self.volume));
         }
-        browser::price_update(self.kind, &update, snapshot)
+        browser::price_update(self.kind, &update, false)
     }
 
     /// Runs `emit` now or at the window's trailing edge, as the window says.
@@ -309,22 +387,17 @@ impl SymbolThrottle {
     }
 
     fn emit_price(&mut self) {
-        self.quotes.put(&self.symbol, &self.price);
+        self.quotes.put(&self.symbol, &self.price, self.volume);
         if self.wants(ClientChannel::Quotes) {
-            let PriceFrame { frame, update } = self.price_frame(false);
-            self.deliver(
-                ClientChannel::Quotes,
-                FrameKind::Price,
-                frame,
-                Some((self.kind, update)),
-            );
+            let PriceFrame { frame, update } = self.price_frame();
+            self.publish(FrameKind::Price, frame, Some((self.kind, update)));
         }
     }
 
     fn emit_trade(&mut self) {
         if let Some(trade) = &self.last_trade {
             let frame = browser::trade(&self.symbol, trade);
-            self.deliver(ClientChannel::Trades, FrameKind::Trade, frame, None);
+            self.publish(FrameKind::Trade, frame, None);
         }
     }
 
@@ -336,137 +409,121 @@ impl SymbolThrottle {
             &self.book.top_asks(depth),
             self.book.timestamp,
         );
-        self.deliver(ClientChannel::Orderbooks, FrameKind::Book, frame, None);
+        self.publish(FrameKind::Book, frame, None);
     }
 
-    /// Hands the same bytes to every member that wants `channel`. Never blocks: a full session
-    /// mailbox counts a drop on that session; a closed one removes the member.
-    fn deliver(
+    /// Hands the same bytes to every hub that wants this kind. Never blocks: a full hub mailbox
+    /// counts a drop; a closed one (its worker stopped) removes the hub.
+    fn publish(
         &mut self,
-        channel: ClientChannel,
         kind: FrameKind,
         frame: ByteString,
         batch: Option<(PriceKind, ByteString)>,
     ) {
-        let key = DeliverKey {
-            symbol: self.symbol.clone(),
-            kind,
-        };
-        let mut gone = Vec::new();
-        for (id, m) in &self.members {
-            if !m.channels.contains(channel) {
-                continue;
-            }
-            let msg = Deliver {
-                key: key.clone(),
+        let channel = kind.channel();
+        let mut gone = false;
+        for h in self.hubs.iter().filter(|h| h.channels.contains(channel)) {
+            let msg = Publish {
+                symbol: self.symbol.clone(),
+                kind,
                 frame: frame.clone(),
                 batch: batch.clone(),
             };
-            match m.subscriber.deliver.try_send(msg) {
+            match h.publish.try_send(msg) {
                 Ok(()) => {}
                 Err(SendError::Full(_)) => {
-                    m.subscriber
-                        .stats
-                        .mailbox_drops
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.config.hub_drops.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(SendError::Closed(_)) => gone.push(*id),
+                Err(SendError::Closed(_)) => gone = true,
             }
         }
-        for id in gone {
-            self.remove_member(id);
+        if gone {
+            self.hubs.retain(|h| h.publish.connected());
+            self.recount();
+        }
+    }
+
+    fn recount(&mut self) {
+        self.wanted = self
+            .hubs
+            .iter()
+            .fold(ChannelMask::EMPTY, |acc, h| acc.union(h.channels));
+    }
+
+    /// Takes what the feed left in the inlet and runs it through the windows.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        let p = {
+            let mut slot = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *slot) // also clears `notified`: the next event wakes us again
+        };
+        let mut price_changed = false;
+        if let Some(q) = p.quote {
+            self.price.bid_price = q.bid_price;
+            self.price.ask_price = q.ask_price;
+            self.price.bid_size = q.bid_size;
+            self.price.ask_size = q.ask_size;
+            self.price.timestamp = Some(q.timestamp);
+            price_changed = true;
+        }
+        if let Some(t) = p.trade {
+            self.price.last_price = Some(t.price);
+            if self.price.timestamp.is_none() {
+                self.price.timestamp = Some(t.timestamp);
+            }
+            self.volume = self.volume.saturating_add(p.volume);
+            self.last_trade = Some(t);
+            price_changed = true;
+            if self.wants(ClientChannel::Trades) {
+                self.offer(|a| &mut a.trade_window, Self::emit_trade, ctx);
+            }
+        }
+        if price_changed {
+            self.offer(|a| &mut a.price_window, Self::emit_price, ctx);
+        }
+        if self.wants(ClientChannel::Bars) {
+            for b in p.bars {
+                let frame = browser::bar(&self.symbol, &b);
+                self.publish(FrameKind::Bar(b.kind), frame, None);
+            }
+        }
+        if let Some(update) = p.book {
+            self.book.apply(&update);
+            if self.wants(ClientChannel::Orderbooks) {
+                self.offer(|a| &mut a.book_window, Self::emit_book, ctx);
+            }
         }
     }
 }
 
 impl Actor for SymbolThrottle {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+impl Handler<Drain> for SymbolThrottle {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        self.drain(ctx);
     }
 }
 
-impl Handler<MarketEventReceived> for SymbolThrottle {
+impl Handler<SetHub> for SymbolThrottle {
     type Result = ();
 
-    fn handle(&mut self, msg: MarketEventReceived, ctx: &mut Context<Self>) {
-        match msg.event {
-            MarketEvent::Quote(q) => {
-                self.price.bid_price = q.bid_price;
-                self.price.ask_price = q.ask_price;
-                self.price.bid_size = q.bid_size;
-                self.price.ask_size = q.ask_size;
-                self.price.timestamp = Some(q.timestamp);
-                self.has_price = true;
-                self.offer(|a| &mut a.price_window, Self::emit_price, ctx);
+    fn handle(&mut self, msg: SetHub, _: &mut Context<Self>) {
+        match self.hubs.iter().position(|h| h.hub == msg.hub) {
+            Some(i) if msg.channels.is_empty() => {
+                self.hubs.swap_remove(i);
             }
-            MarketEvent::Trade(t) => {
-                self.price.last_price = Some(t.price);
-                if self.price.timestamp.is_none() {
-                    self.price.timestamp = Some(t.timestamp);
-                }
-                if let Num::Int(n) = t.size {
-                    self.volume = self.volume.saturating_add(n);
-                }
-                self.has_price = true;
-                self.last_trade = Some(t);
-                self.offer(|a| &mut a.price_window, Self::emit_price, ctx);
-                if self.wants(ClientChannel::Trades) {
-                    self.offer(|a| &mut a.trade_window, Self::emit_trade, ctx);
-                }
-            }
-            MarketEvent::Bar(b) => {
-                if self.wants(ClientChannel::Bars) {
-                    let frame = browser::bar(&self.symbol, &b);
-                    self.deliver(ClientChannel::Bars, FrameKind::Bar(b.kind), frame, None);
-                }
-            }
-            MarketEvent::Book(update) => {
-                self.book.apply(&update);
-                if self.wants(ClientChannel::Orderbooks) {
-                    self.offer(|a| &mut a.book_window, Self::emit_book, ctx);
-                }
-            }
-        }
-    }
-}
-
-impl Handler<AddSubscriber> for SymbolThrottle {
-    type Result = ();
-
-    fn handle(&mut self, msg: AddSubscriber, _: &mut Context<Self>) {
-        if msg.channels.contains(ClientChannel::Quotes) && self.has_price {
-            let snapshot = Deliver {
-                key: DeliverKey {
-                    symbol: self.symbol.clone(),
-                    kind: FrameKind::Price,
-                },
-                frame: self.price_frame(true).frame,
-                batch: None,
-            };
-            if msg.subscriber.deliver.try_send(snapshot).is_err() {
-                msg.subscriber
-                    .stats
-                    .mailbox_drops
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.insert_member(
-            msg.session,
-            Member {
+            Some(i) => self.hubs[i].channels = msg.channels,
+            None if msg.channels.is_empty() => {}
+            None => self.hubs.push(HubTarget {
+                hub: msg.hub,
+                publish: msg.publish,
                 channels: msg.channels,
-                subscriber: msg.subscriber,
-            },
-        );
-    }
-}
-
-impl Handler<RemoveSubscriber> for SymbolThrottle {
-    type Result = ();
-
-    fn handle(&mut self, msg: RemoveSubscriber, _: &mut Context<Self>) {
-        self.remove_member(msg.session);
+            }),
+        }
+        self.recount();
     }
 }
 

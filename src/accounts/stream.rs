@@ -29,9 +29,9 @@ use serde_json::{json, Value};
 use super::rest::{RestClient, RestError};
 use super::AccountStore;
 use crate::browser;
-use crate::registry::{AccountEvent, FeedStateChanged, PinOwner, Registry, SyncPins};
+use crate::delivery::{DeliverKey, FrameKind};
+use crate::registry::{AccountEvent, PinOwner, Registry, SyncPins};
 use crate::rng::SplitMix64;
-use crate::session::{DeliverKey, FrameKind};
 use crate::settings::{BackoffSettings, Credentials};
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
@@ -39,7 +39,7 @@ use crate::upstream::backoff::Backoff;
 use crate::upstream::connection::{self, Link, Liveness, Received, WsFramed};
 use crate::upstream::feed::StopFeed;
 use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
-use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStatus};
+use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus};
 
 /// Order statuses that keep an order open.
 const OPEN_STATUSES: &[&str] = &[

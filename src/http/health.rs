@@ -141,7 +141,6 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         })
         .collect();
     let dropped: u64 = status.sessions.iter().map(|s| s.dropped_updates).sum();
-    let mailbox_drops: u64 = status.sessions.iter().map(|s| s.mailbox_drops).sum();
     let body = serde_json::json!({
         "server": "tickrelay",
         "version": env!("CARGO_PKG_VERSION"),
@@ -154,7 +153,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         "sessions": {
             "count": status.sessions.len(),
             "dropped_updates": dropped,
-            "mailbox_drops": mailbox_drops,
+            "hub_mailbox_drops": status.hub_mailbox_drops,
             "list": status.sessions,
         },
         "symbols": status.symbols,

@@ -1,9 +1,10 @@
 //! `UpstreamFeed`: the one WebSocket connection to an Alpaca market-data stream.
 //!
-//! Owns: the connection, the desired subscription set (given whole by the registry), the routing
-//! table symbol → throttle, the subscription requests awaiting an ack, the retry policy and the
-//! feed's status. Talks to: the registry (status changes, news articles, symbols the upstream
-//! refused) and the symbol throttles (market events, `try_send`, never blocking the reader).
+//! Owns: the connection, a copy of the desired subscription set (given whole by the registry, which
+//! alone changes it), the routing table symbol → throttle inlet, the subscription requests awaiting
+//! an ack, the retry policy and the feed's status. Talks to: the registry (status changes, news
+//! articles, symbols the upstream refused) and the symbol throttles (events left in their inlets:
+//! the newest value replaces an undrained one, so the reader never waits). Runs on its own thread.
 //!
 //! Lifecycle: started under `actix::Supervisor`. The first `started()` connects at once; after a
 //! failure the supervisor restarts the actor (same struct, fresh context) and `started()` waits
@@ -21,8 +22,8 @@
 //! Refused subscriptions: requests are acked in order, so an error while streaming belongs to the
 //! oldest unacknowledged request. 405 (symbol limit) refuses every symbol of that request; 400 or
 //! 413 refuses the request's single symbol, or — for a request with several — re-requests each one
-//! alone to find the culprit. Refused symbols go back to the registry, which drops them from the
-//! desired set and tells the clients that asked.
+//! alone to find the culprit. Refused symbols are reported to the registry, which drops them from
+//! the desired set, sends the corrected set back and tells the clients that asked.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -41,11 +42,11 @@ use super::connection::{self, Link, Liveness, Received, WsFramed};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
 use super::{FeedCounters, FeedId, FeedKind, FeedStatus};
-use crate::registry::{FeedStateChanged, NewsReceived, SymbolsRejected};
+use super::{FeedStateChanged, NewsReceived, SymbolsRejected};
 use crate::rng::SplitMix64;
 use crate::settings::{BackoffSettings, Credentials};
 use crate::symbol::Symbol;
-use crate::throttle::MarketEventReceived;
+use crate::throttle::{Inlet, Offered};
 
 /// Most (channel, symbol) pairs in one subscribe message.
 const SUBSCRIBE_CHUNK: usize = 1000;
@@ -54,8 +55,8 @@ const MAX_IDLE_FACTOR: u32 = 8;
 /// Malformed-message warnings logged in full before only every 1000th is.
 const MALFORMED_WARNINGS: u64 = 20;
 
-/// Symbol → throttle, given by the registry together with the desired set.
-pub type Routes = Arc<HashMap<Symbol, Recipient<MarketEventReceived>>>;
+/// Symbol → the inlet of its throttle, given by the registry together with the desired set.
+pub type Routes = Arc<HashMap<Symbol, Arc<Inlet>>>;
 
 /// The full set of subscriptions this feed should hold upstream, and where to send each symbol's
 /// events. Replaces the previous set; the feed sends the difference.
@@ -361,14 +362,14 @@ impl UpstreamFeed {
             Inbound::Market { symbol, event } => {
                 self.saw_data(now);
                 match self.routes.get(symbol.as_ref()) {
-                    Some(throttle) => match throttle.try_send(MarketEventReceived { event }) {
-                        Ok(()) => {
-                            self.counters.events_routed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    },
+                    Some(inlet) => {
+                        let counter = match inlet.offer(event) {
+                            Offered::Queued => &self.counters.events_routed,
+                            Offered::Conflated => &self.counters.events_conflated,
+                            Offered::Gone => &self.counters.events_unrouted,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
                     None => {
                         self.counters
                             .events_unrouted
@@ -506,8 +507,9 @@ impl UpstreamFeed {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        // What this connection asked for no longer includes them; the desired set is the
+        // registry's to change (it sends the corrected one).
         self.requested = self.requested.without_symbols(&symbols);
-        self.desired = self.desired.without_symbols(&symbols);
         self.link.status.last_error = Some(what.to_owned());
         self.report();
         self.outputs.rejected.do_send(SymbolsRejected {

@@ -21,12 +21,39 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use actix::Message;
 use serde::{Serialize, Serializer};
 
 use self::policy::CircuitState;
 use self::protocol::Channel;
-use crate::symbol::AssetClass;
+use crate::market::NewsArticle;
+use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
+
+/// A feed's status changed (sent by feeds and trading streams to the registry).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FeedStateChanged {
+    pub status: FeedStatus,
+}
+
+/// A news article arrived.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NewsReceived {
+    pub article: NewsArticle,
+}
+
+/// The upstream refused these symbols (400 invalid, 405 over the plan's limit). The feed only
+/// reports it; the registry decides what the desired set becomes and sends it back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SymbolsRejected {
+    pub feed: FeedKind,
+    pub symbols: Vec<Symbol>,
+    pub code: u16,
+    pub reason: String,
+}
 
 /// Which market-data stream a feed actor speaks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -198,7 +225,10 @@ pub struct FeedCounters {
     pub events_routed: AtomicU64,
     /// Market events for symbols nobody wants (just unsubscribed, or a wildcard).
     pub events_unrouted: AtomicU64,
-    /// Market events dropped because a throttle's mailbox was full.
+    /// Market events that replaced an older undrained value of their symbol (the throttle was
+    /// busy): conflated, not queued.
+    pub events_conflated: AtomicU64,
+    /// Market events that could not be handed on (news when the registry's mailbox was full).
     pub events_dropped: AtomicU64,
     /// Frames or elements that could not be decoded (skipped).
     pub malformed: AtomicU64,
@@ -222,6 +252,7 @@ impl FeedCounters {
             messages_received: self.messages.load(Ordering::Relaxed),
             events_routed: self.events_routed.load(Ordering::Relaxed),
             events_unrouted: self.events_unrouted.load(Ordering::Relaxed),
+            events_conflated: self.events_conflated.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             last_message_time: (last > 0).then(|| {
@@ -239,6 +270,7 @@ pub struct FeedCountersSnapshot {
     pub messages_received: u64,
     pub events_routed: u64,
     pub events_unrouted: u64,
+    pub events_conflated: u64,
     pub events_dropped: u64,
     pub malformed: u64,
     pub last_message_time: Option<Timestamp>,

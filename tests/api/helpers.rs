@@ -367,6 +367,35 @@ impl StallingClient {
             .expect("send");
     }
 
+    /// Reads (resuming after a stall) price updates until `done` holds for the latest bid seen per
+    /// symbol; answers how many frames that took.
+    pub async fn read_updates_until(
+        &mut self,
+        done: impl Fn(&HashMap<String, f64>) -> bool,
+    ) -> usize {
+        let mut bids = HashMap::new();
+        let mut frames = 0;
+        while !done(&bids) {
+            let frame = actix_web::rt::time::timeout(EVENT_TIMEOUT, self.framed.next())
+                .await
+                .expect("timed out reading the resumed client")
+                .expect("connection ended")
+                .expect("protocol error");
+            if let Frame::Text(bytes) = frame {
+                frames += 1;
+                let v: Value = serde_json::from_slice(&bytes).expect("JSON frame");
+                if v["type"] == "spot_price_update" {
+                    let u = &v["update"];
+                    bids.insert(
+                        u["symbol"].as_str().unwrap_or_default().to_owned(),
+                        u["bid_price"].as_f64().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        frames
+    }
+
     /// Reads (resuming after a stall) until the connection ends; counts the text frames seen.
     pub async fn drain_until_end(&mut self) -> (usize, Ended) {
         let mut texts = 0;

@@ -1,0 +1,175 @@
+//! The delivery contract: how frames travel from the symbol throttles and the registry to browser
+//! sessions. A leaf module — it names no actor — so the throttle, the per-worker hub, the session
+//! and the registry can all speak it without importing each other.
+//!
+//! Market frames go throttle → [`Publish`] → the hub of each HTTP worker that has an interested
+//! session (one cross-thread message per worker per update) → each session's outbox on that worker.
+//! Everything else a session receives (status broadcasts, news, account events, refusals, close)
+//! comes from the registry as a [`SessionCommand`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use serde::Serialize;
+
+use crate::browser::{ClientChannel, PriceKind};
+use crate::market::BarKind;
+use crate::symbol::Symbol;
+use crate::time::Timestamp;
+
+/// Identifies a browser session.
+pub type SessionId = u64;
+
+/// Identifies the fan-out hub of one HTTP worker thread.
+pub type HubId = usize;
+
+/// What a delivered frame is. Prices, trades and books conflate (only the newest per symbol is
+/// worth sending a client that fell behind); the others are events, each of which counts. News and
+/// order events carry their own id, so they never replace each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    Price,
+    Trade,
+    Bar(BarKind),
+    Book,
+    News(i64),
+    /// A position of one account (keyed by the account's index).
+    Position(u64),
+    /// An order event (keyed by a sequence number).
+    Order(u64),
+}
+
+impl FrameKind {
+    /// The browser channel that carries this kind.
+    pub fn channel(self) -> ClientChannel {
+        match self {
+            FrameKind::Price => ClientChannel::Quotes,
+            FrameKind::Trade => ClientChannel::Trades,
+            FrameKind::Bar(_) => ClientChannel::Bars,
+            FrameKind::Book => ClientChannel::Orderbooks,
+            FrameKind::News(_) => ClientChannel::News,
+            FrameKind::Position(_) | FrameKind::Order(_) => ClientChannel::Positions,
+        }
+    }
+
+    /// Whether a newer frame of the same key makes an unsent older one worthless.
+    pub fn conflates(self) -> bool {
+        matches!(self, FrameKind::Price | FrameKind::Trade | FrameKind::Book)
+    }
+
+    /// Whether losing it would leave the client with a wrong picture it cannot notice (account
+    /// events): such a frame is never dropped; the session is closed instead.
+    pub fn must_deliver(self) -> bool {
+        matches!(self, FrameKind::Position(_) | FrameKind::Order(_))
+    }
+}
+
+/// The conflation key of a delivered frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeliverKey {
+    pub symbol: Symbol,
+    pub kind: FrameKind,
+}
+
+/// A market frame for every interested session on one worker, serialized once and shared.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub symbol: Symbol,
+    pub kind: FrameKind,
+    pub frame: ByteString,
+    /// For price updates: the `update` object alone (sharing the frame's bytes), for batches.
+    pub batch: Option<(PriceKind, ByteString)>,
+}
+
+/// What the registry tells one session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum SessionCommand {
+    /// Send this control frame (an `alpaca_status` broadcast).
+    Send(ByteString),
+    /// An event for this session: news or an account event.
+    Event { key: DeliverKey, frame: ByteString },
+    /// The upstream refused these symbols: forget them and send `frame` (their rejections).
+    Rejected {
+        symbols: Vec<Symbol>,
+        frame: ByteString,
+    },
+    /// Close with this code and reason (1001 at shutdown, 4008 for a slow client).
+    Close { code: u16, reason: String },
+}
+
+/// How the registry and throttles reach a session: its worker's hub for market frames, the
+/// session itself for commands.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub hub: HubId,
+    pub publish: Recipient<Publish>,
+    pub commands: Recipient<SessionCommand>,
+    pub stats: Arc<SessionStats>,
+}
+
+/// Per-session counters, written by the session's outbox and read by the status endpoint.
+#[derive(Debug)]
+pub struct SessionStats {
+    pub id: SessionId,
+    pub peer: String,
+    pub connected_at: Timestamp,
+    /// Encoded bytes handed to the socket.
+    pub sent_bytes: AtomicU64,
+    /// Encoded size of the frames waiting in the outbox.
+    pub queued_bytes: AtomicUsize,
+    /// Frames waiting in the outbox (at most one per symbol and conflating kind, plus a few events).
+    pub held: AtomicUsize,
+    /// Updates replaced by newer ones before they could be sent, and droppable events dropped.
+    pub dropped: AtomicU64,
+    pub symbols: AtomicUsize,
+    /// The socket has not taken what is queued for longer than a moment.
+    pub behind: AtomicBool,
+}
+
+impl SessionStats {
+    pub fn new(id: SessionId, peer: String) -> Self {
+        SessionStats {
+            id,
+            peer,
+            connected_at: Timestamp::now(),
+            sent_bytes: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            symbols: AtomicUsize::new(0),
+            behind: AtomicBool::new(false),
+        }
+    }
+
+    pub fn snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot {
+            id: self.id,
+            peer: self.peer.clone(),
+            connected_at: self.connected_at,
+            symbols: self.symbols.load(Ordering::Relaxed),
+            queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
+            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
+            held_updates: self.held.load(Ordering::Relaxed),
+            dropped_updates: self.dropped.load(Ordering::Relaxed),
+            behind: self.behind.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A session's counters at one moment (for `/api/v1/status`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionSnapshot {
+    pub id: SessionId,
+    pub peer: String,
+    pub connected_at: Timestamp,
+    pub symbols: usize,
+    pub queued_bytes: usize,
+    pub sent_bytes: u64,
+    pub held_updates: usize,
+    pub dropped_updates: u64,
+    pub behind: bool,
+}

@@ -1,0 +1,275 @@
+//! `Hub`: one per HTTP worker thread; fans market frames out to the sessions on that worker.
+//!
+//! Owns: which of its worker's sessions want which symbols on which channels, and each session's
+//! outbox handle. Talks to: symbol throttles send it [`Publish`] (one message per worker per update,
+//! whatever the number of sessions); sessions on the same thread register and change their
+//! interest through [`LocalHub`] directly (no message); it sends [`SessionCommand::Close`] to a
+//! session that stays behind too long or goes silent. Lives as long as its worker.
+//!
+//! It also runs the worker's only periodic timers, so an idle session costs nothing: a
+//! housekeeping tick (slow clients, the `behind` flag, batch flushes) and the heartbeat (a ping to
+//! every session, a close for one silent past the client timeout).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use log::{info, warn};
+
+use crate::browser::ChannelMask;
+use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId, SessionStats};
+use crate::session::outbox::Outbox;
+use crate::symbol::Symbol;
+
+/// How often slow clients, batch flushes and `behind` flags are looked at.
+const TICK: Duration = Duration::from_millis(25);
+/// Close code for a client that could not keep up.
+pub const CLOSE_SLOW_CLIENT: u16 = 4008;
+
+/// Timing every hub follows.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// A session whose socket has taken nothing for this long is closed with 4008.
+    pub slow_client_timeout: Duration,
+    /// Ping every session this often ...
+    pub heartbeat_interval: Duration,
+    /// ... and close one that sent nothing for this long.
+    pub client_timeout: Duration,
+    /// Batching sessions get at most one batch per kind this often.
+    pub batch_interval: Duration,
+}
+
+impl HubConfig {
+    /// Frames waiting longer than this mark a session as behind.
+    fn behind_after(&self) -> Duration {
+        (self.batch_interval * 2).max(Duration::from_millis(250))
+    }
+}
+
+/// One session on this worker.
+struct Local {
+    outbox: Rc<RefCell<Outbox>>,
+    commands: Recipient<SessionCommand>,
+    stats: std::sync::Arc<SessionStats>,
+    /// When its last batch flush went out.
+    last_batch: Instant,
+}
+
+/// A session's interest in one symbol.
+struct Member {
+    session: SessionId,
+    channels: ChannelMask,
+    outbox: Rc<RefCell<Outbox>>,
+}
+
+#[derive(Default)]
+struct HubState {
+    by_symbol: HashMap<Symbol, Vec<Member>>,
+    sessions: HashMap<SessionId, Local>,
+}
+
+/// The fan-out actor of one worker.
+pub struct Hub {
+    id: HubId,
+    config: HubConfig,
+    state: Rc<RefCell<HubState>>,
+}
+
+/// What sessions on the worker hold: the hub's shared state and its address.
+#[derive(Clone)]
+pub struct LocalHub {
+    id: HubId,
+    addr: Addr<Hub>,
+    state: Rc<RefCell<HubState>>,
+}
+
+impl LocalHub {
+    /// Starts the hub of the current worker thread.
+    pub fn start(id: HubId, config: HubConfig) -> LocalHub {
+        let state = Rc::new(RefCell::new(HubState::default()));
+        let addr = Hub {
+            id,
+            config,
+            state: state.clone(),
+        }
+        .start();
+        LocalHub { id, addr, state }
+    }
+
+    pub fn id(&self) -> HubId {
+        self.id
+    }
+
+    /// Where throttles send this worker's market frames.
+    pub fn publisher(&self) -> Recipient<Publish> {
+        self.addr.clone().recipient()
+    }
+
+    pub fn register(
+        &self,
+        session: SessionId,
+        outbox: Rc<RefCell<Outbox>>,
+        commands: Recipient<SessionCommand>,
+        stats: std::sync::Arc<SessionStats>,
+    ) {
+        self.state.borrow_mut().sessions.insert(
+            session,
+            Local {
+                outbox,
+                commands,
+                stats,
+                last_batch: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets a session and its interest in `symbols`.
+    pub fn unregister<'a>(&self, session: SessionId, symbols: impl Iterator<Item = &'a Symbol>) {
+        let mut state = self.state.borrow_mut();
+        state.sessions.remove(&session);
+        for symbol in symbols {
+            remove_member(&mut state.by_symbol, symbol, session);
+        }
+    }
+
+    /// Sets the market channels `session` receives for `symbol` (empty: none).
+    pub fn set_channels(&self, session: SessionId, symbol: &Symbol, channels: ChannelMask) {
+        let mut state = self.state.borrow_mut();
+        if channels.is_empty() {
+            remove_member(&mut state.by_symbol, symbol, session);
+            return;
+        }
+        let Some(outbox) = state.sessions.get(&session).map(|l| l.outbox.clone()) else {
+            return;
+        };
+        let members = state.by_symbol.entry(symbol.clone()).or_default();
+        match members.iter_mut().find(|m| m.session == session) {
+            Some(m) => m.channels = channels,
+            None => members.push(Member {
+                session,
+                channels,
+                outbox,
+            }),
+        }
+    }
+
+    /// Sessions on this worker (for tests and status).
+    pub fn sessions(&self) -> usize {
+        self.state.borrow().sessions.len()
+    }
+}
+
+fn remove_member(
+    by_symbol: &mut HashMap<Symbol, Vec<Member>>,
+    symbol: &Symbol,
+    session: SessionId,
+) {
+    if let Some(members) = by_symbol.get_mut(symbol) {
+        if let Some(i) = members.iter().position(|m| m.session == session) {
+            members.swap_remove(i);
+        }
+        if members.is_empty() {
+            by_symbol.remove(symbol);
+        }
+    }
+}
+
+impl Hub {
+    /// Slow clients, `behind` flags and batch flushes.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let behind_after = self.config.behind_after();
+        let mut state = self.state.borrow_mut();
+        for (id, local) in state.sessions.iter_mut() {
+            let mut outbox = local.outbox.borrow_mut();
+            let waiting = outbox.waiting_for(now);
+            local
+                .stats
+                .behind
+                .store(waiting > behind_after, Ordering::Relaxed);
+            if waiting > self.config.slow_client_timeout && !outbox.slow_close_requested {
+                outbox.slow_close_requested = true;
+                warn!(
+                    "session {id} ({}): closing slow client with {CLOSE_SLOW_CLIENT}: its socket took nothing for {waiting:?}; {} updates were replaced or dropped meanwhile",
+                    local.stats.peer,
+                    local.stats.dropped.load(Ordering::Relaxed)
+                );
+                local.commands.do_send(SessionCommand::Close {
+                    code: CLOSE_SLOW_CLIENT,
+                    reason: "slow client: could not keep up".into(),
+                });
+                continue;
+            }
+            if outbox.batch_waiting()
+                && now.duration_since(local.last_batch) >= self.config.batch_interval
+            {
+                local.last_batch = now;
+                outbox.flush_batch();
+            }
+        }
+    }
+
+    /// Pings every session; closes those that sent nothing for too long.
+    fn heartbeat(&mut self) {
+        let now = Instant::now();
+        let state = self.state.borrow();
+        for (id, local) in &state.sessions {
+            let mut outbox = local.outbox.borrow_mut();
+            let silent = now.saturating_duration_since(outbox.last_heard.get());
+            if silent > self.config.client_timeout {
+                info!(
+                    "session {id} ({}): no frame from the client for {silent:?}; closing",
+                    local.stats.peer
+                );
+                local.commands.do_send(SessionCommand::Close {
+                    code: 1000,
+                    reason: "client timeout".into(),
+                });
+            } else {
+                outbox.push_ping();
+            }
+        }
+    }
+}
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Throttles send at most one frame per symbol and interval; a deep mailbox only means
+        // the worker is busy, and Publish is sent with try_send (a full mailbox drops, counted).
+        ctx.set_mailbox_capacity(65_536);
+        ctx.run_interval(TICK, |act, _| act.tick());
+        ctx.run_interval(self.config.heartbeat_interval, |act, _| act.heartbeat());
+        log::debug!("hub {}: started", self.id);
+    }
+}
+
+impl Handler<Publish> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
+        let state = self.state.borrow();
+        let Some(members) = state.by_symbol.get(&msg.symbol) else {
+            return;
+        };
+        let channel = msg.kind.channel();
+        let key = DeliverKey {
+            symbol: msg.symbol,
+            kind: msg.kind,
+        };
+        let conflates = key.kind.conflates();
+        for m in members.iter().filter(|m| m.channels.contains(channel)) {
+            let mut outbox = m.outbox.borrow_mut();
+            if conflates {
+                outbox.push_latest(&key, &msg.frame, &msg.batch);
+            } else {
+                // Bars: droppable events.
+                let _ = outbox.push_event(msg.frame.clone(), false);
+            }
+        }
+    }
+}

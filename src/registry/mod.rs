@@ -1,0 +1,644 @@
+//! `Registry`: the single owner of who wants what.
+//!
+//! Owns: the [`Interest`] bookkeeping (every session's subscriptions, pins, news and positions
+//! followers, the desired upstream set per feed), one [`SymbolThrottle`] per symbol in use, the
+//! address of every session and worker hub, and each feed's last reported status. Talks to:
+//! sessions (connect/subscribe/unsubscribe in; status broadcasts, refusals, news and account events
+//! out as [`SessionCommand`]s), REST handlers (pins, status), feeds (status changes, news, refused
+//! symbols in; desired sets and symbol routes out), accounts (events, position pins) and throttles
+//! (which hubs want what). Lives as long as the daemon.
+//!
+//! Decisions are made by [`Interest`], a plain struct; this actor applies the [`Change`]s it
+//! reports — starting and stopping throttles, arming grace timers — and coalesces subscription
+//! changes, sending a feed its whole desired set a few milliseconds after the first change. The
+//! registry alone decides the desired set: a feed that is refused symbols reports them and is sent
+//! the corrected set.
+//!
+//! - [`interest`] — the bookkeeping, with its unit tests.
+//! - [`status`] — what status endpoints see, and readiness in words.
+
+pub mod interest;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use log::{debug, warn};
+use serde::Serialize;
+
+pub use self::interest::SubscribeOutcome;
+use self::interest::{Change, Interest};
+pub use self::status::{FeedReport, RegistryStatus, SymbolReport};
+use crate::browser::{self, ChannelMask, ErrorCode, Rejection};
+use crate::delivery::{
+    DeliverKey, FrameKind, HubId, Publish, SessionCommand, SessionId, SessionSnapshot, Subscriber,
+};
+use crate::quote_book::QuoteBook;
+use crate::symbol::Symbol;
+use crate::throttle::{Inlet, SetHub, StopThrottle, SymbolThrottle, ThrottleConfig};
+use crate::time::Timestamp;
+use crate::upstream::feed::{Routes, SetSubscriptions, StopFeed};
+use crate::upstream::{
+    FeedCounters, FeedId, FeedKind, FeedStateChanged, FeedStatus, NewsReceived, SymbolsRejected,
+};
+
+/// Subscription changes are sent upstream this long after the first one, together.
+const FLUSH_DELAY: Duration = Duration::from_millis(5);
+/// How often stale quote-cache entries of released symbols are evicted.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A browser session arrived; answers with the `alpaca_status` frames it should see first.
+#[derive(Message)]
+#[rtype(result = "Vec<ByteString>")]
+pub struct Connect {
+    pub session: SessionId,
+    pub subscriber: Subscriber,
+}
+
+/// A session ended; release everything it held.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub session: SessionId,
+}
+
+/// Subscribe a session to symbols on channels; answers which were accepted.
+#[derive(Message)]
+#[rtype(result = "SubscribeOutcome")]
+pub struct Subscribe {
+    pub session: SessionId,
+    pub symbols: Vec<Symbol>,
+    pub channels: ChannelMask,
+}
+
+/// Unsubscribe a session from symbols on channels (harmless when not subscribed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub session: SessionId,
+    pub symbols: Vec<Symbol>,
+    pub channels: ChannelMask,
+}
+
+/// Who keeps a symbol streaming without a browser.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PinOwner {
+    /// `POST /api/v1/subscriptions`.
+    Rest,
+    /// `registry.pinned_symbols` in the settings.
+    Config,
+    /// An account's open positions (position-based auto-subscription).
+    Account(Arc<str>),
+}
+
+impl fmt::Display for PinOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinOwner::Rest => f.write_str("rest"),
+            PinOwner::Config => f.write_str("config"),
+            PinOwner::Account(a) => write!(f, "account:{a}"),
+        }
+    }
+}
+
+impl Serialize for PinOwner {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Keep symbols streaming with no browser attached, on behalf of `owner`.
+#[derive(Message)]
+#[rtype(result = "SubscribeOutcome")]
+pub struct Pin {
+    pub symbols: Vec<Symbol>,
+    pub owner: PinOwner,
+}
+
+/// Release `owner`'s pins; answers the symbols it had pinned.
+#[derive(Message)]
+#[rtype(result = "Vec<Symbol>")]
+pub struct Unpin {
+    pub symbols: Vec<Symbol>,
+    pub owner: PinOwner,
+}
+
+/// Make `owner`'s pins exactly `symbols` (pins the new ones, releases the rest).
+#[derive(Message)]
+#[rtype(result = "SubscribeOutcome")]
+pub struct SyncPins {
+    pub symbols: Vec<Symbol>,
+    pub owner: PinOwner,
+}
+
+/// An account event (`position_update`, `order_update`) for sessions on the positions channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AccountEvent {
+    pub key: DeliverKey,
+    pub frame: ByteString,
+}
+
+/// Make a feed or trading stream known to the registry (at start-up, after its actor exists).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterFeed {
+    pub id: FeedId,
+    /// Data feeds take subscriptions; trading streams do not.
+    pub subscriptions: Option<Recipient<SetSubscriptions>>,
+    pub stop: Recipient<StopFeed>,
+    pub counters: Arc<FeedCounters>,
+    pub status: FeedStatus,
+}
+
+/// A snapshot of everything, for the status endpoints.
+#[derive(Message)]
+#[rtype(result = "RegistryStatus")]
+pub struct GetStatus;
+
+/// Daemon shutdown: close every session with 1001 and stop every feed.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Shutdown;
+
+/// What the registry needs to know at start.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    pub unsubscribe_grace: Duration,
+    pub max_pinned: usize,
+    pub throttle: ThrottleConfig,
+}
+
+struct FeedEntry {
+    subscriptions: Option<Recipient<SetSubscriptions>>,
+    stop: Recipient<StopFeed>,
+    counters: Arc<FeedCounters>,
+    status: FeedStatus,
+}
+
+/// A running throttle.
+struct Throttle {
+    addr: Addr<SymbolThrottle>,
+    inlet: Arc<Inlet>,
+}
+
+/// The registry actor.
+pub struct Registry {
+    config: RegistryConfig,
+    quotes: QuoteBook,
+    interest: Interest,
+    throttles: HashMap<Symbol, Throttle>,
+    feeds: BTreeMap<FeedId, FeedEntry>,
+    sessions: HashMap<SessionId, Subscriber>,
+    /// Every worker hub a session has come from.
+    hubs: HashMap<HubId, Recipient<Publish>>,
+    /// Feeds whose desired set changed since the last flush.
+    dirty: BTreeSet<FeedKind>,
+    flush_scheduled: bool,
+    shutting_down: bool,
+}
+
+impl Registry {
+    pub fn new(config: RegistryConfig, quotes: QuoteBook) -> Self {
+        Registry {
+            interest: Interest::new(config.max_pinned),
+            config,
+            quotes,
+            throttles: HashMap::new(),
+            feeds: BTreeMap::new(),
+            sessions: HashMap::new(),
+            hubs: HashMap::new(),
+            dirty: BTreeSet::new(),
+            flush_scheduled: false,
+            shutting_down: false,
+        }
+    }
+
+    /// Which data feeds run (a symbol whose feed is not enabled is refused).
+    fn feed_filter(&self) -> impl Fn(FeedKind) -> bool {
+        let running: Vec<FeedKind> = self
+            .feeds
+            .keys()
+            .filter_map(|id| match id {
+                FeedId::Data(kind) => Some(*kind),
+                FeedId::Trading(_) => None,
+            })
+            .collect();
+        move |kind| running.contains(&kind)
+    }
+
+    /// Carries out what the bookkeeping decided.
+    fn apply(&mut self, changes: Vec<Change>, ctx: &mut Context<Self>) {
+        for change in changes {
+            match change {
+                Change::Created(symbol) => {
+                    let (addr, inlet) = SymbolThrottle::start(
+                        symbol.clone(),
+                        self.config.throttle.clone(),
+                        self.quotes.clone(),
+                    );
+                    self.throttles.insert(symbol, Throttle { addr, inlet });
+                }
+                Change::Hub {
+                    symbol,
+                    hub,
+                    channels,
+                } => {
+                    if let (Some(t), Some(publish)) =
+                        (self.throttles.get(&symbol), self.hubs.get(&hub))
+                    {
+                        t.addr.do_send(SetHub {
+                            hub,
+                            publish: publish.clone(),
+                            channels,
+                        });
+                    }
+                }
+                Change::Grace { symbol, generation } => {
+                    ctx.run_later(self.config.unsubscribe_grace, move |act, ctx| {
+                        let mut out = Vec::new();
+                        act.interest.release(&symbol, generation, &mut out);
+                        act.apply(out, ctx);
+                    });
+                }
+                Change::Removed(symbol) => {
+                    if let Some(t) = self.throttles.remove(&symbol) {
+                        t.addr.do_send(StopThrottle);
+                    }
+                }
+                Change::FeedChanged(feed) => self.mark_dirty(feed, ctx),
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, feed: FeedKind, ctx: &mut Context<Self>) {
+        self.dirty.insert(feed);
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(FLUSH_DELAY, |act, _| act.flush());
+        }
+    }
+
+    /// Where the feed sends each of its symbols' events.
+    fn routes(&self, feed: FeedKind) -> Routes {
+        let routes = self
+            .interest
+            .symbols()
+            .filter(|(_, s)| s.feed == feed)
+            .filter_map(|(symbol, _)| {
+                let t = self.throttles.get(symbol)?;
+                Some((symbol.clone(), t.inlet.clone()))
+            })
+            .collect();
+        Routes::new(routes)
+    }
+
+    /// Sends each changed feed its whole desired set and routing table.
+    fn flush(&mut self) {
+        self.flush_scheduled = false;
+        for feed in std::mem::take(&mut self.dirty) {
+            let Some(target) = self
+                .feeds
+                .get(&FeedId::Data(feed))
+                .and_then(|f| f.subscriptions.clone())
+            else {
+                continue;
+            };
+            let desired = self.interest.desired(feed);
+            debug!(
+                "registry: feed {} now wants {} streams",
+                feed.as_str(),
+                desired.len()
+            );
+            target.do_send(SetSubscriptions {
+                desired,
+                routes: self.routes(feed),
+            });
+        }
+    }
+
+    fn status_frame(status: &FeedStatus) -> ByteString {
+        browser::alpaca_status(status.state.browser_status(), &status.browser_details())
+    }
+
+    fn broadcast(&self, frame: ByteString) {
+        for s in self.sessions.values() {
+            s.commands.do_send(SessionCommand::Send(frame.clone()));
+        }
+    }
+
+    /// Hands an event to sessions (each queues it in its bounded outbox).
+    fn deliver_to<'a>(
+        &self,
+        sessions: impl Iterator<Item = &'a SessionId>,
+        key: &DeliverKey,
+        frame: &ByteString,
+    ) {
+        for id in sessions {
+            if let Some(s) = self.sessions.get(id) {
+                s.commands.do_send(SessionCommand::Event {
+                    key: key.clone(),
+                    frame: frame.clone(),
+                });
+            }
+        }
+    }
+
+    /// Drops quote-cache entries of released symbols once they are stale.
+    fn sweep(&mut self) {
+        let stale_after = self.config.throttle.stale_after;
+        let now = Timestamp::now();
+        let active = &self.throttles;
+        self.quotes.retain(|symbol, price| {
+            active.contains_key(symbol) || price.age_at(now) <= stale_after
+        });
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(SWEEP_INTERVAL, |act, _| act.sweep());
+    }
+}
+
+impl Handler<RegisterFeed> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterFeed, _: &mut Context<Self>) {
+        self.feeds.insert(
+            msg.id,
+            FeedEntry {
+                subscriptions: msg.subscriptions,
+                stop: msg.stop,
+                counters: msg.counters,
+                status: msg.status,
+            },
+        );
+    }
+}
+
+impl Handler<Connect> for Registry {
+    type Result = MessageResult<Connect>;
+
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
+        let subscriber = msg.subscriber;
+        if self.shutting_down {
+            subscriber.commands.do_send(SessionCommand::Close {
+                code: 1001,
+                reason: "server shutting down".into(),
+            });
+        }
+        self.hubs
+            .entry(subscriber.hub)
+            .or_insert_with(|| subscriber.publish.clone());
+        self.interest.connect(msg.session, subscriber.hub);
+        self.sessions.insert(msg.session, subscriber);
+        MessageResult(
+            self.feeds
+                .values()
+                .map(|f| Self::status_frame(&f.status))
+                .collect(),
+        )
+    }
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        let released = self.interest.disconnect(msg.session, &mut out);
+        self.sessions.remove(&msg.session);
+        self.apply(out, ctx);
+        debug!(
+            "registry: session {} gone, released {released} symbols",
+            msg.session
+        );
+    }
+}
+
+impl Handler<Subscribe> for Registry {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        let has_feed = self.feed_filter();
+        let outcome =
+            self.interest
+                .subscribe(msg.session, msg.symbols, msg.channels, has_feed, &mut out);
+        self.apply(out, ctx);
+        MessageResult(outcome)
+    }
+}
+
+impl Handler<Unsubscribe> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.interest
+            .unsubscribe(msg.session, &msg.symbols, msg.channels, &mut out);
+        self.apply(out, ctx);
+    }
+}
+
+impl Handler<Pin> for Registry {
+    type Result = MessageResult<Pin>;
+
+    fn handle(&mut self, msg: Pin, ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        let has_feed = self.feed_filter();
+        let outcome = self
+            .interest
+            .pin(msg.symbols, &msg.owner, has_feed, &mut out);
+        self.apply(out, ctx);
+        MessageResult(outcome)
+    }
+}
+
+impl Handler<Unpin> for Registry {
+    type Result = MessageResult<Unpin>;
+
+    fn handle(&mut self, msg: Unpin, ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        let released = self.interest.unpin(&msg.symbols, &msg.owner, &mut out);
+        self.apply(out, ctx);
+        MessageResult(released)
+    }
+}
+
+impl Handler<SyncPins> for Registry {
+    type Result = MessageResult<SyncPins>;
+
+    fn handle(&mut self, msg: SyncPins, ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        let has_feed = self.feed_filter();
+        let outcome = self
+            .interest
+            .sync_pins(msg.symbols, &msg.owner, has_feed, &mut out);
+        self.apply(out, ctx);
+        MessageResult(outcome)
+    }
+}
+
+impl Handler<FeedStateChanged> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: FeedStateChanged, _: &mut Context<Self>) {
+        let status = msg.status;
+        let Some(entry) = self.feeds.get_mut(&status.feed) else {
+            return;
+        };
+        let visible_change = entry.status.state.browser_status() != status.state.browser_status()
+            || entry.status.circuit_state != status.circuit_state;
+        entry.status = status.clone();
+        if visible_change {
+            self.broadcast(Self::status_frame(&status));
+        }
+    }
+}
+
+impl Handler<NewsReceived> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: NewsReceived, _: &mut Context<Self>) {
+        let article = msg.article;
+        let recipients = self.interest.news_recipients(&article.symbols);
+        if recipients.is_empty() {
+            return;
+        }
+        let frame = browser::news(&article);
+        let key = DeliverKey {
+            symbol: Symbol::wildcard(),
+            kind: FrameKind::News(article.id),
+        };
+        self.deliver_to(recipients.iter(), &key, &frame);
+    }
+}
+
+impl Handler<AccountEvent> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: AccountEvent, _: &mut Context<Self>) {
+        self.deliver_to(self.interest.positions(), &msg.key, &msg.frame);
+    }
+}
+
+impl Handler<SymbolsRejected> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SymbolsRejected, ctx: &mut Context<Self>) {
+        let (code, label) = if msg.code == 405 {
+            (ErrorCode::TooManySymbols, "over the account's symbol limit")
+        } else {
+            (ErrorCode::InvalidSymbol, "refused as invalid")
+        };
+        let mut out = Vec::new();
+        let per_session = self.interest.refuse(msg.feed, &msg.symbols, &mut out);
+        self.apply(out, ctx);
+        warn!(
+            "registry: the {} feed refused {} ({}); {} sessions told",
+            msg.feed.as_str(),
+            msg.symbols
+                .iter()
+                .map(Symbol::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            msg.reason,
+            per_session.len()
+        );
+        for (id, symbols) in per_session {
+            let rejected: Vec<Rejection> = symbols
+                .iter()
+                .map(|s| Rejection {
+                    symbol: s.to_string(),
+                    code,
+                    message: format!("Alpaca {label}: {}", msg.reason),
+                })
+                .collect();
+            if let Some(sess) = self.sessions.get(&id) {
+                sess.commands.do_send(SessionCommand::Rejected {
+                    frame: browser::subscribed(&[], &[], &rejected),
+                    symbols,
+                });
+            }
+        }
+    }
+}
+
+impl Handler<GetStatus> for Registry {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        let feeds = self
+            .feeds
+            .values()
+            .map(|f| FeedReport {
+                status: f.status.clone(),
+                counters: f.counters.snapshot(),
+            })
+            .collect();
+        let mut symbols: Vec<SymbolReport> = self
+            .interest
+            .symbols()
+            .map(|(symbol, e)| SymbolReport {
+                symbol: symbol.clone(),
+                feed: e.feed,
+                sessions: e.session_count(),
+                pinned: !e.pins.is_empty(),
+                pinned_by: e.pins.iter().cloned().collect(),
+                releasing: e.releasing.is_some(),
+            })
+            .collect();
+        symbols.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        let mut sessions: Vec<SessionSnapshot> =
+            self.sessions.values().map(|s| s.stats.snapshot()).collect();
+        sessions.sort_by_key(|s| s.id);
+        let pinned = symbols
+            .iter()
+            .filter(|s| s.pinned)
+            .map(|s| s.symbol.clone())
+            .collect();
+        MessageResult(RegistryStatus {
+            feeds,
+            throttles: self.throttles.len(),
+            symbols,
+            sessions,
+            pinned,
+            cached_quotes: self.quotes.len(),
+            news: self
+                .interest
+                .news_counts()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect(),
+            positions_subscribers: self.interest.positions().count(),
+            hub_mailbox_drops: self.config.throttle.hub_drops.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Handler<Shutdown> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> usize {
+        self.shutting_down = true;
+        for s in self.sessions.values() {
+            s.commands.do_send(SessionCommand::Close {
+                code: 1001,
+                reason: "server shutting down".into(),
+            });
+        }
+        for f in self.feeds.values() {
+            f.stop.do_send(StopFeed);
+        }
+        self.sessions.len()
+    }
+}

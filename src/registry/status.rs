@@ -1,0 +1,93 @@
+//! What the status endpoints see of the registry, and how readiness is put into words.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::PinOwner;
+use crate::delivery::SessionSnapshot;
+use crate::symbol::Symbol;
+use crate::upstream::policy::CircuitState;
+use crate::upstream::{FeedCountersSnapshot, FeedKind, FeedState, FeedStatus};
+
+/// One feed in [`RegistryStatus`].
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedReport {
+    #[serde(flatten)]
+    pub status: FeedStatus,
+    #[serde(flatten)]
+    pub counters: FeedCountersSnapshot,
+}
+
+/// One symbol in [`RegistryStatus`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SymbolReport {
+    pub symbol: Symbol,
+    pub feed: FeedKind,
+    pub sessions: usize,
+    pub pinned: bool,
+    pub pinned_by: Vec<PinOwner>,
+    /// In its grace period: no subscribers left, not yet released upstream.
+    pub releasing: bool,
+}
+
+/// Everything the status endpoints show.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegistryStatus {
+    pub feeds: Vec<FeedReport>,
+    pub symbols: Vec<SymbolReport>,
+    pub sessions: Vec<SessionSnapshot>,
+    pub throttles: usize,
+    pub pinned: Vec<Symbol>,
+    pub cached_quotes: usize,
+    /// News subscriptions: symbol (or `*`) → sessions.
+    pub news: BTreeMap<String, usize>,
+    /// Sessions following account events.
+    pub positions_subscribers: usize,
+    /// Frames a worker hub's full mailbox refused.
+    pub hub_mailbox_drops: u64,
+}
+
+impl RegistryStatus {
+    /// Every enabled feed and account stream authenticated and subscribed.
+    pub fn ready(&self) -> bool {
+        !self.feeds.is_empty()
+            && self
+                .feeds
+                .iter()
+                .all(|f| f.status.state == FeedState::Connected)
+    }
+
+    /// Why the daemon is not ready, one sentence per feed.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        if self.feeds.is_empty() {
+            return vec!["no feed is running".into()];
+        }
+        self.feeds
+            .iter()
+            .filter(|f| f.status.state != FeedState::Connected)
+            .map(|f| not_ready_reason(&f.status))
+            .collect()
+    }
+}
+
+/// Why one feed is not ready, as an operator reads it.
+pub fn not_ready_reason(s: &FeedStatus) -> String {
+    let mut reason = format!("feed {}: {}", s.feed, s.state.browser_status());
+    if s.consecutive_failures > 0 {
+        reason.push_str(&format!(
+            " ({} consecutive failures)",
+            s.consecutive_failures
+        ));
+    }
+    if s.circuit_state != CircuitState::Closed {
+        reason.push_str(&format!("; circuit {}", s.circuit_state.as_str()));
+    }
+    if let Some(e) = &s.last_error {
+        reason.push_str(&format!("; last error: {e}"));
+    }
+    if let Some(ms) = s.next_retry_ms {
+        reason.push_str(&format!("; next attempt in {ms} ms"));
+    }
+    reason
+}

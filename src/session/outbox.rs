@@ -1,0 +1,637 @@
+//! A session's outgoing queue, and the response body that drains it into the socket.
+//!
+//! Owns: every frame waiting for one browser's socket. Written by the session actor (acks, errors,
+//! status, events), by its worker's hub (market frames) and read by [`OutboxBody`], which the
+//! HTTP/1 dispatcher polls whenever its write buffer has room. All three live on the same worker
+//! thread and share the outbox through an `Rc<RefCell<_>>`.
+//!
+//! Backpressure by conflation: a conflating frame (price, trade, book) replaces the unsent one of
+//! the same symbol and kind in place, so a client that cannot keep up costs at most one frame per
+//! (symbol, kind) it follows and gets the newest values when it catches up. Events (news, bars,
+//! account events) and control frames have small bounded queues; an account event that does not
+//! fit is refused so the session can close rather than drop it silently. Each poll encodes
+//! everything waiting (up to [`MAX_CHUNK`]) into one buffer: one socket write for many frames.
+
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::Stream;
+
+use crate::browser::{self, PriceKind};
+use crate::delivery::{DeliverKey, SessionStats};
+
+/// Most bytes encoded per poll of the body; the rest waits for the next one.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// How many control frames (acks, errors, pongs) may wait; a client that sends requests without
+/// reading the answers loses the excess (counted).
+const MAX_CONTROL: usize = 64;
+
+/// WebSocket opcodes of the frames a server sends.
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// An account event did not fit in the event queue: the session must close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// One waiting frame, in the order frames were first queued.
+#[derive(Debug)]
+enum Entry {
+    /// An ack, error, pong reply or status frame.
+    Control(ByteString),
+    /// A news article, bar or account event.
+    Event(ByteString),
+    /// The newest conflating frame of this key (kept in `latest`).
+    Latest(DeliverKey),
+    Ping,
+    Pong(Bytes),
+    /// The close frame's payload (code and reason); nothing follows it.
+    Close(Bytes),
+}
+
+/// The newest unsent conflating frame of one key.
+#[derive(Debug)]
+struct Latest {
+    frame: ByteString,
+    batch: Option<(PriceKind, ByteString)>,
+}
+
+/// The queue.
+pub struct Outbox {
+    queue: VecDeque<Entry>,
+    latest: HashMap<DeliverKey, Latest>,
+    /// Events and control frames in `queue`.
+    events: usize,
+    controls: usize,
+    max_events: usize,
+    /// Encoded payload bytes waiting.
+    queued_bytes: usize,
+    /// Since when something has been waiting (the slow-client clock).
+    pending_since: Option<Instant>,
+    /// The body's task, to wake when something is queued.
+    waker: Option<Waker>,
+    /// Prices go out as `…_price_batch` frames when the hub says a batch is due.
+    batching: bool,
+    /// Batched prices are waiting for the next batch flush.
+    batch_waiting: bool,
+    /// The close frame is queued: nothing more is accepted.
+    closed: bool,
+    /// The connection is gone.
+    receiver_gone: bool,
+    /// Last frame of any kind from the client (read by the hub's heartbeat).
+    pub last_heard: Cell<Instant>,
+    /// The slow-client close has been requested.
+    pub slow_close_requested: bool,
+    stats: Arc<SessionStats>,
+}
+
+impl Outbox {
+    pub fn new(max_events: usize, stats: Arc<SessionStats>) -> Self {
+        Outbox {
+            queue: VecDeque::new(),
+            latest: HashMap::new(),
+            events: 0,
+            controls: 0,
+            max_events: max_events.max(1),
+            queued_bytes: 0,
+            pending_since: None,
+            waker: None,
+            batching: false,
+            batch_waiting: false,
+            closed: false,
+            receiver_gone: false,
+            last_heard: Cell::new(Instant::now()),
+            slow_close_requested: false,
+            stats,
+        }
+    }
+
+    pub fn shared(self) -> Rc<RefCell<Outbox>> {
+        Rc::new(RefCell::new(self))
+    }
+
+    fn accepting(&self) -> bool {
+        !self.closed && !self.receiver_gone
+    }
+
+    /// Notes that `entry` was queued; starts the slow-client clock and wakes the body.
+    fn enqueue(&mut self, entry: Entry, bytes: usize) {
+        if self.queue.is_empty() {
+            self.pending_since = Some(Instant::now());
+        }
+        self.queue.push_back(entry);
+        self.queued_bytes += bytes;
+        self.publish_stats();
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.stats
+            .queued_bytes
+            .store(self.queued_bytes, Ordering::Relaxed);
+        self.stats.held.store(self.queue.len(), Ordering::Relaxed);
+    }
+
+    fn count_drop(&self) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An ack, error, pong or status frame. Dropped (counted) when too many already wait.
+    pub fn push_control(&mut self, frame: ByteString) {
+        if !self.accepting() {
+            return;
+        }
+        if self.controls >= MAX_CONTROL {
+            self.count_drop();
+            return;
+        }
+        self.controls += 1;
+        let n = frame.len();
+        self.enqueue(Entry::Control(frame), n);
+    }
+
+    /// An event that must not be conflated. A droppable one (news, bars) that does not fit is
+    /// dropped and counted; one that must be delivered (account events) is refused.
+    pub fn push_event(&mut self, frame: ByteString, must_deliver: bool) -> Result<(), Overflow> {
+        if !self.accepting() {
+            return Ok(());
+        }
+        if self.events >= self.max_events {
+            if must_deliver {
+                return Err(Overflow);
+            }
+            self.count_drop();
+            return Ok(());
+        }
+        self.events += 1;
+        let n = frame.len();
+        self.enqueue(Entry::Event(frame), n);
+        Ok(())
+    }
+
+    /// A conflating frame: replaces the unsent one of the same key in place, or queues it.
+    pub fn push_latest(
+        &mut self,
+        key: &DeliverKey,
+        frame: &ByteString,
+        batch: &Option<(PriceKind, ByteString)>,
+    ) {
+        if !self.accepting() {
+            return;
+        }
+        let batched = self.batching && batch.is_some();
+        let latest = Latest {
+            frame: frame.clone(),
+            batch: batch.clone(),
+        };
+        match self.latest.entry(key.clone()) {
+            MapEntry::Occupied(mut slot) => {
+                self.queued_bytes = self.queued_bytes + frame.len() - slot.get().frame.len();
+                slot.insert(latest);
+                self.count_drop();
+                self.stats
+                    .queued_bytes
+                    .store(self.queued_bytes, Ordering::Relaxed);
+            }
+            MapEntry::Vacant(slot) => {
+                slot.insert(latest);
+                if batched {
+                    // Waits for the hub's batch flush instead of waking the body now.
+                    if self.queue.is_empty() {
+                        self.pending_since = Some(Instant::now());
+                    }
+                    self.queue.push_back(Entry::Latest(key.clone()));
+                    self.queued_bytes += frame.len();
+                    self.batch_waiting = true;
+                    self.publish_stats();
+                } else {
+                    self.enqueue(Entry::Latest(key.clone()), frame.len());
+                }
+            }
+        }
+    }
+
+    /// Queues a ping (the heartbeat).
+    pub fn push_ping(&mut self) {
+        if self.accepting() && self.controls < MAX_CONTROL {
+            self.controls += 1;
+            self.enqueue(Entry::Ping, 0);
+        }
+    }
+
+    /// Answers a client's ping.
+    pub fn push_pong(&mut self, payload: Bytes) {
+        if self.accepting() && self.controls < MAX_CONTROL {
+            self.controls += 1;
+            let n = payload.len();
+            self.enqueue(Entry::Pong(payload), n);
+        }
+    }
+
+    /// Queues the close frame; nothing is accepted after it. The frames already queued go first.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if !self.accepting() {
+            return;
+        }
+        let mut payload = BytesMut::with_capacity(2 + reason.len());
+        payload.put_u16(code);
+        // Control frame payloads are at most 125 bytes.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        payload.put_slice(&reason.as_bytes()[..end]);
+        let payload = payload.freeze();
+        let n = payload.len();
+        self.enqueue(Entry::Close(payload), n);
+        self.closed = true;
+        self.wake();
+    }
+
+    /// Turns batching of price updates on or off.
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
+        if !on && self.batch_waiting {
+            self.batch_waiting = false;
+            self.wake();
+        }
+    }
+
+    pub fn is_batching(&self) -> bool {
+        self.batching
+    }
+
+    /// Batched prices wait for a flush.
+    pub fn batch_waiting(&self) -> bool {
+        self.batch_waiting
+    }
+
+    /// The hub's batch flush: let waiting batched prices go out.
+    pub fn flush_batch(&mut self) {
+        if self.batch_waiting {
+            self.batch_waiting = false;
+            self.wake();
+        }
+    }
+
+    /// Drops unsent conflating frames of keys the client no longer wants.
+    pub fn forget(&mut self, mut unwanted: impl FnMut(&DeliverKey) -> bool) {
+        let before = self.queued_bytes;
+        let mut removed = 0;
+        self.latest.retain(|k, l| {
+            let drop = unwanted(k);
+            if drop {
+                removed += l.frame.len();
+            }
+            !drop
+        });
+        let latest = &self.latest;
+        self.queue.retain(|e| match e {
+            Entry::Latest(k) => latest.contains_key(k),
+            _ => true,
+        });
+        self.queued_bytes = before - removed;
+        if self.queue.is_empty() {
+            self.pending_since = None;
+        }
+        self.publish_stats();
+    }
+
+    /// How long the oldest waiting frame has waited.
+    pub fn waiting_for(&self, now: Instant) -> Duration {
+        self.pending_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Encodes waiting frames — at least one, then up to about `max` bytes — into one buffer.
+    /// `None` when nothing may go out now (batched prices wait for their flush).
+    pub fn take_chunk(&mut self, max: usize) -> Option<Bytes> {
+        if self.batch_waiting && self.queue.iter().all(|e| matches!(e, Entry::Latest(_))) {
+            return None;
+        }
+        if self.queue.is_empty() {
+            return None;
+        }
+        let mut out =
+            BytesMut::with_capacity(self.queued_bytes.min(max) + 16 * self.queue.len().min(64));
+        let mut spot = Vec::new();
+        let mut option = Vec::new();
+        while out.len() < max {
+            let Some(entry) = self.queue.pop_front() else {
+                break;
+            };
+            match entry {
+                Entry::Control(frame) => {
+                    self.controls -= 1;
+                    self.queued_bytes -= frame.len();
+                    encode(&mut out, OP_TEXT, frame.as_bytes());
+                }
+                Entry::Event(frame) => {
+                    self.events -= 1;
+                    self.queued_bytes -= frame.len();
+                    encode(&mut out, OP_TEXT, frame.as_bytes());
+                }
+                Entry::Latest(key) => {
+                    let Some(l) = self.latest.remove(&key) else {
+                        continue;
+                    };
+                    self.queued_bytes -= l.frame.len();
+                    match l.batch {
+                        Some((PriceKind::Spot, update)) if self.batching => spot.push(update),
+                        Some((PriceKind::Option, update)) if self.batching => option.push(update),
+                        _ => encode(&mut out, OP_TEXT, l.frame.as_bytes()),
+                    }
+                }
+                Entry::Ping => {
+                    self.controls -= 1;
+                    encode(&mut out, OP_PING, &[]);
+                }
+                Entry::Pong(payload) => {
+                    self.controls -= 1;
+                    self.queued_bytes -= payload.len();
+                    encode(&mut out, OP_PONG, &payload);
+                }
+                Entry::Close(payload) => {
+                    self.queued_bytes -= payload.len();
+                    // Batched prices taken in this poll go before the close frame.
+                    flush_batches(&mut out, &mut spot, &mut option);
+                    encode(&mut out, OP_CLOSE, &payload);
+                }
+            }
+        }
+        flush_batches(&mut out, &mut spot, &mut option);
+        self.batch_waiting = false;
+        if self.queue.is_empty() {
+            self.pending_since = None;
+        } else {
+            self.pending_since = Some(Instant::now());
+        }
+        self.publish_stats();
+        self.stats
+            .sent_bytes
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        (!out.is_empty()).then(|| out.freeze())
+    }
+}
+
+fn flush_batches(out: &mut BytesMut, spot: &mut Vec<ByteString>, option: &mut Vec<ByteString>) {
+    for (kind, updates) in [(PriceKind::Spot, spot), (PriceKind::Option, option)] {
+        if !updates.is_empty() {
+            let frame = browser::price_batch(kind, updates);
+            encode(out, OP_TEXT, frame.as_bytes());
+            updates.clear();
+        }
+    }
+}
+
+/// Appends one unmasked, unfragmented server frame.
+pub fn encode(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    let len = payload.len();
+    out.reserve(len + 10);
+    out.put_u8(0x80 | opcode);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.put_u8(126);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+    out.put_slice(payload);
+}
+
+/// The WebSocket response body: hands the dispatcher whatever the outbox holds, coalesced.
+pub struct OutboxBody {
+    outbox: Rc<RefCell<Outbox>>,
+    /// Told when the connection is gone (the dispatcher dropped the body).
+    on_drop: Option<Box<dyn FnOnce()>>,
+}
+
+impl OutboxBody {
+    pub fn new(outbox: Rc<RefCell<Outbox>>, on_drop: Box<dyn FnOnce()>) -> Self {
+        OutboxBody {
+            outbox,
+            on_drop: Some(on_drop),
+        }
+    }
+}
+
+impl Stream for OutboxBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut outbox = self.outbox.borrow_mut();
+        if let Some(bytes) = outbox.take_chunk(MAX_CHUNK) {
+            return Poll::Ready(Some(Ok(bytes)));
+        }
+        if outbox.closed && outbox.queue.is_empty() {
+            return Poll::Ready(None);
+        }
+        match &outbox.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => outbox.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboxBody {
+    fn drop(&mut self) {
+        {
+            let mut outbox = self.outbox.borrow_mut();
+            outbox.receiver_gone = true;
+            outbox.queue.clear();
+            outbox.latest.clear();
+            outbox.queued_bytes = 0;
+            outbox.pending_since = None;
+        }
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::FrameKind;
+    use crate::symbol::Symbol;
+
+    fn outbox() -> Outbox {
+        Outbox::new(4, Arc::new(SessionStats::new(1, "test".into())))
+    }
+
+    fn key(s: &str) -> DeliverKey {
+        DeliverKey {
+            symbol: Symbol::parse(s).unwrap(),
+            kind: FrameKind::Price,
+        }
+    }
+
+    fn text(s: &str) -> ByteString {
+        ByteString::from(s.to_owned())
+    }
+
+    /// Decodes the server frames of a chunk into (opcode, payload) pairs.
+    fn frames(mut chunk: &[u8]) -> Vec<(u8, String)> {
+        let mut out = Vec::new();
+        while !chunk.is_empty() {
+            let opcode = chunk[0] & 0x0f;
+            let (len, head) = match chunk[1] {
+                126 => (u16::from_be_bytes([chunk[2], chunk[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(chunk[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            let payload = &chunk[head..head + len];
+            out.push((opcode, String::from_utf8_lossy(payload).into_owned()));
+            chunk = &chunk[head + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn many_frames_go_out_in_one_chunk_in_queue_order() {
+        let mut o = outbox();
+        o.push_control(text("ack"));
+        o.push_latest(&key("AAPL"), &text("a1"), &None);
+        o.push_event(text("news"), false).unwrap();
+        let chunk = o.take_chunk(MAX_CHUNK).unwrap();
+        assert_eq!(
+            frames(&chunk),
+            [
+                (OP_TEXT, "ack".into()),
+                (OP_TEXT, "a1".into()),
+                (OP_TEXT, "news".into())
+            ]
+        );
+        assert!(o.take_chunk(MAX_CHUNK).is_none());
+        assert_eq!(o.waiting_for(Instant::now()), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_newer_value_replaces_the_unsent_one_in_place() {
+        let mut o = outbox();
+        o.push_latest(&key("AAPL"), &text("a1"), &None);
+        o.push_latest(&key("MSFT"), &text("m1"), &None);
+        o.push_latest(&key("AAPL"), &text("a2"), &None);
+        assert_eq!(o.len(), 2, "memory is bounded by the keys, not the updates");
+        let chunk = o.take_chunk(MAX_CHUNK).unwrap();
+        assert_eq!(
+            frames(&chunk),
+            [(OP_TEXT, "a2".into()), (OP_TEXT, "m1".into())]
+        );
+        assert_eq!(o.stats.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn events_are_bounded_and_account_events_are_refused_not_dropped() {
+        let mut o = outbox(); // room for 4 events
+        for i in 0..4 {
+            o.push_event(text(&format!("n{i}")), false).unwrap();
+        }
+        assert_eq!(o.push_event(text("n4"), false), Ok(()), "news is dropped");
+        assert_eq!(o.stats.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(o.push_event(text("order"), true), Err(Overflow));
+        assert_eq!(o.len(), 4);
+    }
+
+    #[test]
+    fn batched_prices_wait_for_the_flush_and_go_out_as_one_batch() {
+        let mut o = outbox();
+        o.set_batching(true);
+        let batch = |s: &str| Some((PriceKind::Spot, text(&format!("{{\"symbol\":\"{s}\"}}"))));
+        o.push_latest(&key("AAPL"), &text("a"), &batch("AAPL"));
+        o.push_latest(&key("MSFT"), &text("m"), &batch("MSFT"));
+        assert!(o.batch_waiting());
+        assert!(o.take_chunk(MAX_CHUNK).is_none(), "waits for the flush");
+        o.flush_batch();
+        let chunk = o.take_chunk(MAX_CHUNK).unwrap();
+        let f = frames(&chunk);
+        assert_eq!(f.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&f[0].1).unwrap();
+        assert_eq!(v["type"], "spot_price_batch");
+        assert_eq!(v["count"], 2);
+        assert_eq!(v["updates"][1]["symbol"], "MSFT");
+    }
+
+    #[test]
+    fn close_goes_last_and_nothing_is_accepted_after_it() {
+        let mut o = outbox();
+        o.push_latest(&key("AAPL"), &text("a"), &None);
+        o.close(4008, "slow client");
+        o.push_control(text("late"));
+        let f = frames(&o.take_chunk(MAX_CHUNK).unwrap());
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[1].0, OP_CLOSE);
+        assert!(f[1].1.ends_with("slow client"));
+        assert!(o.is_closed() && o.is_empty());
+    }
+
+    #[test]
+    fn forgetting_a_symbol_drops_its_unsent_frames() {
+        let mut o = outbox();
+        o.push_latest(&key("AAPL"), &text("a"), &None);
+        o.push_latest(&key("MSFT"), &text("m"), &None);
+        o.forget(|k| k.symbol.as_str() == "AAPL");
+        assert_eq!(
+            frames(&o.take_chunk(MAX_CHUNK).unwrap()),
+            [(OP_TEXT, "m".into())]
+        );
+    }
+
+    #[test]
+    fn large_payloads_get_extended_lengths() {
+        let mut out = BytesMut::new();
+        encode(&mut out, OP_TEXT, &[b'x'; 300]);
+        encode(&mut out, OP_TEXT, &vec![b'y'; 70_000]);
+        let f = frames(&out);
+        assert_eq!(f[0].1.len(), 300);
+        assert_eq!(f[1].1.len(), 70_000);
+    }
+
+    #[test]
+    fn a_chunk_stops_near_the_limit_and_the_rest_waits() {
+        let mut o = outbox();
+        for s in ["AAPL", "MSFT", "TSLA"] {
+            o.push_latest(&key(s), &text(&"x".repeat(100)), &None);
+        }
+        let first = o.take_chunk(150).unwrap();
+        assert_eq!(frames(&first).len(), 2);
+        assert_eq!(frames(&o.take_chunk(150).unwrap()).len(), 1);
+    }
+}
