@@ -21,7 +21,7 @@ use log::{info, warn};
 
 use crate::browser::ChannelMask;
 use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId, SessionStats};
-use crate::session::outbox::Outbox;
+use crate::outbox::Outbox;
 use crate::symbol::Symbol;
 
 /// How often slow clients, batch flushes and `behind` flags are looked at.

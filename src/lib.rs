@@ -25,12 +25,14 @@
 //! - [`registry`] — who wants what: ref-counted interest, pins, desired sets, feed status.
 //! - [`throttle`] — per-symbol latest-value conflation (the exact window) and the feed's inlet.
 //! - [`hub`] — per-worker fan-out, heartbeat and slow-client clock.
-//! - [`session`] — the browser protocol actor and its conflating outbox.
+//! - [`session`] — the browser protocol actor.
+//! - [`outbox`] — a session's conflating output queue and the response body that drains it.
 //! - [`delivery`] — the contract between throttles, hubs, the registry and sessions (a leaf).
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
 //! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
+//!   [`credentials`],
 //!   [`time`], [`quote_book`], [`rng`].
 //!
 //! Quote traffic never waits: the feed leaves events in a per-symbol inlet (bounded, newest wins),
@@ -39,10 +41,12 @@
 
 pub mod accounts;
 pub mod browser;
+pub mod credentials;
 pub mod delivery;
 pub mod http;
 pub mod hub;
 pub mod market;
+pub mod outbox;
 pub mod quote_book;
 pub mod registry;
 pub mod rng;

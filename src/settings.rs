@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
+use crate::credentials::{Credentials, Secret};
 use crate::symbol::Symbol;
 use crate::upstream::protocol::Encoding;
 
@@ -580,40 +581,6 @@ fn default_symbols() -> Vec<String> {
     ["AAPL", "MSFT", "SPY", "QQQ", "TSLA", "NVDA", "AMZN"]
         .map(String::from)
         .to_vec()
-}
-
-/// A string that never prints: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it (the auth message).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// An Alpaca key pair. The key id is not secret by itself but is still kept out of logs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    pub key_id: Secret,
-    pub secret_key: Secret,
 }
 
 /// One problem found in the settings: which key, what is wrong.

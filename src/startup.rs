@@ -20,12 +20,13 @@ use log::{info, warn};
 
 use crate::accounts::stream::{TradingConfig, TradingStream};
 use crate::accounts::AccountStore;
+use crate::credentials::{Credentials, Secret};
 use crate::http::{self, AppState};
 use crate::hub::{HubConfig, LocalHub};
 use crate::quote_book::QuoteBook;
 use crate::registry::{Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
 use crate::session::SessionConfig;
-use crate::settings::{ms, Credentials, Provider, Secret, Settings};
+use crate::settings::{ms, Provider, Settings};
 use crate::simulator::{self, SimulatorHandle};
 use crate::throttle::ThrottleConfig;
 use crate::upstream::feed::{FeedConfig, FeedOutputs, UpstreamFeed};

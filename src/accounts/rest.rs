@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use log::warn;
 use serde_json::Value;
 
-use crate::settings::Credentials;
+use crate::credentials::Credentials;
 
 /// Retries after HTTP 429 before giving up on a request.
 const RETRIES_AFTER_429: u32 = 3;

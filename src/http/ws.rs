@@ -14,8 +14,8 @@ use actix_web_actors::ws;
 use super::AppState;
 use crate::delivery::SessionStats;
 use crate::hub::LocalHub;
+use crate::outbox::{Outbox, OutboxBody};
 use crate::session::incoming::IncomingFrames;
-use crate::session::outbox::{Outbox, OutboxBody};
 use crate::session::{ClientSession, ConnectionLost};
 
 /// Upgrades the connection and starts the session actor.

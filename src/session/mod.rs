@@ -12,11 +12,11 @@
 //! The actor runs on its worker's arbiter, not inside the response body, so a client that stops
 //! reading never freezes it: the outbox conflates what the socket does not take.
 //!
-//! - [`outbox`] — the conflating output queue and the response body that drains it.
 //! - [`incoming`] — the request body decoded into WebSocket frames.
+//!
+//! Its output queue is the [outbox](crate::outbox), shared with the hub.
 
 pub mod incoming;
-pub mod outbox;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,7 +30,6 @@ use actix_http::ws::{Frame, Item, ProtocolError};
 use bytestring::ByteString;
 use log::{debug, warn};
 
-use self::outbox::Outbox;
 use crate::browser::{
     self, ChannelMask, ClientChannel, ClientError, ClientRequest, ErrorCode, PriceKind,
     PriceUpdate, Rejection,
@@ -38,6 +37,7 @@ use crate::browser::{
 use crate::delivery::{DeliverKey, SessionCommand, SessionId, SessionStats, Subscriber};
 use crate::hub::{LocalHub, CLOSE_SLOW_CLIENT};
 use crate::market::Num;
+use crate::outbox::Outbox;
 use crate::quote_book::QuoteBook;
 use crate::registry::{Connect, Disconnect, Registry, Subscribe, Unsubscribe};
 use crate::settings::SessionSettings;

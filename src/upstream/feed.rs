@@ -43,8 +43,9 @@ use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
 use super::{FeedCounters, FeedId, FeedKind, FeedStatus};
 use super::{FeedStateChanged, NewsReceived, SymbolsRejected};
+use crate::credentials::Credentials;
 use crate::rng::SplitMix64;
-use crate::settings::{BackoffSettings, Credentials};
+use crate::settings::BackoffSettings;
 use crate::symbol::Symbol;
 use crate::throttle::{Inlet, Offered};
 
