@@ -551,20 +551,22 @@ pub struct PriceFrame {
 
 /// `spot_price_update` or `option_price_update`, serialized once.
 pub fn price_update(kind: PriceKind, update: &PriceUpdate<'_>, snapshot: bool) -> PriceFrame {
-    let body = serde_json::to_string(update).unwrap_or_default();
-    let mut text = String::with_capacity(body.len() + 96);
-    text.push_str("{\"type\":\"");
-    text.push_str(kind.update_type());
-    text.push_str("\",\"update\":");
-    let start = text.len();
-    text.push_str(&body);
-    let end = text.len();
-    text.push_str(if snapshot {
-        ",\"snapshot\":true"
+    // One buffer, written once: the envelope around the serialized update.
+    let mut out = Vec::with_capacity(320);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.update_type().as_bytes());
+    out.extend_from_slice(b"\",\"update\":");
+    let start = out.len();
+    // Serializing numbers, strings and options into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, update);
+    let end = out.len();
+    out.extend_from_slice(if snapshot {
+        b",\"snapshot\":true"
     } else {
-        ",\"snapshot\":false"
+        b",\"snapshot\":false"
     });
-    text.push_str(",\"timestamp\":\"");
+    out.extend_from_slice(b",\"timestamp\":\"");
+    let mut text = String::from_utf8(out).unwrap_or_default();
     Timestamp::now().write_rfc3339(&mut text);
     text.push_str("\"}");
     let frame = ByteString::from(text);

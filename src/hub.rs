@@ -11,13 +11,13 @@
 //! every session, a close for one silent past the client timeout).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use log::{info, warn};
+use rustc_hash::FxHashMap;
 
 use crate::browser::ChannelMask;
 use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId, SessionStats};
@@ -67,8 +67,8 @@ struct Member {
 
 #[derive(Default)]
 struct HubState {
-    by_symbol: HashMap<Symbol, Vec<Member>>,
-    sessions: HashMap<SessionId, Local>,
+    by_symbol: FxHashMap<Symbol, Vec<Member>>,
+    sessions: FxHashMap<SessionId, Local>,
 }
 
 /// The fan-out actor of one worker.
@@ -163,7 +163,7 @@ impl LocalHub {
 }
 
 fn remove_member(
-    by_symbol: &mut HashMap<Symbol, Vec<Member>>,
+    by_symbol: &mut FxHashMap<Symbol, Vec<Member>>,
     symbol: &Symbol,
     session: SessionId,
 ) {
@@ -185,6 +185,7 @@ impl Hub {
         let mut state = self.state.borrow_mut();
         for (id, local) in state.sessions.iter_mut() {
             let mut outbox = local.outbox.borrow_mut();
+            outbox.publish_stats();
             let waiting = outbox.waiting_for(now);
             local
                 .stats

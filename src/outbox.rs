@@ -13,8 +13,7 @@
 //! everything waiting (up to [`MAX_CHUNK`]) into one buffer: one socket write for many frames.
 
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
+use rustc_hash::FxHashMap;
 
 use crate::browser::{self, PriceKind};
 use crate::delivery::{DeliverKey, SessionStats};
@@ -71,7 +71,7 @@ struct Latest {
 /// The queue.
 pub struct Outbox {
     queue: VecDeque<Entry>,
-    latest: HashMap<DeliverKey, Latest>,
+    latest: FxHashMap<DeliverKey, Latest>,
     /// Events and control frames in `queue`.
     events: usize,
     controls: usize,
@@ -94,6 +94,8 @@ pub struct Outbox {
     pub last_heard: Cell<Instant>,
     /// The slow-client close has been requested.
     pub slow_close_requested: bool,
+    /// Frames replaced or dropped since the last [`Outbox::publish_stats`].
+    dropped: u64,
     stats: Arc<SessionStats>,
 }
 
@@ -101,7 +103,7 @@ impl Outbox {
     pub fn new(max_events: usize, stats: Arc<SessionStats>) -> Self {
         Outbox {
             queue: VecDeque::new(),
-            latest: HashMap::new(),
+            latest: FxHashMap::default(),
             events: 0,
             controls: 0,
             max_events: max_events.max(1),
@@ -114,6 +116,7 @@ impl Outbox {
             receiver_gone: false,
             last_heard: Cell::new(Instant::now()),
             slow_close_requested: false,
+            dropped: 0,
             stats,
         }
     }
@@ -133,7 +136,6 @@ impl Outbox {
         }
         self.queue.push_back(entry);
         self.queued_bytes += bytes;
-        self.publish_stats();
         self.wake();
     }
 
@@ -143,15 +145,22 @@ impl Outbox {
         }
     }
 
-    fn publish_stats(&self) {
+    /// Copies the counters to the shared stats (on every drain and the hub's tick: the hot path
+    /// touches no atomics).
+    pub fn publish_stats(&mut self) {
         self.stats
             .queued_bytes
             .store(self.queued_bytes, Ordering::Relaxed);
         self.stats.held.store(self.queue.len(), Ordering::Relaxed);
+        if self.dropped > 0 {
+            self.stats
+                .dropped
+                .fetch_add(std::mem::take(&mut self.dropped), Ordering::Relaxed);
+        }
     }
 
-    fn count_drop(&self) {
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    fn count_drop(&mut self) {
+        self.dropped += 1;
     }
 
     /// An ack, error, pong or status frame. Dropped (counted) when too many already wait.
@@ -197,35 +206,33 @@ impl Outbox {
         if !self.accepting() {
             return;
         }
-        let batched = self.batching && batch.is_some();
-        let latest = Latest {
-            frame: frame.clone(),
-            batch: batch.clone(),
-        };
-        match self.latest.entry(key.clone()) {
-            MapEntry::Occupied(mut slot) => {
-                self.queued_bytes = self.queued_bytes + frame.len() - slot.get().frame.len();
-                slot.insert(latest);
-                self.count_drop();
-                self.stats
-                    .queued_bytes
-                    .store(self.queued_bytes, Ordering::Relaxed);
+        // The `update` object is kept only when it may go out in a batch.
+        let batch = if self.batching { batch.clone() } else { None };
+        if let Some(slot) = self.latest.get_mut(key) {
+            self.queued_bytes = self.queued_bytes + frame.len() - slot.frame.len();
+            slot.frame = frame.clone();
+            slot.batch = batch;
+            self.dropped += 1;
+            return;
+        }
+        let batched = batch.is_some();
+        self.latest.insert(
+            key.clone(),
+            Latest {
+                frame: frame.clone(),
+                batch,
+            },
+        );
+        if batched {
+            // Waits for the hub's batch flush instead of waking the body now.
+            if self.queue.is_empty() {
+                self.pending_since = Some(Instant::now());
             }
-            MapEntry::Vacant(slot) => {
-                slot.insert(latest);
-                if batched {
-                    // Waits for the hub's batch flush instead of waking the body now.
-                    if self.queue.is_empty() {
-                        self.pending_since = Some(Instant::now());
-                    }
-                    self.queue.push_back(Entry::Latest(key.clone()));
-                    self.queued_bytes += frame.len();
-                    self.batch_waiting = true;
-                    self.publish_stats();
-                } else {
-                    self.enqueue(Entry::Latest(key.clone()), frame.len());
-                }
-            }
+            self.queue.push_back(Entry::Latest(key.clone()));
+            self.queued_bytes += frame.len();
+            self.batch_waiting = true;
+        } else {
+            self.enqueue(Entry::Latest(key.clone()), frame.len());
         }
     }
 
@@ -555,6 +562,7 @@ mod tests {
             frames(&chunk),
             [(OP_TEXT, "a2".into()), (OP_TEXT, "m1".into())]
         );
+        o.publish_stats();
         assert_eq!(o.stats.dropped.load(Ordering::Relaxed), 1);
     }
 
@@ -565,6 +573,7 @@ mod tests {
             o.push_event(text(&format!("n{i}")), false).unwrap();
         }
         assert_eq!(o.push_event(text("n4"), false), Ok(()), "news is dropped");
+        o.publish_stats();
         assert_eq!(o.stats.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(o.push_event(text("order"), true), Err(Overflow));
         assert_eq!(o.len(), 4);

@@ -25,7 +25,7 @@
 //! alone to find the culprit. Refused symbols are reported to the registry, which drops them from
 //! the desired set, sends the corrected set back and tells the clients that asked.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use awc::error::WsProtocolError;
 use awc::ws::Frame;
 use futures_util::stream::StreamExt;
 use log::{debug, error, info, trace, warn};
+use rustc_hash::FxHashMap;
 
 use super::backoff::Backoff;
 use super::connection::{self, Link, Liveness, Received, WsFramed};
@@ -57,7 +58,8 @@ const MAX_IDLE_FACTOR: u32 = 8;
 const MALFORMED_WARNINGS: u64 = 20;
 
 /// Symbol → the inlet of its throttle, given by the registry together with the desired set.
-pub type Routes = Arc<HashMap<Symbol, Arc<Inlet>>>;
+/// Looked up once per market message, hence the fast hasher.
+pub type Routes = Arc<FxHashMap<Symbol, Arc<Inlet>>>;
 
 /// The full set of subscriptions this feed should hold upstream, and where to send each symbol's
 /// events. Replaces the previous set; the feed sends the difference.

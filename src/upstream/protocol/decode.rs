@@ -16,7 +16,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::msgpack::msgpack_array_elements;
+use super::msgpack::{msgpack_array_elements, msgpack_value_len};
 use super::{Channel, Encoding, SubscriptionSet};
 use crate::market::{Bar, BarKind, BookUpdate, Level, MarketEvent, NewsArticle, Num, Quote, Trade};
 use crate::symbol::{Symbol, WILDCARD};
@@ -116,25 +116,25 @@ pub fn decode_json(text: &str) -> Result<Vec<Inbound<'_>>, DecodeError> {
 
 /// Decodes one msgpack binary frame (an array of maps).
 pub fn decode_msgpack(data: &[u8]) -> Result<Vec<Inbound<'_>>, DecodeError> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(data);
-    match de.deserialize_seq(FrameVisitor) {
-        Ok(messages) if de.get_ref().is_empty() => Ok(messages),
-        // Salvage: find each element's bytes and decode them one by one.
-        _ => {
-            let elements = msgpack_array_elements(data).ok_or_else(|| {
-                DecodeError::Msgpack(format!("{} bytes that are not an array", data.len()))
-            })?;
-            Ok(elements
-                .into_iter()
-                .map(|el| match rmp_serde::from_slice::<RawMsg<'_>>(el) {
-                    Ok(raw) => raw.into_inbound(),
-                    Err(e) => {
-                        Inbound::Malformed(format!("{e} in a {}-byte msgpack element", el.len()))
-                    }
-                })
-                .collect())
+    // rmp-serde cannot tell how much of the input it consumed, so the frame's extent is checked
+    // first (a cheap walk): exactly one well-formed value is decoded in one pass.
+    if msgpack_value_len(data) == Some(data.len()) {
+        let mut de = rmp_serde::Deserializer::from_read_ref(data);
+        if let Ok(messages) = de.deserialize_seq(FrameVisitor) {
+            return Ok(messages);
         }
     }
+    // Salvage: find each element's bytes and decode them one by one.
+    let elements = msgpack_array_elements(data).ok_or_else(|| {
+        DecodeError::Msgpack(format!("{} bytes that are not an array", data.len()))
+    })?;
+    Ok(elements
+        .into_iter()
+        .map(|el| match rmp_serde::from_slice::<RawMsg<'_>>(el) {
+            Ok(raw) => raw.into_inbound(),
+            Err(e) => Inbound::Malformed(format!("{e} in a {}-byte msgpack element", el.len())),
+        })
+        .collect())
 }
 
 /// Turns each array element into an [`Inbound`] as it is read, so the large flat [`RawMsg`]
