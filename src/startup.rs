@@ -170,7 +170,7 @@ impl Daemon {
         });
 
         let http = &settings.http;
-        let listener = TcpListener::bind((http.host.as_str(), http.port)).with_context(|| {
+        let listener = bind_listener(&http.host, http.port).with_context(|| {
             format!(
                 "cannot bind HTTP to {}:{} (http.host / http.port)",
                 http.host, http.port
@@ -417,6 +417,27 @@ fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
         counters,
         status,
     });
+}
+
+/// Pending connections the kernel queues before accepting: std's 128 overflows when a thousand
+/// browsers reconnect at once (after a restart), and each overflow costs a client a 1 s SYN retry.
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn bind_listener(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the host resolves to no address"))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 fn tune_socket(conn: &dyn std::any::Any, user_timeout: Duration, send_buffer: usize) {
