@@ -377,6 +377,9 @@ impl SymbolThrottle {
         ctx: &mut Context<Self>,
     ) {
         ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
+            // Events that arrived while the window was pending waited in the inlet without
+            // waking us: take them first, so the trailing edge carries the newest value.
+            act.drain(ctx);
             let now = Instant::now();
             match window(act).flush(token, now) {
                 Flush::Emit => emit(act),
@@ -493,10 +496,27 @@ impl SymbolThrottle {
             }
         }
     }
+
+    /// While the price window waits for its trailing edge, whose timer drains the inlet anyway,
+    /// the feed need not wake us for every event (under a flood that was one cross-thread message
+    /// per event): the inlet is marked as notified. Bars and books wait at most one interval.
+    fn quiet_until_trailing_edge(&self) {
+        if self.price_window.is_pending() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .notified = true;
+        }
+    }
 }
 
 impl Actor for SymbolThrottle {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // One Drain in flight at most, plus the registry's occasional SetHub.
+        ctx.set_mailbox_capacity(64);
+    }
 }
 
 impl Handler<Drain> for SymbolThrottle {
@@ -504,6 +524,7 @@ impl Handler<Drain> for SymbolThrottle {
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
         self.drain(ctx);
+        self.quiet_until_trailing_edge();
     }
 }
 
