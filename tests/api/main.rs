@@ -7,6 +7,7 @@ mod client_input;
 mod errors;
 mod feeds;
 mod helpers;
+mod ingest;
 mod reconnect;
 mod shutdown;
 mod streaming;

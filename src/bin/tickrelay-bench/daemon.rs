@@ -62,8 +62,10 @@ pub struct Daemon {
 pub struct DaemonStatus {
     /// Upstream messages received, summed over feeds.
     pub messages_received: Option<u64>,
-    /// Market events dropped at full throttle mailboxes, summed over feeds.
+    /// Market events the daemon could not hand on, summed over feeds.
     pub events_dropped: Option<u64>,
+    /// Market events that replaced an undrained older value (conflated at ingest).
+    pub events_conflated: Option<u64>,
     pub dropped_updates: Option<u64>,
     pub mailbox_drops: Option<u64>,
     pub sessions: Option<u64>,
@@ -277,8 +279,11 @@ impl DaemonStatus {
         DaemonStatus {
             messages_received: sum("messages_received"),
             events_dropped: sum("events_dropped"),
+            events_conflated: sum("events_conflated"),
             dropped_updates: session_field("dropped_updates"),
-            mailbox_drops: session_field("mailbox_drops"),
+            // Older daemons counted per-session mailbox drops; newer ones per-worker hub drops.
+            mailbox_drops: session_field("hub_mailbox_drops")
+                .or_else(|| session_field("mailbox_drops")),
             sessions: session_field("count"),
         }
     }

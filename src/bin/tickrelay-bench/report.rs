@@ -222,6 +222,7 @@ impl Measurement<'_> {
             .collect();
         object(json!({
             "daemon_events_dropped": delta(|s| s.events_dropped),
+            "daemon_events_conflated": delta(|s| s.events_conflated),
             "daemon_dropped_updates": delta(|s| s.dropped_updates),
             "daemon_mailbox_drops": delta(|s| s.mailbox_drops),
             "daemon_sessions": end.and_then(|s| s.sessions),
