@@ -192,6 +192,7 @@ impl Daemon {
         let hub_ids = Arc::new(AtomicUsize::new(0));
         // The factory runs once on each worker thread: each worker gets its own hub.
         let mut server = HttpServer::new(move || {
+            yield_to_ingest();
             let hub = LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
             App::new()
                 .app_data(state.clone())
@@ -417,6 +418,29 @@ fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
         counters,
         status,
     });
+}
+
+/// How much lower than the feeds' threads the HTTP workers run (a nice value): when the two cores
+/// are busy, reading Alpaca wins and fan-out waits, which conflates instead of pushing back.
+const WORKER_NICE: i32 = 5;
+
+/// Lowers the calling thread's CPU priority by [`WORKER_NICE`] (Linux: per thread; no privilege
+/// needed to lower). Elsewhere, or if the kernel refuses, nothing changes.
+fn yield_to_ingest() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE)
+        };
+        if rc != 0 {
+            log::debug!(
+                "cannot lower the HTTP worker's priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Pending connections the kernel queues before accepting: std's 128 overflows when a thousand
