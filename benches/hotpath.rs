@@ -119,6 +119,17 @@ fn main() {
         },
     );
     pair(
+        "decode JSON (vs serde_json::Value)",
+        || decode_json(black_box(&json)).unwrap().len(),
+        "serde_json into serde_json::Value",
+        || {
+            serde_json::from_str::<serde_json::Value>(black_box(&json))
+                .unwrap()
+                .as_array()
+                .map_or(0, Vec::len)
+        },
+    );
+    pair(
         "decode msgpack, 10 quotes per frame",
         || decode_msgpack(black_box(&msgpack)).unwrap().len(),
         "rmp_serde into Vec<MinimalQuote>",

@@ -150,10 +150,138 @@ impl<'de> Visitor<'de> for FrameVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(1024));
-        while let Some(raw) = seq.next_element::<RawMsg<'de>>()? {
-            out.push(raw.into_inbound());
+        while let Some(inbound) = seq.next_element_seed(Element)? {
+            out.push(inbound);
         }
         Ok(out)
+    }
+}
+
+/// One element of a frame. Alpaca sends `T` first (its SDKs rely on it for msgpack): a quote —
+/// most of the traffic — is read straight into its few fields; anything else, or an element whose
+/// first key is not `T`, goes through [`RawMsg`] with the keys already read replayed.
+struct Element;
+
+impl<'de> de::DeserializeSeed<'de> for Element {
+    type Value = Inbound<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Inbound<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Element {
+    type Value = Inbound<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a message (a map with a type tag T)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Inbound<'de>, A::Error> {
+        let Some(first) = map.next_key::<Text<'de>>()? else {
+            return Err(de::Error::missing_field("T"));
+        };
+        let kind = if first.0 == "T" {
+            let kind = map.next_value::<Text<'de>>()?;
+            if kind.0 == "q" {
+                return quote_fields(map);
+            }
+            Some(kind)
+        } else {
+            None
+        };
+        let replay = Replay {
+            key: Some(first),
+            value: kind,
+            map,
+        };
+        RawMsg::deserialize(de::value::MapAccessDeserializer::new(replay)).map(RawMsg::into_inbound)
+    }
+}
+
+/// The rest of a quote (`T` already read), as [`RawMsg::quote`] would decode it.
+fn quote_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Inbound<'de>, A::Error> {
+    let mut symbol = None;
+    let (mut bp, mut ap, mut t) = (None, None, None);
+    let (mut bid_size, mut ask_size) = (None, None);
+    while let Some(key) = map.next_key::<Text<'de>>()? {
+        match key.0.as_ref() {
+            "S" => symbol = Some(map.next_value::<Text<'de>>()?),
+            "bp" => bp = Some(map.next_value::<f64>()?),
+            "ap" => ap = Some(map.next_value::<f64>()?),
+            "bs" => bid_size = Some(map.next_value::<Loose<'de>>()?),
+            "as" => ask_size = Some(map.next_value::<Loose<'de>>()?),
+            "t" => t = Some(map.next_value::<Timestamp>()?),
+            // Exchanges, conditions, tape: not part of a price.
+            _ => {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+    }
+    let size = |v: Option<Loose<'de>>, name: &'static str| {
+        v.map_or(Some(Num::Int(0)), |v| v.num()).ok_or(name)
+    };
+    let event: Result<MarketEvent, &'static str> = (|| {
+        Ok(MarketEvent::Quote(Quote {
+            bid_price: bp.ok_or("bp")?,
+            ask_price: ap.ok_or("ap")?,
+            bid_size: size(bid_size, "bs")?,
+            ask_size: size(ask_size, "as")?,
+            timestamp: t.ok_or("t")?,
+        }))
+    })();
+    Ok(match (symbol, event) {
+        (Some(symbol), Ok(event)) => Inbound::Market {
+            symbol: symbol.0,
+            event,
+        },
+        (None, _) => Inbound::Malformed("\"q\" message without a symbol (S)".into()),
+        (Some(symbol), Err(missing)) => Inbound::Malformed(format!(
+            "\"q\" message for {} lacks or mistypes {missing}",
+            symbol.0
+        )),
+    })
+}
+
+/// A map whose first key (and, when it was `T`, its value) has already been read: hands them
+/// out again, then the rest of the map.
+struct Replay<'de, A> {
+    key: Option<Text<'de>>,
+    value: Option<Text<'de>>,
+    map: A,
+}
+
+fn replayed<'de, S: de::DeserializeSeed<'de>, E: de::Error>(
+    seed: S,
+    text: Text<'de>,
+) -> Result<S::Value, E> {
+    match text.0 {
+        Cow::Borrowed(s) => seed.deserialize(de::value::BorrowedStrDeserializer::<E>::new(s)),
+        Cow::Owned(s) => seed.deserialize(de::value::StringDeserializer::<E>::new(s)),
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<'de, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        match self.key.take() {
+            Some(key) => replayed(seed, key).map(Some),
+            None => self.map.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        match self.value.take() {
+            Some(value) => replayed(seed, value),
+            None => self.map.next_value_seed(seed),
+        }
     }
 }
 

@@ -431,3 +431,36 @@ fn set_difference_and_chunks() {
         [2, 1]
     );
 }
+
+#[test]
+fn key_order_does_not_change_what_a_message_means() {
+    // The quote fast path reads T first; a server that puts it elsewhere goes through the
+    // general decoder with the keys already read replayed. Both must agree, in both encodings.
+    let t_first = r#"[{"T":"q","S":"AAPL","bx":"V","bp":190.12,"bs":2,"ax":"V","ap":190.15,"as":3,"c":["R"],"z":"C","t":"2026-01-20T15:04:05.123456789Z"}]"#;
+    let t_later = r#"[{"S":"AAPL","bp":190.12,"T":"q","bs":2,"ap":190.15,"as":3,"t":"2026-01-20T15:04:05.123456789Z","c":["R"]}]"#;
+    let a = decode_json(t_first).unwrap();
+    let b = decode_json(t_later).unwrap();
+    assert_eq!(a, b);
+    assert!(matches!(&a[0], Inbound::Market { symbol, .. } if symbol == "AAPL"));
+    let value: serde_json::Value = serde_json::from_str(t_later).unwrap();
+    let packed = rmp_serde::to_vec_named(&value).unwrap();
+    assert_eq!(decode_msgpack(&packed).unwrap(), a);
+    // A trade after a quote in one frame still takes the general path.
+    let mixed = r#"[{"T":"q","S":"A","bp":1,"ap":2,"bs":1,"as":1,"t":"2026-01-20T15:04:05Z"},{"T":"t","S":"A","p":1.5,"s":3,"t":"2026-01-20T15:04:05Z","c":["@"],"i":7,"x":"V","z":"C"}]"#;
+    let both = decode_json(mixed).unwrap();
+    assert!(matches!(
+        &both[1],
+        Inbound::Market { event: MarketEvent::Trade(t), .. } if t.price == 1.5 && t.id == Some(7)
+    ));
+}
+
+#[test]
+fn a_quote_missing_a_price_is_malformed_and_its_frame_kept() {
+    let frame = r#"[{"T":"q","S":"AAPL","bp":1,"bs":1,"as":1,"t":"2026-01-20T15:04:05Z"},{"T":"q","S":"MSFT","bp":1,"ap":2,"t":"2026-01-20T15:04:05Z"}]"#;
+    let out = decode_json(frame).unwrap();
+    assert!(
+        matches!(&out[0], Inbound::Malformed(m) if m.contains("ap")),
+        "{out:?}"
+    );
+    assert!(matches!(&out[1], Inbound::Market { symbol, .. } if symbol == "MSFT"));
+}
