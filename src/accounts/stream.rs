@@ -16,13 +16,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix::io::{SinkWrite, WriteHandler};
+use actix::io::WriteHandler;
 use actix::prelude::*;
 use awc::error::WsProtocolError;
 use awc::ws::{Frame, Message as WsMessage};
-use futures_util::stream::StreamExt;
 use log::{debug, info, warn};
 use serde_json::{json, Value};
 
@@ -37,9 +36,10 @@ use crate::settings::BackoffSettings;
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
 use crate::upstream::backoff::Backoff;
-use crate::upstream::connection::{self, Link, Liveness, Received, WsFramed};
+use crate::upstream::connection::{Link, Liveness, Received, Upstream};
 use crate::upstream::feed::StopFeed;
 use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
+use crate::upstream::protocol::Encoding;
 use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus};
 
 /// Order statuses that keep an order open.
@@ -150,88 +150,6 @@ impl TradingStream {
 
     fn id(&self) -> &str {
         &self.config.account
-    }
-
-    fn report(&mut self) {
-        let Some(status) = self.link.changed_status() else {
-            return;
-        };
-        let (connected, attempts, error) = (
-            status.state == FeedState::Connected,
-            status.reconnect_attempts,
-            status.last_error.clone(),
-        );
-        self.store.update(&self.config.account, |a| {
-            a.connected = connected;
-            a.reconnect_attempts = attempts;
-            a.last_error = error;
-        });
-        self.registry.do_send(FeedStateChanged { status });
-    }
-
-    fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.link.stopping {
-            return;
-        }
-        self.link.begin_attempt(&self.config.stream_url);
-        self.phase = Phase::Connecting;
-        self.report();
-        let attempt = connection::open(
-            self.config.stream_url.clone(),
-            None,
-            self.config.connect_timeout,
-            self.config.max_frame_bytes,
-        );
-        ctx.spawn(attempt.into_actor(self).map(|res, act, ctx| match res {
-            Ok(framed) => act.on_connected(framed, ctx),
-            Err(e) => act.fail(e.failure(), e.describe(), ctx),
-        }));
-    }
-
-    fn on_connected(&mut self, framed: WsFramed, ctx: &mut Context<Self>) {
-        let (sink, stream) = framed.split();
-        self.link.writer = Some(SinkWrite::new(sink, ctx));
-        ctx.add_stream(stream);
-        self.phase = Phase::Authenticating;
-        self.link.liveness.heard(Instant::now());
-        // Carries the secret: sent, never logged.
-        let auth = json!({
-            "action": "authenticate",
-            "data": {
-                "key_id": self.config.credentials.key_id.expose(),
-                "secret_key": self.config.credentials.secret_key.expose(),
-            }
-        });
-        self.link.write(WsMessage::Text(auth.to_string().into()));
-        let limit = self.config.auth_timeout;
-        ctx.run_later(limit, move |act, ctx| {
-            if matches!(act.phase, Phase::Authenticating | Phase::Listening) {
-                act.fail(
-                    Failure::Transient,
-                    format!("no authorization or listening ack within {limit:?}"),
-                    ctx,
-                );
-            }
-        });
-        ctx.run_interval(self.config.ping_interval, |act, ctx| {
-            if let Err(reason) = act.link.ping() {
-                act.fail(Failure::Transient, reason, ctx);
-            }
-        });
-    }
-
-    fn fail(&mut self, failure: Failure, reason: String, ctx: &mut Context<Self>) {
-        if self.link.stopping {
-            ctx.stop();
-            return;
-        }
-        if self.phase == Phase::Idle {
-            return;
-        }
-        self.link.record_failure(failure, reason);
-        self.phase = Phase::Idle;
-        self.report();
-        ctx.stop();
     }
 
     fn on_frame(&mut self, data: &[u8], ctx: &mut Context<Self>) {
@@ -447,6 +365,78 @@ impl TradingStream {
     }
 }
 
+impl Upstream for TradingStream {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
+    fn set_connecting(&mut self, connecting: bool) {
+        self.phase = if connecting {
+            Phase::Connecting
+        } else {
+            Phase::Idle
+        };
+    }
+
+    fn report(&mut self) {
+        let Some(status) = self.link.changed_status() else {
+            return;
+        };
+        let (connected, attempts, error) = (
+            status.state == FeedState::Connected,
+            status.reconnect_attempts,
+            status.last_error.clone(),
+        );
+        self.store.update(&self.config.account, |a| {
+            a.connected = connected;
+            a.reconnect_attempts = attempts;
+            a.last_error = error;
+        });
+        self.registry.do_send(FeedStateChanged { status });
+    }
+
+    fn endpoint(&self) -> (String, Option<Encoding>) {
+        // The trading stream takes no Content-Type: it answers JSON in binary frames.
+        (self.config.stream_url.clone(), None)
+    }
+
+    fn limits(&self) -> (Duration, usize) {
+        (self.config.connect_timeout, self.config.max_frame_bytes)
+    }
+
+    fn opened(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Authenticating;
+        // Carries the secret: sent, never logged.
+        let auth = json!({
+            "action": "authenticate",
+            "data": {
+                "key_id": self.config.credentials.key_id.expose(),
+                "secret_key": self.config.credentials.secret_key.expose(),
+            }
+        });
+        self.link.write(WsMessage::Text(auth.to_string().into()));
+        let limit = self.config.auth_timeout;
+        ctx.run_later(limit, move |act, ctx| {
+            if matches!(act.phase, Phase::Authenticating | Phase::Listening) {
+                act.fail(
+                    Failure::Transient,
+                    format!("no authorization or listening ack within {limit:?}"),
+                    ctx,
+                );
+            }
+        });
+        ctx.run_interval(self.config.ping_interval, |act, ctx| {
+            if let Err(reason) = act.link.ping() {
+                act.fail(Failure::Transient, reason, ctx);
+            }
+        });
+    }
+}
+
 impl Actor for TradingStream {
     type Context = Context<Self>;
 
@@ -477,10 +467,7 @@ impl Handler<StopFeed> for TradingStream {
     type Result = ();
 
     fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
-        self.link.stop();
-        self.phase = Phase::Idle;
-        self.report();
-        ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
+        self.stop_for_good(ctx);
     }
 }
 

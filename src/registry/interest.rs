@@ -393,9 +393,21 @@ impl Interest {
                     None => Vec::new(),
                 }
             };
+            // The refused feed's channels go; a session's other interest in the symbol (news on
+            // a refused stock, or the stock under refused news) stays.
+            let refused = if feed == FeedKind::News {
+                ChannelMask::NEWS
+            } else {
+                ChannelMask::MARKET
+            };
             for id in holders {
                 if let Some(sess) = self.sessions.get_mut(&id) {
-                    sess.symbols.remove(symbol);
+                    if let Some(held) = sess.symbols.get_mut(symbol) {
+                        *held = held.minus(refused);
+                        if held.is_empty() {
+                            sess.symbols.remove(symbol);
+                        }
+                    }
                 }
                 per_session.entry(id).or_default().push(symbol.clone());
             }
@@ -832,6 +844,26 @@ mod tests {
         out.clear();
         i.unsubscribe(1, &[sym("BAD")], ChannelMask::ALL, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn refused_news_leaves_the_market_interest_releasable() {
+        let mut i = Interest::new(10);
+        i.connect(1, 0);
+        let mut out = Vec::new();
+        let both = ChannelMask::QUOTES.union(ChannelMask::NEWS);
+        i.subscribe(1, vec![sym("AAPL")], both, all_feeds, &mut out);
+        i.refuse(FeedKind::News, &[sym("AAPL")], &mut out);
+        assert!(i
+            .desired(FeedKind::Stocks)
+            .contains(Channel::Quotes, "AAPL"));
+        out.clear();
+        // The session still holds the quotes, so leaving releases them.
+        i.disconnect(1, &mut out);
+        assert!(
+            out.iter().any(|c| matches!(c, Change::Grace { .. })),
+            "the symbol would be held forever: {out:?}"
+        );
     }
 
     #[test]

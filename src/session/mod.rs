@@ -504,7 +504,7 @@ impl StreamHandler<Result<Frame, ProtocolError>> for ClientSession {
             Err(ProtocolError::Overflow) => self.too_large(ctx),
             Err(e) => {
                 debug!("session {}: protocol error: {e}", self.id);
-                ctx.stop();
+                self.close(ctx, 1002, "protocol error");
             }
         }
     }

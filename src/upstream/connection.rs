@@ -1,15 +1,17 @@
 //! Pieces every upstream WebSocket connection needs: opening it, reassembling fragmented
-//! messages, telling a live peer from a dead one, and the [`Link`] — the lifecycle state a
-//! connection actor (data feed or trading stream) keeps across supervisor restarts.
+//! messages, telling a live peer from a dead one, the [`Link`] — the lifecycle state a connection
+//! actor (data feed or trading stream) keeps across supervisor restarts — and [`Upstream`], the
+//! lifecycle itself (attempt, attach, fail, stop for good), shared by both actors.
 
 use std::time::{Duration, Instant};
 
-use actix::io::SinkWrite;
+use actix::io::{SinkWrite, WriteHandler};
+use actix::prelude::*;
 use actix_http::ws::Item;
 use awc::error::{WsClientError, WsProtocolError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message as WsMessage};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, StreamExt};
 use log::{error, info, warn};
 
 use super::policy::{Failure, ReconnectPolicy};
@@ -77,6 +79,78 @@ pub async fn open(
         }
         Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
         Err(_) => Err(ConnectError::Timeout(limit)),
+    }
+}
+
+/// The connection lifecycle of an upstream actor — a market-data feed or an account's trading
+/// stream. An attempt opens the socket and attaches it; any failure is recorded by the [`Link`]
+/// (which tells the retry policy) and stops the actor, which its supervisor restarts; a stop for
+/// good closes with "going away". Implementors add their protocol in [`Upstream::opened`] and
+/// their frame handling in `StreamHandler`.
+pub trait Upstream:
+    Actor<Context = Context<Self>>
+    + StreamHandler<Result<Frame, WsProtocolError>>
+    + WriteHandler<WsProtocolError>
+{
+    fn link(&mut self) -> &mut Link;
+    /// No connection is open or being opened.
+    fn is_idle(&self) -> bool;
+    /// The protocol phase becomes "no connection" (`false`) or "connecting" (`true`).
+    fn set_connecting(&mut self, connecting: bool);
+    /// Sends the status on if it changed.
+    fn report(&mut self);
+    /// Where to connect, and the encoding to ask for (`None`: no `Content-Type`).
+    fn endpoint(&self) -> (String, Option<Encoding>);
+    /// Connect timeout and largest frame accepted.
+    fn limits(&self) -> (Duration, usize);
+    /// The socket is open and attached: start the protocol (auth, timers).
+    fn opened(&mut self, ctx: &mut Context<Self>);
+
+    /// One connection attempt.
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.link().stopping {
+            return;
+        }
+        let (url, encoding) = self.endpoint();
+        let (timeout, max_frame_bytes) = self.limits();
+        self.link().begin_attempt(&url);
+        self.set_connecting(true);
+        self.report();
+        let attempt = open(url, encoding, timeout, max_frame_bytes);
+        ctx.spawn(attempt.into_actor(self).map(|res, act, ctx| match res {
+            Ok(framed) => {
+                let (sink, stream) = framed.split();
+                act.link().writer = Some(SinkWrite::new(sink, ctx));
+                ctx.add_stream(stream);
+                act.link().liveness.heard(Instant::now());
+                act.opened(ctx);
+            }
+            Err(e) => act.fail(e.failure(), e.describe(), ctx),
+        }));
+    }
+
+    /// Records the failure, closes the connection and stops; the supervisor restarts the actor.
+    fn fail(&mut self, failure: Failure, reason: String, ctx: &mut Context<Self>) {
+        if self.link().stopping {
+            ctx.stop();
+            return;
+        }
+        if self.is_idle() {
+            return;
+        }
+        self.link().record_failure(failure, reason);
+        self.set_connecting(false);
+        self.report();
+        ctx.stop();
+    }
+
+    /// Daemon shutdown: close with "going away" and never reconnect.
+    fn stop_for_good(&mut self, ctx: &mut Context<Self>) {
+        self.link().stop();
+        self.set_connecting(false);
+        self.report();
+        // Give the close frame a moment to leave before the connection is dropped.
+        ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
     }
 }
 

@@ -30,16 +30,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::io::{SinkWrite, WriteHandler};
+use actix::io::WriteHandler;
 use actix::prelude::*;
 use awc::error::WsProtocolError;
 use awc::ws::Frame;
-use futures_util::stream::StreamExt;
 use log::{debug, error, info, trace, warn};
 use rustc_hash::FxHashMap;
 
 use super::backoff::Backoff;
-use super::connection::{self, Link, Liveness, Received, WsFramed};
+use super::connection::{self, Link, Liveness, Received, Upstream};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
 use super::{FeedCounters, FeedId, FeedKind, FeedStatus};
@@ -183,58 +182,6 @@ impl UpstreamFeed {
         &self.link.name
     }
 
-    /// Sends the status to the registry if it changed since the last report.
-    fn report(&mut self) {
-        self.link.status.desired = self.desired.len();
-        if let Some(status) = self.link.changed_status() {
-            self.outputs.status.do_send(FeedStateChanged { status });
-        }
-    }
-
-    fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.link.stopping {
-            return;
-        }
-        self.link.begin_attempt(&self.config.url);
-        self.phase = Phase::Connecting;
-        self.report();
-        let attempt = connection::open(
-            self.config.url.clone(),
-            Some(self.config.encoding),
-            self.config.connect_timeout,
-            self.config.max_frame_bytes,
-        );
-        ctx.spawn(attempt.into_actor(self).map(|res, act, ctx| match res {
-            Ok(framed) => act.on_connected(framed, ctx),
-            Err(e) => act.fail(e.failure(), e.describe(), ctx),
-        }));
-    }
-
-    fn on_connected(&mut self, framed: WsFramed, ctx: &mut Context<Self>) {
-        let (sink, stream) = framed.split();
-        self.link.writer = Some(SinkWrite::new(sink, ctx));
-        ctx.add_stream(stream);
-        self.phase = Phase::AwaitingWelcome;
-        self.link.liveness.heard(Instant::now());
-        debug!("{}: WebSocket open, waiting for the welcome", self.name());
-        let auth_timeout = self.config.auth_timeout;
-        ctx.run_later(auth_timeout, move |act, ctx| {
-            if matches!(
-                act.phase,
-                Phase::AwaitingWelcome | Phase::Authenticating | Phase::Subscribing
-            ) {
-                act.fail(
-                    Failure::Transient,
-                    format!(
-                        "no welcome, authentication or subscription ack within {auth_timeout:?}"
-                    ),
-                    ctx,
-                );
-            }
-        });
-        ctx.run_interval(self.config.ping_interval, |act, ctx| act.liveness_tick(ctx));
-    }
-
     /// The dead-peer and data-idle checks, then a ping.
     fn liveness_tick(&mut self, ctx: &mut Context<Self>) {
         if matches!(self.phase, Phase::Idle | Phase::Connecting) {
@@ -264,21 +211,6 @@ impl UpstreamFeed {
         if let Err(reason) = self.link.ping() {
             self.fail(Failure::Transient, reason, ctx);
         }
-    }
-
-    /// Reports the failure, closes the connection and stops; the supervisor restarts us.
-    fn fail(&mut self, failure: Failure, reason: String, ctx: &mut Context<Self>) {
-        if self.link.stopping {
-            ctx.stop();
-            return;
-        }
-        if self.phase == Phase::Idle {
-            return;
-        }
-        self.link.record_failure(failure, reason);
-        self.phase = Phase::Idle;
-        self.report();
-        ctx.stop();
     }
 
     fn send_message(&mut self, message: &serde_json::Value) {
@@ -527,6 +459,61 @@ impl UpstreamFeed {
     }
 }
 
+impl Upstream for UpstreamFeed {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
+    fn set_connecting(&mut self, connecting: bool) {
+        self.phase = if connecting {
+            Phase::Connecting
+        } else {
+            Phase::Idle
+        };
+    }
+
+    /// Sends the status to the registry if it changed since the last report.
+    fn report(&mut self) {
+        self.link.status.desired = self.desired.len();
+        if let Some(status) = self.link.changed_status() {
+            self.outputs.status.do_send(FeedStateChanged { status });
+        }
+    }
+
+    fn endpoint(&self) -> (String, Option<Encoding>) {
+        (self.config.url.clone(), Some(self.config.encoding))
+    }
+
+    fn limits(&self) -> (Duration, usize) {
+        (self.config.connect_timeout, self.config.max_frame_bytes)
+    }
+
+    fn opened(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::AwaitingWelcome;
+        debug!("{}: WebSocket open, waiting for the welcome", self.name());
+        let auth_timeout = self.config.auth_timeout;
+        ctx.run_later(auth_timeout, move |act, ctx| {
+            if matches!(
+                act.phase,
+                Phase::AwaitingWelcome | Phase::Authenticating | Phase::Subscribing
+            ) {
+                act.fail(
+                    Failure::Transient,
+                    format!(
+                        "no welcome, authentication or subscription ack within {auth_timeout:?}"
+                    ),
+                    ctx,
+                );
+            }
+        });
+        ctx.run_interval(self.config.ping_interval, |act, ctx| act.liveness_tick(ctx));
+    }
+}
+
 impl Actor for UpstreamFeed {
     type Context = Context<Self>;
 
@@ -580,11 +567,7 @@ impl Handler<StopFeed> for UpstreamFeed {
     type Result = ();
 
     fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
-        self.link.stop();
-        self.phase = Phase::Idle;
-        self.report();
-        // Give the close frame a moment to leave before the connection is dropped.
-        ctx.run_later(Duration::from_millis(100), |_, ctx| ctx.stop());
+        self.stop_for_good(ctx);
     }
 }
 
