@@ -94,6 +94,8 @@ pub struct Outbox {
     pub last_heard: Cell<Instant>,
     /// The slow-client close has been requested.
     pub slow_close_requested: bool,
+    /// A heartbeat ping waits in the queue.
+    ping_queued: bool,
     /// Frames replaced or dropped since the last [`Outbox::publish_stats`].
     dropped: u64,
     stats: Arc<SessionStats>,
@@ -116,6 +118,7 @@ impl Outbox {
             receiver_gone: false,
             last_heard: Cell::new(Instant::now()),
             slow_close_requested: false,
+            ping_queued: false,
             dropped: 0,
             stats,
         }
@@ -236,9 +239,11 @@ impl Outbox {
         }
     }
 
-    /// Queues a ping (the heartbeat).
+    /// Queues a ping (the heartbeat), unless one still waits: a client that is not reading
+    /// needs no second one.
     pub fn push_ping(&mut self) {
-        if self.accepting() && self.controls < MAX_CONTROL {
+        if self.accepting() && !self.ping_queued && self.controls < MAX_CONTROL {
+            self.ping_queued = true;
             self.controls += 1;
             self.enqueue(Entry::Ping, 0);
         }
@@ -382,6 +387,7 @@ impl Outbox {
                 }
                 Entry::Ping => {
                     self.controls -= 1;
+                    self.ping_queued = false;
                     encode(&mut out, OP_PING, &[]);
                 }
                 Entry::Pong(payload) => {
@@ -596,6 +602,21 @@ mod tests {
         assert_eq!(v["type"], "spot_price_batch");
         assert_eq!(v["count"], 2);
         assert_eq!(v["updates"][1]["symbol"], "MSFT");
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_has_at_most_one_ping_waiting() {
+        let mut o = outbox();
+        for _ in 0..10 {
+            o.push_ping();
+        }
+        assert_eq!(o.len(), 1);
+        assert_eq!(
+            frames(&o.take_chunk(MAX_CHUNK).unwrap()),
+            [(OP_PING, String::new())]
+        );
+        o.push_ping();
+        assert_eq!(o.len(), 1, "the next heartbeat pings again");
     }
 
     #[test]

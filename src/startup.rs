@@ -410,7 +410,8 @@ fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
     let feed = Supervisor::start_in_arbiter(&thread.handle(), move |_| {
         UpstreamFeed::new(config, outputs, feed_counters)
     });
-    // Queued before the feed can report anything: the registry knows it first.
+    // The feed may report before this arrives (it runs on its own thread); the registry keeps
+    // such early statuses until the registration.
     registry.do_send(RegisterFeed {
         id,
         subscriptions: Some(feed.clone().recipient()),

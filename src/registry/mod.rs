@@ -194,6 +194,9 @@ pub struct Registry {
     interest: Interest,
     throttles: HashMap<Symbol, Throttle>,
     feeds: BTreeMap<FeedId, FeedEntry>,
+    /// Statuses from connections not registered yet: each runs on its own thread and may report
+    /// before its registration arrives.
+    early_status: HashMap<FeedId, FeedStatus>,
     sessions: HashMap<SessionId, Subscriber>,
     /// Every worker hub a session has come from.
     hubs: HashMap<HubId, Recipient<Publish>>,
@@ -211,6 +214,7 @@ impl Registry {
             quotes,
             throttles: HashMap::new(),
             feeds: BTreeMap::new(),
+            early_status: HashMap::new(),
             sessions: HashMap::new(),
             hubs: HashMap::new(),
             dirty: BTreeSet::new(),
@@ -373,13 +377,14 @@ impl Handler<RegisterFeed> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterFeed, _: &mut Context<Self>) {
+        let status = self.early_status.remove(&msg.id).unwrap_or(msg.status);
         self.feeds.insert(
             msg.id,
             FeedEntry {
                 subscriptions: msg.subscriptions,
                 stop: msg.stop,
                 counters: msg.counters,
-                status: msg.status,
+                status,
             },
         );
     }
@@ -495,6 +500,7 @@ impl Handler<FeedStateChanged> for Registry {
     fn handle(&mut self, msg: FeedStateChanged, _: &mut Context<Self>) {
         let status = msg.status;
         let Some(entry) = self.feeds.get_mut(&status.feed) else {
+            self.early_status.insert(status.feed.clone(), status);
             return;
         };
         let visible_change = entry.status.state.browser_status() != status.state.browser_status()

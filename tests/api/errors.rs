@@ -37,8 +37,8 @@ async fn fatal_codes_mark_each_feed_failed_and_hold_off_instead_of_looping() {
         app.sim("drop", json!({"feed": feed})).await;
     }
     for (feed, code) in cases {
-        let f = feed_where(&app, feed, "the feed to be failed", |f| {
-            f["state"] == "failed"
+        let f = feed_where(&app, feed, "the feed to be failed and holding off", |f| {
+            f["state"] == "failed" && f["next_retry_ms"].is_u64()
         })
         .await;
         assert!(last_error(&f).contains(&code.to_string()), "{feed}: {f}");
@@ -80,10 +80,18 @@ async fn handshake_refusals_fail_on_4xx_and_cool_down_on_429() {
     )
     .await;
     app.sim("drop", json!({"feed": "news"})).await;
-    let crypto = feed_where(&app, "crypto", "the 403", |f| last_error(f).contains("403")).await;
+    // The failure is reported first, the scheduled retry when the restarted actor starts
+    // (on the feed's own thread): wait for both.
+    let crypto = feed_where(&app, "crypto", "the 403 and its hold-off", |f| {
+        last_error(f).contains("403") && f["next_retry_ms"].is_u64()
+    })
+    .await;
     assert_eq!(crypto["state"], "failed");
     assert!(crypto["next_retry_ms"].as_u64() >= Some(59_000), "{crypto}");
-    let news = feed_where(&app, "news", "the 429", |f| last_error(f).contains("429")).await;
+    let news = feed_where(&app, "news", "the 429 and its cool-down", |f| {
+        last_error(f).contains("429") && f["next_retry_ms"].is_u64()
+    })
+    .await;
     assert_eq!(
         news["state"], "disconnected",
         "429 is a cool-down, not a failure: {news}"
