@@ -26,7 +26,7 @@
 //! - [`throttle`] — per-symbol latest-value conflation (the exact window) and the feed's inlet.
 //! - [`hub`] — per-worker fan-out, heartbeat and slow-client clock.
 //! - [`session`] — the browser protocol actor.
-//! - [`outbox`] — a session's conflating output queue and the response body that drains it.
+//! - [`outbox`] — a session's conflating output queue and the stream that drains it into the socket.
 //! - [`delivery`] — the contract between throttles, hubs, the registry and sessions (a leaf).
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
 //! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.

@@ -1,9 +1,9 @@
-//! A session's outgoing queue, and the response body that drains it into the socket.
+//! A session's outgoing queue, and the stream that drains it into the socket.
 //!
 //! Owns: every frame waiting for one browser's socket. Written by the session actor (acks, errors,
 //! status, events), by its worker's hub (market frames) and read by [`OutboxBody`], which the
-//! HTTP/1 dispatcher polls whenever its write buffer has room. All three live on the same worker
-//! thread and share the outbox through an `Rc<RefCell<_>>`.
+//! session's writer task polls whenever the socket has taken its last chunk. All three live on the
+//! same worker thread and share the outbox through an `Rc<RefCell<_>>`.
 //!
 //! Backpressure by conflation: a conflating frame (price, trade, book) replaces the unsent one of
 //! the same symbol and kind in place, so a client that cannot keep up costs at most one frame per
@@ -445,10 +445,10 @@ pub fn encode(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
     out.put_slice(payload);
 }
 
-/// The WebSocket response body: hands the dispatcher whatever the outbox holds, coalesced.
+/// What the session's writer task writes: whatever the outbox holds, coalesced into one chunk.
 pub struct OutboxBody {
     outbox: Rc<RefCell<Outbox>>,
-    /// Told when the connection is gone (the dispatcher dropped the body).
+    /// Told when the connection is gone (the writer stopped).
     on_drop: Option<Box<dyn FnOnce()>>,
 }
 

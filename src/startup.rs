@@ -13,10 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_codec::Framed;
+use actix_http::{h1, HttpService, Request};
+use actix_web::dev::AppConfig;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context as _;
 use log::{info, warn};
+use tokio::net::TcpStream;
 
 use crate::accounts::stream::{TradingConfig, TradingStream};
 use crate::accounts::AccountStore;
@@ -190,22 +194,48 @@ impl Daemon {
             batch_interval: ms(s.batch_interval_ms),
         };
         let hub_ids = Arc::new(AtomicUsize::new(0));
-        // The factory runs once on each worker thread: each worker gets its own hub.
-        let mut server = HttpServer::new(move || {
-            yield_to_ingest();
-            let hub = LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
-            App::new()
-                .app_data(state.clone())
-                .app_data(hub)
-                .configure(http::routes)
-        })
-        .disable_signals()
-        .shutdown_timeout(http.shutdown_timeout_ms.div_ceil(1000))
-        .on_connect(move |conn, _| tune_socket(conn, user_timeout, send_buffer));
+        // actix-web's HttpServer, assembled from its parts so that WebSocket upgrades leave the
+        // HTTP/1 dispatcher (and its 16 KiB of buffers per connection) for the session's own
+        // socket handling. The factory runs once on each worker thread: each worker gets its
+        // own hub.
+        let mut builder = actix_server::Server::build()
+            .disable_signals()
+            .shutdown_timeout(http.shutdown_timeout_ms.div_ceil(1000));
         if http.workers > 0 {
-            server = server.workers(http.workers);
+            builder = builder.workers(http.workers);
         }
-        let server = server.listen(listener)?.run();
+        let server = builder
+            .listen("tickrelay-http", listener, move || {
+                yield_to_ingest();
+                let hub =
+                    LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
+                let app = App::new()
+                    .app_data(state.clone())
+                    .app_data(hub.clone())
+                    .configure(http::routes);
+                let upgrade_state = state.clone();
+                let upgrades = actix_service::fn_factory(move || {
+                    let (state, hub) = (upgrade_state.clone(), hub.clone());
+                    async move {
+                        Ok::<_, ()>(actix_service::fn_service(
+                            move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                                http::ws::upgrade(req, framed, state.clone(), hub.clone())
+                            },
+                        ))
+                    }
+                });
+                HttpService::build()
+                    .keep_alive(Duration::from_secs(5))
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .on_connect_ext(move |io: &TcpStream, _: &mut _| {
+                        tune_socket(io, user_timeout, send_buffer)
+                    })
+                    .upgrade(upgrades)
+                    .finish(actix_service::map_config(app, |_| AppConfig::default()))
+                    .tcp()
+            })?
+            .run();
         info!(
             "tickrelay {}: listening on http://{addr} (provider: {})",
             env!("CARGO_PKG_VERSION"),
@@ -465,17 +495,15 @@ fn bind_listener(host: &str, port: u16) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-fn tune_socket(conn: &dyn std::any::Any, user_timeout: Duration, send_buffer: usize) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        let _ = tcp.set_nodelay(true);
-        let sock = socket2::SockRef::from(tcp);
-        if let Err(e) = sock.set_tcp_user_timeout(Some(user_timeout)) {
-            log::debug!("cannot set TCP_USER_TIMEOUT: {e}");
-        }
-        if send_buffer > 0 {
-            if let Err(e) = sock.set_send_buffer_size(send_buffer) {
-                log::debug!("cannot set SO_SNDBUF: {e}");
-            }
+fn tune_socket(tcp: &TcpStream, user_timeout: Duration, send_buffer: usize) {
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(tcp);
+    if let Err(e) = sock.set_tcp_user_timeout(Some(user_timeout)) {
+        log::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
+    if send_buffer > 0 {
+        if let Err(e) = sock.set_send_buffer_size(send_buffer) {
+            log::debug!("cannot set SO_SNDBUF: {e}");
         }
     }
 }

@@ -49,7 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(dashboard::page))
         .route("/healthz", web::get().to(health::liveness))
         .route("/readyz", web::get().to(health::readiness))
-        .route("/ws", web::get().to(ws::upgrade))
+        .route(ws::PATH, web::get().to(ws::not_upgraded))
         .route("/api/v1/health", web::get().to(health::health))
         .route("/api/v1/status", web::get().to(health::status))
         .route("/api/v1/quotes", web::get().to(quotes::many))

@@ -1,7 +1,7 @@
 //! `ClientSession`: one actor per browser WebSocket on `GET /ws` (`browser-protocol.md`).
 //!
 //! Owns: the client's subscriptions (a local view for the per-client symbol limit), its outbox
-//! (shared with its worker's hub and the response body) and the reassembly of fragmented client
+//! (shared with its worker's hub and its socket writer) and the reassembly of fragmented client
 //! messages. Talks to: the registry (connect, subscribe, unsubscribe: control round trips that may
 //! await), its worker's [hub](crate::hub) (which symbols this session wants, so market frames reach
 //! the outbox without passing through this actor), and receives [`SessionCommand`]s from the
@@ -9,7 +9,7 @@
 //! error, when the hub finds it too slow (4008) or silent, and at daemon shutdown (1001); however it
 //! ends, the registry and the hub forget it.
 //!
-//! The actor runs on its worker's arbiter, not inside the response body, so a client that stops
+//! The actor runs on its worker's arbiter, apart from the task that writes its socket, so a client that stops
 //! reading never freezes it: the outbox conflates what the socket does not take.
 //!
 //! - [`incoming`] — the request body decoded into WebSocket frames.
@@ -55,7 +55,7 @@ pub struct SessionConfig {
     pub stale_after: Duration,
 }
 
-/// The response body is gone: the client disconnected.
+/// The socket writer is gone: the client disconnected or stopped taking data for good.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ConnectionLost;
