@@ -354,8 +354,9 @@ fn start_accounts(
 ) -> anyhow::Result<()> {
     let up = &settings.upstream;
     let trading = &settings.trading;
-    // Trading streams carry little traffic; they share one thread, away from the HTTP workers.
-    let trading_thread = Arbiter::new().handle();
+    // Trading streams carry little traffic; they share one thread, away from the HTTP workers
+    // (started only when an account is enabled).
+    let mut trading_thread: Option<ArbiterHandle> = None;
     for (index, (id, account)) in settings
         .accounts
         .iter()
@@ -411,9 +412,9 @@ fn start_accounts(
         let feed_id = FeedId::Trading(account_id);
         let status = FeedStatus::new(feed_id.clone(), config.provider, config.stream_url.clone());
         let (reg, st, ctr) = (registry.clone(), store.clone(), counters.clone());
-        let stream = Supervisor::start_in_arbiter(&trading_thread, move |_| {
-            TradingStream::new(config, reg, st, ctr)
-        });
+        let thread = trading_thread.get_or_insert_with(|| Arbiter::new().handle());
+        let stream =
+            Supervisor::start_in_arbiter(thread, move |_| TradingStream::new(config, reg, st, ctr));
         registry.do_send(RegisterFeed {
             id: feed_id,
             subscriptions: None,
