@@ -209,10 +209,7 @@ impl Daemon {
                 yield_to_ingest();
                 let hub =
                     LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
-                let app = App::new()
-                    .app_data(state.clone())
-                    .app_data(hub.clone())
-                    .configure(http::routes);
+                let app = App::new().app_data(state.clone()).configure(http::routes);
                 let upgrade_state = state.clone();
                 let upgrades = actix_service::fn_factory(move || {
                     let (state, hub) = (upgrade_state.clone(), hub.clone());
