@@ -32,7 +32,7 @@
 //! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
-//!   [`credentials`],
+//!   [`credentials`], [`clients`] (who may use the Alpaca-compatible endpoint),
 //!   [`time`], [`quote_book`], [`rng`].
 //!
 //! Quote traffic never waits: the feed leaves events in a per-symbol inlet (bounded, newest wins),
@@ -41,6 +41,7 @@
 
 pub mod accounts;
 pub mod browser;
+pub mod clients;
 pub mod credentials;
 pub mod delivery;
 pub mod http;

@@ -28,6 +28,9 @@ pub const KEY_ID_ENV: &str = "APCA_API_KEY_ID";
 pub const SECRET_KEY_ENV: &str = "APCA_API_SECRET_KEY";
 
 /// Keys whose environment values are comma-separated lists.
+/// Default environment variable of a client's secret: this prefix and the client id in capitals.
+pub const CLIENT_SECRET_ENV_PREFIX: &str = "TICKRELAY_CLIENT_SECRET_";
+
 const LIST_KEYS: &[&str] = &[
     "dashboard.symbols",
     "registry.pinned_symbols",
@@ -59,6 +62,9 @@ pub struct Settings {
     pub accounts: BTreeMap<String, AccountSettings>,
     #[serde(default)]
     pub trading: TradingSettings,
+    /// Programs allowed on the Alpaca-compatible endpoint, by id, with their own key pairs.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientSettings>,
     /// Alpaca credentials for market data from the environment; `None` when unset.
     #[serde(skip)]
     pub credentials: Option<Credentials>,
@@ -398,6 +404,34 @@ impl AccountSettings {
     }
 }
 
+/// A program that may use the Alpaca-compatible endpoint (an SDK program, a service). It
+/// authenticates with its own key pair, never with the upstream Alpaca keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    /// The key id it sends (`key` in Alpaca's auth message).
+    pub key_id: String,
+    /// The environment variable holding its secret; default `TICKRELAY_CLIENT_SECRET_<ID>`.
+    pub secret_env: Option<String>,
+    /// Accounts whose trade updates it may see (none by default).
+    pub accounts: Vec<String>,
+    /// The secret, read from the environment at start-up.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+}
+
+impl ClientSettings {
+    /// The environment variable holding client `id`'s secret.
+    pub fn secret_env_name(&self, id: &str) -> String {
+        self.secret_env.clone().unwrap_or_else(|| {
+            format!(
+                "{CLIENT_SECRET_ENV_PREFIX}{}",
+                id.to_ascii_uppercase().replace('-', "_")
+            )
+        })
+    }
+}
+
 /// Settings shared by all trading accounts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -651,12 +685,22 @@ impl Settings {
             .list_separator(",")
             .source(Some(
                 env.iter()
-                    .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                    .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             ));
         for key in LIST_KEYS {
             overrides = overrides.with_list_parse_key(key);
+        }
+        // `TICKRELAY__CLIENTS__<ID>__ACCOUNTS=main,swing`: per-client lists.
+        for key in env.keys() {
+            let lower = key.to_ascii_lowercase();
+            if let Some(id) = lower
+                .strip_prefix("tickrelay__clients__")
+                .and_then(|rest| rest.strip_suffix("__accounts"))
+            {
+                overrides = overrides.with_list_parse_key(&format!("clients.{id}.accounts"));
+            }
         }
         let read_err = |source| SettingsError::Read {
             path: origin.to_owned(),
@@ -672,6 +716,12 @@ impl Settings {
         for (id, account) in settings.accounts.iter_mut() {
             let (key_env, secret_env) = account.env_names(id);
             account.credentials = credentials_from(&env, &key_env, &secret_env);
+        }
+        for (id, client) in settings.clients.iter_mut() {
+            client.secret = env
+                .get(&client.secret_env_name(id))
+                .map(|s| Secret::new(s.trim()))
+                .filter(|s| !s.expose().is_empty());
         }
         let problems = settings.validate();
         if problems.is_empty() {
@@ -810,6 +860,41 @@ impl Settings {
                     bad(
                         &format!("accounts.{id}.trading_url"),
                         format!("{url:?} must start with https:// or http://"),
+                    );
+                }
+            }
+        }
+        let mut key_ids = std::collections::BTreeSet::new();
+        for (id, client) in &self.clients {
+            let key = format!("clients.{id}");
+            if !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bad(&key, "client ids use letters, digits, '-' and '_'".into());
+            }
+            if client.key_id.trim().is_empty() {
+                bad(&format!("{key}.key_id"), "must not be empty".into());
+            } else if !key_ids.insert(client.key_id.as_str()) {
+                bad(
+                    &format!("{key}.key_id"),
+                    "another client already uses this key id".into(),
+                );
+            }
+            if client.secret.is_none() {
+                bad(
+                    &key,
+                    format!(
+                        "set its secret in the environment variable {}",
+                        client.secret_env_name(id)
+                    ),
+                );
+            }
+            for account in &client.accounts {
+                if !self.accounts.contains_key(account) {
+                    bad(
+                        &format!("{key}.accounts"),
+                        format!("there is no account {account:?} in [accounts]"),
                     );
                 }
             }
@@ -968,6 +1053,37 @@ mod tests {
         let debug = format!("{s:?}");
         assert!(!debug.contains("very-secret-value"));
         assert!(!debug.contains("PKTESTKEYID"));
+    }
+
+    #[test]
+    fn a_client_can_be_defined_entirely_from_the_environment() {
+        let s = Settings::from_toml_str(
+            "[accounts.main]\n[accounts.swing]\n",
+            env(&[
+                ("TICKRELAY__CLIENTS__ALGO-1__KEY_ID", "algo-key"),
+                ("TICKRELAY__CLIENTS__ALGO-1__ACCOUNTS", "main,swing"),
+                ("TICKRELAY_CLIENT_SECRET_ALGO_1", "algo-secret"),
+            ]),
+        )
+        .unwrap();
+        let c = &s.clients["algo-1"];
+        assert_eq!(c.key_id, "algo-key");
+        assert_eq!(c.accounts, ["main", "swing"]);
+        assert_eq!(c.secret.as_ref().unwrap().expose(), "algo-secret");
+        assert!(!format!("{s:?}").contains("algo-secret"));
+    }
+
+    #[test]
+    fn a_client_without_its_secret_or_with_an_unknown_account_is_refused() {
+        let err = Settings::from_toml_str(
+            "[clients.notebook]\nkey_id = \"nb\"\naccounts = [\"ghost\"]\n[clients.other]\nkey_id = \"nb\"\nsecret_env = \"OTHER_SECRET\"\n",
+            env(&[("OTHER_SECRET", "s")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TICKRELAY_CLIENT_SECRET_NOTEBOOK"), "{err}");
+        assert!(err.contains("ghost"), "{err}");
+        assert!(err.contains("already uses this key id"), "{err}");
     }
 
     #[test]
