@@ -218,29 +218,48 @@ fn quote_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Inbound<'de>, A::E
             }
         }
     }
-    let size = |v: Option<Loose<'de>>, name: &'static str| {
-        v.map_or(Some(Num::Int(0)), |v| v.num()).ok_or(name)
-    };
-    let event: Result<MarketEvent, &'static str> = (|| {
-        Ok(MarketEvent::Quote(Quote {
-            bid_price: bp.ok_or("bp")?,
-            ask_price: ap.ok_or("ap")?,
-            bid_size: size(bid_size, "bs")?,
-            ask_size: size(ask_size, "as")?,
-            timestamp: t.ok_or("t")?,
-        }))
-    })();
-    Ok(match (symbol, event) {
+    Ok(market_inbound(
+        "q",
+        symbol,
+        quote_event(bp, ap, bid_size, ask_size, t),
+    ))
+}
+
+/// A quote from its fields; `Err` names the first one missing or mistyped. Sizes default to 0.
+fn quote_event(
+    bp: Option<f64>,
+    ap: Option<f64>,
+    bid_size: Option<Loose<'_>>,
+    ask_size: Option<Loose<'_>>,
+    t: Option<Timestamp>,
+) -> Result<MarketEvent, &'static str> {
+    let size = |v: Option<Loose<'_>>, name| v.map_or(Some(Num::Int(0)), |v| v.num()).ok_or(name);
+    Ok(MarketEvent::Quote(Quote {
+        bid_price: bp.ok_or("bp")?,
+        ask_price: ap.ok_or("ap")?,
+        bid_size: size(bid_size, "bs")?,
+        ask_size: size(ask_size, "as")?,
+        timestamp: t.ok_or("t")?,
+    }))
+}
+
+/// A market event of message type `kind` for `symbol`, or why the message is malformed.
+fn market_inbound<'a>(
+    kind: &str,
+    symbol: Option<Text<'a>>,
+    event: Result<MarketEvent, &'static str>,
+) -> Inbound<'a> {
+    match (symbol, event) {
         (Some(symbol), Ok(event)) => Inbound::Market {
             symbol: symbol.0,
             event,
         },
-        (None, _) => Inbound::Malformed("\"q\" message without a symbol (S)".into()),
+        (None, _) => Inbound::Malformed(format!("{kind:?} message without a symbol (S)")),
         (Some(symbol), Err(missing)) => Inbound::Malformed(format!(
-            "\"q\" message for {} lacks or mistypes {missing}",
+            "{kind:?} message for {} lacks or mistypes {missing}",
             symbol.0
         )),
-    })
+    }
 }
 
 /// A map whose first key (and, when it was `T`, its value) has already been read: hands them
@@ -624,38 +643,17 @@ impl<'a> RawMsg<'a> {
     }
 
     fn market(self, event: Result<MarketEvent, &'static str>) -> Inbound<'a> {
-        let kind = self.kind.0;
-        match (self.symbol, event) {
-            (Some(symbol), Ok(event)) => Inbound::Market {
-                symbol: symbol.0,
-                event,
-            },
-            (None, _) => Inbound::Malformed(format!("{kind:?} message without a symbol (S)")),
-            (Some(symbol), Err(missing)) => Inbound::Malformed(format!(
-                "{kind:?} message for {} lacks or mistypes {missing}",
-                symbol.0
-            )),
-        }
+        market_inbound(&self.kind.0, self.symbol, event)
     }
 
     fn quote(mut self) -> Inbound<'a> {
-        let event = (|| {
-            Ok(MarketEvent::Quote(Quote {
-                bid_price: self.bp.ok_or("bp")?,
-                ask_price: self.ap.ok_or("ap")?,
-                bid_size: self
-                    .bid_size
-                    .take()
-                    .map_or(Some(Num::Int(0)), |v| v.num())
-                    .ok_or("bs")?,
-                ask_size: self
-                    .ask_size
-                    .take()
-                    .map_or(Some(Num::Int(0)), |v| v.num())
-                    .ok_or("as")?,
-                timestamp: self.t.ok_or("t")?,
-            }))
-        })();
+        let event = quote_event(
+            self.bp,
+            self.ap,
+            self.bid_size.take(),
+            self.ask_size.take(),
+            self.t,
+        );
         self.market(event)
     }
 
