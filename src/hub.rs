@@ -20,7 +20,7 @@ use log::{info, warn};
 use rustc_hash::FxHashMap;
 
 use crate::browser::ChannelMask;
-use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId, SessionStats};
+use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
 use crate::outbox::Outbox;
 use crate::symbol::Symbol;
 
@@ -53,7 +53,6 @@ impl HubConfig {
 struct Local {
     outbox: Rc<RefCell<Outbox>>,
     commands: Recipient<SessionCommand>,
-    stats: std::sync::Arc<SessionStats>,
     /// When its last batch flush went out.
     last_batch: Instant,
 }
@@ -113,14 +112,12 @@ impl LocalHub {
         session: SessionId,
         outbox: Rc<RefCell<Outbox>>,
         commands: Recipient<SessionCommand>,
-        stats: std::sync::Arc<SessionStats>,
     ) {
         self.state.borrow_mut().sessions.insert(
             session,
             Local {
                 outbox,
                 commands,
-                stats,
                 last_batch: Instant::now(),
             },
         );
@@ -155,11 +152,6 @@ impl LocalHub {
             }),
         }
     }
-
-    /// Sessions on this worker (for tests and status).
-    pub fn sessions(&self) -> usize {
-        self.state.borrow().sessions.len()
-    }
 }
 
 fn remove_member(
@@ -187,16 +179,17 @@ impl Hub {
             let mut outbox = local.outbox.borrow_mut();
             outbox.publish_stats();
             let waiting = outbox.waiting_for(now);
-            local
-                .stats
+            outbox
+                .stats()
                 .behind
                 .store(waiting > behind_after, Ordering::Relaxed);
             if waiting > self.config.slow_client_timeout && !outbox.slow_close_requested {
                 outbox.slow_close_requested = true;
+                let stats = outbox.stats();
                 warn!(
                     "session {id} ({}): closing slow client with {CLOSE_SLOW_CLIENT}: its socket took nothing for {waiting:?}; {} updates were replaced or dropped meanwhile",
-                    local.stats.peer,
-                    local.stats.dropped.load(Ordering::Relaxed)
+                    stats.peer,
+                    stats.dropped.load(Ordering::Relaxed)
                 );
                 local.commands.do_send(SessionCommand::Close {
                     code: CLOSE_SLOW_CLIENT,
@@ -223,7 +216,7 @@ impl Hub {
             if silent > self.config.client_timeout {
                 info!(
                     "session {id} ({}): no frame from the client for {silent:?}; closing",
-                    local.stats.peer
+                    outbox.stats().peer
                 );
                 local.commands.do_send(SessionCommand::Close {
                     code: 1000,

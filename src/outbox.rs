@@ -132,14 +132,19 @@ impl Outbox {
         !self.closed && !self.receiver_gone
     }
 
-    /// Notes that `entry` was queued; starts the slow-client clock and wakes the body.
+    /// Notes that `entry` was queued; starts the slow-client clock and wakes the writer.
     fn enqueue(&mut self, entry: Entry, bytes: usize) {
+        self.enqueue_quietly(entry, bytes);
+        self.wake();
+    }
+
+    /// Queues without waking the writer (batched prices wait for the hub's flush).
+    fn enqueue_quietly(&mut self, entry: Entry, bytes: usize) {
         if self.queue.is_empty() {
             self.pending_since = Some(Instant::now());
         }
         self.queue.push_back(entry);
         self.queued_bytes += bytes;
-        self.wake();
     }
 
     fn wake(&mut self) {
@@ -227,12 +232,7 @@ impl Outbox {
             },
         );
         if batched {
-            // Waits for the hub's batch flush instead of waking the body now.
-            if self.queue.is_empty() {
-                self.pending_since = Some(Instant::now());
-            }
-            self.queue.push_back(Entry::Latest(key.clone()));
-            self.queued_bytes += frame.len();
+            self.enqueue_quietly(Entry::Latest(key.clone()), frame.len());
             self.batch_waiting = true;
         } else {
             self.enqueue(Entry::Latest(key.clone()), frame.len());
@@ -287,10 +287,6 @@ impl Outbox {
         }
     }
 
-    pub fn is_batching(&self) -> bool {
-        self.batching
-    }
-
     /// Batched prices wait for a flush.
     pub fn batch_waiting(&self) -> bool {
         self.batch_waiting
@@ -331,6 +327,11 @@ impl Outbox {
     pub fn waiting_for(&self, now: Instant) -> Duration {
         self.pending_since
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    /// The session's shared counters.
+    pub fn stats(&self) -> &Arc<SessionStats> {
+        &self.stats
     }
 
     /// Frames waiting.

@@ -163,19 +163,15 @@ impl Interest {
         );
     }
 
-    pub fn is_connected(&self, session: SessionId) -> bool {
-        self.sessions.contains_key(&session)
-    }
-
     /// A session ended: releases everything it held.
     pub fn disconnect(&mut self, session: SessionId, out: &mut Vec<Change>) -> usize {
         let Some(s) = self.sessions.get(&session) else {
             return 0;
         };
         let symbols: Vec<Symbol> = s.symbols.keys().cloned().collect();
+        // ALL includes the positions channel.
         self.unsubscribe(session, &symbols, ChannelMask::ALL, out);
         self.sessions.remove(&session);
-        self.positions.remove(&session);
         symbols.len()
     }
 

@@ -106,8 +106,6 @@ pub struct ClientSession {
     fragments: Reassembler,
     /// Client message budget.
     rate: RateLimit,
-    /// A close has been queued; nothing more goes out.
-    closing: bool,
 }
 
 impl ClientSession {
@@ -131,7 +129,6 @@ impl ClientSession {
             stats,
             outbox,
             symbols: HashMap::new(),
-            closing: false,
         }
     }
 
@@ -145,11 +142,10 @@ impl ClientSession {
         self.send(browser::error(err));
     }
 
+    /// Queues the close frame (only the first close counts: the outbox accepts nothing after
+    /// one, nor once the connection is gone) and stops.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        if !self.closing {
-            self.outbox.borrow_mut().close(code, reason);
-            self.closing = true;
-        }
+        self.outbox.borrow_mut().close(code, reason);
         ctx.stop();
     }
 
@@ -400,12 +396,8 @@ impl Actor for ClientSession {
         );
         self.send(welcome);
         let commands = ctx.address().recipient();
-        self.hub.register(
-            self.id,
-            self.outbox.clone(),
-            commands.clone(),
-            self.stats.clone(),
-        );
+        self.hub
+            .register(self.id, self.outbox.clone(), commands.clone());
         let connect = Connect {
             session: self.id,
             subscriber: Subscriber {
@@ -433,10 +425,9 @@ impl Actor for ClientSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if !self.closing {
-            // The connection vanished or the client went away without a close handshake.
-            self.outbox.borrow_mut().close(1000, "");
-        }
+        // A no-op after an earlier close or once the connection is gone; otherwise the client
+        // went away without a close handshake.
+        self.outbox.borrow_mut().close(1000, "");
         self.hub.unregister(self.id, self.symbols.keys());
         self.registry.do_send(Disconnect { session: self.id });
         debug!("session {}: ended", self.id);
@@ -476,7 +467,6 @@ impl Handler<ConnectionLost> for ClientSession {
     type Result = ();
 
     fn handle(&mut self, _: ConnectionLost, ctx: &mut Self::Context) {
-        self.closing = true;
         ctx.stop();
     }
 }
