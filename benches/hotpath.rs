@@ -18,7 +18,7 @@ use tickrelay::market::Num;
 use tickrelay::outbox::{Outbox, MAX_CHUNK};
 use tickrelay::quote_book::QuoteBook;
 use tickrelay::simulator::market::Walk;
-use tickrelay::simulator::wire::{json_frame, msgpack_frame};
+use tickrelay::wire::{json_frame, msgpack_frame};
 use tickrelay::symbol::Symbol;
 use tickrelay::throttle::{Offer, SymbolThrottle, ThrottleConfig, Window};
 use tickrelay::time::Timestamp;
@@ -72,7 +72,7 @@ fn pair(name: &str, ours: impl FnMut() -> usize, baseline_name: &str, base: impl
     }
 }
 
-fn quotes(n: usize) -> Vec<tickrelay::simulator::wire::Msg> {
+fn quotes(n: usize) -> Vec<tickrelay::wire::Msg> {
     let t = Timestamp::parse_rfc3339("2026-01-20T15:04:05.123456789Z").unwrap();
     (0..n)
         .map(|i| Walk::new(&format!("S{i:04}"), 42).quote_at(t, 190.12, 190.15))

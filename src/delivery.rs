@@ -97,6 +97,11 @@ pub enum SessionCommand {
         symbols: Vec<Symbol>,
         frame: ByteString,
     },
+    /// The upstream refused these symbols with Alpaca error `code`; they are already out of the
+    /// upstream set. Only SDK programs act on it (browsers get `Rejected`).
+    Refused { symbols: Vec<Symbol>, code: u16 },
+    /// A `trade_updates` message of the account an SDK program listens to, as Alpaca sent it.
+    TradeUpdate(bytes::Bytes),
     /// Close with this code and reason (1001 at shutdown, 4008 for a slow client).
     Close { code: u16, reason: String },
 }

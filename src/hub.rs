@@ -19,10 +19,15 @@ use actix::prelude::*;
 use log::{info, warn};
 use rustc_hash::FxHashMap;
 
+use bytes::Bytes;
+
 use crate::browser::ChannelMask;
 use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OP_BINARY, OP_TEXT};
 use crate::symbol::Symbol;
+use crate::upstream::protocol::Encoding;
+use crate::upstream::tap::{RawBatch, RawElement, RawFilter};
+use crate::upstream::FeedKind;
 
 /// How often slow clients, batch flushes and `behind` flags are looked at.
 const TICK: Duration = Duration::from_millis(25);
@@ -64,10 +69,23 @@ struct Member {
     outbox: Rc<RefCell<Outbox>>,
 }
 
+/// An SDK program on this worker: what it wants of its stream, in which encoding.
+struct RawMember {
+    session: SessionId,
+    encoding: Encoding,
+    filter: Rc<RefCell<RawFilter>>,
+    outbox: Rc<RefCell<Outbox>>,
+    commands: Recipient<SessionCommand>,
+    /// Its outbox overflowed and its close is requested: nothing more is queued.
+    overflowed: bool,
+}
+
 #[derive(Default)]
 struct HubState {
     by_symbol: FxHashMap<Symbol, Vec<Member>>,
     sessions: FxHashMap<SessionId, Local>,
+    /// SDK programs per stream.
+    raw: FxHashMap<FeedKind, Vec<RawMember>>,
 }
 
 /// The fan-out actor of one worker.
@@ -129,6 +147,45 @@ impl LocalHub {
         state.sessions.remove(&session);
         for symbol in symbols {
             remove_member(&mut state.by_symbol, symbol, session);
+        }
+    }
+
+    /// Where feeds send this worker's SDK messages.
+    pub fn raw_publisher(&self) -> Recipient<RawBatch> {
+        self.addr.clone().recipient()
+    }
+
+    /// An SDK program on `feed` receives what `filter` lets through, in `encoding`. The session
+    /// changes the filter in place (same thread); the hub reads it for every batch.
+    pub fn register_raw(
+        &self,
+        session: SessionId,
+        feed: FeedKind,
+        encoding: Encoding,
+        filter: Rc<RefCell<RawFilter>>,
+        outbox: Rc<RefCell<Outbox>>,
+        commands: Recipient<SessionCommand>,
+    ) {
+        self.state
+            .borrow_mut()
+            .raw
+            .entry(feed)
+            .or_default()
+            .push(RawMember {
+                session,
+                encoding,
+                filter,
+                outbox,
+                commands,
+                overflowed: false,
+            });
+    }
+
+    /// Forgets an SDK program.
+    pub fn unregister_raw(&self, session: SessionId, feed: FeedKind) {
+        let mut state = self.state.borrow_mut();
+        if let Some(members) = state.raw.get_mut(&feed) {
+            members.retain(|m| m.session != session);
         }
     }
 
@@ -263,6 +320,117 @@ impl Handler<Publish> for Hub {
             } else {
                 // Bars: droppable events.
                 let _ = outbox.push_event(msg.frame.clone(), false);
+            }
+        }
+    }
+}
+
+/// Largest message an SDK program is sent (Alpaca's SDKs read at most 1 MiB: python `websockets`
+/// closes with 1009 beyond it).
+pub const MAX_SDK_MESSAGE: usize = 1_000_000;
+
+/// The messages of a batch, as frames of at most [`MAX_SDK_MESSAGE`] bytes (a single larger
+/// element goes alone).
+pub fn raw_frames<'a>(encoding: Encoding, elements: impl Iterator<Item = &'a Bytes>) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let mut chunk: Vec<&Bytes> = Vec::new();
+    let mut size = 0;
+    let finish = |chunk: &mut Vec<&Bytes>, size: usize, frames: &mut Vec<Bytes>| {
+        if chunk.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(size + chunk.len() + 5);
+        match encoding {
+            Encoding::Msgpack => {
+                // Writing to a Vec cannot fail.
+                let _ = rmp::encode::write_array_len(&mut out, chunk.len() as u32);
+                for e in chunk.iter() {
+                    out.extend_from_slice(e);
+                }
+            }
+            Encoding::Json => {
+                out.push(b'[');
+                for (i, e) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(e);
+                }
+                out.push(b']');
+            }
+        }
+        frames.push(Bytes::from(out));
+        chunk.clear();
+    };
+    for e in elements {
+        if !chunk.is_empty() && size + e.len() + chunk.len() + 6 > MAX_SDK_MESSAGE {
+            finish(&mut chunk, size, &mut frames);
+            size = 0;
+        }
+        size += e.len();
+        chunk.push(e);
+    }
+    finish(&mut chunk, size, &mut frames);
+    frames
+}
+
+/// The WebSocket opcode of an SDK program's messages: msgpack travels in binary frames.
+pub fn opcode(encoding: Encoding) -> u8 {
+    match encoding {
+        Encoding::Json => OP_TEXT,
+        Encoding::Msgpack => OP_BINARY,
+    }
+}
+
+impl Handler<RawBatch> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RawBatch, _: &mut Context<Self>) {
+        let mut state = self.state.borrow_mut();
+        let Some(members) = state.raw.get_mut(&msg.feed) else {
+            return;
+        };
+        // The whole batch, per encoding, built at most once and shared by every program that
+        // wants all of it.
+        let mut whole: [Option<Vec<Bytes>>; 2] = [None, None];
+        let mut picked: Vec<&RawElement> = Vec::with_capacity(msg.elements.len());
+        for m in members.iter_mut().filter(|m| !m.overflowed) {
+            picked.clear();
+            {
+                let filter = m.filter.borrow();
+                picked.extend(msg.elements.iter().filter(|e| filter.wants(e)));
+            }
+            if picked.is_empty() {
+                continue;
+            }
+            let frames = if picked.len() == msg.elements.len() {
+                whole[m.encoding as usize]
+                    .get_or_insert_with(|| {
+                        raw_frames(
+                            m.encoding,
+                            msg.elements.iter().map(|e| e.encoded(m.encoding)),
+                        )
+                    })
+                    .clone()
+            } else {
+                raw_frames(m.encoding, picked.iter().map(|e| e.encoded(m.encoding)))
+            };
+            let mut outbox = m.outbox.borrow_mut();
+            for frame in frames {
+                if outbox.push_frame(opcode(m.encoding), frame, false).is_err() {
+                    m.overflowed = true;
+                    warn!(
+                        "SDK session {} ({}): too slow, {} bytes unsent; closing with 407",
+                        m.session,
+                        outbox.stats().peer,
+                        outbox.stats().queued_bytes.load(Ordering::Relaxed)
+                    );
+                    m.commands.do_send(SessionCommand::Close {
+                        code: CLOSE_SLOW_CLIENT,
+                        reason: "slow client".into(),
+                    });
+                    break;
+                }
             }
         }
     }

@@ -37,7 +37,8 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 const MAX_CONTROL: usize = 64;
 
 /// WebSocket opcodes of the frames a server sends.
-const OP_TEXT: u8 = 0x1;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
@@ -57,6 +58,11 @@ enum Entry {
     Latest(DeliverKey),
     Ping,
     Pong(Bytes),
+    /// An SDK program's message (data or control), never conflated.
+    Frame {
+        opcode: u8,
+        payload: Bytes,
+    },
     /// The close frame's payload (code and reason); nothing follows it.
     Close(Bytes),
 }
@@ -98,6 +104,8 @@ pub struct Outbox {
     ping_queued: bool,
     /// Frames replaced or dropped since the last [`Outbox::publish_stats`].
     dropped: u64,
+    /// Most bytes of SDK frames ([`Outbox::push_frame`]) that may wait.
+    max_frame_bytes: usize,
     stats: Arc<SessionStats>,
 }
 
@@ -120,7 +128,17 @@ impl Outbox {
             slow_close_requested: false,
             ping_queued: false,
             dropped: 0,
+            max_frame_bytes: usize::MAX,
             stats,
+        }
+    }
+
+    /// An outbox for an SDK program: its messages are never conflated, and at most
+    /// `max_frame_bytes` of them may wait.
+    pub fn for_sdk(max_frame_bytes: usize, stats: Arc<SessionStats>) -> Self {
+        Outbox {
+            max_frame_bytes,
+            ..Outbox::new(16, stats)
         }
     }
 
@@ -236,6 +254,43 @@ impl Outbox {
             self.batch_waiting = true;
         } else {
             self.enqueue(Entry::Latest(key.clone()), frame.len());
+        }
+    }
+
+    /// An SDK program's message with its WebSocket opcode. Data that would take the waiting bytes
+    /// past the outbox's limit is refused (the program is too slow); a control message
+    /// (`control`: acks, errors) always fits.
+    pub fn push_frame(
+        &mut self,
+        opcode: u8,
+        payload: Bytes,
+        control: bool,
+    ) -> Result<(), Overflow> {
+        if !self.accepting() {
+            return Ok(());
+        }
+        let n = payload.len();
+        if !control && self.queued_bytes + n > self.max_frame_bytes {
+            return Err(Overflow);
+        }
+        self.enqueue(Entry::Frame { opcode, payload }, n);
+        Ok(())
+    }
+
+    /// Drops every waiting SDK message (a slow program is being closed: what it did not read
+    /// is let go at once rather than held until its socket dies).
+    pub fn discard_frames(&mut self) {
+        let mut freed = 0;
+        self.queue.retain(|e| match e {
+            Entry::Frame { payload, .. } => {
+                freed += payload.len();
+                false
+            }
+            _ => true,
+        });
+        self.queued_bytes -= freed;
+        if self.queue.is_empty() {
+            self.pending_since = None;
         }
     }
 
@@ -395,6 +450,10 @@ impl Outbox {
                     self.controls -= 1;
                     self.queued_bytes -= payload.len();
                     encode(&mut out, OP_PONG, &payload);
+                }
+                Entry::Frame { opcode, payload } => {
+                    self.queued_bytes -= payload.len();
+                    encode(&mut out, opcode, &payload);
                 }
                 Entry::Close(payload) => {
                     self.queued_bytes -= payload.len();

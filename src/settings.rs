@@ -54,6 +54,8 @@ pub struct Settings {
     #[serde(default)]
     pub session: SessionSettings,
     #[serde(default)]
+    pub sdk: SdkSettings,
+    #[serde(default)]
     pub dashboard: DashboardSettings,
     #[serde(default)]
     pub simulator: SimulatorSettings,
@@ -550,6 +552,29 @@ impl Default for SessionSettings {
     }
 }
 
+/// SDK programs on the Alpaca-compatible endpoint (`/v2/iex`, `/v1beta3/crypto/us`, `/stream`, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SdkSettings {
+    /// A program that has not authenticated this long after connecting gets `404 auth timeout`.
+    pub auth_timeout_ms: u64,
+    /// Most symbols one program may hold on one stream; more gets `405 symbol limit exceeded`.
+    pub max_symbols: usize,
+    /// Unsent bytes one program may have waiting; past it the program is too slow and gets
+    /// `407 slow client` (it is never conflated: SDK programs get every message).
+    pub max_queued_bytes: usize,
+}
+
+impl Default for SdkSettings {
+    fn default() -> Self {
+        Self {
+            auth_timeout_ms: 10_000,
+            max_symbols: 10_000,
+            max_queued_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
 /// The dashboard page at `GET /`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -909,6 +934,25 @@ impl Settings {
             bad(
                 "throttle.interval_ms",
                 format!("{} ms is more than a minute", self.throttle.interval_ms),
+            );
+        }
+        let sdk = &self.sdk;
+        if sdk.max_symbols == 0 {
+            bad("sdk.max_symbols", "must be greater than 0".into());
+        }
+        if sdk.max_queued_bytes < 1024 * 1024 {
+            bad(
+                "sdk.max_queued_bytes",
+                "must be at least 1048576 (one full Alpaca message)".into(),
+            );
+        }
+        if !(100..=600_000).contains(&sdk.auth_timeout_ms) {
+            bad(
+                "sdk.auth_timeout_ms",
+                format!(
+                    "{} ms is not between 100 ms and 10 minutes",
+                    sdk.auth_timeout_ms
+                ),
             );
         }
         let s = &self.session;

@@ -29,6 +29,7 @@ use crate::http::{self, AppState};
 use crate::hub::{HubConfig, LocalHub};
 use crate::quote_book::QuoteBook;
 use crate::registry::{Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
+use crate::sdk::SdkContext;
 use crate::session::SessionConfig;
 use crate::settings::{ms, Provider, Settings};
 use crate::simulator::{self, SimulatorHandle};
@@ -36,6 +37,7 @@ use crate::throttle::ThrottleConfig;
 use crate::upstream::feed::{FeedConfig, FeedOutputs, UpstreamFeed};
 use crate::upstream::policy::PolicyConfig;
 use crate::upstream::protocol::Encoding;
+use crate::upstream::tap::Taps;
 use crate::upstream::{FeedCounters, FeedId, FeedKind, FeedStatus};
 
 /// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
@@ -130,8 +132,13 @@ impl Daemon {
         )
         .start();
 
+        let taps = Taps::new();
+        let sdk = Arc::new(SdkContext::new(&settings, taps.clone()));
+        if sdk.clients.is_empty() {
+            info!("Alpaca-compatible endpoint: no client configured, so every SDK auth is refused (402); add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>");
+        }
         for kind in FeedKind::ALL {
-            if let Some(config) = feed_config(kind, &settings, &data_url, &credentials) {
+            if let Some(config) = feed_config(kind, &settings, &data_url, &credentials, &taps) {
                 start_feed(&registry, config);
             }
         }
@@ -171,6 +178,7 @@ impl Daemon {
             started: Instant::now(),
             started_at: crate::time::Timestamp::now(),
             next_session: AtomicU64::new(1),
+            sdk,
         });
 
         let http = &settings.http;
@@ -209,6 +217,7 @@ impl Daemon {
                 yield_to_ingest();
                 let hub =
                     LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
+                taps.add_hub(hub.raw_publisher());
                 let app = App::new().app_data(state.clone()).configure(http::routes);
                 let upgrade_state = state.clone();
                 let upgrades = actix_service::fn_factory(move || {
@@ -292,6 +301,7 @@ fn feed_config(
     settings: &Settings,
     data_url: &str,
     credentials: &Credentials,
+    taps: &Arc<Taps>,
 ) -> Option<FeedConfig> {
     let feeds = &settings.feeds;
     let (enabled, path, encoding) = match kind {
@@ -332,6 +342,7 @@ fn feed_config(
         max_frame_bytes: up.max_frame_bytes,
         backoff: up.backoff.clone(),
         policy: policy_config(settings),
+        tap: taps.clone(),
     })
 }
 

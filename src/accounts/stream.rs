@@ -30,7 +30,7 @@ use super::AccountStore;
 use crate::browser;
 use crate::credentials::Credentials;
 use crate::delivery::{DeliverKey, FrameKind};
-use crate::registry::{AccountEvent, PinOwner, Registry, SyncPins};
+use crate::registry::{AccountEvent, PinOwner, Registry, SyncPins, TradeUpdate};
 use crate::rng::SplitMix64;
 use crate::settings::BackoffSettings;
 use crate::symbol::Symbol;
@@ -152,10 +152,10 @@ impl TradingStream {
         &self.config.account
     }
 
-    fn on_frame(&mut self, data: &[u8], ctx: &mut Context<Self>) {
+    fn on_frame(&mut self, raw: &[u8], ctx: &mut Context<Self>) {
         self.counters.frame_received();
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
-        let Ok(msg) = serde_json::from_slice::<Value>(data) else {
+        let Ok(msg) = serde_json::from_slice::<Value>(raw) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             warn!("account {}: skipping a frame that is not JSON", self.id());
             return;
@@ -192,7 +192,14 @@ impl TradingStream {
                     self.load(true, ctx);
                 }
             }
-            Some("trade_updates") => self.on_trade_update(data, ctx),
+            Some("trade_updates") => {
+                // SDK programs on /stream get the message exactly as Alpaca sent it.
+                self.registry.do_send(TradeUpdate {
+                    account: self.config.account.clone(),
+                    frame: bytes::Bytes::copy_from_slice(raw),
+                });
+                self.on_trade_update(data, ctx)
+            }
             other => debug!("account {}: skipping stream {other:?}", self.id()),
         }
     }

@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::accounts::AccountStore;
 use crate::quote_book::QuoteBook;
 use crate::registry::Registry;
+use crate::sdk::SdkContext;
 use crate::session::SessionConfig;
 use crate::time::Timestamp;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub started: Instant,
     pub started_at: Timestamp,
     pub next_session: AtomicU64,
+    /// The Alpaca-compatible endpoint: clients, taps, routes.
+    pub sdk: Arc<SdkContext>,
 }
 
 /// Registers every route.

@@ -1,4 +1,5 @@
-//! Browser WebSocket upgrades: `GET /ws` becomes a [`ClientSession`] on this worker's thread.
+//! WebSocket upgrades: `GET /ws` becomes a browser [`ClientSession`], Alpaca's stream paths an
+//! [`SdkSession`] (market data) or [`SdkTradingSession`] (`/stream`), on this worker's thread.
 //!
 //! The upgrade leaves the HTTP/1 dispatcher: once the handshake is answered, the session owns the
 //! socket. It reads frames into a buffer sized to what arrives, and a writer task drains the
@@ -13,19 +14,26 @@ use actix::{Actor, AsyncContext};
 use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::h1::{Codec, Message};
-use actix_http::{Request, Response, StatusCode};
+use actix_http::{header, HttpMessage, Request, Response, StatusCode};
 use actix_web::web;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use log::debug;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
 use super::AppState;
 use crate::delivery::SessionStats;
 use crate::hub::LocalHub;
 use crate::outbox::{Outbox, OutboxBody};
+use crate::sdk::session::{HeaderAuth, SdkSession};
+use crate::sdk::trading::SdkTradingSession;
+use crate::sdk::{Routes, Stream};
 use crate::session::incoming::IncomingFrames;
 use crate::session::{ClientSession, ConnectionLost};
+use crate::upstream::protocol::Encoding;
+use crate::upstream::FeedKind;
 
 /// The path of the browser protocol.
 pub const PATH: &str = "/ws";
@@ -38,20 +46,43 @@ pub async fn not_upgraded() -> actix_web::HttpResponse {
     })
 }
 
-/// Answers an upgrade request (any path) and, for `/ws`, starts the session.
+/// Answers an upgrade request (any path): `/ws` starts a browser session, Alpaca's stream paths
+/// an SDK session; any other path, or a feed this daemon does not carry, gets a 404 with the
+/// reason.
 pub async fn upgrade(
     req: Request,
     mut framed: Framed<TcpStream, Codec>,
     state: web::Data<AppState>,
     hub: LocalHub,
 ) -> Result<(), actix_web::Error> {
-    if req.path() != PATH {
-        let res = Response::new(StatusCode::NOT_FOUND);
-        framed
-            .send(Message::Item((res.drop_body(), BodySize::Sized(0))))
-            .await?;
-        return Ok(());
-    }
+    let path = req.path().to_owned();
+    let target = if path == PATH {
+        Ok(None)
+    } else if Routes::claims(&path) {
+        state.sdk.routes.route(&path).map(Some)
+    } else {
+        Err(format!("{path} is not a WebSocket endpoint of tickrelay"))
+    };
+    let stream = match target {
+        Ok(stream) => stream,
+        Err(reason) => {
+            debug!("refused a WebSocket upgrade: {reason}");
+            let body = Bytes::from(reason);
+            let mut res = Response::new(StatusCode::NOT_FOUND);
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            framed
+                .send(Message::Item((
+                    res.drop_body(),
+                    BodySize::Sized(body.len() as u64),
+                )))
+                .await?;
+            framed.send(Message::Chunk(Some(body))).await?;
+            return Ok(());
+        }
+    };
     let res = match actix_http::ws::handshake(req.head()) {
         Ok(mut builder) => builder.finish().drop_body(),
         Err(e) => {
@@ -65,8 +96,117 @@ pub async fn upgrade(
     };
     framed.send(Message::Item((res, BodySize::None))).await?;
     let parts = framed.into_parts();
-    start_session(parts.io, parts.read_buf, &state, hub);
+    match stream {
+        None => start_session(parts.io, parts.read_buf, &state, hub),
+        Some(stream) => start_sdk_session(&req, stream, parts.io, parts.read_buf, &state, hub),
+    }
     Ok(())
+}
+
+/// Which encoding an SDK program asked for (`Content-Type: application/msgpack`); options always
+/// use msgpack, as Alpaca's do.
+fn sdk_encoding(req: &Request, stream: Stream) -> Encoding {
+    let msgpack = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("msgpack"));
+    if msgpack || stream == Stream::Market(FeedKind::Options) {
+        Encoding::Msgpack
+    } else {
+        Encoding::Json
+    }
+}
+
+/// Alpaca's header authentication on the upgrade.
+fn header_auth(req: &Request) -> Option<HeaderAuth> {
+    let get = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Some(HeaderAuth {
+        key: get("apca-api-key-id")?,
+        secret: get("apca-api-secret-key")?,
+    })
+}
+
+/// Starts an SDK session (market data or trading) on its socket.
+fn start_sdk_session(
+    req: &Request,
+    stream: Stream,
+    io: TcpStream,
+    early: bytes::BytesMut,
+    state: &AppState,
+    hub: LocalHub,
+) {
+    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let peer = io
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let sdk = state.sdk.clone();
+    let stats = Arc::new(SessionStats::new(id, peer));
+    let outbox = Outbox::for_sdk(sdk.settings.max_queued_bytes, stats.clone()).shared();
+    let (reader, writer) = io.into_split();
+    let frames = IncomingFrames::new(reader, early, sdk.max_client_message);
+    let lost: Box<dyn FnOnce()> = match stream {
+        Stream::Market(feed) => {
+            let session = SdkSession::new(
+                id,
+                feed,
+                sdk_encoding(req, stream),
+                sdk,
+                state.registry.clone(),
+                hub,
+                outbox.clone(),
+                stats,
+                header_auth(req),
+            );
+            let addr = SdkSession::create(move |ctx| {
+                ctx.add_stream(frames);
+                session
+            });
+            Box::new(move || addr.do_send(ConnectionLost))
+        }
+        Stream::Trading => {
+            let account = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("account="))
+                    .map(str::to_owned)
+            });
+            let session = SdkTradingSession::new(
+                id,
+                sdk,
+                state.registry.clone(),
+                hub,
+                outbox.clone(),
+                stats,
+                account,
+            );
+            let addr = SdkTradingSession::create(move |ctx| {
+                ctx.add_stream(frames);
+                session
+            });
+            Box::new(move || addr.do_send(ConnectionLost))
+        }
+    };
+    spawn_writer(id, writer, OutboxBody::new(outbox, lost));
+}
+
+/// The task that drains a session's outbox into its socket.
+fn spawn_writer(id: u64, mut writer: OwnedWriteHalf, mut body: OutboxBody) {
+    actix_web::rt::spawn(async move {
+        while let Some(Ok(chunk)) = body.next().await {
+            if let Err(e) = writer.write_all(&chunk).await {
+                debug!("session {id}: write failed: {e}");
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+        // Dropping the body tells the session the connection is over.
+    });
 }
 
 /// Starts the session actor on its socket and the task that writes its outbox out.
@@ -88,21 +228,12 @@ fn start_session(io: TcpStream, early: bytes::BytesMut, state: &AppState, hub: L
         outbox.clone(),
         stats,
     );
-    let (reader, mut writer) = io.into_split();
+    let (reader, writer) = io.into_split();
     let frames = IncomingFrames::new(reader, early, settings.max_frame_bytes);
     let addr = ClientSession::create(move |ctx| {
         ctx.add_stream(frames);
         session
     });
-    let mut body = OutboxBody::new(outbox, Box::new(move || addr.do_send(ConnectionLost)));
-    actix_web::rt::spawn(async move {
-        while let Some(Ok(chunk)) = body.next().await {
-            if let Err(e) = writer.write_all(&chunk).await {
-                debug!("session {id}: write failed: {e}");
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-        // Dropping the body tells the session the connection is over.
-    });
+    let body = OutboxBody::new(outbox, Box::new(move || addr.do_send(ConnectionLost)));
+    spawn_writer(id, writer, body);
 }

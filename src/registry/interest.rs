@@ -111,6 +111,11 @@ pub struct Interest {
     max_pinned: usize,
     /// Grace timers issued so far.
     generation: u64,
+    /// SDK programs: each one's stream and its (channel, symbol) pairs, exactly as asked (no
+    /// conflation, no throttle; `*` allowed).
+    raw: HashMap<SessionId, (FeedKind, SubscriptionSet)>,
+    /// Per stream, how many SDK programs hold each (channel, symbol).
+    raw_counts: HashMap<FeedKind, HashMap<(Channel, Symbol), u32>>,
 }
 
 /// Upstream channels behind browser market channels on `feed`. Prices need trades too, for
@@ -150,7 +155,96 @@ impl Interest {
             positions: HashSet::new(),
             max_pinned,
             generation: 0,
+            raw: HashMap::new(),
+            raw_counts: HashMap::new(),
         }
+    }
+
+    /// Sets everything an SDK program holds on its stream (replacing what it held). The upstream
+    /// set changes only when a pair gains its first holder or loses its last.
+    pub fn set_raw(
+        &mut self,
+        session: SessionId,
+        feed: FeedKind,
+        set: SubscriptionSet,
+        out: &mut Vec<Change>,
+    ) {
+        let old = if set.is_empty() {
+            self.raw.remove(&session)
+        } else {
+            self.raw.insert(session, (feed, set.clone()))
+        };
+        let mut changed = Vec::new();
+        if let Some((old_feed, old_set)) = old {
+            let counts = self.raw_counts.entry(old_feed).or_default();
+            for (channel, symbols) in old_set.iter() {
+                for symbol in symbols {
+                    let key = (channel, symbol.clone());
+                    if let Some(n) = counts.get_mut(&key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(&key);
+                            changed.push(old_feed);
+                        }
+                    }
+                }
+            }
+        }
+        let counts = self.raw_counts.entry(feed).or_default();
+        for (channel, symbols) in set.iter() {
+            for symbol in symbols {
+                let n = counts.entry((channel, symbol.clone())).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    changed.push(feed);
+                }
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        out.extend(changed.into_iter().map(Change::FeedChanged));
+    }
+
+    /// The upstream refused `symbols` on `feed`: every SDK program lets them go. Answers which
+    /// programs held which of them.
+    pub fn refuse_raw(
+        &mut self,
+        feed: FeedKind,
+        symbols: &[Symbol],
+        out: &mut Vec<Change>,
+    ) -> HashMap<SessionId, Vec<Symbol>> {
+        let mut per_session = HashMap::new();
+        let holders: Vec<(SessionId, SubscriptionSet)> = self
+            .raw
+            .iter()
+            .filter(|(_, (f, set))| *f == feed && symbols.iter().any(|s| set.symbols().contains(s)))
+            .map(|(id, (_, set))| (*id, set.without_symbols(symbols)))
+            .collect();
+        for (id, set) in holders {
+            let held = self
+                .raw
+                .get(&id)
+                .map(|(_, s)| s.symbols())
+                .unwrap_or_default();
+            per_session.insert(
+                id,
+                symbols
+                    .iter()
+                    .filter(|s| held.contains(*s))
+                    .cloned()
+                    .collect(),
+            );
+            self.set_raw(id, feed, set, out);
+        }
+        per_session
+    }
+
+    /// How many SDK programs hold something on each stream, and the pairs they hold upstream.
+    pub fn raw_summary(&self) -> (usize, usize) {
+        (
+            self.raw.len(),
+            self.raw_counts.values().map(HashMap::len).sum(),
+        )
     }
 
     pub fn connect(&mut self, session: SessionId, hub: HubId) {
@@ -165,6 +259,10 @@ impl Interest {
 
     /// A session ended: releases everything it held.
     pub fn disconnect(&mut self, session: SessionId, out: &mut Vec<Change>) -> usize {
+        if let Some((feed, _)) = self.raw.get(&session) {
+            let feed = *feed;
+            self.set_raw(session, feed, SubscriptionSet::new(), out);
+        }
         let Some(s) = self.sessions.get(&session) else {
             return 0;
         };
@@ -415,6 +513,15 @@ impl Interest {
     /// The whole desired upstream set of `feed`.
     pub fn desired(&self, feed: FeedKind) -> SubscriptionSet {
         let mut desired = SubscriptionSet::new();
+        for (channel, symbol) in self
+            .raw_counts
+            .get(&feed)
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            desired.insert(*channel, symbol.clone());
+        }
         if feed == FeedKind::News {
             let star = Symbol::wildcard();
             if self.news.get(&star).is_some_and(|s| !s.is_empty()) {

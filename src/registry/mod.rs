@@ -20,7 +20,7 @@
 pub mod interest;
 pub mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +43,7 @@ use crate::symbol::Symbol;
 use crate::throttle::{Inlet, SetHub, StopThrottle, SymbolThrottle, ThrottleConfig};
 use crate::time::Timestamp;
 use crate::upstream::feed::{Routes, SetSubscriptions, StopFeed};
+use crate::upstream::protocol::SubscriptionSet;
 use crate::upstream::{
     FeedCounters, FeedId, FeedKind, FeedStateChanged, FeedStatus, NewsReceived, SymbolsRejected,
 };
@@ -83,6 +84,33 @@ pub struct Unsubscribe {
     pub session: SessionId,
     pub symbols: Vec<Symbol>,
     pub channels: ChannelMask,
+}
+
+/// Everything an SDK program holds on its stream (replaces what it held; empty: nothing).
+/// Fire and forget: the program's own filter is already set, and the upstream follows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRawInterest {
+    pub session: SessionId,
+    pub feed: FeedKind,
+    pub set: SubscriptionSet,
+}
+
+/// An SDK program on `/stream` starts or stops listening to an account's trade updates.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListenTrades {
+    pub session: SessionId,
+    pub account: Arc<str>,
+    pub listen: bool,
+}
+
+/// A `trade_updates` message of `account`, exactly as Alpaca sent it, for SDK programs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TradeUpdate {
+    pub account: Arc<str>,
+    pub frame: bytes::Bytes,
 }
 
 /// Who keeps a symbol streaming without a browser.
@@ -200,6 +228,8 @@ pub struct Registry {
     sessions: HashMap<SessionId, Subscriber>,
     /// Every worker hub a session has come from.
     hubs: HashMap<HubId, Recipient<Publish>>,
+    /// SDK programs on `/stream` listening to each account's trade updates.
+    trade_listeners: HashMap<Arc<str>, HashSet<SessionId>>,
     /// Feeds whose desired set changed since the last flush.
     dirty: BTreeSet<FeedKind>,
     flush_scheduled: bool,
@@ -217,6 +247,7 @@ impl Registry {
             early_status: HashMap::new(),
             sessions: HashMap::new(),
             hubs: HashMap::new(),
+            trade_listeners: HashMap::new(),
             dirty: BTreeSet::new(),
             flush_scheduled: false,
             shutting_down: false,
@@ -422,6 +453,9 @@ impl Handler<Disconnect> for Registry {
         let mut out = Vec::new();
         let released = self.interest.disconnect(msg.session, &mut out);
         self.sessions.remove(&msg.session);
+        for listeners in self.trade_listeners.values_mut() {
+            listeners.remove(&msg.session);
+        }
         self.apply(out, ctx);
         debug!(
             "registry: session {} gone, released {released} symbols",
@@ -452,6 +486,46 @@ impl Handler<Unsubscribe> for Registry {
         self.interest
             .unsubscribe(msg.session, &msg.symbols, msg.channels, &mut out);
         self.apply(out, ctx);
+    }
+}
+
+impl Handler<SetRawInterest> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetRawInterest, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        self.interest
+            .set_raw(msg.session, msg.feed, msg.set, &mut out);
+        self.apply(out, ctx);
+    }
+}
+
+impl Handler<ListenTrades> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListenTrades, _: &mut Context<Self>) {
+        let listeners = self.trade_listeners.entry(msg.account).or_default();
+        if msg.listen {
+            listeners.insert(msg.session);
+        } else {
+            listeners.remove(&msg.session);
+        }
+    }
+}
+
+impl Handler<TradeUpdate> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: TradeUpdate, _: &mut Context<Self>) {
+        let Some(listeners) = self.trade_listeners.get(&msg.account) else {
+            return;
+        };
+        for id in listeners {
+            if let Some(sess) = self.sessions.get(id) {
+                sess.commands
+                    .do_send(SessionCommand::TradeUpdate(msg.frame.clone()));
+            }
+        }
     }
 }
 
@@ -549,7 +623,16 @@ impl Handler<SymbolsRejected> for Registry {
         };
         let mut out = Vec::new();
         let per_session = self.interest.refuse(msg.feed, &msg.symbols, &mut out);
+        let per_program = self.interest.refuse_raw(msg.feed, &msg.symbols, &mut out);
         self.apply(out, ctx);
+        for (id, symbols) in per_program {
+            if let Some(sess) = self.sessions.get(&id) {
+                sess.commands.do_send(SessionCommand::Refused {
+                    symbols,
+                    code: msg.code,
+                });
+            }
+        }
         warn!(
             "registry: the {} feed refused {} ({}); {} sessions told",
             msg.feed.as_str(),

@@ -459,6 +459,7 @@ impl Handler<SessionCommand> for ClientSession {
                 self.send(frame);
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
+            SessionCommand::Refused { .. } | SessionCommand::TradeUpdate(_) => {}
         }
     }
 }

@@ -22,10 +22,10 @@ use super::exchange::{
     SubscriptionsChanged, Unregister,
 };
 use super::faults::{Faults, FeedFaults, SimFeed};
-use super::wire::{Msg, V};
 use crate::symbol::{classify, AssetClass, WILDCARD};
 use crate::upstream::connection::Reassembler;
 use crate::upstream::protocol::{error_name, Encoding};
+use crate::wire::{Msg, V};
 
 /// Channels a stock client may send but which follow `trades` implicitly.
 const IMPLICIT: &[&str] = &["corrections", "cancelErrors"];

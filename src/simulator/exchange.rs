@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use super::faults::{Faults, SimFeed};
 use super::market::{news_article, Walk};
-use super::wire::{json_frame, msgpack_frame, Msg};
 use crate::rng::SplitMix64;
 use crate::symbol::WILDCARD;
 use crate::time::Timestamp;
 use crate::upstream::protocol::Encoding;
+use crate::wire::{json_frame, msgpack_frame, Msg};
 
 /// Recent quotes kept per symbol for `GET /control/history`.
 const HISTORY: usize = 256;

@@ -10,7 +10,7 @@ use crate::rng::{fnv1a, SplitMix64};
 use crate::symbol::{classify, AssetClass};
 use crate::time::Timestamp;
 
-use super::wire::{Msg, V};
+use crate::wire::{Msg, V};
 
 /// Trades accumulated since the last bar.
 #[derive(Clone, Debug, Default)]
@@ -350,7 +350,7 @@ mod tests {
     fn decode_one(m: &Msg) -> MarketEvent {
         let text = format!("[{}]", m.json());
         let from_json = decode_json(&text).unwrap().remove(0);
-        let bytes = super::super::wire::msgpack_frame(&[&m.msgpack()]);
+        let bytes = crate::wire::msgpack_frame(&[&m.msgpack()]);
         let from_msgpack = decode_msgpack(&bytes).unwrap().remove(0);
         assert_eq!(from_json, from_msgpack, "both encodings decode alike");
         match from_json {

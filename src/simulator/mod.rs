@@ -11,7 +11,6 @@
 //! runs it alone.
 //!
 //! - [`market`] — the per-symbol random walk and the messages built from it.
-//! - [`wire`] — messages as ordered maps, encoded to JSON or msgpack.
 //! - [`exchange`] — the market actor: walks, data connections, news.
 //! - [`connection`] — one data-stream client (the server side of the protocol).
 //! - [`broker`] — the fake account, its REST views and its trading stream.
@@ -41,7 +40,6 @@ pub mod connection;
 pub mod exchange;
 pub mod faults;
 pub mod market;
-pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};

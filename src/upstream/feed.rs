@@ -34,6 +34,7 @@ use actix::io::WriteHandler;
 use actix::prelude::*;
 use awc::error::WsProtocolError;
 use awc::ws::Frame;
+use bytes::Bytes;
 use log::{debug, error, info, trace, warn};
 use rustc_hash::FxHashMap;
 
@@ -41,6 +42,7 @@ use super::backoff::Backoff;
 use super::connection::{self, Link, Liveness, Received, Upstream};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
+use super::tap::{RawBatch, Taps};
 use super::{FeedCounters, FeedId, FeedKind, FeedStatus};
 use super::{FeedStateChanged, NewsReceived, SymbolsRejected};
 use crate::credentials::Credentials;
@@ -92,6 +94,8 @@ pub struct FeedConfig {
     pub max_frame_bytes: usize,
     pub backoff: BackoffSettings,
     pub policy: PolicyConfig,
+    /// Where every market message goes, as sent, for SDK programs (used only while one listens).
+    pub tap: Arc<Taps>,
 }
 
 /// Where the current connection is in the Alpaca handshake.
@@ -266,9 +270,10 @@ impl UpstreamFeed {
         });
     }
 
-    fn on_frame(&mut self, data: &[u8], binary: bool, ctx: &mut Context<Self>) {
+    fn on_frame(&mut self, data: &Bytes, binary: bool, ctx: &mut Context<Self>) {
         let now = Instant::now();
         self.counters.frame_received();
+        self.tap_frame(data, binary);
         let messages = match protocol::decode(data, binary, self.config.encoding) {
             Ok(m) => m,
             Err(e) => {
@@ -281,6 +286,24 @@ impl UpstreamFeed {
                 break; // a message earlier in this frame ended the connection
             }
             self.on_message(msg, now, ctx);
+        }
+    }
+
+    /// Hands the frame's market messages, as sent, to the SDK programs listening (if any).
+    fn tap_frame(&self, data: &Bytes, binary: bool) {
+        let kind = self.config.kind;
+        let tap = self.config.tap.feed(kind);
+        let (json, msgpack) = tap.demand();
+        if !(json || msgpack) || self.phase != Phase::Streaming && self.phase != Phase::Subscribing
+        {
+            return;
+        }
+        let elements = protocol::raw::split(data, binary, kind, json, msgpack);
+        if !elements.is_empty() {
+            tap.publish(RawBatch {
+                feed: kind,
+                elements: elements.into(),
+            });
         }
     }
 

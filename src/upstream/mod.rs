@@ -6,6 +6,7 @@
 //! - [`policy`] — when to try again: backoff, hold-offs per Alpaca error class, circuit breaker.
 //! - [`backoff`] — the reconnect schedule.
 //! - [`connection`] — opening a WebSocket, reassembling fragments, the dead-peer timer.
+//! - [`tap`] — every market message as Alpaca sent it, for the SDK programs on the hubs.
 //!
 //! This file holds what the rest of the daemon sees of a feed: its identity ([`FeedKind`]), its
 //! state ([`FeedStatus`], reported to the registry on every change) and its counters
@@ -16,6 +17,7 @@ pub mod connection;
 pub mod feed;
 pub mod policy;
 pub mod protocol;
+pub mod tap;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,6 +9,7 @@ mod feeds;
 mod helpers;
 mod ingest;
 mod reconnect;
+mod sdk;
 mod shutdown;
 mod streaming;
 mod subscriptions;

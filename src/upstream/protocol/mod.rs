@@ -7,6 +7,7 @@
 //!
 //! - [`decode`] — server frames (JSON and msgpack, one decoder) into [`Inbound`] messages.
 //! - [`msgpack`] — walking raw msgpack, to salvage the good elements of a damaged frame.
+//! - [`raw`] — market messages as Alpaca sent them, in both encodings, for SDK programs.
 //! - [`encode`] — client messages (auth, subscribe) in the stream's encoding.
 //! - [`subscriptions`] — [`SubscriptionSet`], the (channel, symbol) pairs a stream holds.
 //!
@@ -15,6 +16,7 @@
 pub mod decode;
 pub mod encode;
 pub mod msgpack;
+pub mod raw;
 pub mod subscriptions;
 
 pub use self::decode::{decode, decode_json, decode_msgpack, DecodeError, Inbound, InfoKind};
@@ -58,6 +60,8 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// How many channels there are (for per-channel tables indexed by `channel as usize`).
+    pub const COUNT: usize = 10;
     /// The channels of the stocks streams.
     pub const STOCKS: &'static [Channel] = &[
         Channel::Trades,

@@ -1,4 +1,7 @@
-//! Simulator messages: built once as ordered key/value lists, encoded as JSON or msgpack.
+//! Ordered messages in Alpaca's two encodings: built once as key/value lists, written as JSON or msgpack.
+//!
+//! Used by the simulator (everything it streams) and the Alpaca-compatible endpoint (its control
+//! messages).
 //!
 //! Order matters: go-sdk requires `T` to be the first key of every msgpack map. Integers stay
 //! integers and floats stay floats, and times become RFC 3339 strings in JSON and msgpack

@@ -1,0 +1,628 @@
+//! The Alpaca-compatible endpoint, spoken by a Rust client exactly as the SDKs speak it
+//! (`alpaca-protocol.md` §10): paths, the session protocol and its error codes, JSON and msgpack,
+//! fragmented messages, per-program filtering over one upstream connection, the trading stream.
+//! The real SDK packages are driven in `sdk_packages.rs`.
+
+use std::time::Duration;
+
+use actix_codec::Framed;
+use actix_http::ws::{Codec, Frame, Item, Message};
+use awc::error::WsClientError;
+use awc::BoxedSocket;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tickrelay::credentials::Secret;
+use tickrelay::settings::{ClientSettings, Settings};
+use tickrelay::time::Timestamp;
+
+use crate::helpers::{spawn_app_with, wait_for, Ended, TestApp, EVENT_TIMEOUT};
+
+pub const KEY: &str = "algo-key";
+pub const SECRET: &str = "algo-secret-123";
+
+/// Adds a client `id` with its key pair and accounts.
+pub fn add_client(s: &mut Settings, id: &str, key: &str, secret: &str, accounts: &[&str]) {
+    s.clients.insert(
+        id.into(),
+        ClientSettings {
+            key_id: key.into(),
+            secret_env: None,
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            secret: Some(Secret::new(secret)),
+        },
+    );
+}
+
+/// A daemon with one client (`algo`, allowed the `main` account) and a fast auth timeout.
+pub async fn sdk_app() -> TestApp {
+    spawn_app_with(|s| {
+        add_client(s, "algo", KEY, SECRET, &["main"]);
+        add_client(s, "viewer", "viewer-key", "viewer-secret", &[]);
+        s.sdk.auth_timeout_ms = 1500;
+    })
+    .await
+}
+
+/// An SDK-protocol client.
+pub struct SdkClient {
+    framed: Framed<BoxedSocket, Codec>,
+    msgpack: bool,
+}
+
+/// msgpack as JSON for assertions: Timestamp extensions become `"ts:<RFC 3339>"`, so a test can
+/// tell them from strings; integers stay integers and floats floats.
+fn to_json(v: rmpv::Value) -> Value {
+    match v {
+        rmpv::Value::Nil => Value::Null,
+        rmpv::Value::Boolean(b) => json!(b),
+        rmpv::Value::Integer(i) => match i.as_i64() {
+            Some(n) => json!(n),
+            None => json!(i.as_u64()),
+        },
+        rmpv::Value::F32(f) => json!(f64::from(f)),
+        rmpv::Value::F64(f) => json!(f),
+        rmpv::Value::String(s) => json!(s.into_str().expect("msgpack str, not bin")),
+        rmpv::Value::Binary(_) => panic!("msgpack bin: the SDKs expect str"),
+        rmpv::Value::Array(a) => Value::Array(a.into_iter().map(to_json).collect()),
+        rmpv::Value::Map(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.as_str().expect("string key").to_owned(), to_json(v)))
+                .collect(),
+        ),
+        rmpv::Value::Ext(-1, payload) => json!(format!(
+            "ts:{}",
+            Timestamp::from_msgpack_ext(&payload).unwrap().to_rfc3339()
+        )),
+        rmpv::Value::Ext(t, _) => panic!("unexpected ext type {t}"),
+    }
+}
+
+impl SdkClient {
+    pub async fn connect(app: &TestApp, path: &str, msgpack: bool) -> SdkClient {
+        Self::try_connect(app, path, msgpack, &[])
+            .await
+            .expect("SDK connect")
+    }
+
+    pub async fn try_connect(
+        app: &TestApp,
+        path: &str,
+        msgpack: bool,
+        headers: &[(&str, &str)],
+    ) -> Result<SdkClient, WsClientError> {
+        let mut req = awc::Client::new().ws(format!("ws://{}{path}", app.addr));
+        if msgpack {
+            req = req.set_header("Content-Type", "application/msgpack");
+        }
+        for (k, v) in headers {
+            req = req.set_header(*k, *v);
+        }
+        let (_, framed) = req.connect().await?;
+        Ok(SdkClient { framed, msgpack })
+    }
+
+    fn encode(&self, v: &Value) -> Message {
+        if self.msgpack {
+            Message::Binary(rmp_serde::to_vec_named(v).unwrap().into())
+        } else {
+            Message::Text(v.to_string().into())
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        let m = self.encode(&v);
+        self.framed.send(m).await.expect("send");
+    }
+
+    /// As alpaca-py sends a subscribe: a binary first fragment, then an empty last one.
+    pub async fn send_fragmented(&mut self, v: Value) {
+        let bytes: Bytes = rmp_serde::to_vec_named(&v).unwrap().into();
+        self.framed
+            .send(Message::Continuation(Item::FirstBinary(bytes)))
+            .await
+            .unwrap();
+        self.framed
+            .send(Message::Continuation(Item::Last(Bytes::new())))
+            .await
+            .unwrap();
+    }
+
+    pub async fn auth(&mut self, key: &str, secret: &str) {
+        self.send(json!({"action": "auth", "key": key, "secret": secret}))
+            .await;
+    }
+
+    /// The next data frame: whether it was binary, and its messages.
+    pub async fn next_frame(&mut self) -> (bool, Vec<Value>) {
+        loop {
+            let frame = actix_web::rt::time::timeout(EVENT_TIMEOUT, self.framed.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("protocol error");
+            let (binary, value) = match frame {
+                Frame::Text(b) => (false, serde_json::from_slice::<Value>(&b).expect("JSON")),
+                Frame::Binary(b) => {
+                    let v = if b.first() == Some(&b'{') || b.first() == Some(&b'[') {
+                        serde_json::from_slice(&b).expect("JSON in a binary frame")
+                    } else {
+                        to_json(rmpv::decode::read_value(&mut &b[..]).expect("msgpack"))
+                    };
+                    (true, v)
+                }
+                Frame::Ping(p) => {
+                    let _ = self.framed.send(Message::Pong(p)).await;
+                    continue;
+                }
+                Frame::Close(reason) => panic!("closed unexpectedly: {reason:?}"),
+                _ => continue,
+            };
+            return match value {
+                Value::Array(items) => (binary, items),
+                other => (binary, vec![other]),
+            };
+        }
+    }
+
+    /// The next frame, which must be a single control message.
+    pub async fn control(&mut self) -> Value {
+        let (binary, mut msgs) = self.next_frame().await;
+        assert_eq!(binary, self.msgpack, "control frame type: {msgs:?}");
+        assert_eq!(msgs.len(), 1, "control messages come alone: {msgs:?}");
+        msgs.pop().unwrap()
+    }
+
+    /// The first message matching `pred`, skipping others.
+    pub async fn expect(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let search = async {
+            loop {
+                let (_, msgs) = self.next_frame().await;
+                if let Some(m) = msgs.into_iter().find(|m| pred(m)) {
+                    return m;
+                }
+            }
+        };
+        actix_web::rt::time::timeout(EVENT_TIMEOUT, search)
+            .await
+            .expect("timed out waiting for a matching message")
+    }
+
+    /// Every message that arrives within `window`.
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        let _ = actix_web::rt::time::timeout(window, async {
+            loop {
+                let (_, msgs) = self.next_frame().await;
+                out.extend(msgs);
+            }
+        })
+        .await;
+        out
+    }
+
+    pub async fn until_end(&mut self) -> Ended {
+        loop {
+            match actix_web::rt::time::timeout(EVENT_TIMEOUT, self.framed.next())
+                .await
+                .expect("timed out waiting for the connection to end")
+            {
+                Some(Ok(Frame::Close(reason))) => {
+                    return Ended::Closed(reason.map(|r| r.code.into()))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Ended::Eof,
+            }
+        }
+    }
+}
+
+fn error(code: u16, msg: &str) -> Value {
+    json!({"T": "error", "code": code, "msg": msg})
+}
+
+/// Connects, reads the welcome, authenticates as `algo`.
+pub async fn authed(app: &TestApp, path: &str, msgpack: bool) -> SdkClient {
+    let mut c = SdkClient::connect(app, path, msgpack).await;
+    assert_eq!(
+        c.control().await,
+        json!({"T": "success", "msg": "connected"})
+    );
+    c.auth(KEY, SECRET).await;
+    assert_eq!(
+        c.control().await,
+        json!({"T": "success", "msg": "authenticated"})
+    );
+    c
+}
+
+#[actix_web::test]
+async fn session_protocol_and_its_error_codes_in_json() {
+    let app = sdk_app().await;
+    let mut c = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(
+        c.control().await,
+        json!({"T": "success", "msg": "connected"})
+    );
+    c.send(json!({"action": "subscribe", "quotes": ["AAPL"]}))
+        .await;
+    assert_eq!(c.control().await, error(401, "not authenticated"));
+    c.auth(KEY, "wrong").await;
+    assert_eq!(c.control().await, error(402, "auth failed"));
+    c.auth("viewer-key", SECRET).await;
+    assert_eq!(
+        c.control().await,
+        error(402, "auth failed"),
+        "pairs do not mix"
+    );
+    c.auth(KEY, SECRET).await;
+    assert_eq!(
+        c.control().await,
+        json!({"T": "success", "msg": "authenticated"})
+    );
+    c.auth(KEY, SECRET).await;
+    assert_eq!(c.control().await, error(403, "already authenticated"));
+    c.send(json!({"action": "dance"})).await;
+    assert_eq!(c.control().await, error(400, "invalid syntax"));
+    c.send(json!({"action": "subscribe", "orderbooks": ["AAPL"]}))
+        .await;
+    assert_eq!(
+        c.control().await,
+        error(410, "invalid subscribe action for this feed")
+    );
+    c.send(json!({"action": "subscribe", "quotes": ["not a symbol!"]}))
+        .await;
+    assert_eq!(c.control().await, error(400, "invalid syntax"));
+
+    // Keys in any order, nulls, empty lists, unknown keys; the ack lists every stocks key.
+    c.send(
+        json!({"trades": ["MSFT"], "news": null, "bars": [], "quotes": ["AAPL"],
+        "pricing": null, "action": "subscribe"}),
+    )
+    .await;
+    let ack = c.control().await;
+    assert_eq!(
+        ack,
+        json!({"T": "subscription", "trades": ["MSFT"], "quotes": ["AAPL"], "bars": [],
+            "updatedBars": [], "dailyBars": [], "statuses": [], "lulds": [],
+            "corrections": ["MSFT"], "cancelErrors": ["MSFT"], "imbalances": []})
+    );
+    // Only what was asked arrives: AAPL quotes and MSFT trades, nothing else.
+    let msgs = c.collect_for(Duration::from_millis(800)).await;
+    assert!(
+        msgs.iter().any(|m| m["T"] == "q" && m["S"] == "AAPL"),
+        "no AAPL quote in {} messages",
+        msgs.len()
+    );
+    for m in &msgs {
+        let ok = (m["T"] == "q" && m["S"] == "AAPL") || (m["T"] == "t" && m["S"] == "MSFT");
+        assert!(ok, "unwanted message {m}");
+    }
+    let q = msgs.iter().find(|m| m["T"] == "q").unwrap();
+    for field in ["bx", "bp", "bs", "ax", "ap", "as", "c", "z", "t"] {
+        assert!(!q[field].is_null(), "quote lacks {field}: {q}");
+    }
+    assert!(Timestamp::parse_rfc3339(q["t"].as_str().unwrap()).is_ok());
+
+    // A repeated full-set subscribe changes nothing and is acked the same.
+    c.send(json!({"action": "subscribe", "trades": ["MSFT"], "quotes": ["AAPL"]}))
+        .await;
+    assert_eq!(c.expect(|m| m["T"] == "subscription").await, ack);
+}
+
+#[actix_web::test]
+async fn msgpack_with_auth_before_the_welcome_and_a_fragmented_subscribe() {
+    let app = sdk_app().await;
+    let mut c = SdkClient::connect(&app, "/v2/iex", true).await;
+    // The JS SDK authenticates as soon as the socket opens.
+    c.auth(KEY, SECRET).await;
+    assert_eq!(
+        c.control().await,
+        json!({"T": "success", "msg": "connected"})
+    );
+    assert_eq!(
+        c.control().await,
+        json!({"T": "success", "msg": "authenticated"})
+    );
+    // go-sdk's shape (every key, unused ones nil), alpaca-py's framing (fragments, action last).
+    c.send_fragmented(json!({"trades": null, "quotes": ["AAPL"], "bars": null,
+        "updatedBars": null, "dailyBars": null, "statuses": null, "imbalances": null,
+        "lulds": null, "orderbooks": null, "news": null, "pricing": null, "action": "subscribe"}))
+        .await;
+    let ack = c.control().await;
+    assert_eq!(ack["T"], "subscription");
+    assert_eq!(ack["quotes"], json!(["AAPL"]));
+    let q = c.expect(|m| m["T"] == "q").await;
+    assert_eq!(q["S"], "AAPL");
+    assert!(
+        q["bp"].is_f64() && q["ap"].is_f64(),
+        "prices are floats: {q}"
+    );
+    assert!(
+        q["bs"].is_u64() && q["as"].is_u64(),
+        "stock sizes are integers: {q}"
+    );
+    assert!(
+        q["t"].as_str().is_some_and(|t| t.starts_with("ts:")),
+        "t is a msgpack Timestamp: {q}"
+    );
+}
+
+#[actix_web::test]
+async fn msgpack_maps_put_t_first() {
+    let app = sdk_app().await;
+    let mut c = authed(&app, "/v1beta3/crypto/us", true).await;
+    c.send(json!({"action": "subscribe", "quotes": ["BTC/USD"], "orderbooks": ["BTC/USD"]}))
+        .await;
+    let ack = c.control().await;
+    assert_eq!(
+        ack,
+        json!({"T": "subscription", "trades": [], "quotes": ["BTC/USD"],
+            "orderbooks": ["BTC/USD"], "bars": [], "updatedBars": [], "dailyBars": []})
+    );
+    // Read raw bytes: every map's first key is T.
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    let mut seen = 0;
+    while seen < 5 {
+        assert!(std::time::Instant::now() < deadline, "no crypto data");
+        let frame = c.framed.next().await.unwrap().unwrap();
+        let Frame::Binary(b) = frame else { continue };
+        let v = rmpv::decode::read_value(&mut &b[..]).unwrap();
+        for m in v.as_array().unwrap() {
+            let first = &m.as_map().unwrap()[0];
+            assert_eq!(first.0.as_str(), Some("T"));
+            let sizes: Vec<&rmpv::Value> = m
+                .as_map()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), Some("bs" | "as")))
+                .map(|(_, v)| v)
+                .collect();
+            assert!(sizes.iter().all(|v| v.is_f64()), "crypto sizes are floats");
+            seen += 1;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn paths_the_daemon_does_not_carry_are_refused_with_404_and_a_reason() {
+    let app = sdk_app().await;
+    for path in [
+        "/v2/sip",
+        "/v1beta3/crypto/eu-1",
+        "/v1beta2/crypto",
+        "/v2/nothing",
+    ] {
+        match SdkClient::try_connect(&app, path, true, &[]).await {
+            Err(WsClientError::InvalidResponseStatus(status)) => {
+                assert_eq!(status.as_u16(), 404, "{path}")
+            }
+            Err(e) => panic!("{path}: {e}"),
+            Ok(_) => panic!("{path} was accepted"),
+        }
+    }
+    // The reason is in the body.
+    let mut res = app
+        .http
+        .get(app.url("/v2/sip"))
+        .insert_header(("Connection", "Upgrade"))
+        .insert_header(("Upgrade", "websocket"))
+        .insert_header(("Sec-WebSocket-Version", "13"))
+        .insert_header(("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    let body = res.body().await.unwrap();
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(
+        text.contains("/v2/iex") && text.contains("/v2/sip"),
+        "{text}"
+    );
+    // The bare form go-sdk builds, and the options and news paths, are served.
+    for path in ["/iex", "/v1beta1/indicative", "/v1beta1/news"] {
+        let mut c = SdkClient::connect(&app, path, true).await;
+        assert_eq!(c.control().await["msg"], "connected", "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn header_auth_and_the_auth_timeout() {
+    let app = sdk_app().await;
+    let mut c = SdkClient::try_connect(
+        &app,
+        "/v1beta1/news",
+        false,
+        &[("APCA-API-KEY-ID", KEY), ("APCA-API-SECRET-KEY", SECRET)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.control().await["msg"], "connected");
+    assert_eq!(c.control().await["msg"], "authenticated");
+    c.send(json!({"action": "subscribe", "news": ["*"]})).await;
+    assert_eq!(
+        c.control().await,
+        json!({"T": "subscription", "news": ["*"]})
+    );
+
+    let mut idle = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(idle.control().await["msg"], "connected");
+    assert_eq!(idle.control().await, error(404, "auth timeout"));
+    assert!(matches!(
+        idle.until_end().await,
+        Ended::Closed(_) | Ended::Eof
+    ));
+}
+
+#[actix_web::test]
+async fn options_always_speak_msgpack_and_refuse_star_quotes() {
+    let app = sdk_app().await;
+    // No Content-Type (the C# SDK cannot set it): still msgpack.
+    let mut c = SdkClient::connect(&app, "/v1beta1/indicative", true).await;
+    let mut plain = SdkClient::try_connect(&app, "/v1beta1/indicative", false, &[])
+        .await
+        .unwrap();
+    plain.msgpack = true;
+    assert_eq!(plain.control().await["msg"], "connected");
+    assert_eq!(c.control().await["msg"], "connected");
+    c.auth(KEY, SECRET).await;
+    assert_eq!(c.control().await["msg"], "authenticated");
+    c.send(json!({"action": "subscribe", "quotes": ["*"]}))
+        .await;
+    assert_eq!(
+        c.control().await,
+        error(413, "star subscription is not allowed for option quotes")
+    );
+    c.send(json!({"action": "subscribe", "quotes": ["SPY261218C00600000"], "bars": ["SPY"]}))
+        .await;
+    assert_eq!(
+        c.control().await,
+        error(410, "invalid subscribe action for this feed")
+    );
+    c.send(json!({"action": "subscribe", "quotes": ["SPY261218C00600000"]}))
+        .await;
+    assert_eq!(
+        c.control().await,
+        json!({"T": "subscription", "trades": [], "quotes": ["SPY261218C00600000"]})
+    );
+    let q = c.expect(|m| m["T"] == "q").await;
+    assert!(q["c"].is_string(), "option conditions are one string: {q}");
+}
+
+#[actix_web::test]
+async fn no_client_configured_refuses_every_auth() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut c = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(c.control().await["msg"], "connected");
+    c.auth("simulator", "simulator").await;
+    assert_eq!(c.control().await, error(402, "auth failed"));
+}
+
+/// Quotes of `symbol` that reach `c` within a short window.
+async fn quotes_of(c: &mut SdkClient, symbol: &str) -> usize {
+    c.collect_for(Duration::from_millis(600))
+        .await
+        .iter()
+        .filter(|m| m["T"] == "q" && m["S"] == symbol)
+        .count()
+}
+
+#[actix_web::test]
+async fn programs_share_one_upstream_connection_and_unsubscribe_alone() {
+    let app = sdk_app().await;
+    let mut a = authed(&app, "/v2/iex", true).await;
+    let mut b = authed(&app, "/v2/iex", false).await;
+    let mut browser = app.ws().await;
+    browser.subscribe(&["MSFT"]).await;
+    a.send(json!({"action": "subscribe", "quotes": ["AAPL", "MSFT"]}))
+        .await;
+    b.send(json!({"action": "subscribe", "quotes": ["AAPL"], "trades": ["SPY"]}))
+        .await;
+    a.control().await;
+    b.control().await;
+    app.wait_upstream(&["AAPL", "MSFT"]).await;
+    assert!(quotes_of(&mut a, "AAPL").await > 0);
+    assert!(quotes_of(&mut b, "AAPL").await > 0);
+
+    // a lets AAPL go: b keeps it, upstream keeps it (b holds it).
+    a.send(json!({"action": "unsubscribe", "quotes": ["AAPL"]}))
+        .await;
+    let ack = a.expect(|m| m["T"] == "subscription").await;
+    assert_eq!(ack["quotes"], json!(["MSFT"]));
+    let late = a
+        .collect_for(Duration::from_millis(300))
+        .await
+        .into_iter()
+        .filter(|m| m["S"] == "AAPL")
+        .count();
+    assert!(late <= 1, "a still gets AAPL after the ack ({late})");
+    assert_eq!(quotes_of(&mut a, "AAPL").await, 0);
+    assert!(quotes_of(&mut b, "AAPL").await > 0, "b lost AAPL");
+    assert!(quotes_of(&mut a, "MSFT").await > 0);
+    browser.expect_type("spot_price_update").await;
+
+    // One upstream connection per feed, whatever the number of programs.
+    let conns = app.sim_connections().await;
+    let stocks = conns.iter().filter(|c| c["feed"] == "stocks").count();
+    assert_eq!(stocks, 1, "{conns:?}");
+    let trades = app.upstream_symbols_of(Some("stocks"), "trades").await;
+    assert!(trades.iter().any(|s| s == "SPY"), "{trades:?}");
+
+    // b leaves: AAPL and SPY trades leave upstream (nobody holds them).
+    drop(b);
+    wait_for("AAPL to leave upstream", || async {
+        let q = app.upstream_symbols_of(Some("stocks"), "quotes").await;
+        (!q.iter().any(|s| s == "AAPL")).then_some(())
+    })
+    .await;
+    let q = app.upstream_symbols_of(Some("stocks"), "quotes").await;
+    assert!(q.iter().any(|s| s == "MSFT"), "MSFT is still held: {q:?}");
+}
+
+#[actix_web::test]
+async fn trading_stream_serves_only_permitted_accounts() {
+    let app = sdk_app().await;
+    let connect = |app: &TestApp| {
+        let url = format!("ws://{}/stream", app.addr);
+        async move {
+            let (_, framed) = awc::Client::new().ws(url).connect().await.unwrap();
+            SdkClient {
+                framed,
+                msgpack: false,
+            }
+        }
+    };
+    let auth = |key: &str, secret: &str| json!({"action": "authenticate", "data": {"key_id": key, "secret_key": secret}});
+    let listen = json!({"action": "listen", "data": {"streams": ["trade_updates"]}});
+
+    let mut algo = connect(&app).await;
+    algo.send(listen.clone()).await;
+    let (binary, m) = algo.next_frame().await;
+    assert!(binary, "the trading stream sends binary frames");
+    assert_eq!(m[0]["data"]["status"], "unauthorized");
+    assert_eq!(m[0]["data"]["action"], "listen");
+    algo.send(auth(KEY, SECRET)).await;
+    assert_eq!(
+        algo.next_frame().await.1[0],
+        json!({"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}})
+    );
+    algo.send(listen.clone()).await;
+    assert_eq!(
+        algo.next_frame().await.1[0],
+        json!({"stream": "listening", "data": {"streams": ["trade_updates"]}})
+    );
+
+    let mut viewer = connect(&app).await;
+    viewer.send(auth("viewer-key", "viewer-secret")).await;
+    let refused = viewer.next_frame().await.1.remove(0);
+    assert_eq!(refused["data"]["status"], "unauthorized", "{refused}");
+    viewer.send(listen.clone()).await;
+    assert_eq!(
+        viewer.next_frame().await.1[0]["data"]["status"],
+        "unauthorized"
+    );
+
+    let mut wrong = connect(&app).await;
+    wrong.send(auth(KEY, "nope")).await;
+    let m = wrong.next_frame().await.1.remove(0);
+    assert_eq!(m["data"]["message"], "access key verification failed");
+
+    app.sim(
+        "order",
+        json!({"symbol": "AAPL", "qty": 3, "side": "buy", "price": 190.5}),
+    )
+    .await;
+    let update = algo.expect(|m| m["stream"] == "trade_updates").await;
+    let data = &update["data"];
+    assert_eq!(data["order"]["symbol"], "AAPL");
+    for field in ["event", "timestamp", "order"] {
+        assert!(!data[field].is_null(), "{field} missing: {update}");
+    }
+    assert!(data["order"]["id"].is_string());
+    // The viewer never sees it.
+    let seen = viewer.collect_for(Duration::from_millis(500)).await;
+    assert!(
+        seen.iter().all(|m| m["stream"] != "trade_updates"),
+        "{seen:?}"
+    );
+}
