@@ -14,15 +14,15 @@ use bytestring::ByteString;
 use serde::de::IgnoredAny;
 use tickrelay::browser::{price_update, PriceKind, PriceUpdate, PriceView};
 use tickrelay::delivery::{DeliverKey, FrameKind, SessionStats};
-use tickrelay::market::Num;
+use tickrelay::market::{Code, Codes, Num};
 use tickrelay::outbox::{Outbox, MAX_CHUNK};
 use tickrelay::quote_book::QuoteBook;
 use tickrelay::simulator::market::Walk;
-use tickrelay::wire::{json_frame, msgpack_frame};
 use tickrelay::symbol::Symbol;
 use tickrelay::throttle::{Offer, SymbolThrottle, ThrottleConfig, Window};
 use tickrelay::time::Timestamp;
 use tickrelay::upstream::protocol::{decode_json, decode_msgpack, Inbound};
+use tickrelay::wire::{json_frame, msgpack_frame};
 
 /// Runs `op` for about a second (or `HOTPATH_ITERS` times); answers ns per item.
 fn measure(mut op: impl FnMut() -> usize) -> Option<f64> {
@@ -213,6 +213,10 @@ fn main() {
         ask_size: Num::Int(3),
         last_price: Some(190.14),
         timestamp: Some(Timestamp::parse_rfc3339("2026-01-20T15:04:05.123456789Z").unwrap()),
+        bid_exchange: Code::new("V"),
+        ask_exchange: Code::new("V"),
+        conditions: Codes::default(),
+        tape: Code::new("C"),
     };
     let update = PriceUpdate::new(&symbol, &price, false);
     let frame = price_update(PriceKind::Spot, &update, false);

@@ -7,7 +7,7 @@
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
-use crate::market::{mid_price, Bar, Level, NewsArticle, Num, Trade};
+use crate::market::{mid_price, Bar, Code, Codes, Level, NewsArticle, Num, Trade, TradeFix};
 use crate::symbol::{Symbol, SymbolError, WILDCARD};
 use crate::time::Timestamp;
 
@@ -477,6 +477,11 @@ pub struct PriceView {
     pub last_price: Option<f64>,
     /// Exchange time of the latest quote (or trade, before any quote).
     pub timestamp: Option<Timestamp>,
+    /// The latest quote's exchanges, conditions and tape (none for crypto).
+    pub bid_exchange: Option<Code>,
+    pub ask_exchange: Option<Code>,
+    pub conditions: Codes,
+    pub tape: Option<Code>,
 }
 
 impl PriceView {
@@ -500,6 +505,14 @@ pub struct PriceUpdate<'a> {
     pub volume: Option<Num>,
     pub timestamp: Option<Timestamp>,
     pub stale: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bid_exchange: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ask_exchange: Option<Code>,
+    #[serde(skip_serializing_if = "Codes::is_empty")]
+    pub conditions: Codes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tape: Option<Code>,
 }
 
 impl<'a> PriceUpdate<'a> {
@@ -515,6 +528,10 @@ impl<'a> PriceUpdate<'a> {
             volume: None,
             timestamp: p.timestamp,
             stale,
+            bid_exchange: p.bid_exchange,
+            ask_exchange: p.ask_exchange,
+            conditions: p.conditions,
+            tape: p.tape,
         }
     }
 }
@@ -690,13 +707,25 @@ pub fn position_update(account: &str, position: &serde_json::Value) -> ByteStrin
 }
 
 /// `order_update` from a `trade_updates` event.
-pub fn order_update(account: &str, event: &str, order: &serde_json::Value) -> ByteString {
+pub fn order_update(account: &str, event: &str, data: &serde_json::Value) -> ByteString {
+    // The execution of a fill or partial fill (strings, as Alpaca sends them; null otherwise)
+    // and Alpaca's own event time.
+    let field = |k: &str| data.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let timestamp = data
+        .get("timestamp")
+        .and_then(|t| t.as_str())
+        .and_then(|t| Timestamp::parse_rfc3339(t).ok())
+        .unwrap_or_else(Timestamp::now);
     frame(&serde_json::json!({
         "type": "order_update",
         "account": account,
         "event": event,
-        "order": order,
-        "timestamp": Timestamp::now(),
+        "order": field("order"),
+        "price": field("price"),
+        "qty": field("qty"),
+        "position_qty": field("position_qty"),
+        "execution_id": field("execution_id"),
+        "timestamp": timestamp,
     }))
 }
 
@@ -709,6 +738,10 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
         size: Num,
         exchange: Option<&'a str>,
         conditions: &'a [Box<str>],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tape: Option<Code>,
         #[serde(skip_serializing_if = "Option::is_none")]
         taker_side: Option<&'a str>,
         timestamp: Timestamp,
@@ -727,11 +760,84 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
             size: t.size,
             exchange: t.exchange.as_deref(),
             conditions: &t.conditions,
+            id: t.id,
+            tape: t.tape,
             taker_side: t.taker_side.as_deref(),
             timestamp: t.timestamp,
         },
         timestamp: Timestamp::now(),
     })
+}
+
+/// `trade_correction` or `trade_cancel`: an earlier trade was corrected or cancelled; `last_price`
+/// is the price after the fix (the next price update carries it too).
+pub fn trade_fix(symbol: &Symbol, fix: &TradeFix, last_price: Option<f64>) -> ByteString {
+    #[derive(Serialize)]
+    struct Correction<'a> {
+        symbol: &'a Symbol,
+        exchange: Option<&'a str>,
+        original_id: Option<i64>,
+        original_price: f64,
+        original_size: Num,
+        original_conditions: &'a [Box<str>],
+        corrected_id: Option<i64>,
+        corrected_price: f64,
+        corrected_size: Num,
+        corrected_conditions: &'a [Box<str>],
+        tape: Option<Code>,
+        last_price: Option<f64>,
+        timestamp: Timestamp,
+    }
+    #[derive(Serialize)]
+    struct Cancel<'a> {
+        symbol: &'a Symbol,
+        id: Option<i64>,
+        exchange: Option<&'a str>,
+        price: f64,
+        size: Num,
+        /// `C` cancel, `E` error.
+        action: Option<&'a str>,
+        tape: Option<Code>,
+        last_price: Option<f64>,
+        timestamp: Timestamp,
+    }
+    let now = Timestamp::now();
+    match fix {
+        TradeFix::Correction(c) => frame(&serde_json::json!({
+            "type": "trade_correction",
+            "correction": Correction {
+                symbol,
+                exchange: c.exchange.as_deref(),
+                original_id: c.original_id,
+                original_price: c.original_price,
+                original_size: c.original_size,
+                original_conditions: &c.original_conditions,
+                corrected_id: c.corrected_id,
+                corrected_price: c.corrected_price,
+                corrected_size: c.corrected_size,
+                corrected_conditions: &c.corrected_conditions,
+                tape: c.tape,
+                last_price,
+                timestamp: c.timestamp,
+            },
+            "timestamp": now,
+        })),
+        TradeFix::Cancel(x) => frame(&serde_json::json!({
+            "type": "trade_cancel",
+            "cancel": Cancel {
+                symbol,
+                id: x.id,
+                exchange: x.exchange.as_deref(),
+                price: x.price,
+                size: x.size,
+                action: x.action.as_deref(),
+                tape: x.tape,
+                last_price,
+                timestamp: x.timestamp,
+            },
+            "timestamp": now,
+        })),
+    }
 }
 
 /// `bar`.
@@ -852,6 +958,14 @@ mod tests {
             ask_size: Num::Int(3),
             last_price: Some(190.14),
             timestamp: Some(Timestamp::parse_rfc3339("2026-01-20T15:04:05.123456789Z").unwrap()),
+            bid_exchange: Code::new("V"),
+            ask_exchange: Code::new("Q"),
+            conditions: {
+                let mut c = Codes::default();
+                c.push("R");
+                c
+            },
+            tape: Code::new("C"),
         };
         let v = json(&spot_price_update(&sym, &p, false, true));
         assert_eq!(v["type"], "spot_price_update");

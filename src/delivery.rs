@@ -39,6 +39,8 @@ pub enum FrameKind {
     Position(u64),
     /// An order event (keyed by a sequence number).
     Order(u64),
+    /// A trade correction or cancel (keyed by a sequence number).
+    TradeFix(u64),
 }
 
 impl FrameKind {
@@ -46,7 +48,7 @@ impl FrameKind {
     pub fn channel(self) -> ClientChannel {
         match self {
             FrameKind::Price => ClientChannel::Quotes,
-            FrameKind::Trade => ClientChannel::Trades,
+            FrameKind::Trade | FrameKind::TradeFix(_) => ClientChannel::Trades,
             FrameKind::Bar(_) => ClientChannel::Bars,
             FrameKind::Book => ClientChannel::Orderbooks,
             FrameKind::News(_) => ClientChannel::News,

@@ -40,6 +40,84 @@ impl Serialize for Num {
     }
 }
 
+/// A short code kept inline (no allocation): an exchange (`V`), a tape (`C`), a condition (`R`,
+/// `@`). Alpaca's are one or two characters; longer text is not a code and is not kept.
+/// Eight bytes, and `Option<Code>` too (the length is never zero).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Code {
+    len: std::num::NonZeroU8,
+    bytes: [u8; 7],
+}
+
+impl Code {
+    pub fn new(text: &str) -> Option<Code> {
+        let b = text.as_bytes();
+        if b.len() > 7 {
+            return None;
+        }
+        let mut bytes = [0; 7];
+        bytes[..b.len()].copy_from_slice(b);
+        Some(Code {
+            len: std::num::NonZeroU8::new(b.len() as u8)?,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a &str cut at its own length: always valid UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len.get())]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Up to four condition codes, inline (a SIP quote has one, a trade at most four).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Codes {
+    codes: [Option<Code>; 4],
+}
+
+impl Codes {
+    /// Adds a code; a fifth and later ones are not kept.
+    pub fn push(&mut self, text: &str) {
+        if let (Some(code), Some(slot)) =
+            (Code::new(text), self.codes.iter_mut().find(|c| c.is_none()))
+        {
+            *slot = Some(code);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Code> {
+        self.codes.iter().map_while(Option::as_ref)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.codes[0].is_none()
+    }
+}
+
+impl std::fmt::Debug for Codes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Codes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
 /// Best bid and offer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quote {
@@ -48,6 +126,13 @@ pub struct Quote {
     pub ask_price: f64,
     pub ask_size: Num,
     pub timestamp: Timestamp,
+    /// Exchange codes of the best bid and ask (stocks and options; crypto has none).
+    pub bid_exchange: Option<Code>,
+    pub ask_exchange: Option<Code>,
+    /// Quote conditions (stocks: a list; options: one code).
+    pub conditions: Codes,
+    /// Stocks: the SIP tape (`A`, `B`, `C`).
+    pub tape: Option<Code>,
 }
 
 /// One trade print.
@@ -60,7 +145,44 @@ pub struct Trade {
     pub id: Option<i64>,
     /// Crypto only: `B` (buyer) or `S` (seller) was the taker.
     pub taker_side: Option<Box<str>>,
+    /// Stocks: the SIP tape.
+    pub tape: Option<Code>,
     pub timestamp: Timestamp,
+}
+
+/// A correction of an earlier trade (`T:"c"`): the original print and what it became.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Correction {
+    pub exchange: Option<Box<str>>,
+    pub original_id: Option<i64>,
+    pub original_price: f64,
+    pub original_size: Num,
+    pub original_conditions: Vec<Box<str>>,
+    pub corrected_id: Option<i64>,
+    pub corrected_price: f64,
+    pub corrected_size: Num,
+    pub corrected_conditions: Vec<Box<str>>,
+    pub tape: Option<Code>,
+    pub timestamp: Timestamp,
+}
+
+/// A cancel or error of an earlier trade (`T:"x"`; action `C` cancel, `E` error).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TradeCancel {
+    pub id: Option<i64>,
+    pub exchange: Option<Box<str>>,
+    pub price: f64,
+    pub size: Num,
+    pub action: Option<Box<str>>,
+    pub tape: Option<Code>,
+    pub timestamp: Timestamp,
+}
+
+/// A correction or cancel of an earlier trade.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TradeFix {
+    Correction(Correction),
+    Cancel(TradeCancel),
 }
 
 /// One price level of an order book; size 0 removes the level.
@@ -136,6 +258,9 @@ pub enum MarketEvent {
     Trade(Trade),
     Bar(Bar),
     Book(BookUpdate),
+    /// A correction or cancel of an earlier trade: fixes `last_price`, reaches `trades` subscribers.
+    /// Boxed: rare, and twice the size of the others.
+    Fix(Box<TradeFix>),
 }
 
 /// A news article (`T:"n"`).
@@ -148,6 +273,8 @@ pub struct NewsArticle {
     pub url: Option<String>,
     pub symbols: Vec<String>,
     pub source: String,
+    /// The article body (may hold HTML); empty when Alpaca sends none.
+    pub content: String,
     pub created_at: Option<Timestamp>,
     pub updated_at: Option<Timestamp>,
 }

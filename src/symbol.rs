@@ -78,6 +78,24 @@ impl Symbol {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A symbol as Alpaca's trading API writes it in orders and positions: crypto pairs come
+    /// without their slash there (`SOLUSD` for `SOL/USD`, with `asset_class` `crypto`), which maps
+    /// back to the pair the market data streams use.
+    pub fn from_trading(raw: &str, asset_class: Option<&str>) -> Result<Symbol, SymbolError> {
+        let text = raw.trim().to_ascii_uppercase();
+        if asset_class == Some("crypto") && !text.contains('/') {
+            // Longest quote currency first: SOLUSDT is SOL/USDT, not SOLUSD/T.
+            for quote in ["USDT", "USDC", "USD", "BTC", "ETH"] {
+                if let Some(base) = text.strip_suffix(quote) {
+                    if !base.is_empty() {
+                        return Symbol::parse(&format!("{base}/{quote}"));
+                    }
+                }
+            }
+        }
+        Symbol::parse(&text)
+    }
 }
 
 /// Decides the class of an upper-case symbol, or `None` when it fits no known shape.
@@ -174,6 +192,16 @@ impl Serialize for Symbol {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trading_api_crypto_symbols_map_to_pairs() {
+        let pair = |raw, class| Symbol::from_trading(raw, class).unwrap().to_string();
+        assert_eq!(pair("SOLUSD", Some("crypto")), "SOL/USD");
+        assert_eq!(pair("BTCUSDT", Some("crypto")), "BTC/USDT");
+        assert_eq!(pair("ETH/USD", Some("crypto")), "ETH/USD");
+        assert_eq!(pair("AAPL", Some("us_equity")), "AAPL");
+        assert_eq!(pair("AAPL", None), "AAPL");
+    }
 
     #[test]
     fn normalises_and_classifies() {

@@ -28,7 +28,7 @@ use crate::browser::{
     self, ChannelMask, ClientChannel, PriceFrame, PriceKind, PriceUpdate, PriceView,
 };
 use crate::delivery::{FrameKind, HubId, Publish};
-use crate::market::{Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, Trade};
+use crate::market::{Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, Trade, TradeFix};
 use crate::quote_book::QuoteBook;
 use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
@@ -152,6 +152,8 @@ struct Pending {
     /// Integer trade sizes summed since the last drain (option volume).
     volume: i64,
     bars: VecDeque<Bar>,
+    /// Trade corrections and cancels, in order (a few; the oldest go first when more arrive).
+    fixes: VecDeque<TradeFix>,
     book: Option<BookUpdate>,
     /// A [`Drain`] is on its way to the throttle.
     notified: bool,
@@ -194,6 +196,14 @@ impl Inlet {
                 let over = p.bars.len() > MAX_PENDING_BARS;
                 if over {
                     p.bars.pop_front();
+                }
+                over
+            }
+            MarketEvent::Fix(f) => {
+                p.fixes.push_back(*f);
+                let over = p.fixes.len() > MAX_PENDING_BARS;
+                if over {
+                    p.fixes.pop_front();
                 }
                 over
             }
@@ -284,6 +294,10 @@ pub struct SymbolThrottle {
     price_window: Window,
     /// Latest trade, for the `trades` channel.
     last_trade: Option<Trade>,
+    /// The trade before it (id and price), for a cancel of the latest one.
+    previous_trade: Option<(Option<i64>, f64)>,
+    /// Trade corrections and cancels sent so far (their frames' keys).
+    fixes_sent: u64,
     trade_window: Window,
     /// Crypto order book, for the `orderbooks` channel.
     book: OrderBook,
@@ -321,6 +335,8 @@ impl SymbolThrottle {
             volume: cached.as_ref().map_or(0, |c| c.volume),
             price: cached.map(|c| c.price).unwrap_or_default(),
             last_trade: None,
+            previous_trade: None,
+            fixes_sent: 0,
             book: OrderBook::default(),
             hubs: Vec::new(),
             wanted: ChannelMask::EMPTY,
@@ -466,6 +482,10 @@ impl SymbolThrottle {
             self.price.bid_size = q.bid_size;
             self.price.ask_size = q.ask_size;
             self.price.timestamp = Some(q.timestamp);
+            self.price.bid_exchange = q.bid_exchange;
+            self.price.ask_exchange = q.ask_exchange;
+            self.price.conditions = q.conditions;
+            self.price.tape = q.tape;
             price_changed = true;
         }
         if let Some(t) = p.trade {
@@ -474,10 +494,20 @@ impl SymbolThrottle {
                 self.price.timestamp = Some(t.timestamp);
             }
             self.volume = self.volume.saturating_add(p.volume);
-            self.last_trade = Some(t);
+            if let Some(last) = self.last_trade.replace(t) {
+                self.previous_trade = Some((last.id, last.price));
+            }
             price_changed = true;
             if self.wants(ClientChannel::Trades) {
                 self.offer(|a| &mut a.trade_window, Self::emit_trade, ctx);
+            }
+        }
+        for fix in p.fixes {
+            price_changed |= self.apply_fix(&fix);
+            if self.wants(ClientChannel::Trades) {
+                self.fixes_sent += 1;
+                let frame = browser::trade_fix(&self.symbol, &fix, self.price.last_price);
+                self.publish(FrameKind::TradeFix(self.fixes_sent), frame, None);
             }
         }
         if price_changed {
@@ -494,6 +524,33 @@ impl SymbolThrottle {
             if self.wants(ClientChannel::Orderbooks) {
                 self.offer(|a| &mut a.book_window, Self::emit_book, ctx);
             }
+        }
+    }
+
+    /// Applies a correction or cancel to the latest trade when it is the trade fixed (matched by
+    /// id); answers whether `last_price` changed. A cancel of the latest trade falls back to the
+    /// trade before it (the one this throttle saw: trades conflate in the inlet).
+    fn apply_fix(&mut self, fix: &TradeFix) -> bool {
+        let Some(last) = &mut self.last_trade else {
+            return false;
+        };
+        let is_last = |id: Option<i64>| id.is_some() && id == last.id;
+        match fix {
+            TradeFix::Correction(c) if is_last(c.original_id) => {
+                last.id = c.corrected_id;
+                last.price = c.corrected_price;
+                last.size = c.corrected_size;
+                last.conditions = c.corrected_conditions.clone();
+                self.price.last_price = Some(c.corrected_price);
+                true
+            }
+            TradeFix::Cancel(x) if is_last(x.id) => {
+                self.last_trade = None;
+                let previous = self.previous_trade.take();
+                self.price.last_price = previous.map(|(_, price)| price);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -234,10 +234,11 @@ impl TradingStream {
         });
         self.order_seq += 1;
         let key = DeliverKey {
-            symbol: Symbol::parse(&symbol).unwrap_or_else(|_| Symbol::wildcard()),
+            symbol: Symbol::from_trading(&symbol, order["asset_class"].as_str())
+                .unwrap_or_else(|_| Symbol::wildcard()),
             kind: FrameKind::Order(self.order_seq),
         };
-        let frame = browser::order_update(self.id(), &event, &order);
+        let frame = browser::order_update(self.id(), &event, data);
         self.registry.do_send(AccountEvent { key, frame });
         if matches!(event.as_str(), "fill" | "partial_fill") {
             self.schedule_refresh(ctx);
@@ -339,7 +340,8 @@ impl TradingStream {
         for p in &changed {
             let symbol = p["symbol"].as_str().unwrap_or_default();
             let key = DeliverKey {
-                symbol: Symbol::parse(symbol).unwrap_or_else(|_| Symbol::wildcard()),
+                symbol: Symbol::from_trading(symbol, p["asset_class"].as_str())
+                    .unwrap_or_else(|_| Symbol::wildcard()),
                 kind: FrameKind::Position(self.config.index),
             };
             let frame = browser::position_update(self.id(), p);
@@ -360,8 +362,8 @@ impl TradingStream {
             .get(&self.config.account)
             .map(|a| {
                 a.positions
-                    .keys()
-                    .filter_map(|s| Symbol::parse(s).ok())
+                    .iter()
+                    .filter_map(|(s, p)| Symbol::from_trading(s, p["asset_class"].as_str()).ok())
                     .collect()
             })
             .unwrap_or_default();

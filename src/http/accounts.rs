@@ -64,11 +64,25 @@ fn loaded(state: &AppState, id: &str) -> Result<AccountState, Box<HttpResponse>>
 /// `GET /api/v1/accounts/{id}/{dashboard|account|positions|orders}`.
 pub async fn view(state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (id, view) = path.into_inner();
-    let account = match loaded(&state, &id) {
+    account_view(&state, &id, &view)
+}
+
+/// `GET /api/v1/realtime/{view}/{id}`: the trading service's name for the same views, which its
+/// front ends and scripts call.
+pub async fn realtime_view(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (view, id) = path.into_inner();
+    account_view(&state, &id, &view)
+}
+
+fn account_view(state: &AppState, id: &str, view: &str) -> HttpResponse {
+    let account = match loaded(state, id) {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
-    match view.as_str() {
+    match view {
         "dashboard" => HttpResponse::Ok().json(account.dashboard()),
         "account" => HttpResponse::Ok().json(&account.account),
         "positions" => HttpResponse::Ok().json(account.positions.values().collect::<Vec<_>>()),

@@ -99,7 +99,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "status": if ready { "healthy" } else { "degraded" },
         "provider": state.provider,
         "websocket_connected": ready,
-        "subscribed_symbols": status.symbols.iter().map(|s| &s.symbol).collect::<Vec<_>>(),
+        // A count, as the service this replaces reports it; the list is in /api/v1/status.
+        "subscribed_symbols": status.symbols.len(),
         "reconnect_attempts": status.feeds.iter().map(|f| f.status.reconnect_attempts).sum::<u32>(),
         "last_message_time": status.feeds.iter().filter_map(|f| f.counters.last_message_time).max(),
         "sessions": status.sessions.len(),

@@ -54,6 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readiness))
         .route(ws::PATH, web::get().to(ws::not_upgraded))
         .route("/api/v1/health", web::get().to(health::health))
+        .route("/health", web::get().to(health::health))
         .route("/api/v1/status", web::get().to(health::status))
         .route("/api/v1/quotes", web::get().to(quotes::many))
         .route("/api/v1/quotes/{symbol:.+}", web::get().to(quotes::one))
@@ -74,6 +75,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/v1/websocket/status",
             web::get().to(accounts::websocket_status),
+        )
+        // The names the trading service this replaces used.
+        .route(
+            "/api/v1/realtime/status",
+            web::get().to(accounts::websocket_status),
+        )
+        .route(
+            "/api/v1/realtime/{view}/{id}",
+            web::get().to(accounts::realtime_view),
         )
         .default_service(web::to(not_found));
 }

@@ -334,7 +334,7 @@ impl Exchange {
         let now = Timestamp::now();
         let mut out = Vec::new();
         for feed in [SimFeed::Stocks, SimFeed::Crypto, SimFeed::Options] {
-            if self.faults.feed(feed).data_blocked() {
+            if self.faults.feed(feed).generation_paused() {
                 continue;
             }
             let p_trade = self.config.trade_probability;
@@ -369,7 +369,7 @@ impl Exchange {
         }
         let mut out = Vec::new();
         for feed in [SimFeed::Stocks, SimFeed::Crypto] {
-            if self.faults.feed(feed).data_blocked() {
+            if self.faults.feed(feed).generation_paused() {
                 continue;
             }
             for s in self.wanted(feed, &["bars"]) {

@@ -71,6 +71,8 @@ pub struct FeedFaults {
     pub silent: AtomicBool,
     /// Nothing at all is sent, not even pongs: a dead peer.
     pub frozen: AtomicBool,
+    /// No generated market data; injected and raw frames still go out (a test's exact sequence).
+    pub paused: AtomicBool,
     /// The next authentications are refused with (code, count).
     auth_failure: Mutex<Option<(u16, u32)>>,
     /// The next WebSocket upgrades are refused with (HTTP status, count).
@@ -93,6 +95,11 @@ fn take(slot: &Mutex<Option<(u16, u32)>>) -> Option<u16> {
 impl FeedFaults {
     pub fn data_blocked(&self) -> bool {
         self.silent.load(Ordering::Relaxed) || self.frozen.load(Ordering::Relaxed)
+    }
+
+    /// Whether the simulator generates no data on this stream now.
+    pub fn generation_paused(&self) -> bool {
+        self.data_blocked() || self.paused.load(Ordering::Relaxed)
     }
 
     pub fn frozen(&self) -> bool {

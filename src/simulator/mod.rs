@@ -28,7 +28,7 @@
 //! | `POST /control/fail_rest` `{"status":429,"count":1}` | refuse the next trading REST requests |
 //! | `POST /control/reject_symbols` `{"feed":…,"symbols":["BAD"]}` | refuse subscriptions to these symbols (400) |
 //! | `POST /control/symbol_limit` `{"feed":…,"limit":3}` | refuse subscriptions past this many symbols (405) |
-//! | `POST /control/silence` `{"feed":…,"silent":true,"frozen":false}` | stop data (`silent`), or data and pongs (`frozen`) |
+//! | `POST /control/silence` `{"feed":…,"silent":true,"frozen":false,"paused":false}` | stop data (`silent`), or data and pongs (`frozen`), or only generated data (`paused`: injected and raw frames still go out) |
 //! | `POST /control/inject` `{"quotes":[{"symbol":"AAPL","bp":1,"ap":2}],"trades":[…],"news":[…]}` | send these now |
 //! | `POST /control/raw` `{"feed":…,"text":"…"}` | send a raw text frame (garbage tests) |
 //! | `POST /control/order` `{"symbol":"AAPL","qty":10,"side":"buy","price":190.5}` | the account places and fills an order |
@@ -517,6 +517,8 @@ struct SilenceRequest {
     silent: bool,
     #[serde(default)]
     frozen: bool,
+    #[serde(default)]
+    paused: bool,
 }
 
 async fn silence(state: web::Data<SimState>, body: web::Json<SilenceRequest>) -> HttpResponse {
@@ -524,14 +526,16 @@ async fn silence(state: web::Data<SimState>, body: web::Json<SilenceRequest>) ->
         feed,
         silent,
         frozen,
+        paused,
     } = body.into_inner();
     info!(
-        "simulator: {}: silent={silent} frozen={frozen}",
+        "simulator: {}: silent={silent} frozen={frozen} paused={paused}",
         feed.map_or("all", SimFeed::as_str)
     );
     for f in Faults::targets(feed) {
         state.faults.feed(f).silent.store(silent, Ordering::Relaxed);
         state.faults.feed(f).frozen.store(frozen, Ordering::Relaxed);
+        state.faults.feed(f).paused.store(paused, Ordering::Relaxed);
     }
     ok()
 }

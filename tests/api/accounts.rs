@@ -91,6 +91,21 @@ async fn a_fill_reaches_browsers_and_the_account_endpoints() {
     let fill = client.expect_type("order_update").await;
     assert_eq!(fill["event"], "fill");
     assert_eq!(fill["order"]["filled_qty"], "10");
+    // The execution: how much, at what price, the position after it, and Alpaca's event time.
+    assert_eq!(
+        (
+            fill["qty"].clone(),
+            fill["price"].clone(),
+            fill["position_qty"].clone()
+        ),
+        (json!("10"), json!("190.50"), json!("10"))
+    );
+    assert!(fill["execution_id"].is_string(), "{fill}");
+    assert!(fill["timestamp"].is_string(), "{fill}");
+    assert!(
+        new["price"].is_null(),
+        "a new order has no execution: {new}"
+    );
     let position = client.expect_type("position_update").await;
     let p = &position["position"];
     assert_eq!(

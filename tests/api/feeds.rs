@@ -116,10 +116,12 @@ async fn news_fans_out_by_symbol_and_to_wildcard_subscribers() {
         .await;
 
     let headline = |m: Value| m["news"]["headline"].as_str().unwrap().to_owned();
+    let first = aapl.expect_type("news").await;
     assert_eq!(
-        headline(aapl.expect_type("news").await),
-        "Apple does a thing"
+        first["news"]["content"], "<p>Apple does a thing</p>",
+        "{first}"
     );
+    assert_eq!(headline(first), "Apple does a thing");
     assert_eq!(
         headline(all.expect_type("news").await),
         "Apple does a thing"

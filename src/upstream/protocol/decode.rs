@@ -18,7 +18,10 @@ use serde::Deserialize;
 
 use super::msgpack::{msgpack_array_elements, msgpack_value_len};
 use super::{Channel, Encoding, SubscriptionSet};
-use crate::market::{Bar, BarKind, BookUpdate, Level, MarketEvent, NewsArticle, Num, Quote, Trade};
+use crate::market::{
+    Bar, BarKind, BookUpdate, Code, Codes, Correction, Level, MarketEvent, NewsArticle, Num, Quote,
+    Trade, TradeCancel, TradeFix,
+};
 use crate::symbol::{Symbol, WILDCARD};
 use crate::time::Timestamp;
 
@@ -42,8 +45,8 @@ pub enum Inbound<'a> {
     },
     /// A news article.
     News(NewsArticle),
-    /// A message that is decoded and counted but not forwarded (statuses, LULDs, corrections,
-    /// cancel/errors, imbalances).
+    /// A message that is decoded and counted but not forwarded to browsers (statuses, LULDs,
+    /// imbalances; SDK programs get them through the tap).
     Info { kind: InfoKind, symbol: String },
     /// A type tag this version does not know; skipped, as Alpaca asks clients to do.
     Unknown(String),
@@ -56,8 +59,6 @@ pub enum Inbound<'a> {
 pub enum InfoKind {
     TradingStatus,
     Luld,
-    Correction,
-    CancelError,
     Imbalance,
 }
 
@@ -204,6 +205,7 @@ fn quote_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Inbound<'de>, A::E
     let mut symbol = None;
     let (mut bp, mut ap, mut t) = (None, None, None);
     let (mut bid_size, mut ask_size) = (None, None);
+    let mut extras = QuoteExtras::default();
     while let Some(key) = map.next_key::<Text<'de>>()? {
         match key.0.as_ref() {
             "S" => symbol = Some(map.next_value::<Text<'de>>()?),
@@ -212,7 +214,10 @@ fn quote_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Inbound<'de>, A::E
             "bs" => bid_size = Some(map.next_value::<Loose<'de>>()?),
             "as" => ask_size = Some(map.next_value::<Loose<'de>>()?),
             "t" => t = Some(map.next_value::<Timestamp>()?),
-            // Exchanges, conditions, tape: not part of a price.
+            "bx" => extras.bid_exchange = map.next_value::<CodeField>()?.0,
+            "ax" => extras.ask_exchange = map.next_value::<CodeField>()?.0,
+            "z" => extras.tape = map.next_value::<CodeField>()?.0,
+            "c" => extras.conditions = map.next_value::<CodesField>()?.0,
             _ => {
                 map.next_value::<de::IgnoredAny>()?;
             }
@@ -221,8 +226,81 @@ fn quote_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Inbound<'de>, A::E
     Ok(market_inbound(
         "q",
         symbol,
-        quote_event(bp, ap, bid_size, ask_size, t),
+        quote_event(bp, ap, bid_size, ask_size, t, extras),
     ))
+}
+
+/// The parts of a quote that are not its price: exchanges, conditions, tape.
+#[derive(Default)]
+struct QuoteExtras {
+    bid_exchange: Option<Code>,
+    ask_exchange: Option<Code>,
+    conditions: Codes,
+    tape: Option<Code>,
+}
+
+/// A short code (exchange, tape), kept inline; `null` or text too long to be a code is none.
+#[derive(Default)]
+struct CodeField(Option<Code>);
+
+impl<'de> Deserialize<'de> for CodeField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CodeField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a short code")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CodeField, E> {
+                Ok(CodeField(Code::new(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<CodeField, E> {
+                Ok(CodeField(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<CodeField, E> {
+                Ok(CodeField(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Conditions: a list of codes (stocks) or one code (options), without allocating.
+struct CodesField(Codes);
+
+impl<'de> Deserialize<'de> for CodesField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CodesField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of condition codes, or one")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CodesField, E> {
+                let mut codes = Codes::default();
+                codes.push(v);
+                Ok(CodesField(codes))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<CodesField, E> {
+                Ok(CodesField(Codes::default()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<CodesField, E> {
+                Ok(CodesField(Codes::default()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CodesField, A::Error> {
+                let mut codes = Codes::default();
+                while let Some(text) = seq.next_element::<Text<'de>>()? {
+                    codes.push(&text.0);
+                }
+                Ok(CodesField(codes))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn code_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Code>, D::Error> {
+    CodeField::deserialize(d).map(|c| c.0)
 }
 
 /// A quote from its fields; `Err` names the first one missing or mistyped. Sizes default to 0.
@@ -232,6 +310,7 @@ fn quote_event(
     bid_size: Option<Loose<'_>>,
     ask_size: Option<Loose<'_>>,
     t: Option<Timestamp>,
+    extras: QuoteExtras,
 ) -> Result<MarketEvent, &'static str> {
     let size = |v: Option<Loose<'_>>, name| v.map_or(Some(Num::Int(0)), |v| v.num()).ok_or(name);
     Ok(MarketEvent::Quote(Quote {
@@ -240,6 +319,10 @@ fn quote_event(
         bid_size: size(bid_size, "bs")?,
         ask_size: size(ask_size, "as")?,
         timestamp: t.ok_or("t")?,
+        bid_exchange: extras.bid_exchange,
+        ask_exchange: extras.ask_exchange,
+        conditions: extras.conditions,
+        tape: extras.tape,
     }))
 }
 
@@ -504,6 +587,13 @@ struct RawMsg<'a> {
     bid_size: Option<Loose<'a>>,
     #[serde(rename = "as", borrow, default)]
     ask_size: Option<Loose<'a>>,
+    #[serde(default, deserialize_with = "code_field")]
+    bx: Option<Code>,
+    #[serde(default, deserialize_with = "code_field")]
+    ax: Option<Code>,
+    /// Tape (stocks).
+    #[serde(default, deserialize_with = "code_field")]
+    z: Option<Code>,
 
     // trades (and shared keys)
     #[serde(default)]
@@ -522,6 +612,24 @@ struct RawMsg<'a> {
     /// Crypto taker side.
     #[serde(borrow, default)]
     tks: Option<Box<Text<'a>>>,
+
+    // trade corrections (original and corrected id, price, size, conditions)
+    #[serde(borrow, default)]
+    oi: Option<Box<Loose<'a>>>,
+    #[serde(borrow, default)]
+    op: Option<Box<Loose<'a>>>,
+    #[serde(borrow, default)]
+    os: Option<Box<Loose<'a>>>,
+    #[serde(borrow, default)]
+    oc: Option<Box<Loose<'a>>>,
+    #[serde(borrow, default)]
+    ci: Option<Box<Loose<'a>>>,
+    #[serde(borrow, default)]
+    cp: Option<Box<Loose<'a>>>,
+    #[serde(borrow, default)]
+    cs: Option<Box<Loose<'a>>>,
+    #[serde(borrow, default)]
+    cc: Option<Box<Loose<'a>>>,
 
     // bars
     #[serde(default)]
@@ -558,6 +666,8 @@ struct RawMsg<'a> {
     url: Option<Box<Text<'a>>>,
     #[serde(borrow, default)]
     source: Option<Box<Text<'a>>>,
+    #[serde(borrow, default)]
+    content: Option<Box<Text<'a>>>,
     #[serde(borrow, default)]
     symbols: Option<Box<Vec<Text<'a>>>>,
     #[serde(default)]
@@ -610,8 +720,8 @@ impl<'a> RawMsg<'a> {
             "n" => self.news(),
             "s" => self.info(InfoKind::TradingStatus),
             "l" => self.info(InfoKind::Luld),
-            "c" => self.info(InfoKind::Correction),
-            "x" => self.info(InfoKind::CancelError),
+            "c" => self.correction(),
+            "x" => self.cancel(),
             "i" => self.info(InfoKind::Imbalance),
             other => Inbound::Unknown(other.to_owned()),
         }
@@ -647,13 +757,75 @@ impl<'a> RawMsg<'a> {
     }
 
     fn quote(mut self) -> Inbound<'a> {
+        let mut conditions = Codes::default();
+        match self.c.take() {
+            Some(Loose::Str(s)) => conditions.push(&s),
+            Some(Loose::List(items)) => {
+                for item in items {
+                    if let Loose::Str(s) = item {
+                        conditions.push(&s);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let extras = QuoteExtras {
+            bid_exchange: self.bx,
+            ask_exchange: self.ax,
+            conditions,
+            tape: self.z,
+        };
         let event = quote_event(
             self.bp,
             self.ap,
             self.bid_size.take(),
             self.ask_size.take(),
             self.t,
+            extras,
         );
+        self.market(event)
+    }
+
+    fn correction(mut self) -> Inbound<'a> {
+        let event = (|| {
+            let strings = |v: Option<Box<Loose<'_>>>| match v.as_deref() {
+                None | Some(Loose::Null) => Some(Vec::new()),
+                Some(v) => v.strings(),
+            };
+            Ok(MarketEvent::Fix(Box::new(TradeFix::Correction(
+                Correction {
+                    exchange: self.x.take().map(|x| Box::from(x.0.as_ref())),
+                    original_id: self.oi.take().and_then(|v| v.int()),
+                    original_price: self.op.take().and_then(|v| v.f64()).ok_or("op")?,
+                    original_size: self.os.take().and_then(|v| v.num()).ok_or("os")?,
+                    original_conditions: strings(self.oc.take()).ok_or("oc")?,
+                    corrected_id: self.ci.take().and_then(|v| v.int()),
+                    corrected_price: self.cp.take().and_then(|v| v.f64()).ok_or("cp")?,
+                    corrected_size: self.cs.take().and_then(|v| v.num()).ok_or("cs")?,
+                    corrected_conditions: strings(self.cc.take()).ok_or("cc")?,
+                    tape: self.z,
+                    timestamp: self.t.ok_or("t")?,
+                },
+            ))))
+        })();
+        self.market(event)
+    }
+
+    fn cancel(mut self) -> Inbound<'a> {
+        let event = (|| {
+            Ok(MarketEvent::Fix(Box::new(TradeFix::Cancel(TradeCancel {
+                id: self.i.take().and_then(|i| i.int()),
+                exchange: self.x.take().map(|x| Box::from(x.0.as_ref())),
+                price: self.p.ok_or("p")?,
+                size: self.s.take().and_then(|v| v.num()).ok_or("s")?,
+                action: match self.a.take().as_deref() {
+                    Some(Loose::Str(a)) => Some(Box::from(a.as_ref())),
+                    _ => None,
+                },
+                tape: self.z,
+                timestamp: self.t.ok_or("t")?,
+            }))))
+        })();
         self.market(event)
     }
 
@@ -669,6 +841,7 @@ impl<'a> RawMsg<'a> {
                 },
                 id: self.i.take().and_then(|i| i.int()),
                 taker_side: self.tks.take().map(|x| Box::from(x.0.as_ref())),
+                tape: self.z,
                 timestamp: self.t.ok_or("t")?,
             }))
         })();
@@ -708,6 +881,7 @@ impl<'a> RawMsg<'a> {
                     .map(|s| s.0.into_owned())
                     .collect(),
                 source: text(self.source),
+                content: text(self.content),
                 created_at: self.created_at,
                 updated_at: self.updated_at,
             }),

@@ -2,9 +2,19 @@
 
 use super::*;
 use crate::credentials::{Credentials, Secret};
-use crate::market::{BarKind, Level, MarketEvent, Num, Quote, Trade};
+use crate::market::{
+    BarKind, Code, Codes, Correction, Level, MarketEvent, Num, Quote, Trade, TradeCancel, TradeFix,
+};
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
+
+fn codes(list: &[&str]) -> Codes {
+    let mut c = Codes::default();
+    for code in list {
+        c.push(code);
+    }
+    c
+}
 
 fn ts(s: &str) -> Timestamp {
     Timestamp::parse_rfc3339(s).unwrap()
@@ -72,6 +82,7 @@ fn decodes_alpaca_doc_examples() {
                 conditions: vec!["@".into(), "I".into()],
                 id: Some(96921),
                 taker_side: None,
+                tape: Code::new("C"),
                 timestamp: ts("2021-02-22T15:51:44.208Z"),
             })
         }
@@ -86,6 +97,10 @@ fn decodes_alpaca_doc_examples() {
                 ask_price: 87.68,
                 ask_size: Num::Int(4),
                 timestamp: ts("2021-02-22T15:51:45.335689322Z"),
+                bid_exchange: Code::new("U"),
+                ask_exchange: Code::new("Q"),
+                conditions: codes(&["R"]),
+                tape: Code::new("C"),
             })
         }
     );
@@ -100,7 +115,42 @@ fn decodes_alpaca_doc_examples() {
     assert_eq!(bar.close, 389.12);
     assert_eq!(bar.volume, Num::Int(49378));
     assert_eq!(bar.trade_count, Some(461));
-    let kinds: Vec<_> = msgs[3..8]
+    // Corrections and cancels keep every field; they fix last_price and reach trades subscribers.
+    assert_eq!(
+        msgs[3],
+        Inbound::Market {
+            symbol: "EEM".into(),
+            event: MarketEvent::Fix(Box::new(TradeFix::Correction(Correction {
+                exchange: Some("M".into()),
+                original_id: Some(52983525033527),
+                original_price: 39.1582,
+                original_size: Num::Int(440000),
+                original_conditions: vec![" ".into(), "7".into()],
+                corrected_id: Some(52983525034326),
+                corrected_price: 39.1809,
+                corrected_size: Num::Int(440000),
+                corrected_conditions: vec![" ".into(), "7".into()],
+                tape: Code::new("B"),
+                timestamp: ts("2023-04-06T14:25:06.542305024Z"),
+            })))
+        }
+    );
+    assert_eq!(
+        msgs[4],
+        Inbound::Market {
+            symbol: "GOOGL".into(),
+            event: MarketEvent::Fix(Box::new(TradeFix::Cancel(TradeCancel {
+                id: Some(465),
+                exchange: Some("D".into()),
+                price: 105.31,
+                size: Num::Int(300),
+                action: Some("C".into()),
+                tape: Code::new("C"),
+                timestamp: ts("2023-04-06T13:15:42.83540958Z"),
+            })))
+        }
+    );
+    let kinds: Vec<_> = msgs[5..8]
         .iter()
         .map(|m| match m {
             Inbound::Info { kind, .. } => *kind,
@@ -109,13 +159,7 @@ fn decodes_alpaca_doc_examples() {
         .collect();
     assert_eq!(
         kinds,
-        [
-            InfoKind::Correction,
-            InfoKind::CancelError,
-            InfoKind::Luld,
-            InfoKind::TradingStatus,
-            InfoKind::Imbalance
-        ]
+        [InfoKind::Luld, InfoKind::TradingStatus, InfoKind::Imbalance]
     );
     assert!(
         matches!(&msgs[8], Inbound::Market { event: MarketEvent::Bar(b), .. } if b.kind == BarKind::Daily)
@@ -248,6 +292,10 @@ fn msgpack_option_quote_with_a_timestamp64() {
                 ask_price: 9.66,
                 ask_size: Num::Int(38),
                 timestamp: ts("2021-02-22T15:51:44.208Z"),
+                bid_exchange: Code::new("C"),
+                ask_exchange: Code::new("C"),
+                conditions: codes(&["A"]),
+                tape: None,
             }),
         }]
     );
@@ -437,7 +485,7 @@ fn key_order_does_not_change_what_a_message_means() {
     // The quote fast path reads T first; a server that puts it elsewhere goes through the
     // general decoder with the keys already read replayed. Both must agree, in both encodings.
     let t_first = r#"[{"T":"q","S":"AAPL","bx":"V","bp":190.12,"bs":2,"ax":"V","ap":190.15,"as":3,"c":["R"],"z":"C","t":"2026-01-20T15:04:05.123456789Z"}]"#;
-    let t_later = r#"[{"S":"AAPL","bp":190.12,"T":"q","bs":2,"ap":190.15,"as":3,"t":"2026-01-20T15:04:05.123456789Z","c":["R"]}]"#;
+    let t_later = r#"[{"S":"AAPL","bp":190.12,"z":"C","T":"q","bs":2,"ap":190.15,"as":3,"ax":"V","t":"2026-01-20T15:04:05.123456789Z","c":["R"],"bx":"V"}]"#;
     let a = decode_json(t_first).unwrap();
     let b = decode_json(t_later).unwrap();
     assert_eq!(a, b);

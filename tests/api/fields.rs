@@ -1,0 +1,151 @@
+//! Every field reaches its user: quote exchanges, conditions and tape; trade ids and tape; trade
+//! corrections and cancels that fix `last_price`; the routes older front ends call.
+
+use serde_json::{json, Value};
+use tickrelay::time::Timestamp;
+
+use crate::helpers::{spawn_app, TestApp, WsClient};
+
+/// Sends `messages` to the stocks feed's connection as one JSON frame.
+async fn send_stocks(app: &TestApp, messages: &[Value]) {
+    let text = Value::Array(messages.to_vec()).to_string();
+    app.sim("raw", json!({"feed": "stocks", "text": text}))
+        .await;
+}
+
+fn now() -> String {
+    Timestamp::now().to_rfc3339()
+}
+
+fn trade(id: i64, price: f64) -> Value {
+    json!({"T":"t","S":"AAPL","i":id,"x":"V","p":price,"s":100,"c":["@"],"z":"C","t":now()})
+}
+
+async fn trade_frame(c: &mut WsClient, id: i64) -> Value {
+    c.expect(|m| m["type"] == "trade" && m["trade"]["id"] == id)
+        .await
+}
+
+/// The first price update whose last price is `price`.
+async fn last_price(c: &mut WsClient, price: f64) -> Value {
+    c.expect(|m| m["type"] == "spot_price_update" && m["update"]["last_price"] == price)
+        .await
+}
+
+#[actix_web::test]
+async fn quotes_and_trades_keep_their_fields_and_fixes_correct_the_last_price() {
+    let app = spawn_app().await;
+    // Only the frames below: the simulator's own AAPL prints would race them.
+    app.sim("silence", json!({"feed": "stocks", "paused": true}))
+        .await;
+    let mut c = app.ws().await;
+    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades"]}))
+        .await;
+    c.expect_type("subscribed").await;
+    app.wait_upstream(&["AAPL"]).await;
+
+    send_stocks(
+        &app,
+        &[
+            json!({"T":"q","S":"AAPL","bx":"V","bp":190.1,"bs":2,"ax":"Q","ap":190.2,"as":3,
+            "c":["R"],"z":"C","t":now()}),
+        ],
+    )
+    .await;
+    let q = c
+        .expect(|m| m["type"] == "spot_price_update" && m["update"]["bid_price"] == 190.1)
+        .await;
+    let u = &q["update"];
+    assert_eq!(
+        (
+            u["bid_exchange"].clone(),
+            u["ask_exchange"].clone(),
+            u["conditions"].clone(),
+            u["tape"].clone()
+        ),
+        (json!("V"), json!("Q"), json!(["R"]), json!("C")),
+        "{q}"
+    );
+
+    send_stocks(&app, &[trade(1001, 190.15)]).await;
+    let t = trade_frame(&mut c, 1001).await;
+    assert_eq!(t["trade"]["tape"], "C", "{t}");
+    assert_eq!(t["trade"]["exchange"], "V");
+    last_price(&mut c, 190.15).await;
+    send_stocks(&app, &[trade(1002, 191.0)]).await;
+    trade_frame(&mut c, 1002).await;
+    last_price(&mut c, 191.0).await;
+
+    // 1002 was really 190.9 (and became 1003).
+    send_stocks(
+        &app,
+        &[
+            json!({"T":"c","S":"AAPL","x":"V","oi":1002,"op":191.0,"os":100,"oc":["@"],
+            "ci":1003,"cp":190.9,"cs":100,"cc":["@"],"z":"C","t":now()}),
+        ],
+    )
+    .await;
+    let fix = c.expect_type("trade_correction").await;
+    assert_eq!(fix["correction"]["corrected_price"], 190.9, "{fix}");
+    assert_eq!(fix["correction"]["original_id"], 1002);
+    assert_eq!(fix["correction"]["last_price"], 190.9);
+    last_price(&mut c, 190.9).await;
+    assert_eq!(
+        app.get(&app.url("/api/v1/quotes/AAPL")).await.1["last_price"],
+        190.9,
+        "the cache is corrected too"
+    );
+
+    // Then cancelled: the last price falls back to the trade before it.
+    send_stocks(
+        &app,
+        &[json!({"T":"x","S":"AAPL","i":1003,"x":"V","p":190.9,"s":100,"a":"C","z":"C","t":now()})],
+    )
+    .await;
+    let cancel = c.expect_type("trade_cancel").await;
+    assert_eq!(cancel["cancel"]["action"], "C", "{cancel}");
+    assert_eq!(cancel["cancel"]["last_price"], 190.15);
+    last_price(&mut c, 190.15).await;
+
+    // A cancel of some older trade changes nothing but still reaches trades subscribers.
+    send_stocks(
+        &app,
+        &[json!({"T":"x","S":"AAPL","i":999,"x":"V","p":150.0,"s":1,"a":"E","z":"C","t":now()})],
+    )
+    .await;
+    let other = c.expect_type("trade_cancel").await;
+    assert_eq!(other["cancel"]["last_price"], 190.15, "{other}");
+}
+
+#[actix_web::test]
+async fn the_replaced_services_routes_answer() {
+    let app = spawn_app().await;
+    for path in ["/health", "/api/v1/health"] {
+        let (code, body) = app.get(&app.url(path)).await;
+        assert_eq!(code, 200, "{path}");
+        assert!(
+            body["subscribed_symbols"].is_u64(),
+            "{path}: subscribed_symbols is a count: {body}"
+        );
+        assert_eq!(body["status"], "healthy");
+    }
+    for view in ["dashboard", "account", "positions", "orders"] {
+        let (code, realtime) = app
+            .get(&app.url(&format!("/api/v1/realtime/{view}/main")))
+            .await;
+        assert_eq!(code, 200, "{view}: {realtime}");
+        let (_, accounts) = app
+            .get(&app.url(&format!("/api/v1/accounts/main/{view}")))
+            .await;
+        if view != "dashboard" {
+            assert_eq!(realtime, accounts, "{view}");
+        } else {
+            assert_eq!(realtime["summary"], accounts["summary"]);
+        }
+    }
+    let (code, status) = app.get(&app.url("/api/v1/realtime/status")).await;
+    assert_eq!(code, 200);
+    assert_eq!(status["total_accounts"], 1);
+    let (code, _) = app.get(&app.url("/api/v1/realtime/account/nobody")).await;
+    assert_eq!(code, 404);
+}
