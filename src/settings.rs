@@ -84,6 +84,17 @@ pub struct HttpSettings {
     pub workers: usize,
     /// How long shutdown waits for open connections after sessions are closed.
     pub shutdown_timeout_ms: u64,
+    /// PEM certificate chain; with `tls_key_path`, the listener speaks TLS only (https, wss).
+    pub tls_cert_path: String,
+    /// PEM private key of the certificate.
+    pub tls_key_path: String,
+}
+
+impl HttpSettings {
+    /// The certificate and key paths, when TLS is on.
+    pub fn tls(&self) -> Option<(&str, &str)> {
+        (!self.tls_cert_path.is_empty()).then_some((&self.tls_cert_path, &self.tls_key_path))
+    }
 }
 
 impl Default for HttpSettings {
@@ -92,6 +103,8 @@ impl Default for HttpSettings {
             host: "127.0.0.1".into(),
             port: 8080,
             workers: 0,
+            tls_cert_path: String::new(),
+            tls_key_path: String::new(),
             shutdown_timeout_ms: 3000,
         }
     }
@@ -934,6 +947,12 @@ impl Settings {
             bad(
                 "throttle.interval_ms",
                 format!("{} ms is more than a minute", self.throttle.interval_ms),
+            );
+        }
+        if self.http.tls_cert_path.is_empty() != self.http.tls_key_path.is_empty() {
+            bad(
+                "http.tls_cert_path",
+                "TLS needs both http.tls_cert_path and http.tls_key_path (or neither)".into(),
             );
         }
         let sdk = &self.sdk;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_codec::Framed;
 use actix_http::{h1, HttpService, Request};
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::AppConfig;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App};
@@ -212,8 +213,15 @@ impl Daemon {
         if http.workers > 0 {
             builder = builder.workers(http.workers);
         }
-        let server = builder
-            .listen("tickrelay-http", listener, move || {
+        let tls = match http.tls() {
+            Some((cert, key)) => Some(tls_config(cert, key)?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        // The factory runs once on each worker thread: each worker gets its own hub. The same
+        // service serves plain TCP or TLS; only the connection type differs.
+        macro_rules! worker_service {
+            ($io:ty) => {{
                 yield_to_ingest();
                 let hub =
                     LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
@@ -224,7 +232,7 @@ impl Daemon {
                     let (state, hub) = (upgrade_state.clone(), hub.clone());
                     async move {
                         Ok::<_, ()>(actix_service::fn_service(
-                            move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                            move |(req, framed): (Request, Framed<$io, h1::Codec>)| {
                                 http::ws::upgrade(req, framed, state.clone(), hub.clone())
                             },
                         ))
@@ -234,16 +242,24 @@ impl Daemon {
                     .keep_alive(Duration::from_secs(5))
                     .client_request_timeout(Duration::from_secs(5))
                     .client_disconnect_timeout(Duration::from_secs(1))
-                    .on_connect_ext(move |io: &TcpStream, _: &mut _| {
-                        tune_socket(io, user_timeout, send_buffer)
+                    .on_connect_ext(move |io: &$io, _: &mut _| {
+                        tune_socket(http::ws::Connection::tcp(io), user_timeout, send_buffer)
                     })
                     .upgrade(upgrades)
                     .finish(actix_service::map_config(app, |_| AppConfig::default()))
-                    .tcp()
-            })?
-            .run();
+            }};
+        }
+        let builder = match tls {
+            None => builder.listen("tickrelay-http", listener, move || {
+                worker_service!(TcpStream).tcp()
+            })?,
+            Some(config) => builder.listen("tickrelay-https", listener, move || {
+                worker_service!(TlsStream<TcpStream>).rustls_0_23(config.clone())
+            })?,
+        };
+        let server = builder.run();
         info!(
-            "tickrelay {}: listening on http://{addr} (provider: {})",
+            "tickrelay {}: listening on {scheme}://{addr} (provider: {})",
             env!("CARGO_PKG_VERSION"),
             provider.as_str()
         );
@@ -481,6 +497,29 @@ fn yield_to_ingest() {
             );
         }
     }
+}
+
+/// The listener's TLS configuration from PEM files (HTTP/1.1 only; WebSockets need it).
+fn tls_config(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!("cannot read the certificate chain {cert} (http.tls_cert_path)")
+        })?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in {cert} (http.tls_cert_path)"
+    );
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read the private key {key} (http.tls_key_path)"))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not go together")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Pending connections the kernel queues before accepting: std's 128 overflows when a thousand

@@ -15,12 +15,13 @@ use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::h1::{Codec, Message};
 use actix_http::{header, HttpMessage, Request, Response, StatusCode};
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::web;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use log::debug;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use super::AppState;
@@ -49,9 +50,9 @@ pub async fn not_upgraded() -> actix_web::HttpResponse {
 /// Answers an upgrade request (any path): `/ws` starts a browser session, Alpaca's stream paths
 /// an SDK session; any other path, or a feed this daemon does not carry, gets a 404 with the
 /// reason.
-pub async fn upgrade(
+pub async fn upgrade<Io: Connection>(
     req: Request,
-    mut framed: Framed<TcpStream, Codec>,
+    mut framed: Framed<Io, Codec>,
     state: web::Data<AppState>,
     hub: LocalHub,
 ) -> Result<(), actix_web::Error> {
@@ -133,23 +134,20 @@ fn header_auth(req: &Request) -> Option<HeaderAuth> {
 }
 
 /// Starts an SDK session (market data or trading) on its socket.
-fn start_sdk_session(
+fn start_sdk_session<Io: Connection>(
     req: &Request,
     stream: Stream,
-    io: TcpStream,
+    io: Io,
     early: bytes::BytesMut,
     state: &AppState,
     hub: LocalHub,
 ) {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let peer = io
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "unknown".into());
+    let peer = io.peer();
     let sdk = state.sdk.clone();
     let stats = Arc::new(SessionStats::new(id, peer));
     let outbox = Outbox::for_sdk(sdk.settings.max_queued_bytes, stats.clone()).shared();
-    let (reader, writer) = io.into_split();
+    let (reader, writer) = io.split_io();
     let frames = IncomingFrames::new(reader, early, sdk.max_client_message);
     let lost: Box<dyn FnOnce()> = match stream {
         Stream::Market(feed) => {
@@ -196,7 +194,7 @@ fn start_sdk_session(
 }
 
 /// The task that drains a session's outbox into its socket.
-fn spawn_writer(id: u64, mut writer: OwnedWriteHalf, mut body: OutboxBody) {
+fn spawn_writer<W: AsyncWrite + Unpin + 'static>(id: u64, mut writer: W, mut body: OutboxBody) {
     actix_web::rt::spawn(async move {
         while let Some(Ok(chunk)) = body.next().await {
             if let Err(e) = writer.write_all(&chunk).await {
@@ -209,13 +207,51 @@ fn spawn_writer(id: u64, mut writer: OwnedWriteHalf, mut body: OutboxBody) {
     });
 }
 
+/// A client connection, plain or TLS: split into a reader and a writer once the handshake is done.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + 'static {
+    type Reader: AsyncRead + Unpin + 'static;
+    type Writer: AsyncWrite + Unpin + 'static;
+    fn tcp(&self) -> &TcpStream;
+    fn split_io(self) -> (Self::Reader, Self::Writer);
+
+    fn peer(&self) -> String {
+        self.tcp()
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    }
+}
+
+impl Connection for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn split_io(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+impl Connection for TlsStream<TcpStream> {
+    type Reader = ReadHalf<Self>;
+    type Writer = WriteHalf<Self>;
+
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn split_io(self) -> (ReadHalf<Self>, WriteHalf<Self>) {
+        tokio::io::split(self)
+    }
+}
+
 /// Starts the session actor on its socket and the task that writes its outbox out.
-fn start_session(io: TcpStream, early: bytes::BytesMut, state: &AppState, hub: LocalHub) {
+fn start_session<Io: Connection>(io: Io, early: bytes::BytesMut, state: &AppState, hub: LocalHub) {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let peer = io
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "unknown".into());
+    let peer = io.peer();
     let settings = &state.sessions.settings;
     let stats = Arc::new(SessionStats::new(id, peer));
     let outbox = Outbox::new(settings.max_queued_events, stats.clone()).shared();
@@ -228,7 +264,7 @@ fn start_session(io: TcpStream, early: bytes::BytesMut, state: &AppState, hub: L
         outbox.clone(),
         stats,
     );
-    let (reader, writer) = io.into_split();
+    let (reader, writer) = io.split_io();
     let frames = IncomingFrames::new(reader, early, settings.max_frame_bytes);
     let addr = ClientSession::create(move |ctx| {
         ctx.add_stream(frames);

@@ -129,15 +129,37 @@ impl Broker {
         )
     }
 
+    /// A stable UUID for a symbol's asset (Alpaca's asset ids are UUIDs; SDKs validate them).
+    fn asset_id(symbol: &str) -> String {
+        let a = crate::rng::fnv1a(symbol.as_bytes());
+        let b = crate::rng::fnv1a(format!("asset:{symbol}").as_bytes());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            (b >> 48) & 0xfff,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    fn asset_class(symbol: &str) -> &'static str {
+        if symbol.contains('/') {
+            "crypto"
+        } else {
+            "us_equity"
+        }
+    }
+
     fn position_json(symbol: &str, p: &Position) -> Value {
         let market_value = p.qty as f64 * p.current_price;
         let cost_basis = p.qty as f64 * p.avg_entry_price;
         let pl = market_value - cost_basis;
         json!({
-            "asset_id": format!("sim-{symbol}"),
+            "asset_id": Self::asset_id(symbol),
             "symbol": symbol,
             "exchange": "SIM",
-            "asset_class": "us_equity",
+            "asset_class": Self::asset_class(symbol),
             "asset_marginable": true,
             "qty": p.qty.abs().to_string(),
             "qty_available": p.qty.abs().to_string(),
@@ -163,7 +185,7 @@ impl Broker {
             .sum();
         let equity = self.cash + long;
         json!({
-            "id": "8d0bbd6e-0000-4000-a000-simulated001",
+            "id": "8d0bbd6e-0000-4000-a000-000000000001",
             "account_number": "PA3SIMULATED",
             "status": "ACTIVE",
             "crypto_status": "ACTIVE",
@@ -206,9 +228,9 @@ impl Broker {
             "replaced_at": null,
             "replaced_by": null,
             "replaces": null,
-            "asset_id": format!("sim-{symbol}"),
+            "asset_id": Self::asset_id(symbol),
             "symbol": symbol,
-            "asset_class": "us_equity",
+            "asset_class": Self::asset_class(symbol),
             "notional": null,
             "qty": qty.to_string(),
             "filled_qty": "0",

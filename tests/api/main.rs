@@ -12,6 +12,7 @@ mod helpers;
 mod ingest;
 mod reconnect;
 mod sdk;
+mod sdk_packages;
 mod shutdown;
 mod streaming;
 mod subscriptions;

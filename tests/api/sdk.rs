@@ -626,3 +626,64 @@ async fn trading_stream_serves_only_permitted_accounts() {
         "{seen:?}"
     );
 }
+
+/// A client that trusts the test CA in `tests/tls/`.
+pub fn tls_client() -> awc::Client {
+    use rustls::pki_types::pem::PemObject;
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/tls/ca.pem"
+    ))
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(config)))
+        .timeout(EVENT_TIMEOUT)
+        .finish()
+}
+
+pub fn use_test_tls(s: &mut Settings) {
+    s.http.tls_cert_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/cert.pem").into();
+    s.http.tls_key_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/key.pem").into();
+}
+
+#[actix_web::test]
+async fn the_listener_speaks_tls_when_given_a_certificate() {
+    let app = crate::helpers::spawn_unready(|s| {
+        use_test_tls(s);
+        add_client(s, "algo", KEY, SECRET, &[]);
+    })
+    .await;
+    let client = tls_client();
+    let mut res = client
+        .get(format!("https://127.0.0.1:{}/healthz", app.addr.port()))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+    let (_, framed) = client
+        .ws(format!("wss://127.0.0.1:{}/v2/iex", app.addr.port()))
+        .set_header("Content-Type", "application/msgpack")
+        .connect()
+        .await
+        .expect("wss");
+    let mut c = SdkClient {
+        framed,
+        msgpack: true,
+    };
+    assert_eq!(c.control().await["msg"], "connected");
+    c.auth(KEY, SECRET).await;
+    assert_eq!(c.control().await["msg"], "authenticated");
+    // Plain HTTP on a TLS listener gets nowhere.
+    assert!(awc::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", app.addr.port()))
+        .send()
+        .await
+        .is_err());
+}
