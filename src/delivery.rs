@@ -4,8 +4,9 @@
 //!
 //! Market frames go throttle → [`Publish`] → the hub of each HTTP worker that has an interested
 //! session (one cross-thread message per worker per update) → each session's outbox on that worker.
-//! Everything else a session receives (status broadcasts, news, account events, refusals, close)
-//! comes from the registry as a [`SessionCommand`].
+//! Everything else a session receives (status broadcasts, news, account events, refusals, an SDK
+//! program's trade updates, close) comes from the registry as a [`SessionCommand`]. SDK programs'
+//! market messages take their own path (the feeds' tap, `upstream::tap`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,10 +1,14 @@
 //! `Hub`: one per HTTP worker thread; fans market frames out to the sessions on that worker.
 //!
 //! Owns: which of its worker's sessions want which symbols on which channels, and each session's
-//! outbox handle. Talks to: symbol throttles send it [`Publish`] (one message per worker per update,
-//! whatever the number of sessions); sessions on the same thread register and change their
-//! interest through [`LocalHub`] directly (no message); it sends [`SessionCommand::Close`] to a
-//! session that stays behind too long or goes silent. Lives as long as its worker.
+//! outbox handle; for SDK programs, each one's stream, encoding and filter. Talks to: symbol
+//! throttles send it [`Publish`] (one message per worker per update, whatever the number of
+//! sessions); the feeds' taps send it [`RawBatch`] (every message of an upstream frame, for SDK
+//! programs: filtered per program, one frame per program, the whole-batch frame shared by those
+//! that want all of it; a program whose outbox overflows is closed with 407); sessions on the same
+//! thread register and change their interest through [`LocalHub`] directly (no message); it sends
+//! [`SessionCommand::Close`] to a session that stays behind too long or goes silent. Lives as long
+//! as its worker.
 //!
 //! It also runs the worker's only periodic timers, so an idle session costs nothing: a
 //! housekeeping tick (slow clients, the `behind` flag, batch flushes) and the heartbeat (a ping to

@@ -19,6 +19,14 @@
 //!        │  outbox: newest frame per symbol, bounded events, one socket write per poll
 //!        ▼
 //!   the browser
+//!
+//!   UpstreamFeed ── upstream::tap (every market message as sent, only while an SDK program listens)
+//!        │  RawBatch (one per worker; each message in each encoding wanted, encoded once)
+//!        ▼
+//!   hub::Hub ── filters per program (RawFilter), one frame per program and batch
+//!        ▼
+//!   sdk::session::SdkSession ── one per SDK program on Alpaca's paths (/v2/iex, …) ── SetRawInterest ──► Registry
+//!   sdk::trading::SdkTradingSession ── one per program on /stream ◄── TradeUpdate (as sent) ── Registry
 //! ```
 //!
 //! - [`upstream`] — feed actor, Alpaca wire protocol, reconnect schedule.
@@ -26,6 +34,8 @@
 //! - [`throttle`] — per-symbol latest-value conflation (the exact window) and the feed's inlet.
 //! - [`hub`] — per-worker fan-out, heartbeat and slow-client clock.
 //! - [`session`] — the browser protocol actor.
+//! - [`sdk`] — the Alpaca-compatible endpoint: Alpaca SDK programs on Alpaca's own paths, every
+//!   message unconflated (fed by the feeds' [`tap`](upstream::tap)).
 //! - [`outbox`] — a session's conflating output queue and the stream that drains it into the socket.
 //! - [`delivery`] — the contract between throttles, hubs, the registry and sessions (a leaf).
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
@@ -33,7 +43,7 @@
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
 //!   [`credentials`], [`clients`] (who may use the Alpaca-compatible endpoint),
-//!   [`time`], [`quote_book`], [`rng`].
+//!   [`wire`] (ordered JSON/msgpack messages), [`time`], [`quote_book`], [`rng`].
 //!
 //! Quote traffic never waits: the feed leaves events in a per-symbol inlet (bounded, newest wins),
 //! throttles `try_send` to hubs, hubs write into outboxes that conflate; control messages may await

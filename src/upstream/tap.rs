@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use bytestring::ByteString;
 use rustc_hash::FxHashSet;
 
 use super::protocol::{Channel, Encoding};
@@ -25,10 +26,11 @@ use crate::symbol::Symbol;
 pub struct RawElement {
     /// The subscription channel that carries it (corrections and cancel/errors: trades).
     pub channel: Channel,
-    /// Its symbol; for news, the first of its symbols (see `news_symbols`).
-    pub symbol: Symbol,
+    /// Its symbol as Alpaca wrote it (a slice of the frame when it can be: no allocation); for
+    /// news, empty (see `news_symbols`).
+    pub symbol: ByteString,
     /// News only: every symbol of the article (empty: only `*` subscribers get it).
-    pub news_symbols: Option<Box<[Symbol]>>,
+    pub news_symbols: Option<Box<[ByteString]>>,
     /// The message as one msgpack map (`T` first), or empty when no program wants msgpack.
     pub msgpack: Bytes,
     /// The message as one JSON object, or empty when no program wants JSON.
@@ -76,8 +78,8 @@ impl RawFilter {
             return false;
         }
         match &element.news_symbols {
-            Some(symbols) => symbols.iter().any(|s| f.symbols.contains(s)),
-            None => f.symbols.contains(&element.symbol),
+            Some(symbols) => symbols.iter().any(|s| f.symbols.contains(&**s)),
+            None => f.symbols.contains(&*element.symbol),
         }
     }
 
@@ -225,7 +227,7 @@ mod tests {
     fn element(channel: Channel, symbol: &str) -> RawElement {
         RawElement {
             channel,
-            symbol: Symbol::parse(symbol).unwrap(),
+            symbol: ByteString::from(symbol.to_owned()),
             news_symbols: None,
             msgpack: Bytes::new(),
             json: Bytes::new(),
@@ -256,7 +258,7 @@ mod tests {
         let mut f = RawFilter::default();
         f.insert(Channel::News, sym("TSLA"));
         let mut article = element(Channel::News, "AAPL");
-        article.news_symbols = Some(vec![sym("AAPL"), sym("TSLA")].into());
+        article.news_symbols = Some(vec!["AAPL".into(), "TSLA".into()].into());
         assert!(f.wants(&article));
         let mut general = element(Channel::News, "AAPL");
         general.news_symbols = Some(Vec::new().into());

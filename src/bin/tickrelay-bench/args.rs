@@ -36,6 +36,10 @@ CLIENTS:
     --symbols N              symbols S0000, S0001, ...                          [default: 100]
     --symbols-per-client N   client i takes N symbols from (i*N) mod symbols     [default: 5]
     --mode single|batched    batched: {\"action\":\"configure\",\"batch\":true} first  [default: single]
+    --protocol browser|sdk   sdk: the clients are Alpaca SDK programs on /v2/iex (auth with a
+                             client key the harness configures, subscribe quotes, every
+                             message counted, none conflated)                    [default: browser]
+    --sdk-encoding json|msgpack  what the SDK clients ask for                    [default: msgpack]
     --stall-clients N        extra clients that subscribe, then never read       [default: 0]
     --client-threads N       OS threads running the clients                      [default: 1]
     --connect-concurrency N  handshakes in flight at once                        [default: 256]
@@ -79,6 +83,24 @@ impl Mode {
     }
 }
 
+/// Who the clients are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Browsers on `/ws` (conflated, throttled prices).
+    Browser,
+    /// Alpaca SDK programs on `/v2/iex` (every message).
+    Sdk,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Browser => "browser",
+            Protocol::Sdk => "sdk",
+        }
+    }
+}
+
 /// The upstream encoding the flood serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -110,6 +132,8 @@ pub struct Args {
     pub symbols: usize,
     pub symbols_per_client: usize,
     pub mode: Mode,
+    pub protocol: Protocol,
+    pub sdk_encoding: Encoding,
     pub stall_clients: usize,
     pub client_threads: usize,
     pub connect_concurrency: usize,
@@ -134,6 +158,8 @@ impl Default for Args {
             symbols: 100,
             symbols_per_client: 5,
             mode: Mode::Single,
+            protocol: Protocol::Browser,
+            sdk_encoding: Encoding::Msgpack,
             stall_clients: 0,
             client_threads: 1,
             connect_concurrency: 256,
@@ -177,11 +203,13 @@ impl Args {
         match flag {
             "--rate" => self.rate = number(flag, &value()?)?,
             "--batch" => self.batch = number(flag, &value()?)?,
-            "--encoding" => {
-                self.encoding = match value()?.as_str() {
-                    "json" => Encoding::Json,
-                    "msgpack" => Encoding::Msgpack,
-                    other => bail!("--encoding must be json or msgpack, not {other:?}"),
+            "--encoding" => self.encoding = encoding(flag, &value()?)?,
+            "--sdk-encoding" => self.sdk_encoding = encoding(flag, &value()?)?,
+            "--protocol" => {
+                self.protocol = match value()?.as_str() {
+                    "browser" => Protocol::Browser,
+                    "sdk" => Protocol::Sdk,
+                    other => bail!("--protocol must be browser or sdk, not {other:?}"),
                 }
             }
             "--daemon" => self.daemon = Some(PathBuf::from(value()?)),
@@ -245,11 +273,22 @@ impl Args {
         if !not_negative(self.warmup_secs) {
             bail!("--warmup-secs cannot be negative");
         }
+        if self.protocol == Protocol::Sdk && self.mode == Mode::Batched {
+            bail!("--mode batched is a browser option; SDK clients get every message");
+        }
         if self.pid.is_some() && self.url.is_none() {
             bail!("--pid only goes with --url");
         }
         Ok(())
     }
+}
+
+fn encoding(flag: &str, text: &str) -> anyhow::Result<Encoding> {
+    Ok(match text {
+        "json" => Encoding::Json,
+        "msgpack" => Encoding::Msgpack,
+        other => bail!("{flag} must be json or msgpack, not {other:?}"),
+    })
 }
 
 fn number<T: FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {

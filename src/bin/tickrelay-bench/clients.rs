@@ -1,6 +1,6 @@
-//! The browser clients: many WebSocket connections to the daemon's `/ws`, each subscribing to a
-//! window of symbols and counting what arrives, plus "stall" clients that subscribe and then
-//! never read.
+//! The clients: many WebSocket connections to the daemon's `/ws` (browsers) or `/v2/iex` (Alpaca
+//! SDK programs, with `--protocol sdk`), each subscribing to a window of symbols and counting what
+//! arrives, plus "stall" clients that subscribe and then never read.
 //!
 //! All clients run on one or a few OS threads, each a current-thread runtime with a `LocalSet`,
 //! so per-thread statistics live in a `RefCell` without locks. Frames are decoded by hand
@@ -23,11 +23,17 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::LocalSet;
 
+use crate::args::Encoding;
 use crate::clock;
 use crate::http;
 use crate::scan::{self, Control, Scan};
+use crate::sdk;
 use crate::stats::ClientStats;
 use crate::ws::{self, Message};
+
+/// The key pair SDK clients authenticate with (the harness configures it in the daemon).
+pub const SDK_KEY: &str = "bench-client";
+pub const SDK_SECRET: &str = "bench-client-secret";
 
 /// The key every client sends; the accept value is checked against it.
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -49,6 +55,8 @@ pub struct ClientsConfig {
     pub symbols: usize,
     pub symbols_per_client: usize,
     pub batched: bool,
+    /// SDK programs on `/v2/iex` in this encoding, instead of browsers on `/ws`.
+    pub sdk: Option<Encoding>,
     pub threads: usize,
     pub concurrency: usize,
     pub connect_timeout: Duration,
@@ -286,8 +294,17 @@ async fn connect(
     }
     let stream = socket.connect(addr).await.context("TCP connect")?;
     stream.set_nodelay(true)?;
-    let mut conn = upgrade(stream, addr, index).await?;
+    let mut conn = upgrade(stream, addr, index, ctx.config.sdk).await?;
     ctx.shared.connected.fetch_add(1, Ordering::Relaxed);
+    if let Some(encoding) = ctx.config.sdk {
+        for request in [sdk::auth(SDK_KEY, SDK_SECRET), sdk::subscribe(symbols)] {
+            let (payload, binary) = sdk::request(&request, encoding);
+            let op = if binary { ws::OP_BINARY } else { ws::OP_TEXT };
+            conn.send(op, &payload).await?;
+        }
+        conn.await_ack().await?;
+        return Ok(conn);
+    }
     if ctx.config.batched && !stall {
         conn.send(ws::OP_TEXT, br#"{"action":"configure","batch":true}"#)
             .await?;
@@ -298,10 +315,20 @@ async fn connect(
     Ok(conn)
 }
 
-async fn upgrade(stream: TcpStream, addr: SocketAddr, index: usize) -> anyhow::Result<Conn> {
+async fn upgrade(
+    stream: TcpStream,
+    addr: SocketAddr,
+    index: usize,
+    sdk: Option<Encoding>,
+) -> anyhow::Result<Conn> {
+    let (path, extra) = match sdk {
+        None => ("/ws", ""),
+        Some(Encoding::Json) => ("/v2/iex", ""),
+        Some(Encoding::Msgpack) => ("/v2/iex", "Content-Type: application/msgpack\r\n"),
+    };
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     http::write_all(&stream, request.as_bytes()).await?;
     let (head, leftover) = http::read_head(&stream).await?;
@@ -323,6 +350,7 @@ async fn upgrade(stream: TcpStream, addr: SocketAddr, index: usize) -> anyhow::R
             .to_ne_bytes(),
         out: Vec::new(),
         timestamps: Vec::new(),
+        sdk: sdk.is_some(),
     })
 }
 
@@ -335,6 +363,8 @@ struct Conn {
     out: Vec<u8>,
     /// Scratch for the timestamps of one frame's updates.
     timestamps: Vec<i64>,
+    /// An SDK program (Alpaca's protocol) rather than a browser.
+    sdk: bool,
 }
 
 impl Conn {
@@ -358,13 +388,21 @@ impl Conn {
         }
     }
 
-    /// Reads until the `subscribed` ack; an `error` frame or a close before it fails.
+    /// Reads until the `subscribed` ack (SDK: the `subscription` ack); an `error` or a close
+    /// before it fails.
     async fn await_ack(&mut self) -> anyhow::Result<()> {
         loop {
             self.fill().await?;
             let mut pong = None;
             while let Some(message) = self.reader.next_message()? {
                 match message {
+                    Message::Text(data) | Message::Binary(data) if self.sdk => {
+                        match sdk::control(data) {
+                            sdk::Control::Subscription => return Ok(()),
+                            sdk::Control::Error => bail!("refused: {}", excerpt(data)),
+                            sdk::Control::Other => {}
+                        }
+                    }
                     Message::Text(text) => match scan::scan(text, &mut self.timestamps) {
                         Scan::Control(Control::Subscribed) => return Ok(()),
                         Scan::Control(Control::Error) => {
@@ -411,6 +449,17 @@ impl Conn {
         let mut drained = Drained::default();
         while let Some(message) = self.reader.next_message()? {
             match message {
+                Message::Text(data) | Message::Binary(data) if measuring && self.sdk => {
+                    let binary = matches!(message, Message::Binary(_));
+                    stats.frames += 1;
+                    let quotes = sdk::quotes(data, binary, &mut self.timestamps);
+                    stats.updates += quotes;
+                    stats.client_updates[slot] += quotes;
+                    stats.untimed += quotes.saturating_sub(self.timestamps.len() as u64);
+                    for &exchange in &self.timestamps {
+                        stats.record_latency(received, exchange);
+                    }
+                }
                 Message::Text(text) if measuring => {
                     let updates = record(&mut stats, text, received, &mut self.timestamps);
                     stats.client_updates[slot] += updates;
@@ -487,6 +536,7 @@ mod tests {
             symbols,
             symbols_per_client: k,
             batched: false,
+            sdk: None,
             threads: 1,
             concurrency: 1,
             connect_timeout: Duration::from_secs(1),

@@ -13,6 +13,7 @@ mod flood;
 mod http;
 mod report;
 mod scan;
+mod sdk;
 mod stats;
 mod sys;
 mod ws;
@@ -27,7 +28,7 @@ use anyhow::{bail, Context};
 use log::{info, warn};
 use serde_json::Value;
 
-use args::{Args, Encoding, Mode, USAGE};
+use args::{Args, Encoding, Mode, Protocol, USAGE};
 use clients::{ClientPool, ClientsConfig, Shared};
 use daemon::{Daemon, SpawnOptions};
 use flood::{Flood, FloodConfig};
@@ -227,6 +228,10 @@ fn daemon_env(args: &Args, flood_port: u16) -> Vec<(String, String)> {
             args.throttle_ms.to_string(),
         ),
         ("RUST_LOG", "info".into()),
+        // The key pair the SDK clients authenticate with.
+        ("TICKRELAY__CLIENTS__BENCH__KEY_ID", clients::SDK_KEY.into()),
+        ("TICKRELAY_CLIENT_SECRET_BENCH", clients::SDK_SECRET.into()),
+        ("TICKRELAY__SDK__MAX_SYMBOLS", max_symbols.to_string()),
     ];
     pairs
         .into_iter()
@@ -248,6 +253,7 @@ fn clients_config(args: &Args, daemon_addr: &str) -> anyhow::Result<ClientsConfi
         symbols: args.symbols,
         symbols_per_client: args.symbols_per_client,
         batched: args.mode == Mode::Batched,
+        sdk: (args.protocol == Protocol::Sdk).then_some(args.sdk_encoding),
         threads: args.client_threads,
         concurrency: args.connect_concurrency,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout_secs),

@@ -118,6 +118,8 @@ impl Measurement<'_> {
             "rate": a.rate,
             "batch": a.batch,
             "mode": a.mode.name(),
+            "protocol": a.protocol.name(),
+            "sdk_encoding": a.sdk_encoding.name(),
             "encoding": a.encoding.name(),
             "throttle_ms": a.throttle_ms,
             "secs": a.secs,

@@ -396,7 +396,7 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// A string that borrows from the input when it can (no escapes) and owns otherwise.
 #[derive(Debug)]
-struct Text<'a>(Cow<'a, str>);
+pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
