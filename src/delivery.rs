@@ -123,6 +123,10 @@ pub struct Subscriber {
 #[derive(Debug)]
 pub struct SessionStats {
     pub id: SessionId,
+    /// `browser`, or `sdk:<stream>` for an SDK program (`sdk:stocks`, …, `sdk:trading`).
+    pub kind: &'static str,
+    /// The client id an SDK program authenticated as.
+    pub client: std::sync::OnceLock<Arc<str>>,
     pub peer: String,
     pub connected_at: Timestamp,
     /// Encoded bytes handed to the socket.
@@ -140,8 +144,14 @@ pub struct SessionStats {
 
 impl SessionStats {
     pub fn new(id: SessionId, peer: String) -> Self {
+        Self::of_kind(id, "browser", peer)
+    }
+
+    pub fn of_kind(id: SessionId, kind: &'static str, peer: String) -> Self {
         SessionStats {
             id,
+            kind,
+            client: std::sync::OnceLock::new(),
             peer,
             connected_at: Timestamp::now(),
             sent_bytes: AtomicU64::new(0),
@@ -156,6 +166,8 @@ impl SessionStats {
     pub fn snapshot(&self) -> SessionSnapshot {
         SessionSnapshot {
             id: self.id,
+            kind: self.kind,
+            client: self.client.get().map(|c| c.to_string()),
             peer: self.peer.clone(),
             connected_at: self.connected_at,
             symbols: self.symbols.load(Ordering::Relaxed),
@@ -172,6 +184,9 @@ impl SessionStats {
 #[derive(Clone, Debug, Serialize)]
 pub struct SessionSnapshot {
     pub id: SessionId,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     pub peer: String,
     pub connected_at: Timestamp,
     pub symbols: usize,

@@ -724,4 +724,25 @@ mod tests {
         assert_eq!(frames(&first).len(), 2);
         assert_eq!(frames(&o.take_chunk(150).unwrap()).len(), 1);
     }
+
+    #[test]
+    fn sdk_messages_are_never_conflated_and_their_bytes_are_bounded() {
+        let stats = Arc::new(SessionStats::new(1, "test".into()));
+        let mut o = Outbox::for_sdk(10, stats);
+        let bytes = |s: &str| Bytes::from(s.to_owned());
+        assert!(o.push_frame(OP_BINARY, bytes("aaaa"), false).is_ok());
+        assert!(o.push_frame(OP_BINARY, bytes("bbbb"), false).is_ok());
+        // Past the limit, data is refused (the program is too slow) ...
+        assert_eq!(o.push_frame(OP_BINARY, bytes("cccc"), false), Err(Overflow));
+        // ... a control message still fits ...
+        assert!(o.push_frame(OP_TEXT, bytes("ack"), true).is_ok());
+        // ... and a slow close lets everything waiting go at once; then 407 and the close.
+        o.discard_frames();
+        o.push_frame(OP_TEXT, bytes("407"), true).unwrap();
+        o.close(4008, "slow client");
+        let sent = frames(&o.take_chunk(MAX_CHUNK).unwrap());
+        assert_eq!(sent[0], (OP_TEXT, "407".into()));
+        assert_eq!(sent[1].0, OP_CLOSE);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+    }
 }

@@ -142,6 +142,11 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         })
         .collect();
     let dropped: u64 = status.sessions.iter().map(|s| s.dropped_updates).sum();
+    let sdk_programs = status
+        .sessions
+        .iter()
+        .filter(|s| s.kind.starts_with("sdk"))
+        .count();
     let body = serde_json::json!({
         "server": "tickrelay",
         "version": env!("CARGO_PKG_VERSION"),
@@ -155,6 +160,8 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "count": status.sessions.len(),
             "dropped_updates": dropped,
             "hub_mailbox_drops": status.hub_mailbox_drops,
+            "sdk_programs": sdk_programs,
+            "sdk_batches_dropped": state.sdk.taps.dropped(),
             "list": status.sessions,
         },
         "symbols": status.symbols,

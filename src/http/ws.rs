@@ -145,7 +145,14 @@ fn start_sdk_session<Io: Connection>(
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let peer = io.peer();
     let sdk = state.sdk.clone();
-    let stats = Arc::new(SessionStats::new(id, peer));
+    let kind = match stream {
+        Stream::Market(FeedKind::Stocks) => "sdk:stocks",
+        Stream::Market(FeedKind::Crypto) => "sdk:crypto",
+        Stream::Market(FeedKind::Options) => "sdk:options",
+        Stream::Market(FeedKind::News) => "sdk:news",
+        Stream::Trading => "sdk:trading",
+    };
+    let stats = Arc::new(SessionStats::of_kind(id, kind, peer));
     let outbox = Outbox::for_sdk(sdk.settings.max_queued_bytes, stats.clone()).shared();
     let (reader, writer) = io.split_io();
     let frames = IncomingFrames::new(reader, early, sdk.max_client_message);

@@ -125,6 +125,7 @@ impl SdkSession {
                     self.feed.as_str()
                 );
                 self.client = Some(client.id.clone());
+                let _ = self.stats.client.set(client.id.clone());
                 self.context.taps.feed(self.feed).listen(self.encoding);
                 self.send(&protocol::success("authenticated"));
             }

@@ -150,6 +150,7 @@ impl SdkTradingSession {
             self.id, self.stats.peer, client.id
         );
         self.account = Some(Arc::from(account.as_str()));
+        let _ = self.stats.client.set(client.id.clone());
         self.send(&json!({"stream": "authorization", "data": {
             "action": "authenticate", "status": "authorized"}}));
     }

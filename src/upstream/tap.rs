@@ -172,6 +172,14 @@ impl Taps {
         &self.taps[feed as usize]
     }
 
+    /// Batches a full hub mailbox refused, over every feed.
+    pub fn dropped(&self) -> u64 {
+        self.taps
+            .iter()
+            .map(|t| t.dropped.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// A worker's hub joins every tap (called once per worker at start-up).
     pub fn add_hub(&self, hub: Recipient<RawBatch>) {
         for tap in &self.taps {

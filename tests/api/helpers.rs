@@ -336,13 +336,18 @@ pub struct StallingClient {
 
 impl StallingClient {
     pub async fn connect(addr: SocketAddr, recv_buffer: u32) -> Self {
+        Self::connect_to(addr, recv_buffer, "/ws", "").await
+    }
+
+    /// Upgrades on `path`, with `headers` (each line ending in CRLF) added to the request.
+    pub async fn connect_to(addr: SocketAddr, recv_buffer: u32, path: &str, headers: &str) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(recv_buffer).unwrap();
         let mut stream = socket.connect(addr).await.expect("tcp connect");
         let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         // Read the response head byte by byte so no frame bytes are consumed with it.
@@ -365,6 +370,25 @@ impl StallingClient {
             .send(Message::Text(value.to_string().into()))
             .await
             .expect("send");
+    }
+
+    /// Reads (resuming after a stall) until the connection ends; answers the last data message
+    /// (text or binary) before the end, and how it ended.
+    pub async fn last_message_before_end(&mut self) -> (Option<bytes::Bytes>, Ended) {
+        let mut last = None;
+        loop {
+            match actix_web::rt::time::timeout(EVENT_TIMEOUT, self.framed.next())
+                .await
+                .expect("timed out draining the stalled client")
+            {
+                Some(Ok(Frame::Text(b) | Frame::Binary(b))) => last = Some(b),
+                Some(Ok(Frame::Close(reason))) => {
+                    return (last, Ended::Closed(reason.map(|r| r.code.into())))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (last, Ended::Eof),
+            }
+        }
     }
 
     /// Reads (resuming after a stall) price updates until `done` holds for the latest bid seen per

@@ -541,6 +541,18 @@ async fn programs_share_one_upstream_connection_and_unsubscribe_alone() {
     assert!(quotes_of(&mut a, "MSFT").await > 0);
     browser.expect_type("spot_price_update").await;
 
+    // The status lists the programs with their stream and client.
+    let status = app.status().await;
+    assert_eq!(
+        status["sessions"]["sdk_programs"], 2,
+        "{}",
+        status["sessions"]
+    );
+    let list = status["sessions"]["list"].as_array().unwrap();
+    assert!(list
+        .iter()
+        .any(|s| s["kind"] == "sdk:stocks" && s["client"] == "algo"));
+    assert!(list.iter().any(|s| s["kind"] == "browser"));
     // One upstream connection per feed, whatever the number of programs.
     let conns = app.sim_connections().await;
     let stocks = conns.iter().filter(|c| c["feed"] == "stocks").count();
@@ -686,4 +698,63 @@ async fn the_listener_speaks_tls_when_given_a_certificate() {
         .send()
         .await
         .is_err());
+}
+
+#[actix_web::test]
+async fn a_program_that_cannot_keep_up_gets_407_and_nobody_waits_for_it() {
+    let symbols: Vec<String> = (0..20).map(|i| format!("S{i:02}")).collect();
+    let app = spawn_app_with(|s| {
+        add_client(s, "algo", KEY, SECRET, &[]);
+        s.simulator.tick_ms = 5;
+        s.session.socket_send_buffer_bytes = 8 * 1024;
+        s.session.slow_client_timeout_ms = 1500;
+        s.session.slow_client_close_grace_ms = 20_000;
+    })
+    .await;
+    let subscribe = json!({"action": "subscribe", "quotes": symbols});
+    let mut healthy = authed(&app, "/v2/iex", true).await;
+    healthy.send(subscribe.clone()).await;
+    healthy.expect(|m| m["T"] == "subscription").await;
+
+    let mut slow = crate::helpers::StallingClient::connect_to(
+        app.addr,
+        4096,
+        "/v2/iex",
+        "Content-Type: application/msgpack\r\n",
+    )
+    .await;
+    slow.send(json!({"action": "auth", "key": KEY, "secret": SECRET}))
+        .await;
+    slow.send(subscribe).await;
+    // From here on it reads nothing, while the healthy program keeps receiving every quote.
+    let started = std::time::Instant::now();
+    let mut during = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        during += healthy
+            .collect_for(Duration::from_millis(250))
+            .await
+            .iter()
+            .filter(|m| m["T"] == "q")
+            .count();
+    }
+    assert!(
+        during > 1000,
+        "the healthy program got only {during} quotes"
+    );
+    wait_for("the slow program to be closed", || async {
+        let sessions = app.status().await["sessions"]["list"].clone();
+        (sessions.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    // When it reads again: the last message before the close is Alpaca's 407.
+    let (last, end) = slow.last_message_before_end().await;
+    let last = last.expect("a message before the close");
+    let v = to_json(rmpv::decode::read_value(&mut &last[..]).expect("msgpack"));
+    assert_eq!(
+        v,
+        json!([{"T": "error", "code": 407, "msg": "slow client"}])
+    );
+    assert!(matches!(end, Ended::Closed(Some(_))), "{end:?}");
+    // The healthy one is still served.
+    healthy.expect(|m| m["T"] == "q").await;
 }
