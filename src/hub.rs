@@ -439,3 +439,34 @@ impl Handler<RawBatch> for Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_frames_stay_under_a_mebibyte_and_keep_every_message() {
+        let element = Bytes::from(vec![b'x'; 10_000]);
+        let elements = vec![element.clone(); 250]; // 2.5 MB of messages
+        for encoding in [Encoding::Json, Encoding::Msgpack] {
+            let frames = raw_frames(encoding, elements.iter());
+            assert!(frames.len() >= 3, "{encoding:?}: {}", frames.len());
+            assert!(frames.iter().all(|f| f.len() < MAX_SDK_MESSAGE));
+            let payload: usize = frames.iter().map(|f| f.len()).sum();
+            assert!(payload >= 250 * 10_000);
+        }
+        let json = raw_frames(
+            Encoding::Json,
+            [Bytes::from_static(b"{}"), Bytes::from_static(b"[]")].iter(),
+        );
+        assert_eq!(&json[0][..], b"[{},[]]");
+        let packed = raw_frames(Encoding::Msgpack, [Bytes::from_static(&[0x80])].iter());
+        assert_eq!(&packed[0][..], &[0x91, 0x80]);
+        // One message larger than the limit goes alone (splitting it would change it).
+        let big = Bytes::from(vec![b'y'; MAX_SDK_MESSAGE + 10]);
+        assert_eq!(
+            raw_frames(Encoding::Json, [big.clone(), element].iter()).len(),
+            2
+        );
+    }
+}

@@ -122,6 +122,9 @@ impl SdkTradingSession {
     }
 
     fn authenticate(&mut self, key: &str, secret: &str) {
+        // A new authentication starts over: whatever it listened to under the old one stops.
+        self.set_listening(false);
+        self.account = None;
         let Some(client) = self.context.clients.authenticate(key, secret) else {
             info!(
                 "SDK trading session {} ({}): unknown key pair",

@@ -92,6 +92,18 @@ pub struct Broker {
     created_at: Timestamp,
 }
 
+/// A version-4-shaped UUID from 128 bits (SDKs validate order and asset ids as UUIDs).
+fn uuid_v4(a: u64, b: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0xfff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
 fn money(v: f64) -> String {
     format!("{v:.2}")
 }
@@ -119,28 +131,14 @@ impl Broker {
     fn uuid(&mut self) -> String {
         let a = self.rng.next_u64();
         let b = self.rng.next_u64();
-        format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            (b >> 48) & 0xfff,
-            b & 0xffff_ffff_ffff
-        )
+        uuid_v4(a, b)
     }
 
     /// A stable UUID for a symbol's asset (Alpaca's asset ids are UUIDs; SDKs validate them).
     fn asset_id(symbol: &str) -> String {
         let a = crate::rng::fnv1a(symbol.as_bytes());
         let b = crate::rng::fnv1a(format!("asset:{symbol}").as_bytes());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            (b >> 48) & 0xfff,
-            b & 0xffff_ffff_ffff
-        )
+        uuid_v4(a, b)
     }
 
     fn asset_class(symbol: &str) -> &'static str {

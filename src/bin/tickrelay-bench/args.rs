@@ -42,6 +42,8 @@ CLIENTS:
     --sdk-encoding json|msgpack  what the SDK clients ask for                    [default: msgpack]
     --stall-clients N        extra clients that subscribe, then never read       [default: 0]
     --client-threads N       OS threads running the clients                      [default: 1]
+    --client-nice N          run the client threads N nice levels lower, so on a machine
+                             shared with the daemon they do not take its CPU  [default: 0]
     --connect-concurrency N  handshakes in flight at once                        [default: 256]
     --connect-timeout-secs S per-client connect + subscribe timeout              [default: 30]
 
@@ -136,6 +138,7 @@ pub struct Args {
     pub sdk_encoding: Encoding,
     pub stall_clients: usize,
     pub client_threads: usize,
+    pub client_nice: i32,
     pub connect_concurrency: usize,
     pub connect_timeout_secs: f64,
     pub warmup_secs: f64,
@@ -162,6 +165,7 @@ impl Default for Args {
             sdk_encoding: Encoding::Msgpack,
             stall_clients: 0,
             client_threads: 1,
+            client_nice: 0,
             connect_concurrency: 256,
             connect_timeout_secs: 30.0,
             warmup_secs: 2.0,
@@ -236,6 +240,7 @@ impl Args {
             }
             "--stall-clients" => self.stall_clients = number(flag, &value()?)?,
             "--client-threads" => self.client_threads = number(flag, &value()?)?,
+            "--client-nice" => self.client_nice = number(flag, &value()?)?,
             "--connect-concurrency" => self.connect_concurrency = number(flag, &value()?)?,
             "--connect-timeout-secs" => self.connect_timeout_secs = number(flag, &value()?)?,
             "--warmup-secs" => self.warmup_secs = number(flag, &value()?)?,

@@ -29,6 +29,7 @@ use crate::http;
 use crate::scan::{self, Control, Scan};
 use crate::sdk;
 use crate::stats::ClientStats;
+use crate::sys;
 use crate::ws::{self, Message};
 
 /// The key pair SDK clients authenticate with (the harness configures it in the daemon).
@@ -58,6 +59,8 @@ pub struct ClientsConfig {
     /// SDK programs on `/v2/iex` in this encoding, instead of browsers on `/ws`.
     pub sdk: Option<Encoding>,
     pub threads: usize,
+    /// How many nice levels lower the client threads run.
+    pub nice: i32,
     pub concurrency: usize,
     pub connect_timeout: Duration,
 }
@@ -202,6 +205,13 @@ fn run_thread(
     shared: Arc<Shared>,
     stopped: oneshot::Receiver<()>,
 ) -> ClientStats {
+    if config.nice > 0 {
+        if let Err(e) = sys::lower_thread_priority(config.nice) {
+            shared.note_error(format!(
+                "client thread {thread}: cannot lower its priority: {e}"
+            ));
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -538,6 +548,7 @@ mod tests {
             batched: false,
             sdk: None,
             threads: 1,
+            nice: 0,
             concurrency: 1,
             connect_timeout: Duration::from_secs(1),
         }

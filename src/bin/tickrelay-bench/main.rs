@@ -228,14 +228,29 @@ fn daemon_env(args: &Args, flood_port: u16) -> Vec<(String, String)> {
             args.throttle_ms.to_string(),
         ),
         ("RUST_LOG", "info".into()),
-        // The key pair the SDK clients authenticate with.
-        ("TICKRELAY__CLIENTS__BENCH__KEY_ID", clients::SDK_KEY.into()),
-        ("TICKRELAY_CLIENT_SECRET_BENCH", clients::SDK_SECRET.into()),
+    ];
+    // The key pair the SDK clients authenticate with (only then: an older daemon without the
+    // SDK endpoint would refuse these settings).
+    let sdk = [
+        (
+            "TICKRELAY__CLIENTS__BENCH__KEY_ID",
+            clients::SDK_KEY.to_string(),
+        ),
+        (
+            "TICKRELAY_CLIENT_SECRET_BENCH",
+            clients::SDK_SECRET.to_string(),
+        ),
         ("TICKRELAY__SDK__MAX_SYMBOLS", max_symbols.to_string()),
     ];
+    let sdk = if args.protocol == Protocol::Sdk {
+        &sdk[..]
+    } else {
+        &[]
+    };
     pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+        .iter()
+        .chain(sdk)
+        .map(|(k, v)| (k.to_string(), v.clone()))
         .chain(args.env.iter().cloned())
         .collect()
 }
@@ -255,6 +270,7 @@ fn clients_config(args: &Args, daemon_addr: &str) -> anyhow::Result<ClientsConfi
         batched: args.mode == Mode::Batched,
         sdk: (args.protocol == Protocol::Sdk).then_some(args.sdk_encoding),
         threads: args.client_threads,
+        nice: args.client_nice,
         concurrency: args.connect_concurrency,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout_secs),
     })

@@ -119,6 +119,7 @@ impl Measurement<'_> {
             "batch": a.batch,
             "mode": a.mode.name(),
             "protocol": a.protocol.name(),
+            "client_nice": a.client_nice,
             "sdk_encoding": a.sdk_encoding.name(),
             "encoding": a.encoding.name(),
             "throttle_ms": a.throttle_ms,

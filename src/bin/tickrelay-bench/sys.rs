@@ -85,3 +85,17 @@ pub fn die_with_parent() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Lowers the calling thread's CPU priority by `nice` (Linux: per thread).
+pub fn lower_thread_priority(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid and setpriority take and return plain integers.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
