@@ -20,10 +20,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use log::{info, warn};
 use rustc_hash::FxHashMap;
-
-use bytes::Bytes;
 
 use crate::browser::ChannelMask;
 use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
@@ -401,8 +400,15 @@ impl Handler<RawBatch> for Hub {
         for m in members.iter_mut().filter(|m| !m.overflowed) {
             picked.clear();
             {
+                // A batch split before this program's encoding was in demand (it has just
+                // authenticated) lacks that encoding: those messages it does not get.
                 let filter = m.filter.borrow();
-                picked.extend(msg.elements.iter().filter(|e| filter.wants(e)));
+                let encoding = m.encoding;
+                picked.extend(
+                    msg.elements
+                        .iter()
+                        .filter(|e| filter.wants(e) && !e.encoded(encoding).is_empty()),
+                );
             }
             if picked.is_empty() {
                 continue;

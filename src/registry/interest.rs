@@ -239,14 +239,6 @@ impl Interest {
         per_session
     }
 
-    /// How many SDK programs hold something on each stream, and the pairs they hold upstream.
-    pub fn raw_summary(&self) -> (usize, usize) {
-        (
-            self.raw.len(),
-            self.raw_counts.values().map(HashMap::len).sum(),
-        )
-    }
-
     pub fn connect(&mut self, session: SessionId, hub: HubId) {
         self.sessions.insert(
             session,
@@ -992,5 +984,81 @@ mod tests {
         assert_eq!(i.news_recipients(&["MSFT".into()]).len(), 1);
         i.disconnect(2, &mut out);
         assert!(i.desired(FeedKind::News).contains(Channel::News, "AAPL"));
+    }
+
+    fn set(pairs: &[(Channel, &str)]) -> SubscriptionSet {
+        let mut s = SubscriptionSet::new();
+        for (c, sym_text) in pairs {
+            let symbol = if *sym_text == "*" {
+                Symbol::wildcard()
+            } else {
+                sym(sym_text)
+            };
+            s.insert(*c, symbol);
+        }
+        s
+    }
+
+    #[test]
+    fn sdk_interest_is_reference_counted_with_browser_interest() {
+        let mut i = Interest::new(10);
+        let mut out = Vec::new();
+        i.connect(1, 0);
+        i.subscribe(1, vec![sym("AAPL")], quotes(), all_feeds, &mut out);
+        i.connect(2, 0);
+        i.connect(3, 0);
+        out.clear();
+        i.set_raw(
+            2,
+            FeedKind::Stocks,
+            set(&[(Channel::Quotes, "AAPL"), (Channel::Bars, "*")]),
+            &mut out,
+        );
+        assert_eq!(out, [Change::FeedChanged(FeedKind::Stocks)]);
+        out.clear();
+        // A second program on the same pairs changes nothing upstream.
+        i.set_raw(3, FeedKind::Stocks, set(&[(Channel::Bars, "*")]), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let desired = i.desired(FeedKind::Stocks);
+        assert!(desired.contains(Channel::Bars, "*"));
+        assert!(desired.contains(Channel::Quotes, "AAPL"));
+        // Program 2 leaves: bars * stays (3 holds it), AAPL quotes stay (the browser holds them).
+        i.disconnect(2, &mut out);
+        let desired = i.desired(FeedKind::Stocks);
+        assert!(desired.contains(Channel::Bars, "*") && desired.contains(Channel::Quotes, "AAPL"));
+        out.clear();
+        i.set_raw(3, FeedKind::Stocks, SubscriptionSet::new(), &mut out);
+        assert_eq!(out, [Change::FeedChanged(FeedKind::Stocks)]);
+        assert!(!i.desired(FeedKind::Stocks).contains(Channel::Bars, "*"));
+    }
+
+    #[test]
+    fn an_upstream_refusal_leaves_each_program_with_the_rest() {
+        let mut i = Interest::new(10);
+        let mut out = Vec::new();
+        i.connect(1, 0);
+        i.connect(2, 0);
+        i.set_raw(
+            1,
+            FeedKind::Stocks,
+            set(&[(Channel::Trades, "AAPL"), (Channel::Trades, "BAD")]),
+            &mut out,
+        );
+        i.set_raw(
+            2,
+            FeedKind::Stocks,
+            set(&[(Channel::Quotes, "MSFT")]),
+            &mut out,
+        );
+        out.clear();
+        let told = i.refuse_raw(FeedKind::Stocks, &[sym("BAD")], &mut out);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[&1], [sym("BAD")]);
+        assert_eq!(out, [Change::FeedChanged(FeedKind::Stocks)]);
+        let desired = i.desired(FeedKind::Stocks);
+        assert!(!desired.contains(Channel::Trades, "BAD"));
+        assert!(
+            desired.contains(Channel::Trades, "AAPL") && desired.contains(Channel::Quotes, "MSFT")
+        );
     }
 }
