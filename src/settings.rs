@@ -35,6 +35,8 @@ const LIST_KEYS: &[&str] = &[
     "dashboard.symbols",
     "registry.pinned_symbols",
     "simulator.symbols",
+    "http.allowed_hosts",
+    "http.allowed_origins",
 ];
 
 /// Everything the daemon reads at start-up.
@@ -88,6 +90,12 @@ pub struct HttpSettings {
     pub tls_cert_path: String,
     /// PEM private key of the certificate.
     pub tls_key_path: String,
+    /// Host names the daemon answers to besides loopback names, IP addresses and `host`; a
+    /// request naming another Host is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`https://app.example.com`) allowed besides the daemon's own: for `/ws`,
+    /// the SDK paths and every state-changing REST call.
+    pub allowed_origins: Vec<String>,
 }
 
 impl HttpSettings {
@@ -105,6 +113,8 @@ impl Default for HttpSettings {
             workers: 0,
             tls_cert_path: String::new(),
             tls_key_path: String::new(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
             shutdown_timeout_ms: 3000,
         }
     }

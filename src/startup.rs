@@ -180,6 +180,7 @@ impl Daemon {
             started_at: crate::time::Timestamp::now(),
             next_session: AtomicU64::new(1),
             sdk,
+            guard: http::guard::RequestGuard::from_settings(&settings.http),
         });
 
         let http = &settings.http;
@@ -226,7 +227,10 @@ impl Daemon {
                 let hub =
                     LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
                 taps.add_hub(hub.raw_publisher());
-                let app = App::new().app_data(state.clone()).configure(http::routes);
+                let app = App::new()
+                    .app_data(state.clone())
+                    .wrap(actix_web::middleware::from_fn(http::guard::check))
+                    .configure(http::routes);
                 let upgrade_state = state.clone();
                 let upgrades = actix_service::fn_factory(move || {
                     let (state, hub) = (upgrade_state.clone(), hub.clone());

@@ -6,11 +6,14 @@
 //! - [`ws`] — `GET /ws`, the browser protocol.
 //! - [`dashboard`] — `GET /`, a live table of prices and feed status.
 //! - [`accounts`] — trading accounts and their streams, from memory.
+//! - [`guard`] — which Hosts, Origins and content types are allowed (DNS rebinding, cross-site
+//!   requests), for REST (a middleware) and WebSocket upgrades.
 //!
 //! Handlers read the quote cache directly and ask the registry for everything else.
 
 pub mod accounts;
 pub mod dashboard;
+pub mod guard;
 pub mod health;
 pub mod quotes;
 pub mod subscriptions;
@@ -45,6 +48,8 @@ pub struct AppState {
     pub next_session: AtomicU64,
     /// The Alpaca-compatible endpoint: clients, taps, routes.
     pub sdk: Arc<SdkContext>,
+    /// Which Hosts and Origins may use the daemon.
+    pub guard: guard::RequestGuard,
 }
 
 /// Registers every route.

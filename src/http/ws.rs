@@ -57,6 +57,16 @@ pub async fn upgrade<Io: Connection>(
     hub: LocalHub,
 ) -> Result<(), actix_web::Error> {
     let path = req.path().to_owned();
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = header(header::HOST);
+    let allowed = state
+        .guard
+        .host(host)
+        .and_then(|()| state.guard.origin(header(header::ORIGIN), host));
+    if let Err(refusal) = allowed {
+        debug!("refused a WebSocket upgrade on {path}: {}", refusal.0);
+        return respond(&mut framed, StatusCode::FORBIDDEN, refusal.0).await;
+    }
     let target = if path == PATH {
         Ok(None)
     } else if Routes::claims(&path) {
@@ -101,6 +111,28 @@ pub async fn upgrade<Io: Connection>(
         None => start_session(parts.io, parts.read_buf, &state, hub),
         Some(stream) => start_sdk_session(&req, stream, parts.io, parts.read_buf, &state, hub),
     }
+    Ok(())
+}
+
+/// Answers an upgrade request with `status` and a plain-text reason instead of upgrading.
+async fn respond<Io: Connection>(
+    framed: &mut Framed<Io, Codec>,
+    status: StatusCode,
+    reason: String,
+) -> Result<(), actix_web::Error> {
+    let body = Bytes::from(reason);
+    let mut res = Response::new(status);
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    framed
+        .send(Message::Item((
+            res.drop_body(),
+            BodySize::Sized(body.len() as u64),
+        )))
+        .await?;
+    framed.send(Message::Chunk(Some(body))).await?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod conformance;
 mod errors;
 mod feeds;
 mod fields;
+mod guard;
 mod helpers;
 mod ingest;
 mod reconnect;

@@ -1,0 +1,125 @@
+//! Attacks a web page could make on a daemon it can reach, each refused: another site's page
+//! opening `/ws` or an SDK path, a DNS-rebinding page (a foreign Host), a cross-site form or
+//! `text/plain` POST that moves subscriptions.
+
+use awc::error::WsClientError;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+/// The HTTP status a WebSocket upgrade got, or 101.
+async fn upgrade_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = awc::Client::new().ws(url);
+    for (k, v) in headers {
+        req = req.set_header(*k, *v);
+    }
+    match req.connect().await {
+        Ok((res, _)) => res.status().as_u16(),
+        Err(WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+#[actix_web::test]
+async fn another_sites_page_cannot_open_a_websocket() {
+    let app = spawn_app_with(|s| {
+        s.http.allowed_origins = vec!["https://dash.example.com".into()];
+    })
+    .await;
+    let own = format!("http://{}", app.addr);
+    for path in ["/ws", "/v2/iex", "/stream"] {
+        let url = format!("ws://{}{path}", app.addr);
+        assert_eq!(
+            upgrade_status(&url, &[("Origin", "https://evil.example")]).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            upgrade_status(&url, &[("Origin", &own)]).await,
+            101,
+            "{path}"
+        );
+        assert_eq!(
+            upgrade_status(&url, &[("Origin", "https://dash.example.com")]).await,
+            101,
+            "{path}"
+        );
+        // Programs send no Origin.
+        assert_eq!(upgrade_status(&url, &[]).await, 101, "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn a_foreign_host_is_refused_everywhere() {
+    let app = spawn_app_with(|s| s.http.allowed_hosts = vec!["prices.internal".into()]).await;
+    for path in ["/api/v1/status", "/api/v1/accounts/main/dashboard", "/"] {
+        let res = app
+            .http
+            .get(app.url(path))
+            .insert_header(("Host", "rebind.evil.example:8080"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 403, "{path}");
+        let ok = app
+            .http
+            .get(app.url(path))
+            .insert_header(("Host", "prices.internal:8080"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status().as_u16(), 200, "{path}");
+    }
+    let url = format!("ws://{}/ws", app.addr);
+    assert_eq!(
+        upgrade_status(&url, &[("Host", "rebind.evil.example")]).await,
+        403
+    );
+}
+
+#[actix_web::test]
+async fn cross_site_requests_cannot_move_subscriptions() {
+    let app = spawn_app().await;
+    let url = app.url("/api/v1/subscriptions");
+    let body = json!({"symbols": ["TSLA"]}).to_string();
+    // The form a page can send without a preflight.
+    let mut plain = app
+        .http
+        .post(&url)
+        .insert_header(("Content-Type", "text/plain"))
+        .send_body(body.clone())
+        .await
+        .unwrap();
+    assert_eq!(plain.status().as_u16(), 403);
+    let reason: serde_json::Value = plain.json().await.unwrap();
+    assert!(
+        reason["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"),
+        "{reason}"
+    );
+    // JSON from another site's page.
+    let cross = app
+        .http
+        .post(&url)
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Origin", "https://evil.example"))
+        .send_body(body.clone())
+        .await
+        .unwrap();
+    assert_eq!(cross.status().as_u16(), 403);
+    let pinned = |status: serde_json::Value| {
+        status["pinned"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TSLA"))
+    };
+    assert!(!pinned(app.status().await), "nothing was pinned");
+    // The same request from a program goes through.
+    let (code, reply) = app
+        .send_json("POST", &url, &json!({"symbols": ["TSLA"]}))
+        .await;
+    assert_eq!(code, 200, "{reply}");
+    assert!(pinned(app.status().await));
+}
