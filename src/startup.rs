@@ -29,7 +29,7 @@ use crate::credentials::{Credentials, Secret};
 use crate::http::{self, AppState};
 use crate::hub::{HubConfig, LocalHub};
 use crate::quote_book::QuoteBook;
-use crate::registry::{Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
+use crate::registry::{Heartbeat, Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
 use crate::sdk::SdkContext;
 use crate::session::SessionConfig;
 use crate::settings::{ms, Provider, Settings};
@@ -123,11 +123,13 @@ impl Daemon {
             book_depth: settings.feeds.crypto.book_depth,
             hub_drops: Arc::new(AtomicU64::new(0)),
         };
+        let heartbeat = Heartbeat::default();
         let registry = Registry::new(
             RegistryConfig {
                 unsubscribe_grace: ms(settings.registry.unsubscribe_grace_ms),
                 max_pinned: settings.registry.max_pinned_symbols,
                 throttle,
+                heartbeat: heartbeat.clone(),
             },
             book.clone(),
         )
@@ -181,6 +183,7 @@ impl Daemon {
             next_session: AtomicU64::new(1),
             sdk,
             guard: http::guard::RequestGuard::from_settings(&settings.http),
+            heartbeat,
         });
 
         let http = &settings.http;

@@ -31,11 +31,23 @@ fn unavailable(message: String) -> HttpResponse {
     })
 }
 
-/// `GET /healthz`: the actor system answers.
+/// A registry that has not run its timers for this long is wedged.
+const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
+
+/// `GET /healthz`: the actor system runs — read from the registry's heartbeat, with no message
+/// to it, so a busy registry (a large status, a burst of subscriptions) does not fail the probe
+/// and get a healthy daemon restarted, while a wedged one does.
 pub async fn liveness(state: web::Data<AppState>) -> HttpResponse {
-    match registry_status(&state).await {
-        Ok(_) => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
-        Err(resp) => resp,
+    match state.heartbeat.age() {
+        Some(age) if age <= HEARTBEAT_STALE => HttpResponse::Ok().json(serde_json::json!({
+            "status": "ok",
+            "heartbeat_age_ms": age.as_millis() as u64,
+        })),
+        Some(age) => unavailable(format!(
+            "the registry has not run for {:.1} s",
+            age.as_secs_f64()
+        )),
+        None => unavailable("the registry has not started".into()),
     }
 }
 

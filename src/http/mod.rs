@@ -50,6 +50,8 @@ pub struct AppState {
     pub sdk: Arc<SdkContext>,
     /// Which Hosts and Origins may use the daemon.
     pub guard: guard::RequestGuard,
+    /// The registry's heartbeat (liveness).
+    pub heartbeat: crate::registry::Heartbeat,
 }
 
 /// Registers every route.

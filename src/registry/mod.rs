@@ -200,6 +200,36 @@ pub struct RegistryConfig {
     pub unsubscribe_grace: Duration,
     pub max_pinned: usize,
     pub throttle: ThrottleConfig,
+    /// Beaten every [`HEARTBEAT_INTERVAL`] while the registry runs (liveness).
+    pub heartbeat: Heartbeat,
+}
+
+/// How often the registry beats its heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When the registry last ran its timers: liveness without a message round trip, so a registry
+/// busy with a large status or a burst of subscriptions is not mistaken for a dead one, and a
+/// wedged one is noticed.
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeat(Arc<std::sync::atomic::AtomicU64>);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0
+            .store(Self::now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long ago the last beat was (`None` before the first).
+    pub fn age(&self) -> Option<Duration> {
+        let last = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        (last > 0).then(|| Duration::from_millis(Self::now_ms().saturating_sub(last)))
+    }
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
 }
 
 struct FeedEntry {
@@ -401,6 +431,8 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(SWEEP_INTERVAL, |act, _| act.sweep());
+        self.config.heartbeat.beat();
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| act.config.heartbeat.beat());
     }
 }
 
@@ -729,5 +761,23 @@ impl Handler<Shutdown> for Registry {
             f.stop.do_send(StopFeed);
         }
         self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_ages() {
+        let h = Heartbeat::default();
+        assert_eq!(h.age(), None, "no beat yet");
+        h.beat();
+        assert!(h.age().unwrap() < Duration::from_secs(1));
+        h.0.store(
+            Heartbeat::now_ms() - 7_000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        assert!(h.age().unwrap() >= Duration::from_secs(7));
     }
 }

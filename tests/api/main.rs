@@ -9,6 +9,7 @@ mod errors;
 mod feeds;
 mod fields;
 mod guard;
+mod hardening;
 mod helpers;
 mod ingest;
 mod reconnect;
