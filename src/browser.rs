@@ -167,6 +167,8 @@ pub enum ClientRequest {
         symbols: Vec<Symbol>,
         channels: Vec<ClientChannel>,
         rejected: Vec<Rejection>,
+        /// Items after the first `max_symbols` distinct valid symbols: not read.
+        over_limit: usize,
     },
     Unsubscribe {
         symbols: Vec<Symbol>,
@@ -191,6 +193,13 @@ struct RawRequest {
 
 /// Parses one client text frame.
 pub fn parse_request(text: &str) -> Result<ClientRequest, ClientError> {
+    parse_request_within(text, usize::MAX)
+}
+
+/// Parses one client text frame, reading at most `max_symbols` distinct valid symbols of a
+/// subscribe: the rest (more than a connection may hold anyway) are counted, not parsed, so a
+/// huge list costs no more than a full one.
+pub fn parse_request_within(text: &str, max_symbols: usize) -> Result<ClientRequest, ClientError> {
     let raw: RawRequest = serde_json::from_str(text).map_err(|e| {
         ClientError::new(
             ErrorCode::InvalidJson,
@@ -216,19 +225,27 @@ pub fn parse_request(text: &str) -> Result<ClientRequest, ClientError> {
         "subscribe" | "unsubscribe" => {
             let channels = parse_channels(raw.channels.as_ref())?;
             let only_positions = channels.iter().all(|c| *c == ClientChannel::Positions);
-            let (symbols, rejected) = match &raw.symbols {
-                None if only_positions => (Vec::new(), Vec::new()),
+            let limit = if action == "subscribe" {
+                max_symbols
+            } else {
+                usize::MAX
+            };
+            let (symbols, rejected, over_limit) = match &raw.symbols {
+                None if only_positions => (Vec::new(), Vec::new(), 0),
                 None => return Err(ClientError::new(
                     ErrorCode::InvalidJson,
                     "\"symbols\" is required, e.g. [\"AAPL\"] (or [\"*\"] with the news channel)",
                 )),
-                Some(value) => parse_symbols(value, channels.contains(&ClientChannel::News))?,
+                Some(value) => {
+                    parse_symbols(value, channels.contains(&ClientChannel::News), limit)?
+                }
             };
             if action == "subscribe" {
                 Ok(ClientRequest::Subscribe {
                     symbols,
                     channels,
                     rejected,
+                    over_limit,
                 })
             } else {
                 // Unsubscribing something invalid is harmless: it was never subscribed.
@@ -280,10 +297,13 @@ fn parse_channels(value: Option<&serde_json::Value>) -> Result<Vec<ClientChannel
     Ok(out)
 }
 
+/// The distinct valid symbols of a list (at most `limit`; the items after are counted), the
+/// rejected ones (at most [`MAX_LISTED_REJECTIONS`] kept), and the count not read.
 fn parse_symbols(
     value: &serde_json::Value,
     news: bool,
-) -> Result<(Vec<Symbol>, Vec<Rejection>), ClientError> {
+    limit: usize,
+) -> Result<(Vec<Symbol>, Vec<Rejection>, usize), ClientError> {
     let one;
     let items: &[serde_json::Value] = match value {
         serde_json::Value::Array(list) => list,
@@ -299,8 +319,12 @@ fn parse_symbols(
         }
     };
     let mut symbols: Vec<Symbol> = Vec::new();
+    let mut seen: rustc_hash::FxHashSet<Symbol> = rustc_hash::FxHashSet::default();
     let mut rejected = Vec::new();
-    for item in items {
+    for (i, item) in items.iter().enumerate() {
+        if symbols.len() >= limit {
+            return Ok((symbols, rejected, items.len() - i));
+        }
         let Some(raw) = item.as_str() else {
             rejected.push(Rejection {
                 symbol: item.to_string(),
@@ -324,13 +348,20 @@ fn parse_symbols(
             Symbol::parse(raw)
         };
         match parsed {
-            Ok(s) if !symbols.contains(&s) => symbols.push(s),
-            Ok(_) => {}
+            Ok(s) => {
+                if seen.insert(s.clone()) {
+                    symbols.push(s);
+                }
+            }
             Err(e) => rejected.push(Rejection::invalid(raw, &e)),
         }
     }
-    Ok((symbols, rejected))
+    Ok((symbols, rejected, 0))
 }
+
+/// Most rejections listed in a `subscribed` reply; `rejected_count` has them all, so a huge
+/// request cannot make a huge answer.
+pub const MAX_LISTED_REJECTIONS: usize = 20;
 
 fn frame<T: Serialize>(value: &T) -> ByteString {
     // Serializing these plain structs cannot fail (no maps with non-string keys, no I/O).
@@ -373,19 +404,32 @@ pub fn subscribed(
     channels: &[ClientChannel],
     rejected: &[Rejection],
 ) -> ByteString {
+    subscribed_with_total(symbols, channels, rejected, rejected.len())
+}
+
+/// `subscribed`, with `rejected_count` saying how many were refused in all (the list shows at
+/// most [`MAX_LISTED_REJECTIONS`]).
+pub fn subscribed_with_total(
+    symbols: &[Symbol],
+    channels: &[ClientChannel],
+    rejected: &[Rejection],
+    rejected_count: usize,
+) -> ByteString {
     #[derive(Serialize)]
     struct Subscribed<'a> {
         r#type: &'static str,
         symbols: &'a [Symbol],
         channels: &'a [ClientChannel],
         rejected: &'a [Rejection],
+        rejected_count: usize,
         timestamp: Timestamp,
     }
     frame(&Subscribed {
         r#type: "subscribed",
         symbols,
         channels,
-        rejected,
+        rejected: &rejected[..rejected.len().min(MAX_LISTED_REJECTIONS)],
+        rejected_count: rejected_count.max(rejected.len()),
         timestamp: Timestamp::now(),
     })
 }
@@ -896,6 +940,7 @@ mod tests {
             symbols,
             channels,
             rejected,
+            ..
         } = req
         else {
             panic!()
@@ -908,6 +953,39 @@ mod tests {
         assert_eq!(rejected.len(), 2);
         assert_eq!(rejected[0].symbol, "??");
         assert_eq!(rejected[0].code, ErrorCode::InvalidSymbol);
+    }
+
+    #[test]
+    fn a_subscribe_reads_no_more_symbols_than_a_connection_may_hold() {
+        let list: Vec<String> = (0..50).map(|i| format!("\"S{i:02}\"")).collect();
+        let text = format!(
+            r#"{{"action":"subscribe","symbols":["S00","S00",{}]}}"#,
+            list.join(",")
+        );
+        let ClientRequest::Subscribe {
+            symbols,
+            over_limit,
+            ..
+        } = parse_request_within(&text, 3).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(symbols.len(), 3, "duplicates are dropped, then the cap");
+        assert_eq!(over_limit, 52 - 5);
+        let rejected: Vec<Rejection> = (0..100)
+            .map(|i| Rejection {
+                symbol: format!("X{i}"),
+                code: ErrorCode::InvalidSymbol,
+                message: "no".into(),
+            })
+            .collect();
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribed_with_total(&[], &[], &rejected, 500)).unwrap();
+        assert_eq!(
+            v["rejected"].as_array().unwrap().len(),
+            MAX_LISTED_REJECTIONS
+        );
+        assert_eq!(v["rejected_count"], 500);
     }
 
     #[test]

@@ -199,7 +199,9 @@ impl ClientSession {
             ));
             return;
         }
-        match browser::parse_request(text) {
+        // A few past the cap are still read, so a small overflow names its symbols.
+        let readable = self.config.settings.max_symbols + browser::MAX_LISTED_REJECTIONS;
+        match browser::parse_request_within(text, readable) {
             Ok(request) => self.on_request(request, ctx),
             Err(err) => self.send_error(&err),
         }
@@ -211,7 +213,8 @@ impl ClientSession {
                 symbols,
                 channels,
                 rejected,
-            } => self.subscribe(symbols, channels, rejected, ctx),
+                over_limit,
+            } => self.subscribe(symbols, channels, rejected, over_limit, ctx),
             ClientRequest::Unsubscribe { symbols, channels } => {
                 self.unsubscribe(symbols, channels, ctx)
             }
@@ -229,12 +232,14 @@ impl ClientSession {
         symbols: Vec<Symbol>,
         channels: Vec<ClientChannel>,
         mut rejected: Vec<Rejection>,
+        over_limit: usize,
         ctx: &mut Context<Self>,
     ) {
         let max = self.config.settings.max_symbols;
+        let invalid = rejected.len();
         let mut count = self.symbols.len();
         let mut wanted = Vec::with_capacity(symbols.len());
-        let mut over = 0;
+        let mut over = over_limit;
         for s in symbols {
             if self.symbols.contains_key(&s) {
                 wanted.push(s);
@@ -243,13 +248,17 @@ impl ClientSession {
                 wanted.push(s);
             } else {
                 over += 1;
-                rejected.push(Rejection {
-                    symbol: s.to_string(),
-                    code: ErrorCode::TooManySymbols,
-                    message: format!("at most {max} symbols per connection"),
-                });
+                if rejected.len() < browser::MAX_LISTED_REJECTIONS {
+                    rejected.push(Rejection {
+                        symbol: s.to_string(),
+                        code: ErrorCode::TooManySymbols,
+                        message: format!("at most {max} symbols per connection"),
+                    });
+                }
             }
         }
+        // Every refusal counts in `rejected_count`; only the first few are listed.
+        let rejected_count = invalid + over;
         if over > 0 {
             self.send_error(&ClientError::new(
                 ErrorCode::TooManySymbols,
@@ -258,7 +267,12 @@ impl ClientSession {
         }
         let mask = ChannelMask::of(&channels);
         if wanted.is_empty() && !mask.contains(ClientChannel::Positions) {
-            self.send(browser::subscribed(&[], &channels, &rejected));
+            self.send(browser::subscribed_with_total(
+                &[],
+                &channels,
+                &rejected,
+                rejected_count,
+            ));
             return;
         }
         let request = Subscribe {
@@ -278,11 +292,17 @@ impl ClientSession {
                         *m = m.union(mask);
                         act.sync_hub(s);
                     }
+                    let rejected_count = rejected_count + outcome.rejected.len();
                     rejected.extend(outcome.rejected);
                     act.stats
                         .symbols
                         .store(act.symbols.len(), Ordering::Relaxed);
-                    act.send(browser::subscribed(&outcome.accepted, &channels, &rejected));
+                    act.send(browser::subscribed_with_total(
+                        &outcome.accepted,
+                        &channels,
+                        &rejected,
+                        rejected_count,
+                    ));
                     if mask.contains(ClientChannel::Quotes) {
                         for s in &outcome.accepted {
                             if let Some(frame) = act.snapshot(s) {

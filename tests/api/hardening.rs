@@ -41,3 +41,47 @@ async fn liveness_answers_while_the_registry_is_busy() {
     assert_eq!(code, 200, "a busy registry is not a dead daemon");
     assert!(took < Duration::from_secs(1), "answered in {took:?}");
 }
+
+/// `n` distinct valid stock symbols: AAAA, AAAB, …
+fn many_symbols(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut s = String::new();
+            let mut k = i;
+            for _ in 0..4 {
+                s.insert(0, char::from(b'A' + (k % 26) as u8));
+                k /= 26;
+            }
+            s
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_huge_subscribe_gets_a_bounded_reply() {
+    let app = crate::helpers::spawn_app_with(|s| s.session.max_frame_bytes = 256 * 1024).await;
+    let mut c = app.ws().await;
+    let mut symbols: Vec<serde_json::Value> = many_symbols(10_000)
+        .into_iter()
+        .map(serde_json::Value::from)
+        .collect();
+    // And some garbage.
+    symbols.extend((0..2_000).map(|i| serde_json::Value::from(format!("bad symbol {i}"))));
+    let request = serde_json::json!({"action": "subscribe", "symbols": symbols}).to_string();
+    assert!(request.len() > 64 * 1024);
+    c.send_text(&request).await;
+    let ack = c.expect_type("subscribed").await;
+    let size = ack.to_string().len();
+    assert!(size < 16 * 1024, "a {size}-byte answer to a huge request");
+    assert_eq!(
+        ack["symbols"].as_array().unwrap().len(),
+        200,
+        "the per-connection cap"
+    );
+    assert!(ack["rejected"].as_array().unwrap().len() <= 20);
+    // Everything not subscribed counts, read or not (the garbage comes after the cap).
+    assert_eq!(ack["rejected_count"], 12_000 - 200);
+    // The connection is still usable.
+    c.send(serde_json::json!({"action": "ping", "id": 1})).await;
+    c.expect_type("pong").await;
+}
