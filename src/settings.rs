@@ -39,6 +39,9 @@ const LIST_KEYS: &[&str] = &[
     "http.allowed_origins",
 ];
 
+/// The longest any duration setting may be: a day.
+const MAX_DURATION_MS: u64 = 86_400_000;
+
 /// Everything the daemon reads at start-up.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -780,6 +783,105 @@ impl Settings {
     }
 
     /// Every problem with these settings; empty when they are usable.
+    /// Every duration setting, by key.
+    fn durations_ms(&self) -> Vec<(&'static str, u64)> {
+        let (h, u, b, t, r, s, k, m) = (
+            &self.http,
+            &self.upstream,
+            &self.upstream.backoff,
+            &self.trading,
+            &self.registry,
+            &self.session,
+            &self.sdk,
+            &self.simulator,
+        );
+        vec![
+            ("http.shutdown_timeout_ms", h.shutdown_timeout_ms),
+            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
+            ("upstream.auth_timeout_ms", u.auth_timeout_ms),
+            ("upstream.ping_interval_ms", u.ping_interval_ms),
+            ("upstream.pong_timeout_ms", u.pong_timeout_ms),
+            ("upstream.data_idle_timeout_ms", u.data_idle_timeout_ms),
+            ("upstream.fatal_hold_off_ms", u.fatal_hold_off_ms),
+            (
+                "upstream.connection_limit_hold_off_ms",
+                u.connection_limit_hold_off_ms,
+            ),
+            ("upstream.rate_limit_hold_off_ms", u.rate_limit_hold_off_ms),
+            (
+                "upstream.circuit_breaker_cooldown_ms",
+                u.circuit_breaker_cooldown_ms,
+            ),
+            ("upstream.backoff.initial_ms", b.initial_ms),
+            ("upstream.backoff.max_ms", b.max_ms),
+            ("upstream.backoff.reset_after_ms", b.reset_after_ms),
+            ("trading.start_stagger_ms", t.start_stagger_ms),
+            ("trading.refresh_after_fill_ms", t.refresh_after_fill_ms),
+            (
+                "trading.auto_subscribe_positions_ms",
+                t.auto_subscribe_positions_ms,
+            ),
+            ("throttle.stale_after_ms", self.throttle.stale_after_ms),
+            ("registry.unsubscribe_grace_ms", r.unsubscribe_grace_ms),
+            ("session.slow_client_timeout_ms", s.slow_client_timeout_ms),
+            (
+                "session.slow_client_close_grace_ms",
+                s.slow_client_close_grace_ms,
+            ),
+            ("session.heartbeat_interval_ms", s.heartbeat_interval_ms),
+            ("session.client_timeout_ms", s.client_timeout_ms),
+            ("sdk.auth_timeout_ms", k.auth_timeout_ms),
+            ("simulator.tick_ms", m.tick_ms),
+            ("simulator.bar_interval_ms", m.bar_interval_ms),
+            ("simulator.news_interval_ms", m.news_interval_ms),
+            ("simulator.order_interval_ms", m.order_interval_ms),
+        ]
+    }
+
+    /// Every size and count setting, by key, with its upper bound.
+    fn sizes(&self) -> Vec<(&'static str, usize, usize)> {
+        const MIB: usize = 1024 * 1024;
+        vec![
+            (
+                "upstream.max_frame_bytes",
+                self.upstream.max_frame_bytes,
+                256 * MIB,
+            ),
+            (
+                "session.max_frame_bytes",
+                self.session.max_frame_bytes,
+                16 * MIB,
+            ),
+            ("session.max_symbols", self.session.max_symbols, 100_000),
+            (
+                "session.max_queued_events",
+                self.session.max_queued_events,
+                1_000_000,
+            ),
+            (
+                "session.socket_send_buffer_bytes",
+                self.session.socket_send_buffer_bytes,
+                256 * MIB,
+            ),
+            ("sdk.max_symbols", self.sdk.max_symbols, 1_000_000),
+            (
+                "sdk.max_queued_bytes",
+                self.sdk.max_queued_bytes,
+                4096 * MIB,
+            ),
+            (
+                "registry.max_pinned_symbols",
+                self.registry.max_pinned_symbols,
+                1_000_000,
+            ),
+            (
+                "feeds.crypto.book_depth",
+                self.feeds.crypto.book_depth,
+                10_000,
+            ),
+        ]
+    }
+
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, message: String| {
@@ -790,6 +892,21 @@ impl Settings {
         };
         if self.http.host.trim().is_empty() {
             bad("http.host", "must not be empty".into());
+        }
+        // Upper bounds: a duration or size past these is a typo, and would overflow the
+        // arithmetic that adds durations to instants or sizes to buffers.
+        for (key, value) in self.durations_ms() {
+            if value > MAX_DURATION_MS {
+                bad(
+                    key,
+                    format!("{value} ms is more than a day ({MAX_DURATION_MS} ms)"),
+                );
+            }
+        }
+        for (key, value, max) in self.sizes() {
+            if value > max {
+                bad(key, format!("{value} is more than the limit of {max}"));
+            }
         }
         let up = &self.upstream;
         if up.provider == Provider::Alpaca {
@@ -1068,6 +1185,29 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn huge_durations_and_sizes_are_problems_not_panics() {
+        let toml = "[session]\nclient_timeout_ms = 9223372036854775807\nmax_frame_bytes = 1099511627776\n[upstream.backoff]\nmax_ms = 86400001\n";
+        let Err(SettingsError::Invalid(problems)) = Settings::from_toml_str(toml, HashMap::new())
+        else {
+            panic!("huge values must be refused");
+        };
+        let keys: Vec<String> = problems.into_iter().map(|p| p.key).collect();
+        for key in [
+            "session.client_timeout_ms",
+            "session.max_frame_bytes",
+            "upstream.backoff.max_ms",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == key),
+                "{key} not reported: {keys:?}"
+            );
+        }
+        let committed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/settings.toml")).unwrap();
+        assert!(Settings::from_toml_str(&committed, HashMap::new()).is_ok());
     }
 
     #[test]
