@@ -39,6 +39,27 @@ const LIST_KEYS: &[&str] = &[
     "http.allowed_origins",
 ];
 
+/// Why `url` may not carry the Alpaca keys: a clear-text scheme to another machine without the
+/// opt-in. Loopback hosts are exempt (the keys do not leave the machine).
+fn insecure(url: &str, clear_scheme: &str, allowed: bool) -> Option<String> {
+    let rest = url.strip_prefix(clear_scheme)?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!allowed && !loopback).then(|| {
+        format!(
+            "{url:?} would send the Alpaca keys in clear text; use {}s:// or set upstream.allow_insecure_upstream = true",
+            clear_scheme.trim_end_matches("://")
+        )
+    })
+}
+
 /// The longest any duration setting may be: a day.
 const MAX_DURATION_MS: u64 = 86_400_000;
 
@@ -175,6 +196,9 @@ pub struct UpstreamSettings {
     pub circuit_breaker_threshold: u32,
     /// How long an open circuit waits before one trial attempt (half-open).
     pub circuit_breaker_cooldown_ms: u64,
+    /// Allow `ws://` and `http://` upstream URLs off this machine, which carry the Alpaca keys in
+    /// clear text. Loopback URLs (a local test server) never need it.
+    pub allow_insecure_upstream: bool,
     #[serde(default)]
     pub backoff: BackoffSettings,
 }
@@ -184,6 +208,7 @@ impl Default for UpstreamSettings {
         Self {
             provider: Provider::Simulator,
             data_url: "wss://stream.data.alpaca.markets".into(),
+            allow_insecure_upstream: false,
             connect_timeout_ms: 10_000,
             auth_timeout_ms: 10_000,
             ping_interval_ms: 10_000,
@@ -930,6 +955,17 @@ impl Settings {
                     format!("{:?} must start with wss:// or ws://", up.data_url),
                 );
             }
+            if let Some(problem) = insecure(&up.data_url, "ws://", up.allow_insecure_upstream) {
+                bad("upstream.data_url", problem);
+            }
+            for (key, url) in [
+                ("trading.paper_url", &self.trading.paper_url),
+                ("trading.live_url", &self.trading.live_url),
+            ] {
+                if let Some(problem) = insecure(url, "http://", up.allow_insecure_upstream) {
+                    bad(key, problem);
+                }
+            }
         }
         for (key, value) in [
             ("upstream.connect_timeout_ms", up.connect_timeout_ms),
@@ -1026,6 +1062,10 @@ impl Settings {
                         &format!("accounts.{id}.trading_url"),
                         format!("{url:?} must start with https:// or http://"),
                     );
+                }
+                let allowed = up.allow_insecure_upstream || up.provider == Provider::Simulator;
+                if let Some(problem) = insecure(url, "http://", allowed) {
+                    bad(&format!("accounts.{id}.trading_url"), problem);
                 }
             }
         }
@@ -1185,6 +1225,35 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn clear_text_upstreams_need_an_opt_in_unless_on_loopback() {
+        assert!(insecure("wss://stream.data.alpaca.markets", "ws://", false).is_none());
+        assert!(insecure("ws://127.0.0.1:8765", "ws://", false).is_none());
+        assert!(insecure("ws://localhost:8765/", "ws://", false).is_none());
+        assert!(insecure("ws://[::1]:8765", "ws://", false).is_none());
+        let problem = insecure("ws://10.0.0.5:8765", "ws://", false).unwrap();
+        assert!(problem.contains("allow_insecure_upstream"), "{problem}");
+        assert!(insecure("ws://10.0.0.5:8765", "ws://", true).is_none());
+        assert!(insecure("http://paper.example", "http://", false).is_some());
+        let keys = [
+            ("TICKRELAY__UPSTREAM__PROVIDER", "alpaca"),
+            ("TICKRELAY__UPSTREAM__DATA_URL", "ws://proxy.example:8765"),
+            ("APCA_API_KEY_ID", "k"),
+            ("APCA_API_SECRET_KEY", "s"),
+            ("TICKRELAY__ACCOUNTS__MAIN__ENABLED", "false"),
+        ];
+        let Err(SettingsError::Invalid(problems)) = Settings::from_toml_str("", env(&keys)) else {
+            panic!("a clear-text upstream must be refused");
+        };
+        assert!(
+            problems.iter().any(|p| p.key == "upstream.data_url"),
+            "{problems:?}"
+        );
+        let mut opted = keys.to_vec();
+        opted.push(("TICKRELAY__UPSTREAM__ALLOW_INSECURE_UPSTREAM", "true"));
+        assert!(Settings::from_toml_str("", env(&opted)).is_ok());
     }
 
     #[test]
