@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use log::{error, info};
+use log::{error, info, warn};
 use tickrelay::settings::Settings;
 use tickrelay::startup::{install_crypto_provider, Daemon};
 
@@ -155,14 +156,31 @@ impl ShutdownSignals {
     }
 }
 
+/// Beyond the connections' own shutdown timeout, how long a graceful stop may take before the
+/// process exits anyway.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::register()?;
+    let deadline = Duration::from_millis(settings.http.shutdown_timeout_ms) + SHUTDOWN_SLACK;
     let daemon = Daemon::build(settings).await?;
     let handle = daemon.handle();
     actix_web::rt::spawn(async move {
         let sig = signals.recv().await;
-        info!("{sig} received; shutting down");
-        handle.shutdown().await;
+        info!("{sig} received; shutting down (a second signal exits at once)");
+        // A graceful stop, bounded: a stuck part cannot keep the process alive, and an operator
+        // who signals again means it.
+        tokio::select! {
+            () = handle.shutdown() => {}
+            () = actix_web::rt::time::sleep(deadline) => {
+                error!("shutdown did not finish within {deadline:?}; exiting now");
+                std::process::exit(1);
+            }
+            again = signals.recv() => {
+                warn!("{again} received during shutdown; exiting now");
+                std::process::exit(1);
+            }
+        }
     });
     daemon.run_until_stopped().await?;
     info!("stopped");

@@ -46,6 +46,9 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// How long shutdown waits for the registry to close the sessions and stop the feeds.
+const REGISTRY_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A running daemon.
 pub struct Daemon {
     server: Server,
@@ -65,9 +68,13 @@ pub struct DaemonHandle {
 impl DaemonHandle {
     /// Graceful stop: sessions get 1001, feeds close without reconnecting, servers stop.
     pub async fn shutdown(&self) {
-        match self.registry.send(Shutdown).await {
-            Ok(n) => info!("shutting down: closed {n} browser sessions, stopping feeds"),
-            Err(e) => warn!("shutting down: the registry is already gone ({e})"),
+        // A stuck registry must not hold the stop forever: the servers stop regardless.
+        match tokio::time::timeout(REGISTRY_SHUTDOWN_TIMEOUT, self.registry.send(Shutdown)).await {
+            Ok(Ok(n)) => info!("shutting down: closed {n} browser sessions, stopping feeds"),
+            Ok(Err(e)) => warn!("shutting down: the registry is already gone ({e})"),
+            Err(_) => warn!(
+                "shutting down: the registry did not answer within {REGISTRY_SHUTDOWN_TIMEOUT:?}; stopping the servers anyway"
+            ),
         }
         // Lets the close frames reach the sockets before the listener goes.
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;

@@ -57,3 +57,31 @@ async fn shutdown_closes_every_session_with_1001_and_stops_the_feed() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn a_second_signal_during_shutdown_exits_at_once() {
+    let mut cmd = tickrelay();
+    // A graceful stop could take this long; the second signal must not wait for it.
+    cmd.env("TICKRELAY__HTTP__PORT", "0")
+        .env("TICKRELAY__HTTP__SHUTDOWN_TIMEOUT_MS", "30000");
+    let mut daemon = Process::start(cmd);
+    daemon.address_after("listening on http://");
+    let pid = daemon.pid().to_string();
+    // Shutdown takes at least 100 ms (close frames get time to leave): the second signal lands
+    // inside it.
+    for sig in ["-TERM", "-INT"] {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    let logs: Vec<String> = daemon.logs.try_iter().collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("received during shutdown; exiting now")),
+        "{logs:?}"
+    );
+}
