@@ -502,6 +502,8 @@ pub struct TradingSettings {
     /// Every this often, keep quotes pinned for the symbols of open positions and release the
     /// symbols of closed ones (0 disables position-based auto-subscription).
     pub auto_subscribe_positions_ms: u64,
+    /// The longest a trading REST request waits after HTTP 429, whatever `Retry-After` says.
+    pub max_retry_after_ms: u64,
 }
 
 impl Default for TradingSettings {
@@ -511,6 +513,7 @@ impl Default for TradingSettings {
             live_url: "https://api.alpaca.markets".into(),
             start_stagger_ms: 2_000,
             rest_requests_per_minute: 180,
+            max_retry_after_ms: 60_000,
             refresh_after_fill_ms: 500,
             auto_subscribe_positions_ms: 300_000,
         }

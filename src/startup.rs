@@ -443,6 +443,7 @@ fn start_accounts(
             backoff: up.backoff.clone(),
             policy: policy_config(settings),
             requests_per_minute: trading.rest_requests_per_minute,
+            max_retry_after: ms(trading.max_retry_after_ms),
             refresh_after_fill: ms(trading.refresh_after_fill_ms),
             auto_subscribe: ms(trading.auto_subscribe_positions_ms),
         };

@@ -62,6 +62,8 @@ impl Bucket {
 #[derive(Clone)]
 pub struct RestClient {
     base_url: String,
+    /// The longest a 429's `Retry-After` makes a request wait.
+    max_retry_after: Duration,
     credentials: Credentials,
     http: awc::Client,
     bucket: Rc<RefCell<Bucket>>,
@@ -73,10 +75,12 @@ impl RestClient {
         credentials: Credentials,
         requests_per_minute: u32,
         timeout: Duration,
+        max_retry_after: Duration,
     ) -> Self {
         let per_minute = f64::from(requests_per_minute.max(1));
         RestClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
+            max_retry_after,
             credentials,
             http: awc::Client::builder().timeout(timeout).finish(),
             bucket: Rc::new(RefCell::new(Bucket {
@@ -121,7 +125,9 @@ impl RestClient {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok())
-                    .map_or(COOL_DOWN, Duration::from_secs);
+                    .map_or(COOL_DOWN, Duration::from_secs)
+                    // A server asking for hours (or garbage) does not stall the account.
+                    .min(self.max_retry_after);
                 warn!("trading REST {path}: HTTP 429 (rate limited); cooling down {wait:?}");
                 actix_web::rt::time::sleep(wait).await;
                 continue;

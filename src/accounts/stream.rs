@@ -81,9 +81,20 @@ pub struct TradingConfig {
     pub backoff: BackoffSettings,
     pub policy: PolicyConfig,
     pub requests_per_minute: u32,
+    /// The longest a 429's `Retry-After` makes a REST request wait.
+    pub max_retry_after: Duration,
     pub refresh_after_fill: Duration,
     /// Position-based auto-subscription period (zero disables it).
     pub auto_subscribe: Duration,
+}
+
+/// The state of an account's REST loads.
+#[derive(Debug, Default)]
+struct Loads {
+    in_flight: bool,
+    /// A load was asked for while one ran (with the open orders, or not).
+    again: Option<bool>,
+    retry_scheduled: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +118,8 @@ pub struct TradingStream {
     phase: Phase,
     /// A refresh after a fill is scheduled.
     refresh_pending: bool,
+    /// REST loads: at most one in flight, one waiting, one retry timer.
+    loads: Loads,
     /// Sequence of order events (keys their frames so none replaces another).
     order_seq: u64,
 }
@@ -136,6 +149,7 @@ impl TradingStream {
                 config.credentials.clone(),
                 config.requests_per_minute,
                 config.connect_timeout,
+                config.max_retry_after,
             ),
             config,
             registry,
@@ -144,6 +158,7 @@ impl TradingStream {
             link,
             phase: Phase::Idle,
             refresh_pending: false,
+            loads: Loads::default(),
             order_seq: 0,
         }
     }
@@ -258,7 +273,14 @@ impl TradingStream {
     }
 
     /// Loads the account and positions (and, on `with_orders`, the open orders) through REST.
+    /// One load at a time: a load asked for while one runs is done once after it (never one per
+    /// fill), and a failed load is retried by a single timer.
     fn load(&mut self, with_orders: bool, ctx: &mut Context<Self>) {
+        if self.loads.in_flight {
+            self.loads.again = Some(self.loads.again.unwrap_or(false) | with_orders);
+            return;
+        }
+        self.loads.in_flight = true;
         let rest = self.rest.clone();
         let fetch = async move {
             let account = rest.get("/v2/account").await?;
@@ -270,25 +292,40 @@ impl TradingStream {
             };
             Ok::<_, RestError>((account, positions, orders))
         };
-        ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| match res {
-            Ok((account, positions, orders)) => {
-                act.apply(account, positions, orders);
-                if act.phase == Phase::Streaming && act.link.status.state != FeedState::Connected {
-                    act.mark_ready(ctx);
-                }
-            }
-            Err(e) => {
-                warn!(
-                    "account {}: {e}; retrying in {RELOAD_AFTER_ERROR:?}",
-                    act.id()
-                );
-                act.link.status.last_error = Some(e.to_string());
-                act.report();
-                ctx.run_later(RELOAD_AFTER_ERROR, |act, ctx| {
-                    if act.phase == Phase::Streaming {
-                        act.load(true, ctx);
+        ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| {
+            act.loads.in_flight = false;
+            match res {
+                Ok((account, positions, orders)) => {
+                    act.apply(account, positions, orders);
+                    if act.phase == Phase::Streaming
+                        && act.link.status.state != FeedState::Connected
+                    {
+                        act.mark_ready(ctx);
                     }
-                });
+                    if let Some(with_orders) = act.loads.again.take() {
+                        act.load(with_orders, ctx);
+                    }
+                }
+                Err(e) => {
+                    act.link.status.last_error = Some(e.to_string());
+                    act.report();
+                    // What was asked meanwhile is covered by the retry (a full load).
+                    act.loads.again = None;
+                    if act.loads.retry_scheduled {
+                        return;
+                    }
+                    warn!(
+                        "account {}: {e}; retrying in {RELOAD_AFTER_ERROR:?}",
+                        act.id()
+                    );
+                    act.loads.retry_scheduled = true;
+                    ctx.run_later(RELOAD_AFTER_ERROR, |act, ctx| {
+                        act.loads.retry_scheduled = false;
+                        if act.phase == Phase::Streaming {
+                            act.load(true, ctx);
+                        }
+                    });
+                }
             }
         }));
     }
@@ -469,6 +506,8 @@ impl Supervised for TradingStream {
         self.link.reset();
         self.phase = Phase::Idle;
         self.refresh_pending = false;
+        // The old context's load and retry timer are gone with it.
+        self.loads = Loads::default();
     }
 }
 

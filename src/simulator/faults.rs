@@ -83,6 +83,8 @@ pub struct FeedFaults {
     pub symbol_limit: AtomicUsize,
     /// The next REST requests are refused with (HTTP status, count) — the trading API.
     rest_failure: Mutex<Option<(u16, u32)>>,
+    /// The `Retry-After` (seconds) sent with a refused REST request.
+    pub rest_retry_after: std::sync::atomic::AtomicU64,
 }
 
 fn take(slot: &Mutex<Option<(u16, u32)>>) -> Option<u16> {

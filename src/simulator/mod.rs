@@ -25,7 +25,7 @@
 //! | `POST /control/error` `{"feed":…,"code":406,"close":true}` | send `[{"T":"error",…}]` |
 //! | `POST /control/fail_auth` `{"feed":…,"code":402,"count":1}` | refuse the next authentications |
 //! | `POST /control/fail_handshake` `{"feed":…,"status":429,"count":1}` | refuse the next WebSocket upgrades with an HTTP status |
-//! | `POST /control/fail_rest` `{"status":429,"count":1}` | refuse the next trading REST requests |
+//! | `POST /control/fail_rest` `{"status":429,"count":1,"retry_after":1}` | refuse the next trading REST requests (with this `Retry-After`) |
 //! | `POST /control/reject_symbols` `{"feed":…,"symbols":["BAD"]}` | refuse subscriptions to these symbols (400) |
 //! | `POST /control/symbol_limit` `{"feed":…,"limit":3}` | refuse subscriptions past this many symbols (405) |
 //! | `POST /control/silence` `{"feed":…,"silent":true,"frozen":false,"paused":false}` | stop data (`silent`), or data and pongs (`frozen`), or only generated data (`paused`: injected and raw frames still go out) |
@@ -309,8 +309,14 @@ async fn rest(req: HttpRequest, state: web::Data<SimState>, view: View) -> HttpR
     if let Some(status) = state.faults.feed(SimFeed::Trading).take_rest_failure() {
         let code = actix_web::http::StatusCode::from_u16(status)
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = state
+            .faults
+            .feed(SimFeed::Trading)
+            .rest_retry_after
+            .load(Ordering::Relaxed)
+            .max(1);
         return HttpResponse::build(code)
-            .insert_header(("Retry-After", "1"))
+            .insert_header(("Retry-After", retry_after.to_string()))
             .json(serde_json::json!({"code": status, "message": "simulated failure"}));
     }
     reply(state.broker.send(Read(view)).await)
@@ -463,12 +469,28 @@ async fn fail_handshake(state: web::Data<SimState>, body: web::Json<CountedFault
     ok()
 }
 
-async fn fail_rest(state: web::Data<SimState>, body: web::Json<CountedFault>) -> HttpResponse {
+#[derive(Deserialize)]
+struct RestFault {
+    #[serde(alias = "status")]
+    code: u16,
+    #[serde(default = "one")]
+    count: u32,
+    /// Seconds in the `Retry-After` header.
+    #[serde(default = "one_u64")]
+    retry_after: u64,
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+async fn fail_rest(state: web::Data<SimState>, body: web::Json<RestFault>) -> HttpResponse {
     let f = body.into_inner();
-    state
-        .faults
-        .feed(SimFeed::Trading)
-        .fail_rest(f.code, f.count);
+    let faults = state.faults.feed(SimFeed::Trading);
+    faults
+        .rest_retry_after
+        .store(f.retry_after, Ordering::Relaxed);
+    faults.fail_rest(f.code, f.count);
     ok()
 }
 

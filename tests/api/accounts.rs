@@ -289,3 +289,20 @@ async fn several_accounts_start_staggered() {
         "{ready}"
     );
 }
+
+#[actix_web::test]
+async fn a_huge_retry_after_is_clamped() {
+    let app = spawn_app_with(|s| s.trading.max_retry_after_ms = 300).await;
+    // Alpaca (here, the simulator) asks for a day; the account must not wait that long.
+    app.sim(
+        "fail_rest",
+        json!({"status": 429, "count": 1, "retry_after": 86_400}),
+    )
+    .await;
+    order(&app, "IWM", 3, "buy", 200.0).await;
+    wait_for("the IWM position despite a one-day Retry-After", || async {
+        let (_, p) = app.get(&app.url("/api/v1/accounts/main/positions")).await;
+        (p[0]["symbol"] == "IWM").then_some(())
+    })
+    .await;
+}
