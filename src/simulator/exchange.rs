@@ -27,6 +27,9 @@ use crate::time::Timestamp;
 use crate::upstream::protocol::Encoding;
 use crate::wire::{json_frame, msgpack_frame, Msg};
 
+/// Unwanted walks and history are forgotten every this many ticks.
+const SWEEP_EVERY_TICKS: u32 = 100;
+
 /// Recent quotes kept per symbol for `GET /control/history`.
 const HISTORY: usize = 256;
 /// Consecutive ticks with a full mailbox after which a connection is a slow client (Alpaca's 407).
@@ -181,6 +184,10 @@ pub struct ExchangeReport {
     pub connections_accepted: u64,
     pub authentications: u64,
     pub slow_clients_kicked: u64,
+    /// Symbols with a price walk (the configured ones, and those some connection wants).
+    pub walks: usize,
+    /// Symbols with quote history kept.
+    pub history_symbols: usize,
 }
 
 /// Ask for an [`ExchangeReport`].
@@ -317,6 +324,20 @@ impl Exchange {
         self.walks
             .entry(symbol.to_owned())
             .or_insert_with(|| Walk::new(symbol, seed))
+    }
+
+    /// Forgets the walks and history of symbols no connection wants any more (the configured
+    /// symbols stay), so memory follows what is subscribed, not everything ever subscribed.
+    fn sweep(&mut self) {
+        let mut keep: std::collections::HashSet<&str> =
+            self.config.symbols.iter().map(String::as_str).collect();
+        for c in self.conns.values() {
+            for symbols in c.subs.values() {
+                keep.extend(symbols.iter().map(String::as_str));
+            }
+        }
+        self.walks.retain(|s, _| keep.contains(s.as_str()));
+        self.history.retain(|s, _| keep.contains(s.as_str()));
     }
 
     fn remember(&mut self, symbol: &str, quote: &Msg) {
@@ -477,6 +498,7 @@ impl Actor for Exchange {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.tick, |act, _| act.tick());
+        ctx.run_interval(self.config.tick * SWEEP_EVERY_TICKS, |act, _| act.sweep());
         ctx.run_interval(self.config.bar_interval, |act, _| act.bars());
         if !self.config.news_interval.is_zero() {
             ctx.run_interval(self.config.news_interval, |act, _| act.news());
@@ -627,6 +649,8 @@ impl Handler<GetReport> for Exchange {
             connections_accepted: self.accepted,
             authentications: self.authentications,
             slow_clients_kicked: self.kicked,
+            walks: self.walks.len(),
+            history_symbols: self.history.len(),
         })
     }
 }

@@ -85,3 +85,29 @@ async fn a_huge_subscribe_gets_a_bounded_reply() {
     c.send(serde_json::json!({"action": "ping", "id": 1})).await;
     c.expect_type("pong").await;
 }
+
+#[actix_web::test]
+async fn the_simulator_forgets_symbols_nobody_wants() {
+    let app = crate::helpers::spawn_app().await;
+    let walks = || async {
+        let (_, report) = app.get(&app.sim_url("/control/connections")).await;
+        report["walks"].as_u64().unwrap()
+    };
+    let before = walks().await;
+    let mut c = app.ws().await;
+    let symbols = many_symbols(150);
+    let names: Vec<&str> = symbols.iter().map(String::as_str).collect();
+    c.subscribe(&names).await;
+    crate::helpers::wait_for("the walks of 150 symbols", || async {
+        (walks().await >= before + 150).then_some(())
+    })
+    .await;
+    c.send(serde_json::json!({"action": "unsubscribe", "symbols": names}))
+        .await;
+    c.expect_type("unsubscribed").await;
+    // After the registry's grace period the upstream lets them go, and the simulator forgets them.
+    crate::helpers::wait_for("the simulator to forget them", || async {
+        (walks().await <= before).then_some(())
+    })
+    .await;
+}
