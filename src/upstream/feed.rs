@@ -20,9 +20,10 @@
 //! cannot cause a reconnect storm).
 //!
 //! Refused subscriptions: requests are acked in order, so an error while streaming belongs to the
-//! oldest unacknowledged request. 405 (symbol limit) refuses every symbol of that request; 400 or
-//! 413 refuses the request's single symbol, or — for a request with several — re-requests each one
-//! alone to find the culprit. Refused symbols are reported to the registry, which drops them from
+//! oldest unacknowledged request. A 400, 405 or 413 for a single-symbol request refuses that
+//! symbol; for a request with several (a replay after a reconnect sends up to a thousand at once)
+//! each symbol is re-requested alone, so Alpaca keeps every one it accepts (up to the plan's
+//! limit, for 405) and only the others are refused. Refused symbols are reported to the registry, which drops them from
 //! the desired set, sends the corrected set back and tells the clients that asked.
 
 use std::collections::VecDeque;
@@ -438,8 +439,11 @@ impl UpstreamFeed {
             return;
         }
         let symbols: Vec<Symbol> = request.set.symbols().into_iter().collect();
-        if code != 405 && symbols.len() > 1 {
-            // One bad symbol refuses the whole message: ask for each alone to find it.
+        if symbols.len() > 1 {
+            // One bad symbol (400, 413), or one symbol too many (405: the set stays unchanged),
+            // refuses the whole message — after a reconnect that is a chunk of up to a thousand
+            // working symbols. Ask for each alone: Alpaca accepts every one it can, and only the
+            // rest are refused.
             info!(
                 "{}: {what} for a request of {} symbols; requesting them one by one",
                 self.name(),

@@ -276,3 +276,53 @@ async fn garbage_on_one_feed_is_skipped_and_a_new_connection_is_not_needed() {
     assert_eq!(f["state"], "connected");
     assert_eq!(f["reconnect_attempts"], 0);
 }
+
+#[actix_web::test]
+async fn a_405_during_the_replay_keeps_every_symbol_alpaca_accepts() {
+    let app = spawn_app().await;
+    let mut client = app.ws().await;
+    let all = ["AAPL", "MSFT", "QQQ", "SPY", "TSLA"];
+    client.subscribe(&all).await;
+    app.wait_upstream(&all).await;
+    // The plan shrinks to 3 symbols, then the connection drops: the replay asks for all 5 at once.
+    app.sim("symbol_limit", json!({"feed": "stocks", "limit": 3}))
+        .await;
+    app.sim("drop", json!({"feed": "stocks"})).await;
+    let refused = client
+        .expect(|m| {
+            m["type"] == "subscribed" && m["rejected"].as_array().is_some_and(|r| !r.is_empty())
+        })
+        .await;
+    // Alpaca accepted three of the five; only the other two are refused, not the whole replay.
+    wait_for("three symbols upstream again", || async {
+        let held = app.upstream_symbols_of(Some("stocks"), "quotes").await;
+        (held.len() == 3).then_some(held)
+    })
+    .await;
+    let mut rejected: Vec<String> = Vec::new();
+    rejected.extend(
+        refused["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["symbol"].as_str().unwrap().to_owned()),
+    );
+    // The two refusals may come in one frame or two.
+    if rejected.len() < 2 {
+        let more = client
+            .expect(|m| {
+                m["type"] == "subscribed" && m["rejected"].as_array().is_some_and(|r| !r.is_empty())
+            })
+            .await;
+        rejected.push(more["rejected"][0]["symbol"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    let held = app.upstream_symbols_of(Some("stocks"), "quotes").await;
+    for s in &held {
+        assert!(!rejected.contains(s), "{s} both held and refused");
+    }
+    client
+        .expect(|m| m["type"] == "spot_price_update" && m["update"]["symbol"] == held[0].as_str())
+        .await;
+    assert_eq!(app.feed_status("stocks").await["state"], "connected");
+}
