@@ -254,7 +254,18 @@ impl SimConnection {
                 ack.push((implicit, self.list("trades")));
             }
         }
-        self.send(ctx, Msg(ack));
+        let swallowed = self
+            .faults()
+            .swallow_acks
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if !swallowed {
+            self.send(ctx, Msg(ack));
+        }
         self.exchange.do_send(SubscriptionsChanged {
             id: self.id,
             subs: self.subs.clone(),

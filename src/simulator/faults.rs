@@ -85,6 +85,8 @@ pub struct FeedFaults {
     rest_failure: Mutex<Option<(u16, u32)>>,
     /// The `Retry-After` (seconds) sent with a refused REST request.
     pub rest_retry_after: std::sync::atomic::AtomicU64,
+    /// The next this many subscription changes are applied but never acknowledged.
+    pub swallow_acks: AtomicUsize,
 }
 
 fn take(slot: &Mutex<Option<(u16, u32)>>) -> Option<u16> {

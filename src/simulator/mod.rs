@@ -25,6 +25,7 @@
 //! | `POST /control/error` `{"feed":…,"code":406,"close":true}` | send `[{"T":"error",…}]` |
 //! | `POST /control/fail_auth` `{"feed":…,"code":402,"count":1}` | refuse the next authentications |
 //! | `POST /control/fail_handshake` `{"feed":…,"status":429,"count":1}` | refuse the next WebSocket upgrades with an HTTP status |
+//! | `POST /control/swallow_acks` `{"feed":…,"count":1}` | apply the next subscription changes without acknowledging them |
 //! | `POST /control/fail_rest` `{"status":429,"count":1,"retry_after":1}` | refuse the next trading REST requests (with this `Retry-After`) |
 //! | `POST /control/reject_symbols` `{"feed":…,"symbols":["BAD"]}` | refuse subscriptions to these symbols (400) |
 //! | `POST /control/symbol_limit` `{"feed":…,"limit":3}` | refuse subscriptions past this many symbols (405) |
@@ -158,6 +159,7 @@ pub fn start(
                     .route("/fail_auth", web::post().to(fail_auth))
                     .route("/fail_handshake", web::post().to(fail_handshake))
                     .route("/fail_rest", web::post().to(fail_rest))
+                    .route("/swallow_acks", web::post().to(swallow_acks))
                     .route("/reject_symbols", web::post().to(reject_symbols))
                     .route("/symbol_limit", web::post().to(symbol_limit))
                     .route("/silence", web::post().to(silence))
@@ -465,6 +467,25 @@ async fn fail_handshake(state: web::Data<SimState>, body: web::Json<CountedFault
     let f = body.into_inner();
     for feed in Faults::targets(f.feed) {
         state.faults.feed(feed).fail_handshake(f.code, f.count);
+    }
+    ok()
+}
+
+#[derive(Deserialize)]
+struct SwallowAcks {
+    feed: Option<SimFeed>,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+async fn swallow_acks(state: web::Data<SimState>, body: web::Json<SwallowAcks>) -> HttpResponse {
+    let f = body.into_inner();
+    for feed in Faults::targets(f.feed) {
+        state
+            .faults
+            .feed(feed)
+            .swallow_acks
+            .store(f.count as usize, Ordering::Relaxed);
     }
     ok()
 }

@@ -121,6 +121,8 @@ enum Phase {
 struct PendingRequest {
     subscribe: bool,
     set: SubscriptionSet,
+    /// When it was sent (an ack that never comes is noticed).
+    sent: Instant,
 }
 
 /// Where a feed sends what is not market data for one symbol.
@@ -197,6 +199,17 @@ impl UpstreamFeed {
             self.fail(Failure::Transient, reason, ctx);
             return;
         }
+        if let Some(oldest) = self.pending.front() {
+            let waited = now.duration_since(oldest.sent);
+            if waited > self.config.auth_timeout {
+                // The upstream's set is unknown now: a new connection replays the whole of it.
+                let reason = format!(
+                    "no acknowledgement of a subscription change within {waited:?}; reconnecting to re-sync the subscriptions"
+                );
+                self.fail(Failure::Transient, reason, ctx);
+                return;
+            }
+        }
         let idle_limit = self.config.data_idle_timeout * self.idle_factor;
         let idle = now.duration_since(self.last_data);
         if self.phase == Phase::Streaming
@@ -236,6 +249,7 @@ impl UpstreamFeed {
             self.pending.push_back(PendingRequest {
                 subscribe,
                 set: chunk,
+                sent: Instant::now(),
             });
         }
     }
@@ -366,7 +380,13 @@ impl UpstreamFeed {
                 }
             }
             Inbound::Subscription(acked) => {
-                self.pending.pop_front();
+                // Each ack is the upstream's whole set: one that shows everything requested
+                // acknowledges every request still waiting; otherwise the oldest.
+                if acked == self.requested {
+                    self.pending.clear();
+                } else {
+                    self.pending.pop_front();
+                }
                 self.link.status.subscribed = acked.len();
                 debug!("{}: upstream holds {} streams", self.name(), acked.len());
                 if self.phase == Phase::Subscribing {

@@ -326,3 +326,31 @@ async fn a_405_during_the_replay_keeps_every_symbol_alpaca_accepts() {
         .await;
     assert_eq!(app.feed_status("stocks").await["state"], "connected");
 }
+
+#[actix_web::test]
+async fn a_subscription_ack_that_never_comes_is_recovered_by_a_reconnect() {
+    let app = spawn_app().await;
+    let mut client = app.ws().await;
+    client.subscribe(&["AAPL"]).await;
+    app.wait_upstream(&["AAPL"]).await;
+    app.sim("swallow_acks", json!({"feed": "stocks", "count": 1}))
+        .await;
+    client.subscribe(&["MSFT"]).await;
+    // The feed notices (within the ack timeout, upstream.auth_timeout_ms) and reconnects.
+    wait_for("the ack timeout to be noticed", || async {
+        let feed = app.feed_status("stocks").await;
+        feed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no acknowledgement"))
+            .then_some(())
+    })
+    .await;
+    app.wait_ready().await;
+    client
+        .expect(|m| m["type"] == "spot_price_update" && m["update"]["symbol"] == "MSFT")
+        .await;
+    assert!(app
+        .upstream_symbols("quotes")
+        .await
+        .contains(&"MSFT".to_owned()));
+}
