@@ -120,6 +120,11 @@ pub struct HttpSettings {
     /// Browser origins (`https://app.example.com`) allowed besides the daemon's own: for `/ws`,
     /// the SDK paths and every state-changing REST call.
     pub allowed_origins: Vec<String>,
+    /// Most WebSocket connections (browsers and SDK programs) open at once.
+    pub max_connections: usize,
+    /// Most WebSocket connections from one IP address (behind a local reverse proxy every client
+    /// has the proxy's address: keep it high there, lower it when clients connect directly).
+    pub max_connections_per_ip: usize,
 }
 
 impl HttpSettings {
@@ -139,6 +144,8 @@ impl Default for HttpSettings {
             tls_key_path: String::new(),
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            max_connections: 50_000,
+            max_connections_per_ip: 16_384,
             shutdown_timeout_ms: 3000,
         }
     }

@@ -191,6 +191,10 @@ impl Daemon {
             sdk,
             guard: http::guard::RequestGuard::from_settings(&settings.http),
             heartbeat,
+            connections: http::limits::ConnectionLimits::new(
+                settings.http.max_connections,
+                settings.http.max_connections_per_ip,
+            ),
         });
 
         let http = &settings.http;

@@ -6,6 +6,7 @@
 //! - [`ws`] — `GET /ws`, the browser protocol.
 //! - [`dashboard`] — `GET /`, a live table of prices and feed status.
 //! - [`accounts`] — trading accounts and their streams, from memory.
+//! - [`limits`] — how many WebSockets may be open, in total and per IP address.
 //! - [`guard`] — which Hosts, Origins and content types are allowed (DNS rebinding, cross-site
 //!   requests), for REST (a middleware) and WebSocket upgrades.
 //!
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod dashboard;
 pub mod guard;
 pub mod health;
+pub mod limits;
 pub mod quotes;
 pub mod subscriptions;
 pub mod ws;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub guard: guard::RequestGuard,
     /// The registry's heartbeat (liveness).
     pub heartbeat: crate::registry::Heartbeat,
+    /// How many WebSockets may be open, in total and per IP address.
+    pub connections: Arc<limits::ConnectionLimits>,
 }
 
 /// Registers every route.

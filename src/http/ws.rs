@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use super::limits::Slot;
 use super::AppState;
 use crate::delivery::SessionStats;
 use crate::hub::LocalHub;
@@ -94,6 +95,15 @@ pub async fn upgrade<Io: Connection>(
             return Ok(());
         }
     };
+    // A place among the open connections, held until the connection is gone.
+    let ip = http_peer_ip(framed.io_ref());
+    let slot = match state.connections.acquire(ip) {
+        Ok(slot) => slot,
+        Err(reason) => {
+            debug!("refused a WebSocket upgrade on {path}: {reason}");
+            return respond(&mut framed, StatusCode::TOO_MANY_REQUESTS, reason).await;
+        }
+    };
     let res = match actix_http::ws::handshake(req.head()) {
         Ok(mut builder) => builder.finish().drop_body(),
         Err(e) => {
@@ -108,8 +118,10 @@ pub async fn upgrade<Io: Connection>(
     framed.send(Message::Item((res, BodySize::None))).await?;
     let parts = framed.into_parts();
     match stream {
-        None => start_session(parts.io, parts.read_buf, &state, hub),
-        Some(stream) => start_sdk_session(&req, stream, parts.io, parts.read_buf, &state, hub),
+        None => start_session(parts.io, parts.read_buf, &state, hub, slot),
+        Some(stream) => {
+            start_sdk_session(&req, stream, parts.io, parts.read_buf, &state, hub, slot)
+        }
     }
     Ok(())
 }
@@ -173,6 +185,7 @@ fn start_sdk_session<Io: Connection>(
     early: bytes::BytesMut,
     state: &AppState,
     hub: LocalHub,
+    slot: Slot,
 ) {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let peer = io.peer();
@@ -229,12 +242,19 @@ fn start_sdk_session<Io: Connection>(
             Box::new(move || addr.do_send(ConnectionLost))
         }
     };
-    spawn_writer(id, writer, OutboxBody::new(outbox, lost));
+    spawn_writer(id, writer, OutboxBody::new(outbox, lost), slot);
 }
 
 /// The task that drains a session's outbox into its socket.
-fn spawn_writer<W: AsyncWrite + Unpin + 'static>(id: u64, mut writer: W, mut body: OutboxBody) {
+fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
+    id: u64,
+    mut writer: W,
+    mut body: OutboxBody,
+    slot: Slot,
+) {
     actix_web::rt::spawn(async move {
+        // The connection's place is given back when this task ends, with the connection.
+        let _slot = slot;
         while let Some(Ok(chunk)) = body.next().await {
             if let Err(e) = writer.write_all(&chunk).await {
                 debug!("session {id}: write failed: {e}");
@@ -244,6 +264,11 @@ fn spawn_writer<W: AsyncWrite + Unpin + 'static>(id: u64, mut writer: W, mut bod
         let _ = writer.shutdown().await;
         // Dropping the body tells the session the connection is over.
     });
+}
+
+/// The client's IP address, for the per-address connection limit.
+fn http_peer_ip<Io: Connection>(io: &Io) -> Option<std::net::IpAddr> {
+    io.tcp().peer_addr().ok().map(|a| a.ip())
 }
 
 /// A client connection, plain or TLS: split into a reader and a writer once the handshake is done.
@@ -288,7 +313,13 @@ impl Connection for TlsStream<TcpStream> {
 }
 
 /// Starts the session actor on its socket and the task that writes its outbox out.
-fn start_session<Io: Connection>(io: Io, early: bytes::BytesMut, state: &AppState, hub: LocalHub) {
+fn start_session<Io: Connection>(
+    io: Io,
+    early: bytes::BytesMut,
+    state: &AppState,
+    hub: LocalHub,
+    slot: Slot,
+) {
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let peer = io.peer();
     let settings = &state.sessions.settings;
@@ -310,5 +341,5 @@ fn start_session<Io: Connection>(io: Io, early: bytes::BytesMut, state: &AppStat
         session
     });
     let body = OutboxBody::new(outbox, Box::new(move || addr.do_send(ConnectionLost)));
-    spawn_writer(id, writer, body);
+    spawn_writer(id, writer, body, slot);
 }

@@ -123,3 +123,25 @@ async fn cross_site_requests_cannot_move_subscriptions() {
     assert_eq!(code, 200, "{reply}");
     assert!(pinned(app.status().await));
 }
+
+#[actix_web::test]
+async fn the_per_ip_connection_limit_holds_and_frees_with_the_connections() {
+    let app = spawn_app_with(|s| s.http.max_connections_per_ip = 2).await;
+    let a = app.ws().await;
+    let _b = app.ws().await;
+    let url = format!("ws://{}/ws", app.addr);
+    assert_eq!(upgrade_status(&url, &[]).await, 429);
+    let sdk = format!("ws://{}/v2/iex", app.addr);
+    assert_eq!(
+        upgrade_status(&sdk, &[]).await,
+        429,
+        "SDK programs count too"
+    );
+    // A connection that goes gives its place back.
+    drop(a);
+    crate::helpers::wait_for("a free place", || async {
+        let req = awc::Client::new().ws(url.as_str());
+        req.connect().await.ok().map(|_| ())
+    })
+    .await;
+}
