@@ -377,5 +377,8 @@ async fn five_programs_share_one_connection_per_feed() {
             .any(|i| i["symbol"] == "AAPL" && i["type"] != "unsubscribed"),
         "AAPL after the unsubscribe ack: {after:?}"
     );
-    assert!(after.iter().filter(|i| i["type"] == "quote").count() >= 15);
+    // MSFT kept coming (how many arrived before the ack depends on the machine's speed).
+    let quotes: Vec<&Value> = after.iter().filter(|i| i["type"] == "quote").collect();
+    assert!(!quotes.is_empty(), "no quote after the ack: {after:?}");
+    assert!(quotes.iter().all(|q| q["symbol"] == "MSFT"), "{quotes:?}");
 }
