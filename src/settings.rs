@@ -556,6 +556,9 @@ pub struct RegistrySettings {
     pub pinned_symbols: Vec<String>,
     /// Most symbols that may be pinned through REST.
     pub max_pinned_symbols: usize,
+    /// Most distinct symbols streamed at once, over every browser and pin (a new one past it is
+    /// refused with too_many_symbols; Alpaca's plans have their own limits, answered with 405).
+    pub max_symbols: usize,
 }
 
 impl Default for RegistrySettings {
@@ -564,6 +567,7 @@ impl Default for RegistrySettings {
             unsubscribe_grace_ms: 5_000,
             pinned_symbols: Vec::new(),
             max_pinned_symbols: 1_000,
+            max_symbols: 10_000,
         }
     }
 }
@@ -1150,6 +1154,9 @@ impl Settings {
                     sdk.auth_timeout_ms
                 ),
             );
+        }
+        if self.registry.max_symbols == 0 {
+            bad("registry.max_symbols", "must be greater than 0".into());
         }
         let s = &self.session;
         if s.max_symbols == 0 {

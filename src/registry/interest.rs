@@ -109,6 +109,8 @@ pub struct Interest {
     positions: HashSet<SessionId>,
     /// Most symbols REST callers may pin.
     max_pinned: usize,
+    /// Most distinct symbols held at once, over every session and pin.
+    max_symbols: usize,
     /// Grace timers issued so far.
     generation: u64,
     /// SDK programs: each one's stream and its (channel, symbol) pairs, exactly as asked (no
@@ -154,10 +156,18 @@ impl Interest {
             news: HashMap::new(),
             positions: HashSet::new(),
             max_pinned,
+            max_symbols: usize::MAX,
             generation: 0,
             raw: HashMap::new(),
             raw_counts: HashMap::new(),
         }
+    }
+
+    /// Limits the distinct symbols held at once, over every session and pin (a new symbol past it
+    /// is refused; those already held are not affected).
+    pub fn with_max_symbols(mut self, max_symbols: usize) -> Self {
+        self.max_symbols = max_symbols;
+        self
     }
 
     /// Sets everything an SDK program holds on its stream (replacing what it held). The upstream
@@ -583,6 +593,16 @@ impl Interest {
         if !has_feed(feed) {
             return Err(unavailable(symbol, feed));
         }
+        if self.symbols.len() >= self.max_symbols {
+            return Err(Rejection {
+                symbol: symbol.to_string(),
+                code: ErrorCode::TooManySymbols,
+                message: format!(
+                    "the daemon streams its maximum of {} symbols (registry.max_symbols)",
+                    self.max_symbols
+                ),
+            });
+        }
         self.symbols.insert(
             symbol.clone(),
             SymbolInterest {
@@ -997,6 +1017,30 @@ mod tests {
             s.insert(*c, symbol);
         }
         s
+    }
+
+    #[test]
+    fn the_daemon_wide_symbol_limit_refuses_only_new_symbols() {
+        let mut i = Interest::new(10).with_max_symbols(2);
+        let mut out = Vec::new();
+        i.connect(1, 0);
+        i.connect(2, 0);
+        let first = i.subscribe(
+            1,
+            vec![sym("AAPL"), sym("MSFT"), sym("SPY")],
+            quotes(),
+            all_feeds,
+            &mut out,
+        );
+        assert_eq!(first.accepted, [sym("AAPL"), sym("MSFT")]);
+        assert_eq!(first.rejected.len(), 1);
+        assert_eq!(first.rejected[0].code, ErrorCode::TooManySymbols);
+        assert!(first.rejected[0].message.contains("registry.max_symbols"));
+        // A symbol already held is shared, whoever asks.
+        let second = i.subscribe(2, vec![sym("MSFT")], quotes(), all_feeds, &mut out);
+        assert_eq!(second.accepted, [sym("MSFT")]);
+        let pinned = i.pin(vec![sym("QQQ")], &PinOwner::Rest, all_feeds, &mut out);
+        assert_eq!(pinned.rejected.len(), 1);
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct Shutdown;
 pub struct RegistryConfig {
     pub unsubscribe_grace: Duration,
     pub max_pinned: usize,
+    /// Most distinct symbols held at once, over every session and pin.
+    pub max_symbols: usize,
     pub throttle: ThrottleConfig,
     /// Beaten every [`HEARTBEAT_INTERVAL`] while the registry runs (liveness).
     pub heartbeat: Heartbeat,
@@ -269,7 +271,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(config: RegistryConfig, quotes: QuoteBook) -> Self {
         Registry {
-            interest: Interest::new(config.max_pinned),
+            interest: Interest::new(config.max_pinned).with_max_symbols(config.max_symbols),
             config,
             quotes,
             throttles: HashMap::new(),

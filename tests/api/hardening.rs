@@ -111,3 +111,20 @@ async fn the_simulator_forgets_symbols_nobody_wants() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn the_daemon_streams_at_most_its_symbol_limit_over_all_sessions() {
+    let app = crate::helpers::spawn_app_with(|s| s.registry.max_symbols = 2).await;
+    let mut a = app.ws().await;
+    let mut b = app.ws().await;
+    let first = a.subscribe(&["AAPL"]).await;
+    assert_eq!(first["symbols"], serde_json::json!(["AAPL"]));
+    let second = b.subscribe(&["MSFT", "SPY", "AAPL"]).await;
+    assert_eq!(second["symbols"], serde_json::json!(["MSFT", "AAPL"]));
+    assert_eq!(second["rejected"][0]["symbol"], "SPY");
+    assert_eq!(second["rejected"][0]["code"], "too_many_symbols");
+    assert!(second["rejected"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("registry.max_symbols"));
+}
