@@ -15,7 +15,14 @@ use crate::upstream::FeedState;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn registry_status(state: &AppState) -> Result<RegistryStatus, HttpResponse> {
-    match tokio::time::timeout(PROBE_TIMEOUT, state.registry.send(GetStatus)).await {
+    registry_status_page(state, GetStatus::default()).await
+}
+
+async fn registry_status_page(
+    state: &AppState,
+    page: GetStatus,
+) -> Result<RegistryStatus, HttpResponse> {
+    match tokio::time::timeout(PROBE_TIMEOUT, state.registry.send(page)).await {
         Ok(Ok(status)) => Ok(status),
         Ok(Err(e)) => Err(unavailable(format!("the registry actor is gone: {e}"))),
         Err(_) => Err(unavailable(format!(
@@ -115,7 +122,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "subscribed_symbols": status.symbols.len(),
         "reconnect_attempts": status.feeds.iter().map(|f| f.status.reconnect_attempts).sum::<u32>(),
         "last_message_time": status.feeds.iter().filter_map(|f| f.counters.last_message_time).max(),
-        "sessions": status.sessions.len(),
+        "sessions": status.session_summary.count,
         "feeds": feeds,
         "timestamp": Timestamp::now(),
     });
@@ -129,9 +136,33 @@ struct FeedStatusView<'a> {
     last_message_age_ms: Option<u64>,
 }
 
-/// `GET /api/v1/status`: everything an operator wants to see, no secrets.
-pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let status = match registry_status(&state).await {
+/// Which sessions `/api/v1/status` lists in full: `?sessions=N&offset=M` (ordered by id).
+#[derive(serde::Deserialize)]
+pub struct SessionPage {
+    #[serde(default = "default_page")]
+    sessions: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+fn default_page() -> usize {
+    DEFAULT_SESSION_PAGE
+}
+
+/// Sessions listed by default, and at most.
+const DEFAULT_SESSION_PAGE: usize = 100;
+const MAX_SESSION_PAGE: usize = 1000;
+
+/// `GET /api/v1/status`: everything an operator wants to see, no secrets. Sessions are summed up,
+/// and a page of them is listed in full.
+pub async fn status(state: web::Data<AppState>, page: web::Query<SessionPage>) -> HttpResponse {
+    let page = page.into_inner();
+    let limit = page.sessions.min(MAX_SESSION_PAGE);
+    let request = GetStatus {
+        offset: page.offset,
+        limit,
+    };
+    let status = match registry_status_page(&state, request).await {
         Ok(s) => s,
         Err(resp) => return resp,
     };
@@ -153,12 +184,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             )
         })
         .collect();
-    let dropped: u64 = status.sessions.iter().map(|s| s.dropped_updates).sum();
-    let sdk_programs = status
-        .sessions
-        .iter()
-        .filter(|s| s.kind.starts_with("sdk"))
-        .count();
+    let summary = &status.session_summary;
     let body = serde_json::json!({
         "server": "tickrelay",
         "version": env!("CARGO_PKG_VERSION"),
@@ -169,11 +195,14 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         "throttle_ms": state.sessions.throttle_ms,
         "feeds": feeds,
         "sessions": {
-            "count": status.sessions.len(),
-            "dropped_updates": dropped,
+            "count": summary.count,
+            "dropped_updates": summary.dropped_updates,
+            "behind": summary.behind,
             "hub_mailbox_drops": status.hub_mailbox_drops,
-            "sdk_programs": sdk_programs,
+            "sdk_programs": summary.sdk_programs,
             "sdk_batches_dropped": state.sdk.taps.dropped(),
+            "offset": page.offset,
+            "listed": status.sessions.len(),
             "list": status.sessions,
         },
         "symbols": status.symbols,

@@ -33,7 +33,7 @@ use serde::Serialize;
 
 pub use self::interest::SubscribeOutcome;
 use self::interest::{Change, Interest};
-pub use self::status::{FeedReport, RegistryStatus, SymbolReport};
+pub use self::status::{FeedReport, RegistryStatus, SessionSummary, SymbolReport};
 use crate::browser::{self, ChannelMask, ErrorCode, Rejection};
 use crate::delivery::{
     DeliverKey, FrameKind, HubId, Publish, SessionCommand, SessionId, SessionSnapshot, Subscriber,
@@ -184,10 +184,17 @@ pub struct RegisterFeed {
     pub status: FeedStatus,
 }
 
-/// A snapshot of everything, for the status endpoints.
-#[derive(Message)]
+/// A snapshot of everything, for the status endpoints: every session summed up, and the
+/// details of a page of them (ordered by id) — with ten thousand browsers the whole list would
+/// make every status request, and the registry, slow.
+#[derive(Message, Default)]
 #[rtype(result = "RegistryStatus")]
-pub struct GetStatus;
+pub struct GetStatus {
+    /// Sessions skipped before the page.
+    pub offset: usize,
+    /// Sessions listed in full (0: only the summary).
+    pub limit: usize,
+}
 
 /// Daemon shutdown: close every session with 1001 and stop every feed.
 #[derive(Message)]
@@ -700,7 +707,7 @@ impl Handler<SymbolsRejected> for Registry {
 impl Handler<GetStatus> for Registry {
     type Result = MessageResult<GetStatus>;
 
-    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let feeds = self
             .feeds
             .values()
@@ -722,9 +729,25 @@ impl Handler<GetStatus> for Registry {
             })
             .collect();
         symbols.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-        let mut sessions: Vec<SessionSnapshot> =
-            self.sessions.values().map(|s| s.stats.snapshot()).collect();
-        sessions.sort_by_key(|s| s.id);
+        let mut summary = SessionSummary {
+            count: self.sessions.len(),
+            ..SessionSummary::default()
+        };
+        for s in self.sessions.values() {
+            let stats = &s.stats;
+            summary.dropped_updates += stats.dropped.load(Ordering::Relaxed);
+            summary.behind += usize::from(stats.behind.load(Ordering::Relaxed));
+            summary.sdk_programs += usize::from(stats.kind.starts_with("sdk"));
+        }
+        let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        let sessions: Vec<SessionSnapshot> = ids
+            .iter()
+            .skip(msg.offset)
+            .take(msg.limit)
+            .filter_map(|id| self.sessions.get(id))
+            .map(|s| s.stats.snapshot())
+            .collect();
         let pinned = symbols
             .iter()
             .filter(|s| s.pinned)
@@ -735,6 +758,7 @@ impl Handler<GetStatus> for Registry {
             throttles: self.throttles.len(),
             symbols,
             sessions,
+            session_summary: summary,
             pinned,
             cached_quotes: self.quotes.len(),
             news: self

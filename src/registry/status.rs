@@ -31,12 +31,24 @@ pub struct SymbolReport {
     pub releasing: bool,
 }
 
+/// Every session summed up.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SessionSummary {
+    pub count: usize,
+    pub sdk_programs: usize,
+    /// Sessions whose socket is not keeping up right now.
+    pub behind: usize,
+    pub dropped_updates: u64,
+}
+
 /// Everything the status endpoints show.
 #[derive(Clone, Debug, Serialize)]
 pub struct RegistryStatus {
     pub feeds: Vec<FeedReport>,
     pub symbols: Vec<SymbolReport>,
+    /// The page of sessions asked for, in full.
     pub sessions: Vec<SessionSnapshot>,
+    pub session_summary: SessionSummary,
     pub throttles: usize,
     pub pinned: Vec<Symbol>,
     pub cached_quotes: usize,

@@ -128,3 +128,34 @@ async fn the_daemon_streams_at_most_its_symbol_limit_over_all_sessions() {
         .unwrap()
         .contains("registry.max_symbols"));
 }
+
+#[actix_web::test]
+async fn the_status_lists_a_page_of_sessions_and_sums_up_all() {
+    let app = crate::helpers::spawn_app().await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(app.ws().await);
+    }
+    let app = &app;
+    async fn page(app: &crate::helpers::TestApp, query: &str) -> serde_json::Value {
+        app.get(&app.url(&format!("/api/v1/status{query}"))).await.1["sessions"].clone()
+    }
+    let all = page(app, "").await;
+    assert_eq!(
+        (all["count"].clone(), all["listed"].clone()),
+        (5.into(), 5.into())
+    );
+    let two = page(app, "?sessions=2").await;
+    assert_eq!(
+        (two["count"].clone(), two["listed"].clone()),
+        (5.into(), 2.into())
+    );
+    let last = page(app, "?sessions=2&offset=4").await;
+    assert_eq!(last["list"].as_array().unwrap().len(), 1);
+    assert!(last["list"][0]["id"].as_u64() > two["list"][1]["id"].as_u64());
+    let none = page(app, "?sessions=0").await;
+    assert_eq!(
+        (none["count"].clone(), none["listed"].clone()),
+        (5.into(), 0.into())
+    );
+}
