@@ -191,15 +191,10 @@ struct RawRequest {
     id: Option<serde_json::Value>,
 }
 
-/// Parses one client text frame.
-pub fn parse_request(text: &str) -> Result<ClientRequest, ClientError> {
-    parse_request_within(text, usize::MAX)
-}
-
 /// Parses one client text frame, reading at most `max_symbols` distinct valid symbols of a
 /// subscribe: the rest (more than a connection may hold anyway) are counted, not parsed, so a
 /// huge list costs no more than a full one.
-pub fn parse_request_within(text: &str, max_symbols: usize) -> Result<ClientRequest, ClientError> {
+pub fn parse_request(text: &str, max_symbols: usize) -> Result<ClientRequest, ClientError> {
     let raw: RawRequest = serde_json::from_str(text).map_err(|e| {
         ClientError::new(
             ErrorCode::InvalidJson,
@@ -927,15 +922,18 @@ pub fn bar(symbol: &Symbol, b: &Bar) -> ByteString {
 mod tests {
     use super::*;
 
+    fn parse_one(text: &str) -> Result<ClientRequest, ClientError> {
+        parse_request(text, usize::MAX)
+    }
+
     fn json(b: &ByteString) -> serde_json::Value {
         serde_json::from_str(b).unwrap()
     }
 
     #[test]
     fn parses_subscribe_with_defaults_and_rejections() {
-        let req =
-            parse_request(r#"{"action":"subscribe","symbols":["aapl"," msft ","??","AAPL",7]}"#)
-                .unwrap();
+        let req = parse_one(r#"{"action":"subscribe","symbols":["aapl"," msft ","??","AAPL",7]}"#)
+            .unwrap();
         let ClientRequest::Subscribe {
             symbols,
             channels,
@@ -966,7 +964,7 @@ mod tests {
             symbols,
             over_limit,
             ..
-        } = parse_request_within(&text, 3).unwrap()
+        } = parse_request(&text, 3).unwrap()
         else {
             panic!()
         };
@@ -990,28 +988,28 @@ mod tests {
 
     #[test]
     fn parses_channels_and_other_actions() {
-        let req = parse_request(
+        let req = parse_one(
             r#"{"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades","bars"]}"#,
         )
         .unwrap();
         assert!(matches!(req, ClientRequest::Subscribe { channels, .. } if channels.len() == 3));
         assert_eq!(
-            parse_request(r#"{"action":"ping","id":7}"#).unwrap(),
+            parse_one(r#"{"action":"ping","id":7}"#).unwrap(),
             ClientRequest::Ping { id: Some(7.into()) }
         );
         assert_eq!(
-            parse_request(r#"{"action":"configure","batch":true}"#).unwrap(),
+            parse_one(r#"{"action":"configure","batch":true}"#).unwrap(),
             ClientRequest::Configure { batch: Some(true) }
         );
         assert!(matches!(
-            parse_request(r#"{"action":"unsubscribe","symbols":["AAPL"]}"#).unwrap(),
+            parse_one(r#"{"action":"unsubscribe","symbols":["AAPL"]}"#).unwrap(),
             ClientRequest::Unsubscribe { .. }
         ));
     }
 
     #[test]
     fn bad_input_gets_the_documented_codes() {
-        let code = |text: &str| parse_request(text).unwrap_err().code;
+        let code = |text: &str| parse_one(text).unwrap_err().code;
         assert_eq!(code("garbage"), ErrorCode::InvalidJson);
         assert_eq!(code("[1,2]"), ErrorCode::InvalidJson);
         assert_eq!(code(r#"{"action":"dance"}"#), ErrorCode::UnknownAction);

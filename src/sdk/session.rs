@@ -158,11 +158,10 @@ impl SdkSession {
         };
         match msg {
             ClientMessage::Auth { key, secret } => self.authenticate(&key, &secret),
-            ClientMessage::Subscribe(lists) | ClientMessage::Unsubscribe(lists)
+            ClientMessage::Subscribe(_) | ClientMessage::Unsubscribe(_)
                 if self.client.is_none() =>
             {
-                let _ = lists;
-                self.error(401);
+                self.error(401)
             }
             ClientMessage::Subscribe(lists) => self.change(true, &lists),
             ClientMessage::Unsubscribe(lists) => self.change(false, &lists),

@@ -201,7 +201,7 @@ impl ClientSession {
         }
         // A few past the cap are still read, so a small overflow names its symbols.
         let readable = self.config.settings.max_symbols + browser::MAX_LISTED_REJECTIONS;
-        match browser::parse_request_within(text, readable) {
+        match browser::parse_request(text, readable) {
             Ok(request) => self.on_request(request, ctx),
             Err(err) => self.send_error(&err),
         }

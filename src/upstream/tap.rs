@@ -103,15 +103,6 @@ impl RawFilter {
         }
     }
 
-    pub fn contains(&self, channel: Channel, symbol: &Symbol) -> bool {
-        let f = &self.channels[channel as usize];
-        if symbol.is_wildcard() {
-            f.all
-        } else {
-            f.symbols.contains(symbol)
-        }
-    }
-
     /// The symbols of `channel`, sorted, `*` first when set.
     pub fn symbols(&self, channel: Channel) -> Vec<Symbol> {
         let f = &self.channels[channel as usize];
@@ -130,10 +121,6 @@ impl RawFilter {
             all.extend(f.symbols.iter());
         }
         all.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.channels.iter().all(|f| !f.all && f.symbols.is_empty())
     }
 }
 

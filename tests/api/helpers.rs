@@ -314,17 +314,20 @@ impl WsClient {
 
     /// Reads until the connection ends, returning how (frames before the end are discarded).
     pub async fn until_end(&mut self) -> Ended {
-        loop {
-            match actix_web::rt::time::timeout(EVENT_TIMEOUT, self.framed.next())
-                .await
-                .expect("timed out waiting for the connection to end")
-            {
-                Some(Ok(Frame::Close(reason))) => {
-                    return Ended::Closed(reason.map(|r| r.code.into()))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return Ended::Eof,
-            }
+        read_until_end(&mut self.framed).await
+    }
+}
+
+/// Reads a client connection until it ends, returning how (frames before the end are discarded).
+pub async fn read_until_end(framed: &mut Framed<BoxedSocket, Codec>) -> Ended {
+    loop {
+        match actix_web::rt::time::timeout(EVENT_TIMEOUT, framed.next())
+            .await
+            .expect("timed out waiting for the connection to end")
+        {
+            Some(Ok(Frame::Close(reason))) => return Ended::Closed(reason.map(|r| r.code.into())),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Ended::Eof,
         }
     }
 }

@@ -202,18 +202,7 @@ impl SdkClient {
     }
 
     pub async fn until_end(&mut self) -> Ended {
-        loop {
-            match actix_web::rt::time::timeout(EVENT_TIMEOUT, self.framed.next())
-                .await
-                .expect("timed out waiting for the connection to end")
-            {
-                Some(Ok(Frame::Close(reason))) => {
-                    return Ended::Closed(reason.map(|r| r.code.into()))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return Ended::Eof,
-            }
-        }
+        crate::helpers::read_until_end(&mut self.framed).await
     }
 }
 

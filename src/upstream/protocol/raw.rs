@@ -514,16 +514,7 @@ fn json_to_msgpack_slowly(text: &str, t: &str, crypto: bool) -> Option<Vec<u8>> 
     }
     for (key, value) in map.iter().filter(|(k, _)| *k != "T") {
         rmp::encode::write_str(&mut out, key).ok()?;
-        let context = if t == "o" && matches!(key.as_str(), "b" | "a") {
-            Context::BookLevels
-        } else if is_time_key(key) {
-            Context::Time
-        } else if is_float_key(t, key, crypto) {
-            Context::Float
-        } else {
-            Context::Plain
-        };
-        write_msgpack(value, &mut out, context, 0)?;
+        write_msgpack(value, &mut out, Context::of(t, key, crypto), 0)?;
     }
     Some(out)
 }
@@ -570,15 +561,7 @@ impl<'de> Visitor<'de> for Message<'_> {
         let mut count = 1;
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             write_key(self.out, &key);
-            let context = if t == "o" && matches!(key.as_ref(), "b" | "a") {
-                Context::BookLevels
-            } else if is_time_key(&key) {
-                Context::Time
-            } else if is_float_key(&t, &key, self.crypto) {
-                Context::Float
-            } else {
-                Context::Plain
-            };
+            let context = Context::of(&t, &key, self.crypto);
             map.next_value_seed(Streamed {
                 out: self.out,
                 context,
@@ -703,6 +686,21 @@ enum Context {
     Time,
     /// Order book levels: every number is a float.
     BookLevels,
+}
+
+impl Context {
+    /// How the value of `key` in a message of type `t` is typed.
+    fn of(t: &str, key: &str, crypto: bool) -> Context {
+        if t == "o" && matches!(key, "b" | "a") {
+            Context::BookLevels
+        } else if is_time_key(key) {
+            Context::Time
+        } else if is_float_key(t, key, crypto) {
+            Context::Float
+        } else {
+            Context::Plain
+        }
+    }
 }
 
 fn write_msgpack(v: &Value, out: &mut Vec<u8>, context: Context, depth: usize) -> Option<()> {
