@@ -23,7 +23,6 @@ that reached the SDK for a symbol it no longer routes ({"type":"unrouted",...})
 are printed too; neither counts towards --count.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -34,6 +33,8 @@ import time
 # version is pinned in requirements-py.txt.
 from alpaca.data.live import CryptoDataStream, NewsDataStream, OptionDataStream, StockDataStream
 from alpaca.trading.stream import TradingStream
+
+from clientlib import FailOnWarning, Run
 
 DEFAULT_SYMBOLS = {
     "stocks": "AAPL,MSFT",
@@ -60,52 +61,6 @@ CHANNELS = {
     "orderbooks": ("subscribe_orderbooks", "orderbook"),
     "news": ("subscribe_news", "news"),
 }
-
-
-class Run:
-    """Shared state between the SDK's event-loop thread and the main thread."""
-
-    def __init__(self, count):
-        self.count = count
-        self.received = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.error = None
-        self.unsubscribe_now = threading.Event()
-
-    def emit(self, obj, counts=True):
-        line = json.dumps(obj, default=str)
-        with self.lock:
-            if self.done.is_set():
-                return
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-            if counts:
-                self.received += 1
-                if self.received >= self.count:
-                    self.done.set()
-        return self.received
-
-    def fail(self, message):
-        with self.lock:
-            if self.error is None:
-                self.error = message
-            self.done.set()
-
-
-class FailOnWarning(logging.Handler):
-    """alpaca-py logs errors (and reconnects) instead of raising: treat any
-    WARNING or worse as a failure."""
-
-    def __init__(self, run):
-        super().__init__(level=logging.WARNING)
-        self.run = run
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            msg += " [%s]" % type(record.exc_info[1]).__name__
-        self.run.fail("SDK logged %s from %s: %s" % (record.levelname, record.name, msg))
 
 
 def parse_args():

@@ -18,7 +18,6 @@ warning/error (it logs and reconnects instead of raising).
 """
 import argparse
 import datetime
-import json
 import logging
 import os
 import sys
@@ -26,49 +25,13 @@ import threading
 
 from alpaca_trade_api.stream import Stream
 
+from clientlib import FailOnWarning, Run
+
 CHANNELS = {
     "quotes": ("subscribe_quotes", "quote"),
     "trades": ("subscribe_trades", "trade"),
     "bars": ("subscribe_bars", "bar"),
 }
-
-
-class Run:
-    def __init__(self, count):
-        self.count = count
-        self.received = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.error = None
-
-    def emit(self, obj):
-        line = json.dumps(obj, default=str)
-        with self.lock:
-            if self.done.is_set():
-                return
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-            self.received += 1
-            if self.received >= self.count:
-                self.done.set()
-
-    def fail(self, message):
-        with self.lock:
-            if self.error is None:
-                self.error = message
-            self.done.set()
-
-
-class FailOnWarning(logging.Handler):
-    def __init__(self, run):
-        super().__init__(level=logging.WARNING)
-        self.run = run
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            msg += " [%s]" % type(record.exc_info[1]).__name__
-        self.run.fail("SDK logged %s from %s: %s" % (record.levelname, record.name, msg))
 
 
 def parse_args():
