@@ -7,6 +7,7 @@
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::Secret;
 use crate::market::{mid_price, Bar, Code, Codes, Level, NewsArticle, Num, Trade, TradeFix};
 use crate::symbol::{Symbol, SymbolError, WILDCARD};
 use crate::time::Timestamp;
@@ -180,6 +181,10 @@ pub enum ClientRequest {
     Ping {
         id: Option<serde_json::Value>,
     },
+    /// `{"action":"auth","token":"<key_id>:<secret>"}` or `{"action":"auth","key":…,"secret":…}`.
+    Auth {
+        token: Secret,
+    },
 }
 
 #[derive(Deserialize)]
@@ -189,6 +194,9 @@ struct RawRequest {
     channels: Option<serde_json::Value>,
     batch: Option<serde_json::Value>,
     id: Option<serde_json::Value>,
+    token: Option<serde_json::Value>,
+    key: Option<serde_json::Value>,
+    secret: Option<serde_json::Value>,
 }
 
 /// Parses one client text frame, reading at most `max_symbols` distinct valid symbols of a
@@ -212,7 +220,7 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<ClientRequest, Cl
         None => {
             return Err(ClientError::new(
                 ErrorCode::UnknownAction,
-                "missing \"action\"; expected subscribe, unsubscribe, configure or ping",
+                "missing \"action\"; expected subscribe, unsubscribe, configure, ping or auth",
             ))
         }
     };
@@ -256,9 +264,28 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<ClientRequest, Cl
             )),
         },
         "ping" => Ok(ClientRequest::Ping { id: raw.id }),
+        "auth" => {
+            let text = |v: Option<serde_json::Value>| match v {
+                Some(serde_json::Value::String(s)) => Some(s),
+                _ => None,
+            };
+            let token = match (text(raw.token), text(raw.key), text(raw.secret)) {
+                (Some(token), _, _) => token,
+                (None, Some(key), Some(secret)) => format!("{key}:{secret}"),
+                _ => {
+                    return Err(ClientError::new(
+                        ErrorCode::Unauthorized,
+                        "auth needs \"token\":\"<key_id>:<secret>\" (or \"key\" and \"secret\")",
+                    ))
+                }
+            };
+            Ok(ClientRequest::Auth {
+                token: Secret::new(token),
+            })
+        }
         other => Err(ClientError::new(
             ErrorCode::UnknownAction,
-            format!("unknown action {other:?}; expected subscribe, unsubscribe, configure or ping"),
+            format!("unknown action {other:?}; expected subscribe, unsubscribe, configure, ping or auth"),
         )),
     }
 }
@@ -369,6 +396,7 @@ pub fn welcome(
     throttle_ms: u64,
     session_id: u64,
     max_symbols: usize,
+    scopes: &[String],
 ) -> ByteString {
     #[derive(Serialize)]
     struct Welcome<'a> {
@@ -379,6 +407,8 @@ pub fn welcome(
         throttle_ms: u64,
         session_id: u64,
         max_symbols: usize,
+        /// What this connection may do before it signs in (the anonymous scopes).
+        scopes: &'a [String],
         timestamp: Timestamp,
     }
     frame(&Welcome {
@@ -389,6 +419,24 @@ pub fn welcome(
         throttle_ms,
         session_id,
         max_symbols,
+        scopes,
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `authenticated`, the answer to a good `auth`: who the connection now is and what it may do.
+pub fn authenticated(client: &str, scopes: &[String]) -> ByteString {
+    #[derive(Serialize)]
+    struct Authenticated<'a> {
+        r#type: &'static str,
+        client: &'a str,
+        scopes: &'a [String],
+        timestamp: Timestamp,
+    }
+    frame(&Authenticated {
+        r#type: "authenticated",
+        client,
+        scopes,
         timestamp: Timestamp::now(),
     })
 }

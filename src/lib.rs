@@ -42,7 +42,7 @@
 //! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
-//!   [`credentials`], [`clients`] (who may use the Alpaca-compatible endpoint),
+//!   [`credentials`], [`auth`] (clients, scopes: who may do what),
 //!   [`wire`] (ordered JSON/msgpack messages), [`time`], [`quote_book`], [`rng`].
 //!
 //! Quote traffic never waits: the feed leaves events in a per-symbol inlet (bounded, newest wins),
@@ -50,8 +50,8 @@
 //! replies.
 
 pub mod accounts;
+pub mod auth;
 pub mod browser;
-pub mod clients;
 pub mod credentials;
 pub mod delivery;
 pub mod http;

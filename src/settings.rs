@@ -37,6 +37,7 @@ const LIST_KEYS: &[&str] = &[
     "simulator.symbols",
     "http.allowed_hosts",
     "http.allowed_origins",
+    "auth.anonymous_scopes",
 ];
 
 /// Why `url` may not carry the Alpaca keys: a clear-text scheme to another machine without the
@@ -90,9 +91,13 @@ pub struct Settings {
     pub accounts: BTreeMap<String, AccountSettings>,
     #[serde(default)]
     pub trading: TradingSettings,
-    /// Programs allowed on the Alpaca-compatible endpoint, by id, with their own key pairs.
+    /// tickrelay's own clients (REST callers, browsers that sign in, SDK programs), by id, each
+    /// with its key pair and scopes.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientSettings>,
+    /// What callers without credentials may do.
+    #[serde(default)]
+    pub auth: AuthSettings,
     /// Alpaca credentials for market data from the environment; `None` when unset.
     #[serde(skip)]
     pub credentials: Option<Credentials>,
@@ -464,23 +469,45 @@ impl AccountSettings {
     }
 }
 
-/// A program that may use the Alpaca-compatible endpoint (an SDK program, a service). It
+/// One of tickrelay's clients: a REST caller, a browser that signs in, an SDK program. It
 /// authenticates with its own key pair, never with the upstream Alpaca keys.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientSettings {
-    /// The key id it sends (`key` in Alpaca's auth message).
+    /// The key id it sends (`key` in Alpaca's auth message, before the `:` of a bearer token).
     pub key_id: String,
     /// The environment variable holding its secret; default `TICKRELAY_CLIENT_SECRET_<ID>`.
     pub secret_env: Option<String>,
-    /// Accounts whose trade updates it may see (none by default).
-    pub accounts: Vec<String>,
+    /// What it may do (see [`crate::auth`]); unset: `["market"]`.
+    pub scopes: Option<Vec<String>>,
     /// The secret, read from the environment at start-up.
     #[serde(skip)]
     pub secret: Option<Secret>,
 }
 
+/// What callers without credentials get.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Scopes of anonymous callers (see [`crate::auth`]). An account scope here is refused with
+    /// the Alpaca provider: a real account is never served anonymously.
+    pub anonymous_scopes: Vec<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            anonymous_scopes: vec!["market".into()],
+        }
+    }
+}
+
 impl ClientSettings {
+    /// Its scopes by name (`["market"]` when none are set).
+    pub fn scope_names(&self) -> Vec<String> {
+        self.scopes.clone().unwrap_or_else(|| vec!["market".into()])
+    }
+
     /// The environment variable holding client `id`'s secret.
     pub fn secret_env_name(&self, id: &str) -> String {
         self.secret_env.clone().unwrap_or_else(|| {
@@ -782,14 +809,14 @@ impl Settings {
         for key in LIST_KEYS {
             overrides = overrides.with_list_parse_key(key);
         }
-        // `TICKRELAY__CLIENTS__<ID>__ACCOUNTS=main,swing`: per-client lists.
+        // `TICKRELAY__CLIENTS__<ID>__SCOPES=market,account:main`: per-client lists.
         for key in env.keys() {
             let lower = key.to_ascii_lowercase();
             if let Some(id) = lower
                 .strip_prefix("tickrelay__clients__")
-                .and_then(|rest| rest.strip_suffix("__accounts"))
+                .and_then(|rest| rest.strip_suffix("__scopes"))
             {
-                overrides = overrides.with_list_parse_key(&format!("clients.{id}.accounts"));
+                overrides = overrides.with_list_parse_key(&format!("clients.{id}.scopes"));
             }
         }
         let read_err = |source| SettingsError::Read {
@@ -821,7 +848,19 @@ impl Settings {
         }
     }
 
-    /// Every problem with these settings; empty when they are usable.
+    /// What is wrong with a list of scope names: an unknown scope or an account not configured.
+    fn scope_problem(&self, names: &[String]) -> Option<String> {
+        let scopes = match crate::auth::Scopes::parse(names) {
+            Ok(s) => s,
+            Err(e) => return Some(e),
+        };
+        scopes
+            .accounts()
+            .iter()
+            .find(|a| !self.accounts.contains_key(&***a))
+            .map(|a| format!("there is no account {a:?} in [accounts]"))
+    }
+
     /// Every duration setting, by key.
     fn durations_ms(&self) -> Vec<(&'static str, u64)> {
         let (h, u, b, t, r, s, k, m) = (
@@ -1109,13 +1148,28 @@ impl Settings {
                     ),
                 );
             }
-            for account in &client.accounts {
-                if !self.accounts.contains_key(account) {
-                    bad(
-                        &format!("{key}.accounts"),
-                        format!("there is no account {account:?} in [accounts]"),
-                    );
-                }
+            if client.key_id.contains(':') {
+                bad(
+                    &format!("{key}.key_id"),
+                    "must not contain ':' (it separates key id and secret in a token)".into(),
+                );
+            }
+            if let Some(problem) = self.scope_problem(&client.scope_names()) {
+                bad(&format!("{key}.scopes"), problem);
+            }
+        }
+        let anonymous = &self.auth.anonymous_scopes;
+        if let Some(problem) = self.scope_problem(anonymous) {
+            bad("auth.anonymous_scopes", problem);
+        } else if self.upstream.provider == Provider::Alpaca {
+            if let Some(account) = anonymous.iter().find(|s| s.trim().starts_with("account:")) {
+                bad(
+                    "auth.anonymous_scopes",
+                    format!(
+                        "{:?} would serve a real Alpaca account to anyone who can reach the daemon; remove it and give the scope to a [clients.<id>] entry instead",
+                        account.trim()
+                    ),
+                );
             }
         }
         if self.trading.rest_requests_per_minute == 0 {
@@ -1360,14 +1414,17 @@ mod tests {
             "[accounts.main]\n[accounts.swing]\n",
             env(&[
                 ("TICKRELAY__CLIENTS__ALGO-1__KEY_ID", "algo-key"),
-                ("TICKRELAY__CLIENTS__ALGO-1__ACCOUNTS", "main,swing"),
+                (
+                    "TICKRELAY__CLIENTS__ALGO-1__SCOPES",
+                    "market,account:main,account:swing",
+                ),
                 ("TICKRELAY_CLIENT_SECRET_ALGO_1", "algo-secret"),
             ]),
         )
         .unwrap();
         let c = &s.clients["algo-1"];
         assert_eq!(c.key_id, "algo-key");
-        assert_eq!(c.accounts, ["main", "swing"]);
+        assert_eq!(c.scope_names(), ["market", "account:main", "account:swing"]);
         assert_eq!(c.secret.as_ref().unwrap().expose(), "algo-secret");
         assert!(!format!("{s:?}").contains("algo-secret"));
     }
@@ -1375,14 +1432,54 @@ mod tests {
     #[test]
     fn a_client_without_its_secret_or_with_an_unknown_account_is_refused() {
         let err = Settings::from_toml_str(
-            "[clients.notebook]\nkey_id = \"nb\"\naccounts = [\"ghost\"]\n[clients.other]\nkey_id = \"nb\"\nsecret_env = \"OTHER_SECRET\"\n",
-            env(&[("OTHER_SECRET", "s")]),
+            "[clients.notebook]\nkey_id = \"nb\"\nscopes = [\"account:ghost\"]\n[clients.other]\nkey_id = \"nb\"\nsecret_env = \"OTHER_SECRET\"\nscopes = [\"markets\"]\n[clients.colon]\nkey_id = \"a:b\"\n",
+            env(&[("OTHER_SECRET", "s"), ("TICKRELAY_CLIENT_SECRET_COLON", "s")]),
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("TICKRELAY_CLIENT_SECRET_NOTEBOOK"), "{err}");
-        assert!(err.contains("ghost"), "{err}");
+        assert!(
+            err.contains("clients.notebook.scopes") && err.contains("ghost"),
+            "{err}"
+        );
+        assert!(
+            err.contains("clients.other.scopes") && err.contains("markets"),
+            "{err}"
+        );
         assert!(err.contains("already uses this key id"), "{err}");
+        assert!(err.contains("clients.colon.key_id"), "{err}");
+    }
+
+    #[test]
+    fn an_anonymous_account_scope_is_a_start_up_error_with_a_real_account_only() {
+        let toml = "[accounts.main]\n[auth]\nanonymous_scopes = [\"market\", \"account:main\"]\n";
+        let simulated = Settings::from_toml_str(toml, env(&[])).unwrap();
+        assert_eq!(simulated.auth.anonymous_scopes, ["market", "account:main"]);
+        let real = format!("[upstream]\nprovider = \"alpaca\"\n{toml}");
+        let err = Settings::from_toml_str(
+            &real,
+            env(&[("APCA_API_KEY_ID", "k"), ("APCA_API_SECRET_KEY", "s")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("auth.anonymous_scopes") && err.contains("account:main"),
+            "{err}"
+        );
+        let from_env = Settings::from_toml_str(
+            "[accounts.main]\n",
+            env(&[("TICKRELAY__AUTH__ANONYMOUS_SCOPES", "market,pin")]),
+        )
+        .unwrap();
+        assert_eq!(from_env.auth.anonymous_scopes, ["market", "pin"]);
+        assert_eq!(
+            Settings::from_toml_str("", env(&[]))
+                .unwrap()
+                .auth
+                .anonymous_scopes,
+            ["market"],
+            "the default"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::accounts::stream::{TradingConfig, TradingStream};
 use crate::accounts::AccountStore;
+use crate::auth::Auth;
 use crate::credentials::{Credentials, Secret};
 use crate::http::{self, AppState};
 use crate::hub::{HubConfig, LocalHub};
@@ -144,10 +145,16 @@ impl Daemon {
         .start();
 
         let taps = Taps::new();
-        let sdk = Arc::new(SdkContext::new(&settings, taps.clone()));
-        if sdk.clients.is_empty() {
-            info!("Alpaca-compatible endpoint: no client configured, so every SDK auth is refused (402); add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>");
+        let auth = Arc::new(Auth::from_settings(&settings.clients, &settings.auth));
+        if auth.is_empty() {
+            info!("no client is configured: callers get only the anonymous scopes [{}] and every SDK auth is refused (402); add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>", auth.anonymous().scopes.names().join(", "));
+        } else {
+            info!(
+                "anonymous callers get the scopes [{}]",
+                auth.anonymous().scopes.names().join(", ")
+            );
         }
+        let sdk = Arc::new(SdkContext::new(&settings, taps.clone(), auth.clone()));
         for kind in FeedKind::ALL {
             if let Some(config) = feed_config(kind, &settings, &data_url, &credentials, &taps) {
                 start_feed(&registry, config);
@@ -163,6 +170,7 @@ impl Daemon {
                 .send(Pin {
                     symbols: pins,
                     owner: PinOwner::Config,
+                    ttl: None,
                 })
                 .await?;
             for r in outcome.rejected {
@@ -179,7 +187,9 @@ impl Daemon {
                 provider: provider.as_str(),
                 throttle_ms: settings.throttle.interval_ms,
                 stale_after: ms(settings.throttle.stale_after_ms),
+                auth: auth.clone(),
             }),
+            auth,
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
             dashboard_symbols: Settings::symbols(&settings.dashboard.symbols)

@@ -254,7 +254,11 @@ impl TradingStream {
             kind: FrameKind::Order(self.order_seq),
         };
         let frame = browser::order_update(self.id(), &event, data);
-        self.registry.do_send(AccountEvent { key, frame });
+        self.registry.do_send(AccountEvent {
+            account: self.config.account.clone(),
+            key,
+            frame,
+        });
         if matches!(event.as_str(), "fill" | "partial_fill") {
             self.schedule_refresh(ctx);
         }
@@ -382,7 +386,11 @@ impl TradingStream {
                 kind: FrameKind::Position(self.config.index),
             };
             let frame = browser::position_update(self.id(), p);
-            self.registry.do_send(AccountEvent { key, frame });
+            self.registry.do_send(AccountEvent {
+                account: self.config.account.clone(),
+                key,
+                frame,
+            });
         }
         if !changed.is_empty() {
             self.sync_pins();

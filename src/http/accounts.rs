@@ -1,19 +1,25 @@
 //! Trading accounts, answered from memory: `/api/v1/accounts…` and `/api/v1/websocket/status`.
+//!
+//! An account's views need its `account:<id>` scope; the lists show only the accounts the caller
+//! may see.
 
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::auth::refusal;
 use super::{ApiError, AppState};
 use crate::accounts::AccountState;
+use crate::auth::Principal;
 
 /// `GET /api/v1/accounts`.
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+pub async fn list(state: web::Data<AppState>, who: Principal) -> HttpResponse {
     let accounts: Vec<_> = state
         .accounts
         .all()
         .into_iter()
+        .filter(|a| who.scopes.account(&a.id))
         .map(|a| {
             let field = |k: &str| a.account.as_ref().and_then(|v| v.get(k)).cloned();
             json!({
@@ -37,10 +43,20 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"count": accounts.len(), "accounts": accounts}))
 }
 
-/// The account's state once loaded; otherwise the response that says why not.
-fn loaded(state: &AppState, id: &str) -> Result<AccountState, Box<HttpResponse>> {
+/// The account's state once loaded; otherwise the response that says why not. Whether an
+/// account exists is only told to callers who may see it.
+fn loaded(state: &AppState, who: &Principal, id: &str) -> Result<AccountState, Box<HttpResponse>> {
+    if let Some(refused) = refusal(who, who.scopes.account(id), &format!("account:{id}")) {
+        return Err(Box::new(refused));
+    }
     let Some(account) = state.accounts.get(id) else {
-        let known: Vec<String> = state.accounts.all().into_iter().map(|a| a.id).collect();
+        let known: Vec<String> = state
+            .accounts
+            .all()
+            .into_iter()
+            .map(|a| a.id)
+            .filter(|a| who.scopes.account(a))
+            .collect();
         return Err(Box::new(HttpResponse::NotFound().json(ApiError {
             error: "unknown_account",
             message: format!("no account {id:?}; configured: {}", known.join(", ")),
@@ -62,23 +78,28 @@ fn loaded(state: &AppState, id: &str) -> Result<AccountState, Box<HttpResponse>>
 }
 
 /// `GET /api/v1/accounts/{id}/{dashboard|account|positions|orders}`.
-pub async fn view(state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+pub async fn view(
+    state: web::Data<AppState>,
+    who: Principal,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (id, view) = path.into_inner();
-    account_view(&state, &id, &view)
+    account_view(&state, &who, &id, &view)
 }
 
 /// `GET /api/v1/realtime/{view}/{id}`: the trading service's name for the same views, which its
 /// front ends and scripts call.
 pub async fn realtime_view(
     state: web::Data<AppState>,
+    who: Principal,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (view, id) = path.into_inner();
-    account_view(&state, &id, &view)
+    account_view(&state, &who, &id, &view)
 }
 
-fn account_view(state: &AppState, id: &str, view: &str) -> HttpResponse {
-    let account = match loaded(state, id) {
+fn account_view(state: &AppState, who: &Principal, id: &str, view: &str) -> HttpResponse {
+    let account = match loaded(state, who, id) {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
@@ -95,8 +116,9 @@ fn account_view(state: &AppState, id: &str, view: &str) -> HttpResponse {
 }
 
 /// `GET /api/v1/websocket/status`: the trading streams.
-pub async fn websocket_status(state: web::Data<AppState>) -> HttpResponse {
-    let all = state.accounts.all();
+pub async fn websocket_status(state: web::Data<AppState>, who: Principal) -> HttpResponse {
+    let mut all = state.accounts.all();
+    all.retain(|a| who.scopes.account(&a.id));
     let accounts: BTreeMap<String, serde_json::Value> = all
         .iter()
         .map(|a| {

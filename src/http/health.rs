@@ -7,6 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::registry::{FeedReport, GetStatus, RegistryStatus};
 use crate::time::Timestamp;
 use crate::upstream::FeedState;
@@ -154,10 +155,19 @@ const DEFAULT_SESSION_PAGE: usize = 100;
 const MAX_SESSION_PAGE: usize = 1000;
 
 /// `GET /api/v1/status`: everything an operator wants to see, no secrets. Sessions are summed up,
-/// and a page of them is listed in full.
-pub async fn status(state: web::Data<AppState>, page: web::Query<SessionPage>) -> HttpResponse {
+/// and, for the `admin` scope, a page of them is listed in full.
+pub async fn status(
+    state: web::Data<AppState>,
+    who: Principal,
+    page: web::Query<SessionPage>,
+) -> HttpResponse {
     let page = page.into_inner();
-    let limit = page.sessions.min(MAX_SESSION_PAGE);
+    // Who is connected from where is for operators: the list needs `admin`.
+    let limit = if who.scopes.admin() {
+        page.sessions.min(MAX_SESSION_PAGE)
+    } else {
+        0
+    };
     let request = GetStatus {
         offset: page.offset,
         limit,
@@ -204,6 +214,7 @@ pub async fn status(state: web::Data<AppState>, page: web::Query<SessionPage>) -
             "offset": page.offset,
             "listed": status.sessions.len(),
             "list": status.sessions,
+            "list_needs": if who.scopes.admin() { None } else { Some("admin") },
         },
         "symbols": status.symbols,
         "throttles": status.throttles,

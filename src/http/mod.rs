@@ -6,6 +6,7 @@
 //! - [`ws`] — `GET /ws`, the browser protocol.
 //! - [`dashboard`] — `GET /`, a live table of prices and feed status.
 //! - [`accounts`] — trading accounts and their streams, from memory.
+//! - [`auth`] — who a request comes from (`Authorization: Bearer`) and the scope checks.
 //! - [`limits`] — how many WebSockets may be open, in total and per IP address.
 //! - [`guard`] — which Hosts, Origins and content types are allowed (DNS rebinding, cross-site
 //!   requests), for REST (a middleware) and WebSocket upgrades.
@@ -13,6 +14,7 @@
 //! Handlers read the quote cache directly and ask the registry for everything else.
 
 pub mod accounts;
+pub mod auth;
 pub mod dashboard;
 pub mod guard;
 pub mod health;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub book: QuoteBook,
     pub accounts: AccountStore,
     pub sessions: Arc<SessionConfig>,
+    /// Clients and scopes: who may do what.
+    pub auth: Arc<crate::auth::Auth>,
     pub provider: &'static str,
     pub stale_after: Duration,
     pub dashboard_symbols: Vec<String>,

@@ -1,8 +1,10 @@
 //! Latest cached prices, straight from the quote cache.
 
+use crate::auth::Principal;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::auth::refusal;
 use super::{ApiError, AppState};
 use crate::browser::PriceUpdate;
 use crate::quote_book::CachedPrice;
@@ -35,7 +37,14 @@ fn view<'a>(
 }
 
 /// `GET /api/v1/quotes/{symbol}`.
-pub async fn one(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+pub async fn one(
+    state: web::Data<AppState>,
+    who: Principal,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Some(refused) = refusal(&who, who.scopes.market(), "market") {
+        return refused;
+    }
     let raw = path.into_inner();
     let symbol = match Symbol::parse(&raw) {
         Ok(s) => s,
@@ -64,7 +73,14 @@ pub struct ManyQuery {
 }
 
 /// `GET /api/v1/quotes?symbols=A,B`.
-pub async fn many(state: web::Data<AppState>, query: web::Query<ManyQuery>) -> HttpResponse {
+pub async fn many(
+    state: web::Data<AppState>,
+    who: Principal,
+    query: web::Query<ManyQuery>,
+) -> HttpResponse {
+    if let Some(refused) = refusal(&who, who.scopes.market(), "market") {
+        return refused;
+    }
     let Some(list) = query.into_inner().symbols.filter(|s| !s.trim().is_empty()) else {
         return HttpResponse::BadRequest().json(ApiError {
             error: "missing_symbols",

@@ -2,12 +2,22 @@
 //!
 //! `POST /api/v1/subscriptions` (and the existing front end's `POST
 //! /api/positions/subscribe-spot-prices`) pin symbols; `DELETE /api/v1/subscriptions` releases them.
-//! Body `{"symbols":[…]}`; reply `{"status":"success"|"error","message","symbols",…}`.
+//! Body `{"symbols":[…]}`, on `POST` optionally `"ttl_ms"` (released by itself after that long);
+//! reply `{"status":"success"|"error","message","symbols",…}`.
+//!
+//! Both need the `pin` scope. A pin belongs to the caller (its client id, or `anonymous`): a
+//! `DELETE` releases the caller's own pins; with the `admin` scope, `"owner":"<id>"` releases that
+//! owner's and `"owner":"*"` everyone's.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::auth::refusal;
 use super::AppState;
+use crate::auth::Principal;
 use crate::browser::Rejection;
 use crate::registry::{Pin, PinOwner, Unpin};
 use crate::symbol::Symbol;
@@ -18,6 +28,21 @@ const MAX_SYMBOLS: usize = 1000;
 #[derive(Deserialize)]
 struct Body {
     symbols: Vec<String>,
+    /// `POST`: release the pins by themselves after this long.
+    ttl_ms: Option<u64>,
+    /// `DELETE` (admin): whose pins to release, `*` for everyone's.
+    owner: Option<String>,
+}
+
+/// The longest a pin's time-to-live may be: a week.
+const MAX_TTL_MS: u64 = 7 * 86_400_000;
+
+/// A request's symbols, split into valid ones and rejections, and its options.
+struct Request {
+    symbols: Vec<Symbol>,
+    rejected: Vec<Rejection>,
+    ttl_ms: Option<u64>,
+    owner: Option<String>,
 }
 
 fn error(status: actix_web::http::StatusCode, message: String) -> HttpResponse {
@@ -29,7 +54,7 @@ fn error(status: actix_web::http::StatusCode, message: String) -> HttpResponse {
 }
 
 /// Parses the body into valid symbols and rejections, or says what is wrong with it.
-fn parse(body: &[u8]) -> Result<(Vec<Symbol>, Vec<Rejection>), String> {
+fn parse(body: &[u8]) -> Result<Request, String> {
     let parsed: Body = serde_json::from_slice(body)
         .map_err(|e| format!("expected a JSON body like {{\"symbols\":[\"AAPL\"]}}: {e}"))?;
     if parsed.symbols.is_empty() {
@@ -38,16 +63,29 @@ fn parse(body: &[u8]) -> Result<(Vec<Symbol>, Vec<Rejection>), String> {
     if parsed.symbols.len() > MAX_SYMBOLS {
         return Err(format!("at most {MAX_SYMBOLS} symbols per request"));
     }
+    if let Some(ttl) = parsed.ttl_ms {
+        if ttl == 0 || ttl > MAX_TTL_MS {
+            return Err(format!(
+                "\"ttl_ms\" must be between 1 and {MAX_TTL_MS} (a week)"
+            ));
+        }
+    }
     let mut symbols = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut rejected = Vec::new();
     for raw in &parsed.symbols {
         match Symbol::parse(raw) {
-            Ok(s) if !symbols.contains(&s) => symbols.push(s),
+            Ok(s) if seen.insert(s.clone()) => symbols.push(s),
             Ok(_) => {}
             Err(e) => rejected.push(Rejection::invalid(raw, &e)),
         }
     }
-    Ok((symbols, rejected))
+    Ok(Request {
+        symbols,
+        rejected,
+        ttl_ms: parsed.ttl_ms,
+        owner: parsed.owner,
+    })
 }
 
 fn unavailable(e: actix::MailboxError) -> HttpResponse {
@@ -58,8 +96,16 @@ fn unavailable(e: actix::MailboxError) -> HttpResponse {
 }
 
 /// `POST /api/v1/subscriptions`.
-pub async fn pin(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let (symbols, mut rejected) = match parse(&body) {
+pub async fn pin(state: web::Data<AppState>, who: Principal, body: web::Bytes) -> HttpResponse {
+    if let Some(refused) = refusal(&who, who.scopes.pin(), "pin") {
+        return refused;
+    }
+    let Request {
+        symbols,
+        mut rejected,
+        ttl_ms,
+        ..
+    } = match parse(&body) {
         Ok(v) => v,
         Err(message) => return error(actix_web::http::StatusCode::BAD_REQUEST, message),
     };
@@ -70,7 +116,8 @@ pub async fn pin(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
             .registry
             .send(Pin {
                 symbols,
-                owner: PinOwner::Rest,
+                owner: PinOwner::Client(Arc::from(who.name())),
+                ttl: ttl_ms.map(Duration::from_millis),
             })
             .await
         {
@@ -90,6 +137,8 @@ pub async fn pin(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
         "message": message,
         "symbols": outcome.accepted,
         "rejected": rejected,
+        "owner": who.name(),
+        "ttl_ms": ttl_ms,
     });
     if ok {
         HttpResponse::Ok().json(body)
@@ -99,26 +148,49 @@ pub async fn pin(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
 }
 
 /// `DELETE /api/v1/subscriptions`.
-pub async fn unpin(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let (symbols, rejected) = match parse(&body) {
+pub async fn unpin(state: web::Data<AppState>, who: Principal, body: web::Bytes) -> HttpResponse {
+    if let Some(refused) = refusal(&who, who.scopes.pin(), "pin") {
+        return refused;
+    }
+    let Request {
+        symbols,
+        rejected,
+        owner,
+        ..
+    } = match parse(&body) {
         Ok(v) => v,
         Err(message) => return error(actix_web::http::StatusCode::BAD_REQUEST, message),
     };
+    let owner = owner.unwrap_or_else(|| who.name().to_owned());
+    if owner != who.name() {
+        if let Some(refused) = refusal(&who, who.scopes.admin(), "admin") {
+            return refused;
+        }
+    }
     let released = match state
         .registry
         .send(Unpin {
             symbols,
-            owner: PinOwner::Rest,
+            every_client: owner == "*",
+            owner: PinOwner::Client(Arc::from(owner.as_str())),
         })
         .await
     {
         Ok(r) => r,
         Err(e) => return unavailable(e),
     };
+    let mut message = format!("released {} pinned symbols", released.released.len());
+    if !released.held_by_others.is_empty() {
+        message.push_str(&format!(
+            "; {} stay pinned by other callers (only they or an admin may release them)",
+            released.held_by_others.len()
+        ));
+    }
     HttpResponse::Ok().json(serde_json::json!({
         "status": "success",
-        "message": format!("released {} pinned symbols", released.len()),
-        "symbols": released,
+        "message": message,
+        "symbols": released.released,
+        "held_by_others": released.held_by_others,
         "rejected": rejected,
     }))
 }

@@ -12,11 +12,14 @@
 //! when the last one leaves it stays for a grace period (a page reload must not churn Alpaca) and is
 //! then released — unless someone took it again, which the grace generation tells.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
 
 use log::{debug, info, warn};
 
 use super::PinOwner;
+use crate::auth::Scopes;
 use crate::browser::{ChannelMask, ClientChannel, ErrorCode, Rejection};
 use crate::delivery::{HubId, SessionId};
 use crate::symbol::Symbol;
@@ -57,7 +60,8 @@ pub struct SymbolInterest {
     sessions: HashMap<SessionId, ChannelMask>,
     /// Per hub, how many of its sessions want each channel (indexed by `ClientChannel as usize`).
     hubs: HashMap<HubId, [u32; ClientChannel::ALL.len()]>,
-    pub pins: BTreeSet<PinOwner>,
+    /// Who pins it, each until when (`None`: until released).
+    pub pins: BTreeMap<PinOwner, Option<Instant>>,
     /// In its grace period (no holder left), with the generation of its timer.
     pub releasing: Option<u64>,
     /// What is subscribed upstream for it; kept through the grace period.
@@ -105,14 +109,16 @@ pub struct Interest {
     sessions: HashMap<SessionId, SessionInterest>,
     /// News subscriptions: symbol or `*` → sessions.
     news: HashMap<Symbol, HashSet<SessionId>>,
-    /// Sessions on the positions channel.
-    positions: HashSet<SessionId>,
+    /// Sessions on the positions channel, with the scopes that say which accounts they see.
+    positions: HashMap<SessionId, Arc<Scopes>>,
     /// Most symbols REST callers may pin.
     max_pinned: usize,
     /// Most distinct symbols held at once, over every session and pin.
     max_symbols: usize,
     /// Grace timers issued so far.
     generation: u64,
+    /// Pins with a deadline (an upper bound: what the next expiry sweep looks for).
+    expiring: usize,
     /// SDK programs: each one's stream and its (channel, symbol) pairs, exactly as asked (no
     /// conflation, no throttle; `*` allowed).
     raw: HashMap<SessionId, (FeedKind, SubscriptionSet)>,
@@ -154,10 +160,11 @@ impl Interest {
             symbols: HashMap::new(),
             sessions: HashMap::new(),
             news: HashMap::new(),
-            positions: HashSet::new(),
+            positions: HashMap::new(),
             max_pinned,
             max_symbols: usize::MAX,
             generation: 0,
+            expiring: 0,
             raw: HashMap::new(),
             raw_counts: HashMap::new(),
         }
@@ -288,9 +295,6 @@ impl Interest {
         if !self.sessions.contains_key(&session) {
             return outcome;
         }
-        if channels.contains(ClientChannel::Positions) {
-            self.positions.insert(session);
-        }
         let market = channels.intersect(ChannelMask::MARKET);
         let news = channels.contains(ClientChannel::News);
         for symbol in symbols {
@@ -360,26 +364,22 @@ impl Interest {
         }
     }
 
-    /// Keeps symbols streaming with no browser attached, on behalf of `owner`.
+    /// Keeps symbols streaming with no browser attached, on behalf of `owner`, until `expires`
+    /// (or until released). Pinning again replaces the deadline.
     pub fn pin(
         &mut self,
         symbols: Vec<Symbol>,
         owner: &PinOwner,
+        expires: Option<Instant>,
         has_feed: impl Fn(FeedKind) -> bool,
         out: &mut Vec<Change>,
     ) -> SubscribeOutcome {
         let mut outcome = SubscribeOutcome::default();
-        let mut rest_pins = self
-            .symbols
-            .values()
-            .filter(|s| s.pins.contains(&PinOwner::Rest))
-            .count();
+        let by_client = |s: &SymbolInterest| s.pins.keys().any(PinOwner::is_client);
+        let mut client_pins = self.symbols.values().filter(|s| by_client(s)).count();
         for symbol in symbols {
-            let already = self
-                .symbols
-                .get(&symbol)
-                .is_some_and(|s| s.pins.contains(owner));
-            if *owner == PinOwner::Rest && !already && rest_pins >= self.max_pinned {
+            let counted = self.symbols.get(&symbol).is_some_and(by_client);
+            if owner.is_client() && !counted && client_pins >= self.max_pinned {
                 outcome.rejected.push(Rejection {
                     symbol: symbol.to_string(),
                     code: ErrorCode::TooManySymbols,
@@ -392,8 +392,12 @@ impl Interest {
                 continue;
             }
             if let Some(entry) = self.symbols.get_mut(&symbol) {
-                if entry.pins.insert(owner.clone()) && *owner == PinOwner::Rest {
-                    rest_pins += 1;
+                entry.pins.insert(owner.clone(), expires);
+                if owner.is_client() && !counted {
+                    client_pins += 1;
+                }
+                if expires.is_some() {
+                    self.expiring += 1;
                 }
             }
             self.refresh(&symbol, out);
@@ -412,7 +416,7 @@ impl Interest {
         let mut released = Vec::new();
         for symbol in symbols {
             if let Some(entry) = self.symbols.get_mut(symbol) {
-                if entry.pins.remove(owner) {
+                if entry.pins.remove(owner).is_some() {
                     released.push(symbol.clone());
                     self.refresh(symbol, out);
                 }
@@ -432,7 +436,7 @@ impl Interest {
         let stale: Vec<Symbol> = self
             .symbols
             .iter()
-            .filter(|(s, e)| e.pins.contains(owner) && !symbols.contains(s))
+            .filter(|(s, e)| e.pins.contains_key(owner) && !symbols.contains(s))
             .map(|(s, _)| s.clone())
             .collect();
         if !stale.is_empty() {
@@ -442,7 +446,43 @@ impl Interest {
             );
         }
         self.unpin(&stale, owner, out);
-        self.pin(symbols, owner, has_feed, out)
+        self.pin(symbols, owner, None, has_feed, out)
+    }
+
+    /// Releases every pin whose time ran out; answers them.
+    pub fn expire_pins(&mut self, now: Instant, out: &mut Vec<Change>) -> Vec<(PinOwner, Symbol)> {
+        if self.expiring == 0 {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        let mut left = 0;
+        for (symbol, entry) in &mut self.symbols {
+            entry.pins.retain(|owner, until| match until {
+                Some(t) if *t <= now => {
+                    expired.push((owner.clone(), symbol.clone()));
+                    false
+                }
+                Some(_) => {
+                    left += 1;
+                    true
+                }
+                None => true,
+            });
+        }
+        // An upper bound until the next sweep (re-pins and releases are not subtracted).
+        self.expiring = left;
+        for (_, symbol) in &expired {
+            self.refresh(symbol, out);
+        }
+        expired
+    }
+
+    /// Who pins `symbol`.
+    pub fn pinned_by(&self, symbol: &Symbol) -> impl Iterator<Item = &PinOwner> {
+        self.symbols
+            .get(symbol)
+            .into_iter()
+            .flat_map(|e| e.pins.keys())
     }
 
     /// A grace timer fired: drops the symbol if nobody took it since. Answers whether it did.
@@ -573,7 +613,23 @@ impl Interest {
     }
 
     pub fn positions(&self) -> impl Iterator<Item = &SessionId> {
-        self.positions.iter()
+        self.positions.keys()
+    }
+
+    /// Sessions on the positions channel that may see `account`.
+    pub fn positions_of<'a>(&'a self, account: &'a str) -> impl Iterator<Item = &'a SessionId> {
+        self.positions
+            .iter()
+            .filter(move |(_, scopes)| scopes.account(account))
+            .map(|(id, _)| id)
+    }
+
+    /// A session follows account events, of the accounts `scopes` allow (replacing what it saw
+    /// before: a session that signs in again sees what its new scopes allow).
+    pub fn follow_positions(&mut self, session: SessionId, scopes: Arc<Scopes>) {
+        if self.sessions.contains_key(&session) {
+            self.positions.insert(session, scopes);
+        }
     }
 
     /// Makes sure `symbol` has an entry; `Err` when no enabled feed carries it.
@@ -609,7 +665,7 @@ impl Interest {
                 feed,
                 sessions: HashMap::new(),
                 hubs: HashMap::new(),
-                pins: BTreeSet::new(),
+                pins: BTreeMap::new(),
                 releasing: None,
                 upstream: ChannelMask::EMPTY,
             },
@@ -732,6 +788,7 @@ impl Interest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn sym(s: &str) -> Symbol {
         Symbol::parse(s).unwrap()
@@ -874,34 +931,115 @@ mod tests {
         assert!(i.release(&sym("AAPL"), second, &mut out));
     }
 
+    fn client(id: &str) -> PinOwner {
+        PinOwner::Client(id.into())
+    }
+
     #[test]
     fn pins_keep_a_symbol_without_sessions_and_are_limited_for_rest() {
         let mut i = Interest::new(2);
         let mut out = Vec::new();
         let r = i.pin(
             vec![sym("AAPL"), sym("MSFT"), sym("TSLA")],
-            &PinOwner::Rest,
+            &client("a"),
+            None,
             all_feeds,
             &mut out,
         );
         assert_eq!(r.accepted, [sym("AAPL"), sym("MSFT")]);
         assert_eq!(r.rejected[0].code, ErrorCode::TooManySymbols);
+        // Another client shares the limit, but may pin what is already counted.
+        let r = i.pin(
+            vec![sym("MSFT"), sym("TSLA")],
+            &client("b"),
+            None,
+            all_feeds,
+            &mut out,
+        );
+        assert_eq!(r.accepted, [sym("MSFT")]);
         // Config pins are not limited and share symbols.
         let r = i.pin(
             vec![sym("TSLA"), sym("AAPL")],
             &PinOwner::Config,
+            None,
             all_feeds,
             &mut out,
         );
         assert_eq!(r.accepted.len(), 2);
         out.clear();
+        assert!(
+            i.unpin(&[sym("AAPL")], &client("b"), &mut out).is_empty(),
+            "only the owner's pin is released"
+        );
         assert_eq!(
-            i.unpin(&[sym("AAPL")], &PinOwner::Rest, &mut out),
+            i.unpin(&[sym("AAPL")], &client("a"), &mut out),
             [sym("AAPL")]
         );
         assert!(out.is_empty(), "still pinned by config: {out:?}");
         i.unpin(&[sym("AAPL")], &PinOwner::Config, &mut out);
         assert!(out.iter().any(|c| matches!(c, Change::Grace { .. })));
+    }
+
+    #[test]
+    fn pins_with_a_deadline_expire_and_a_new_pin_replaces_the_deadline() {
+        let mut i = Interest::new(10);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        let soon = Some(t0 + Duration::from_secs(5));
+        i.pin(
+            vec![sym("AAPL"), sym("MSFT")],
+            &client("a"),
+            soon,
+            all_feeds,
+            &mut out,
+        );
+        i.pin(vec![sym("AAPL")], &client("b"), soon, all_feeds, &mut out);
+        // Pinned again without a deadline: kept.
+        i.pin(vec![sym("MSFT")], &client("a"), None, all_feeds, &mut out);
+        out.clear();
+        assert!(i
+            .expire_pins(t0 + Duration::from_secs(4), &mut out)
+            .is_empty());
+        let mut expired = i.expire_pins(t0 + Duration::from_secs(5), &mut out);
+        expired.sort();
+        assert_eq!(
+            expired,
+            [(client("a"), sym("AAPL")), (client("b"), sym("AAPL"))]
+        );
+        assert!(out
+            .iter()
+            .any(|c| matches!(c, Change::Grace { symbol, .. } if symbol.as_str() == "AAPL")));
+        assert_eq!(
+            i.pinned_by(&sym("MSFT")).collect::<Vec<_>>(),
+            [&client("a")]
+        );
+        assert!(i
+            .expire_pins(t0 + Duration::from_secs(3600), &mut out)
+            .is_empty());
+    }
+
+    #[test]
+    fn account_events_reach_only_sessions_allowed_the_account() {
+        let mut i = Interest::new(10);
+        i.connect(1, 0);
+        i.connect(2, 0);
+        i.connect(3, 0);
+        let scopes = |names: &[&str]| Arc::new(Scopes::parse(names).unwrap());
+        i.follow_positions(1, scopes(&["account:main"]));
+        i.follow_positions(2, scopes(&["account:swing", "market"]));
+        i.follow_positions(9, scopes(&["account:main"])); // not connected: ignored
+        let of = |i: &Interest, a: &str| {
+            let mut v: Vec<SessionId> = i.positions_of(a).copied().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(of(&i, "main"), [1]);
+        assert_eq!(of(&i, "swing"), [2]);
+        i.follow_positions(1, scopes(&["account:main", "account:swing"]));
+        assert_eq!(of(&i, "swing"), [1, 2]);
+        let mut out = Vec::new();
+        i.disconnect(1, &mut out);
+        assert_eq!(of(&i, "main"), Vec::<SessionId>::new());
     }
 
     #[test]
@@ -947,7 +1085,7 @@ mod tests {
             &mut out,
         );
         i.subscribe(2, vec![sym("BAD")], quotes(), all_feeds, &mut out);
-        i.pin(vec![sym("BAD")], &PinOwner::Rest, all_feeds, &mut out);
+        i.pin(vec![sym("BAD")], &client("a"), None, all_feeds, &mut out);
         out.clear();
         let told = i.refuse(FeedKind::Stocks, &[sym("BAD")], &mut out);
         assert_eq!(told.len(), 2);
@@ -1039,7 +1177,7 @@ mod tests {
         // A symbol already held is shared, whoever asks.
         let second = i.subscribe(2, vec![sym("MSFT")], quotes(), all_feeds, &mut out);
         assert_eq!(second.accepted, [sym("MSFT")]);
-        let pinned = i.pin(vec![sym("QQQ")], &PinOwner::Rest, all_feeds, &mut out);
+        let pinned = i.pin(vec![sym("QQQ")], &client("a"), None, all_feeds, &mut out);
         assert_eq!(pinned.rejected.len(), 1);
     }
 

@@ -24,17 +24,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use log::{debug, warn};
+use log::{debug, info, warn};
 use serde::Serialize;
 
 pub use self::interest::SubscribeOutcome;
 use self::interest::{Change, Interest};
 pub use self::status::{FeedReport, RegistryStatus, SessionSummary, SymbolReport};
-use crate::browser::{self, ChannelMask, ErrorCode, Rejection};
+use crate::auth::Scopes;
+use crate::browser::{self, ChannelMask, ClientChannel, ErrorCode, Rejection};
 use crate::delivery::{
     DeliverKey, FrameKind, HubId, Publish, SessionCommand, SessionId, SessionSnapshot, Subscriber,
 };
@@ -75,6 +76,8 @@ pub struct Subscribe {
     pub session: SessionId,
     pub symbols: Vec<Symbol>,
     pub channels: ChannelMask,
+    /// The session's scopes: which accounts' events the positions channel brings.
+    pub scopes: Arc<Scopes>,
 }
 
 /// Unsubscribe a session from symbols on channels (harmless when not subscribed).
@@ -116,8 +119,8 @@ pub struct TradeUpdate {
 /// Who keeps a symbol streaming without a browser.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PinOwner {
-    /// `POST /api/v1/subscriptions`.
-    Rest,
+    /// `POST /api/v1/subscriptions` by a client (its id, or `anonymous`).
+    Client(Arc<str>),
     /// `registry.pinned_symbols` in the settings.
     Config,
     /// An account's open positions (position-based auto-subscription).
@@ -127,10 +130,17 @@ pub enum PinOwner {
 impl fmt::Display for PinOwner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PinOwner::Rest => f.write_str("rest"),
+            PinOwner::Client(c) => write!(f, "client:{c}"),
             PinOwner::Config => f.write_str("config"),
             PinOwner::Account(a) => write!(f, "account:{a}"),
         }
+    }
+}
+
+impl PinOwner {
+    /// A REST caller's pin (these count against `registry.max_pinned_symbols`).
+    pub fn is_client(&self) -> bool {
+        matches!(self, PinOwner::Client(_))
     }
 }
 
@@ -146,14 +156,26 @@ impl Serialize for PinOwner {
 pub struct Pin {
     pub symbols: Vec<Symbol>,
     pub owner: PinOwner,
+    /// Released by itself this long after (within a second); `None`: kept until unpinned.
+    pub ttl: Option<Duration>,
 }
 
-/// Release `owner`'s pins; answers the symbols it had pinned.
+/// Release `owner`'s pins (or, with `every_client`, every REST caller's pins) of `symbols`.
 #[derive(Message)]
-#[rtype(result = "Vec<Symbol>")]
+#[rtype(result = "UnpinOutcome")]
 pub struct Unpin {
     pub symbols: Vec<Symbol>,
     pub owner: PinOwner,
+    pub every_client: bool,
+}
+
+/// What an [`Unpin`] did.
+#[derive(Debug, Default)]
+pub struct UnpinOutcome {
+    /// Symbols whose pin was released.
+    pub released: Vec<Symbol>,
+    /// Symbols other REST callers still pin (not released: only they or an admin may).
+    pub held_by_others: Vec<Symbol>,
 }
 
 /// Make `owner`'s pins exactly `symbols` (pins the new ones, releases the rest).
@@ -168,6 +190,8 @@ pub struct SyncPins {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AccountEvent {
+    /// Whose event: only sessions allowed this account receive it.
+    pub account: Arc<str>,
     pub key: DeliverKey,
     pub frame: ByteString,
 }
@@ -424,6 +448,19 @@ impl Registry {
     }
 
     /// Drops quote-cache entries of released symbols once they are stale.
+    /// Releases the pins whose time-to-live ran out.
+    fn expire_pins(&mut self, ctx: &mut Context<Self>) {
+        let mut out = Vec::new();
+        let expired = self.interest.expire_pins(Instant::now(), &mut out);
+        if expired.is_empty() {
+            return;
+        }
+        self.apply(out, ctx);
+        for (owner, symbol) in expired {
+            info!("registry: the pin of {symbol} by {owner} expired");
+        }
+    }
+
     fn sweep(&mut self) {
         let stale_after = self.config.throttle.stale_after;
         let now = Timestamp::now();
@@ -441,7 +478,10 @@ impl Actor for Registry {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(SWEEP_INTERVAL, |act, _| act.sweep());
         self.config.heartbeat.beat();
-        ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| act.config.heartbeat.beat());
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
+            act.config.heartbeat.beat();
+            act.expire_pins(ctx);
+        });
     }
 }
 
@@ -511,6 +551,9 @@ impl Handler<Subscribe> for Registry {
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let mut out = Vec::new();
         let has_feed = self.feed_filter();
+        if msg.channels.contains(ClientChannel::Positions) {
+            self.interest.follow_positions(msg.session, msg.scopes);
+        }
         let outcome =
             self.interest
                 .subscribe(msg.session, msg.symbols, msg.channels, has_feed, &mut out);
@@ -576,9 +619,10 @@ impl Handler<Pin> for Registry {
     fn handle(&mut self, msg: Pin, ctx: &mut Context<Self>) -> Self::Result {
         let mut out = Vec::new();
         let has_feed = self.feed_filter();
+        let expires = msg.ttl.map(|ttl| Instant::now() + ttl);
         let outcome = self
             .interest
-            .pin(msg.symbols, &msg.owner, has_feed, &mut out);
+            .pin(msg.symbols, &msg.owner, expires, has_feed, &mut out);
         self.apply(out, ctx);
         MessageResult(outcome)
     }
@@ -589,9 +633,36 @@ impl Handler<Unpin> for Registry {
 
     fn handle(&mut self, msg: Unpin, ctx: &mut Context<Self>) -> Self::Result {
         let mut out = Vec::new();
-        let released = self.interest.unpin(&msg.symbols, &msg.owner, &mut out);
+        let owners: Vec<PinOwner> = if msg.every_client {
+            let mut all: Vec<PinOwner> = msg
+                .symbols
+                .iter()
+                .flat_map(|s| self.interest.pinned_by(s))
+                .filter(|o| o.is_client())
+                .cloned()
+                .collect();
+            all.sort();
+            all.dedup();
+            all
+        } else {
+            vec![msg.owner]
+        };
+        let mut outcome = UnpinOutcome::default();
+        for owner in &owners {
+            outcome
+                .released
+                .extend(self.interest.unpin(&msg.symbols, owner, &mut out));
+        }
+        outcome.released.sort();
+        outcome.released.dedup();
+        outcome.held_by_others = msg
+            .symbols
+            .iter()
+            .filter(|s| self.interest.pinned_by(s).any(PinOwner::is_client))
+            .cloned()
+            .collect();
         self.apply(out, ctx);
-        MessageResult(released)
+        MessageResult(outcome)
     }
 }
 
@@ -649,7 +720,11 @@ impl Handler<AccountEvent> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: AccountEvent, _: &mut Context<Self>) {
-        self.deliver_to(self.interest.positions(), &msg.key, &msg.frame);
+        self.deliver_to(
+            self.interest.positions_of(&msg.account),
+            &msg.key,
+            &msg.frame,
+        );
     }
 }
 
@@ -724,7 +799,7 @@ impl Handler<GetStatus> for Registry {
                 feed: e.feed,
                 sessions: e.session_count(),
                 pinned: !e.pins.is_empty(),
-                pinned_by: e.pins.iter().cloned().collect(),
+                pinned_by: e.pins.keys().cloned().collect(),
                 releasing: e.releasing.is_some(),
             })
             .collect();

@@ -10,7 +10,7 @@
 //!   path; [`trading`] — the actor of one program on `/stream` (`trade_updates`).
 //!
 //! This file routes a request path to the stream it names ([`Routes`]). Who may connect is the
-//! [`clients`](crate::clients) table; what flows is the feeds' [tap](crate::upstream::tap):
+//! [`auth`](crate::auth) table; what flows is the feeds' [tap](crate::upstream::tap):
 //! every message, never conflated, filtered per program on its worker's hub.
 
 pub mod protocol;
@@ -21,7 +21,7 @@ pub mod trading;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clients::Clients;
+use crate::auth::Auth;
 use crate::settings::{ms, SdkSettings, Settings};
 use crate::upstream::tap::Taps;
 use crate::upstream::FeedKind;
@@ -31,7 +31,7 @@ const MAX_CLIENT_MESSAGE: usize = 1024 * 1024;
 
 /// What every SDK session needs: who may connect, the feeds' taps, the limits.
 pub struct SdkContext {
-    pub clients: Clients,
+    pub auth: Arc<Auth>,
     pub taps: Arc<Taps>,
     pub routes: Routes,
     pub settings: SdkSettings,
@@ -40,9 +40,9 @@ pub struct SdkContext {
 }
 
 impl SdkContext {
-    pub fn new(settings: &Settings, taps: Arc<Taps>) -> SdkContext {
+    pub fn new(settings: &Settings, taps: Arc<Taps>, auth: Arc<Auth>) -> SdkContext {
         SdkContext {
-            clients: Clients::from_settings(&settings.clients),
+            auth,
             taps,
             routes: Routes::from_settings(settings),
             settings: settings.sdk.clone(),

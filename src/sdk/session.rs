@@ -114,8 +114,15 @@ impl SdkSession {
             self.error(403);
             return;
         }
-        let clients = &self.context.clients;
-        match clients.authenticate(key, secret) {
+        let auth = &self.context.auth;
+        match auth.authenticate(key, secret) {
+            Some(client) if !client.scopes.market() => {
+                info!(
+                    "SDK session {} ({}): client {} has no market scope: 409",
+                    self.id, self.stats.peer, client.id
+                );
+                self.error(409);
+            }
             Some(client) => {
                 info!(
                     "SDK session {} ({}): authenticated as client {} on the {} stream",
@@ -130,7 +137,7 @@ impl SdkSession {
                 self.send(&protocol::success("authenticated"));
             }
             None => {
-                if clients.is_empty() {
+                if auth.is_empty() {
                     warn!(
                         "SDK session {} ({}): auth refused (402): no client is configured; add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>",
                         self.id, self.stats.peer

@@ -9,8 +9,8 @@
 //! to (the list replaces the previous one; before auth: `unauthorized` for `listen`). Everything
 //! goes out as JSON in binary frames, as Alpaca sends it.
 //!
-//! Which account: the first of the client's `accounts`; `?account=<id>` on the URL picks another
-//! one of them.
+//! Which account: the first of the client's `account:<id>` scopes; `?account=<id>` on the URL
+//! picks another one of them.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -125,7 +125,7 @@ impl SdkTradingSession {
         // A new authentication starts over: whatever it listened to under the old one stops.
         self.set_listening(false);
         self.account = None;
-        let Some(client) = self.context.clients.authenticate(key, secret) else {
+        let Some(client) = self.context.auth.authenticate(key, secret) else {
             info!(
                 "SDK trading session {} ({}): unknown key pair",
                 self.id, self.stats.peer
@@ -133,9 +133,10 @@ impl SdkTradingSession {
             self.unauthorized("authenticate", "access key verification failed");
             return;
         };
+        let accounts = client.scopes.accounts();
         let account = match &self.requested_account {
-            Some(wanted) => client.accounts.iter().find(|a| *a == wanted),
-            None => client.accounts.first(),
+            Some(wanted) => accounts.iter().find(|a| ***a == **wanted),
+            None => accounts.first(),
         };
         let Some(account) = account else {
             info!(
@@ -152,7 +153,7 @@ impl SdkTradingSession {
             "SDK trading session {} ({}): client {} authenticated for account {account}",
             self.id, self.stats.peer, client.id
         );
-        self.account = Some(Arc::from(account.as_str()));
+        self.account = Some(account.clone());
         let _ = self.stats.client.set(client.id.clone());
         self.send(&json!({"stream": "authorization", "data": {
             "action": "authenticate", "status": "authorized"}}));

@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_http::ws::{Frame, Item, ProtocolError};
 use bytestring::ByteString;
-use log::{debug, warn};
+use log::{debug, info, warn};
 
+use crate::auth::Principal;
 use crate::browser::{
     self, ChannelMask, ClientChannel, ClientError, ClientRequest, ErrorCode, PriceKind,
     PriceUpdate, Rejection,
@@ -53,6 +54,8 @@ pub struct SessionConfig {
     pub throttle_ms: u64,
     /// Snapshots older than this (by exchange time) say `"stale": true`.
     pub stale_after: Duration,
+    /// Clients and scopes, for the `auth` frame.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// The socket writer is gone: the client disconnected or stopped taking data for good.
@@ -106,7 +109,16 @@ pub struct ClientSession {
     fragments: Reassembler,
     /// Client message budget.
     rate: RateLimit,
+    /// Who the client is (anonymous until an `auth` frame names a client) and what it may do.
+    principal: Principal,
+    /// Refused `auth` frames so far; the connection closes at [`MAX_FAILED_AUTHS`].
+    failed_auths: u32,
+    /// Subscribed to the positions channel (its account filter follows the principal).
+    follows_positions: bool,
 }
+
+/// Refused credentials one connection may send before it is closed with 1008.
+const MAX_FAILED_AUTHS: u32 = 3;
 
 impl ClientSession {
     pub fn new(
@@ -122,13 +134,16 @@ impl ClientSession {
             fragments: Reassembler::new(config.settings.max_frame_bytes),
             rate: RateLimit::new(config.settings.max_messages_per_second),
             id,
-            config,
             registry,
             hub,
             quotes,
             stats,
             outbox,
             symbols: HashMap::new(),
+            principal: config.auth.anonymous(),
+            failed_auths: 0,
+            follows_positions: false,
+            config,
         }
     }
 
@@ -224,7 +239,83 @@ impl ClientSession {
                 }
             }
             ClientRequest::Ping { id } => self.send(browser::pong(id.as_ref())),
+            ClientRequest::Auth { token } => self.authenticate(token.expose(), ctx),
         }
+    }
+
+    /// An `auth` frame: the connection becomes the client whose key pair it names.
+    fn authenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
+        if let Some(client) = &self.principal.client {
+            let message = format!(
+                "already signed in as {client}; open a new connection to sign in as another client"
+            );
+            self.send_error(&ClientError::new(ErrorCode::Unauthorized, message));
+            return;
+        }
+        match self.config.auth.token(token) {
+            Ok(principal) => {
+                info!(
+                    "session {} ({}): signed in as client {}",
+                    self.id,
+                    self.stats.peer,
+                    principal.name()
+                );
+                let _ = self.stats.client.set(Arc::from(principal.name()));
+                self.principal = principal;
+                self.send(browser::authenticated(
+                    self.principal.name(),
+                    &self.principal.scopes.names(),
+                ));
+                if self.follows_positions {
+                    // The account filter widens to the client's accounts.
+                    self.registry.do_send(Subscribe {
+                        session: self.id,
+                        symbols: Vec::new(),
+                        channels: ChannelMask::of(&[ClientChannel::Positions]),
+                        scopes: self.principal.scopes.clone(),
+                    });
+                }
+            }
+            Err(refusal) => {
+                self.failed_auths += 1;
+                // The token may be a secret: never logged.
+                info!(
+                    "session {} ({}): auth refused ({refusal}), attempt {}",
+                    self.id, self.stats.peer, self.failed_auths
+                );
+                self.send_error(&ClientError::new(
+                    ErrorCode::Unauthorized,
+                    format!("auth refused: {refusal}"),
+                ));
+                if self.failed_auths >= MAX_FAILED_AUTHS {
+                    self.close(ctx, 1008, "too many refused credentials");
+                }
+            }
+        }
+    }
+
+    /// Why this connection may not subscribe to `mask`, if it may not.
+    fn forbidden(&self, mask: ChannelMask) -> Option<ClientError> {
+        let scopes = &self.principal.scopes;
+        let market = mask.intersect(ChannelMask::MARKET.union(ChannelMask::NEWS));
+        let sign_in = if self.principal.client.is_none() {
+            "; sign in with {\"action\":\"auth\",\"token\":\"<key_id>:<secret>\"}"
+        } else {
+            ""
+        };
+        if !market.is_empty() && !scopes.market() {
+            return Some(ClientError::new(
+                ErrorCode::Unauthorized,
+                format!("market data needs the market scope{sign_in}"),
+            ));
+        }
+        if mask.contains(ClientChannel::Positions) && scopes.accounts().is_empty() {
+            return Some(ClientError::new(
+                ErrorCode::Unauthorized,
+                format!("the positions channel needs an account:<id> scope{sign_in}"),
+            ));
+        }
+        None
     }
 
     fn subscribe(
@@ -235,6 +326,10 @@ impl ClientSession {
         over_limit: usize,
         ctx: &mut Context<Self>,
     ) {
+        if let Some(refusal) = self.forbidden(ChannelMask::of(&channels)) {
+            self.send_error(&refusal);
+            return;
+        }
         let max = self.config.settings.max_symbols;
         let invalid = rejected.len();
         let mut count = self.symbols.len();
@@ -275,10 +370,14 @@ impl ClientSession {
             ));
             return;
         }
+        if mask.contains(ClientChannel::Positions) {
+            self.follows_positions = true;
+        }
         let request = Subscribe {
             session: self.id,
             symbols: wanted,
             channels: mask,
+            scopes: self.principal.scopes.clone(),
         };
         // `wait` holds back other client messages until the ack is queued, so acks keep the order
         // of the requests.
@@ -330,6 +429,9 @@ impl ClientSession {
         ctx: &mut Context<Self>,
     ) {
         let mask = ChannelMask::of(&channels);
+        if mask.contains(ClientChannel::Positions) {
+            self.follows_positions = false;
+        }
         let request = Unsubscribe {
             session: self.id,
             symbols: symbols.clone(),
@@ -413,6 +515,7 @@ impl Actor for ClientSession {
             self.config.throttle_ms,
             self.id,
             self.config.settings.max_symbols,
+            &self.principal.scopes.names(),
         );
         self.send(welcome);
         let commands = ctx.address().recipient();

@@ -147,5 +147,5 @@ async fn the_replaced_services_routes_answer() {
     assert_eq!(code, 200);
     assert_eq!(status["total_accounts"], 1);
     let (code, _) = app.get(&app.url("/api/v1/realtime/account/nobody")).await;
-    assert_eq!(code, 404);
+    assert_eq!(code, 403, "no scope names an unknown account");
 }

@@ -11,7 +11,8 @@ use actix_http::ws::{Codec, Frame, Message};
 use awc::BoxedSocket;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tickrelay::settings::Settings;
+use tickrelay::credentials::Secret;
+use tickrelay::settings::{ClientSettings, Settings};
 use tickrelay::startup::{install_crypto_provider, Daemon, DaemonHandle};
 
 /// How long any single awaited event may take before a test fails.
@@ -22,8 +23,15 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub sim: SocketAddr,
     pub handle: DaemonHandle,
+    /// Sends `Authorization: Bearer` for the [`OPS`] client (every scope).
     pub http: awc::Client,
+    /// Sends no credential: the anonymous scopes.
+    pub anonymous: awc::Client,
 }
+
+/// The operator client every test daemon has: `market`, `pin`, `admin` and `account:main`.
+pub const OPS: &str = "ops";
+pub const OPS_TOKEN: &str = "ops-key:ops-secret-123";
 
 /// The committed settings with every interval shortened for tests.
 pub fn test_settings() -> Settings {
@@ -51,6 +59,19 @@ pub fn test_settings() -> Settings {
     s.registry.unsubscribe_grace_ms = 300;
     s.session.heartbeat_interval_ms = 1000;
     s.session.client_timeout_ms = 10_000;
+    s.clients.insert(
+        OPS.into(),
+        ClientSettings {
+            key_id: "ops-key".into(),
+            secret_env: None,
+            scopes: Some(
+                ["market", "pin", "admin", "account:main"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            secret: Some(Secret::new("ops-secret-123")),
+        },
+    );
     s
 }
 
@@ -74,7 +95,11 @@ pub async fn spawn_unready(customize: impl FnOnce(&mut Settings)) -> TestApp {
         addr: daemon.addr(),
         sim: daemon.simulator().expect("simulator provider").addr,
         handle: daemon.handle(),
-        http: awc::Client::builder().timeout(EVENT_TIMEOUT).finish(),
+        http: awc::Client::builder()
+            .timeout(EVENT_TIMEOUT)
+            .add_default_header(("Authorization", format!("Bearer {OPS_TOKEN}")))
+            .finish(),
+        anonymous: awc::Client::builder().timeout(EVENT_TIMEOUT).finish(),
     };
     actix_web::rt::spawn(daemon.run_until_stopped());
     app

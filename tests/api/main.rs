@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon and simulator on loopback ports, real WebSocket clients.
 
 mod accounts;
+mod auth;
 mod backpressure;
 mod cli;
 mod client_input;

@@ -21,14 +21,17 @@ use crate::helpers::{spawn_app_with, wait_for, Ended, TestApp, EVENT_TIMEOUT};
 pub const KEY: &str = "algo-key";
 pub const SECRET: &str = "algo-secret-123";
 
-/// Adds a client `id` with its key pair and accounts.
+/// Adds a client `id` with its key pair, the market scope and the scopes of `accounts`.
 pub fn add_client(s: &mut Settings, id: &str, key: &str, secret: &str, accounts: &[&str]) {
+    let scopes = std::iter::once("market".to_owned())
+        .chain(accounts.iter().map(|a| format!("account:{a}")))
+        .collect();
     s.clients.insert(
         id.into(),
         ClientSettings {
             key_id: key.into(),
             secret_env: None,
-            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            scopes: Some(scopes),
             secret: Some(Secret::new(secret)),
         },
     );
@@ -39,6 +42,8 @@ pub async fn sdk_app() -> TestApp {
     spawn_app_with(|s| {
         add_client(s, "algo", KEY, SECRET, &["main"]);
         add_client(s, "viewer", "viewer-key", "viewer-secret", &[]);
+        // Only market data without a credential, so `viewer` sees no account.
+        s.auth.anonymous_scopes = vec!["market".into()];
         s.sdk.auth_timeout_ms = 1500;
     })
     .await

@@ -151,7 +151,7 @@ async fn rest_pins_stream_without_a_browser_and_quotes_are_cached() {
         )
         .await;
     assert_eq!(code, 200);
-    assert_eq!(body["symbols"], json!(["TSLA", "NVDA"]));
+    assert_eq!(body["symbols"], json!(["NVDA", "TSLA"]));
     wait_for("TSLA to leave the upstream", || async {
         (!app
             .upstream_symbols("quotes")

@@ -247,9 +247,19 @@ fn daemon_env(args: &Args, flood_port: u16) -> Vec<(String, String)> {
     } else {
         &[]
     };
+    // The daemon runs with provider "alpaca" (against the flood), where an anonymous account
+    // scope is refused: only market data for anonymous callers. Only for settings that have the
+    // key (an older daemon knows no [auth] section).
+    let config = std::fs::read_to_string(&args.config).unwrap_or_default();
+    let auth = if config.contains("anonymous_scopes") {
+        &[("TICKRELAY__AUTH__ANONYMOUS_SCOPES", "market".to_string())][..]
+    } else {
+        &[]
+    };
     pairs
         .iter()
         .chain(sdk)
+        .chain(auth)
         .map(|(k, v)| (k.to_string(), v.clone()))
         .chain(args.env.iter().cloned())
         .collect()

@@ -1,0 +1,411 @@
+//! Who may do what: tickrelay's own clients (`[clients.<id>]`, each a key pair and its scopes)
+//! and what anonymous callers get (`[auth] anonymous_scopes`). Never the upstream Alpaca keys.
+//!
+//! Built once from the settings at start-up ([`Auth`]) and read, without an actor, by the REST
+//! handlers (a request's [`Principal`] comes from `Authorization: Bearer <key_id>:<secret>`),
+//! browser sessions (their `auth` frame) and SDK sessions (Alpaca's `auth` message). A leaf
+//! module. Secrets are compared in constant time and never logged; with no client configured
+//! every authentication is refused.
+//!
+//! Scopes:
+//! - `market` — quotes, trades, bars, order books and news (browsers, REST quotes, SDK data streams);
+//! - `account:<id>` — that account's REST views, its `positions` channel events and its SDK
+//!   `trade_updates`;
+//! - `pin` — pinning symbols through REST (`POST`/`DELETE /api/v1/subscriptions`);
+//! - `admin` — the session list of `/api/v1/status` and other owners' pins.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::credentials::Secret;
+use crate::settings::{AuthSettings, ClientSettings};
+
+/// One permission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Market,
+    Pin,
+    Admin,
+    Account(String),
+}
+
+impl Scope {
+    /// `market`, `pin`, `admin` or `account:<id>`.
+    pub fn parse(text: &str) -> Result<Scope, String> {
+        match text.trim() {
+            "market" => Ok(Scope::Market),
+            "pin" => Ok(Scope::Pin),
+            "admin" => Ok(Scope::Admin),
+            other => match other.strip_prefix("account:") {
+                Some(id) if !id.is_empty() => Ok(Scope::Account(id.to_owned())),
+                _ => Err(format!(
+                    "unknown scope {other:?}: use market, pin, admin or account:<id>"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Market => f.write_str("market"),
+            Scope::Pin => f.write_str("pin"),
+            Scope::Admin => f.write_str("admin"),
+            Scope::Account(id) => write!(f, "account:{id}"),
+        }
+    }
+}
+
+/// A set of scopes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scopes {
+    market: bool,
+    pin: bool,
+    admin: bool,
+    accounts: Vec<Arc<str>>,
+}
+
+impl Scopes {
+    /// Parses a list of scope names (blank ones are skipped, so an empty environment variable is
+    /// an empty list); the first bad one is the error.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Scopes, String> {
+        let mut scopes = Scopes::default();
+        for name in names {
+            if !name.as_ref().trim().is_empty() {
+                scopes.add(Scope::parse(name.as_ref())?);
+            }
+        }
+        Ok(scopes)
+    }
+
+    fn add(&mut self, scope: Scope) {
+        match scope {
+            Scope::Market => self.market = true,
+            Scope::Pin => self.pin = true,
+            Scope::Admin => self.admin = true,
+            Scope::Account(id) => {
+                if !self.accounts.iter().any(|a| **a == *id) {
+                    self.accounts.push(Arc::from(id));
+                }
+            }
+        }
+    }
+
+    pub fn market(&self) -> bool {
+        self.market
+    }
+    pub fn pin(&self) -> bool {
+        self.pin
+    }
+    pub fn admin(&self) -> bool {
+        self.admin
+    }
+    /// Whether this set may see account `id`.
+    pub fn account(&self, id: &str) -> bool {
+        self.accounts.iter().any(|a| **a == *id)
+    }
+    /// The accounts this set may see, in the order they were granted.
+    pub fn accounts(&self) -> &[Arc<str>] {
+        &self.accounts
+    }
+
+    /// Every scope of either set.
+    pub fn union(&self, other: &Scopes) -> Scopes {
+        let mut all = self.clone();
+        all.market |= other.market;
+        all.pin |= other.pin;
+        all.admin |= other.admin;
+        for a in &other.accounts {
+            all.add(Scope::Account(a.to_string()));
+        }
+        all
+    }
+
+    /// Each scope by name.
+    pub fn names(&self) -> Vec<String> {
+        let flags = [
+            (self.market, Scope::Market),
+            (self.pin, Scope::Pin),
+            (self.admin, Scope::Admin),
+        ];
+        flags
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, s)| s.to_string())
+            .chain(self.accounts.iter().map(|a| format!("account:{a}")))
+            .collect()
+    }
+}
+
+/// Who made a request: a client, or nobody in particular, and what it may do.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The client id; `None` for an anonymous caller.
+    pub client: Option<Arc<str>>,
+    pub scopes: Arc<Scopes>,
+}
+
+impl Principal {
+    /// The name pins and logs use: the client id, or `anonymous`.
+    pub fn name(&self) -> &str {
+        self.client.as_deref().unwrap_or(ANONYMOUS)
+    }
+}
+
+/// The owner name of everything done without credentials.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// One configured client.
+#[derive(Debug)]
+pub struct Client {
+    /// Its id in the settings (`[clients.<id>]`), for logs and status.
+    pub id: Arc<str>,
+    pub key_id: String,
+    secret: Secret,
+    /// What it may do once authenticated (the anonymous scopes included).
+    pub scopes: Arc<Scopes>,
+}
+
+impl Client {
+    pub fn principal(&self) -> Principal {
+        Principal {
+            client: Some(self.id.clone()),
+            scopes: self.scopes.clone(),
+        }
+    }
+}
+
+/// Why a credential was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not `<key_id>:<secret>` (or not `Bearer …` on REST).
+    Malformed,
+    /// No client has this key pair.
+    Unknown,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::Malformed => "expected a credential of the form <key_id>:<secret>",
+            Refusal::Unknown => "unknown key pair",
+        })
+    }
+}
+
+/// Every configured client and the anonymous scopes.
+#[derive(Debug, Default)]
+pub struct Auth {
+    clients: Vec<Client>,
+    anonymous: Arc<Scopes>,
+}
+
+impl Auth {
+    /// The clients of the settings and the anonymous scopes (validation has made sure every
+    /// scope parses and each client has a key id and a secret; anything else is left out).
+    pub fn from_settings<'a>(
+        clients: impl IntoIterator<Item = (&'a String, &'a ClientSettings)>,
+        auth: &AuthSettings,
+    ) -> Auth {
+        let anonymous = Scopes::parse(&auth.anonymous_scopes).unwrap_or_default();
+        let clients = clients
+            .into_iter()
+            .filter_map(|(id, c)| {
+                let own = Scopes::parse(&c.scope_names()).ok()?;
+                Some(Client {
+                    id: Arc::from(id.as_str()),
+                    key_id: c.key_id.clone(),
+                    secret: c.secret.clone()?,
+                    scopes: Arc::new(own.union(&anonymous)),
+                })
+            })
+            .collect();
+        Auth {
+            clients,
+            anonymous: Arc::new(anonymous),
+        }
+    }
+
+    /// No client configured.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// What a caller without credentials may do.
+    pub fn anonymous(&self) -> Principal {
+        Principal {
+            client: None,
+            scopes: self.anonymous.clone(),
+        }
+    }
+
+    /// The client whose key pair this is, if any. Every client's secret is compared, in constant
+    /// time, so neither which key ids exist nor how much of a secret matched shows in the timing.
+    pub fn authenticate(&self, key_id: &str, secret: &str) -> Option<&Client> {
+        let mut found = None;
+        for client in &self.clients {
+            let key_ok = constant_time_eq(client.key_id.as_bytes(), key_id.as_bytes());
+            let secret_ok = constant_time_eq(client.secret.expose().as_bytes(), secret.as_bytes());
+            if key_ok & secret_ok {
+                found = Some(client);
+            }
+        }
+        found
+    }
+
+    /// A `<key_id>:<secret>` token (key ids hold no `:`).
+    pub fn token(&self, token: &str) -> Result<Principal, Refusal> {
+        let (key, secret) = token.trim().split_once(':').ok_or(Refusal::Malformed)?;
+        self.authenticate(key, secret)
+            .map(Client::principal)
+            .ok_or(Refusal::Unknown)
+    }
+
+    /// The value of an `Authorization` header: `Bearer <key_id>:<secret>`.
+    pub fn bearer(&self, header: &str) -> Result<Principal, Refusal> {
+        let (scheme, token) = header.trim().split_once(' ').ok_or(Refusal::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Refusal::Malformed);
+        }
+        self.token(token)
+    }
+}
+
+/// Whether `a == b`, taking the same time whatever their contents (the time depends only on the
+/// longer length).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..len {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(anonymous: &[&str]) -> Auth {
+        let mut settings = std::collections::BTreeMap::new();
+        for (id, key, secret, scopes) in [
+            (
+                "algo",
+                "algo-key",
+                Some("algo-secret"),
+                Some(vec!["market", "account:main"]),
+            ),
+            ("notebook", "nb-key", Some("nb-secret"), None),
+            ("unset", "unset-key", None, None),
+        ] {
+            settings.insert(
+                id.to_owned(),
+                ClientSettings {
+                    key_id: key.into(),
+                    secret_env: None,
+                    scopes: scopes.map(|s| s.into_iter().map(String::from).collect()),
+                    secret: secret.map(Secret::new),
+                },
+            );
+        }
+        let anonymous_scopes = anonymous.iter().map(|s| s.to_string()).collect();
+        Auth::from_settings(&settings, &AuthSettings { anonymous_scopes })
+    }
+
+    #[test]
+    fn the_right_pair_finds_its_client_and_nothing_else_does() {
+        let c = auth(&["market"]);
+        let algo = c.authenticate("algo-key", "algo-secret").unwrap();
+        assert_eq!(&*algo.id, "algo");
+        assert!(algo.scopes.account("main"));
+        assert_eq!(
+            &*c.authenticate("nb-key", "nb-secret").unwrap().id,
+            "notebook"
+        );
+        assert!(
+            c.authenticate("algo-key", "nb-secret").is_none(),
+            "another's secret"
+        );
+        assert!(
+            c.authenticate("algo-key", "algo-secre").is_none(),
+            "a prefix"
+        );
+        assert!(
+            c.authenticate("algo-key", "algo-secret ").is_none(),
+            "longer"
+        );
+        assert!(c.authenticate("", "").is_none());
+        assert!(
+            c.authenticate("unset-key", "").is_none(),
+            "no secret, no entry"
+        );
+    }
+
+    #[test]
+    fn with_no_client_configured_everything_is_refused() {
+        let none = Auth::default();
+        assert!(none.is_empty());
+        assert!(none.authenticate("any", "thing").is_none());
+        assert_eq!(none.token("any:thing").unwrap_err(), Refusal::Unknown);
+        assert!(!none.anonymous().scopes.market(), "no settings, no scopes");
+    }
+
+    #[test]
+    fn bearer_tokens_name_a_client_and_carry_its_scopes_and_the_anonymous_ones() {
+        let a = auth(&["pin"]);
+        let algo = a.bearer("Bearer algo-key:algo-secret").unwrap();
+        assert_eq!(algo.name(), "algo");
+        assert!(algo.scopes.market() && algo.scopes.account("main") && algo.scopes.pin());
+        assert!(!algo.scopes.admin() && !algo.scopes.account("swing"));
+        assert_eq!(
+            a.bearer("bearer  nb-key:nb-secret").unwrap().name(),
+            "notebook",
+            "the scheme is case-insensitive"
+        );
+        let nb = a.token("nb-key:nb-secret").unwrap();
+        assert!(nb.scopes.market(), "a client without scopes gets market");
+        assert!(!nb.scopes.account("main"));
+        for bad in [
+            "algo-key:algo-secret",
+            "Basic algo-key:algo-secret",
+            "Bearer algo-key",
+        ] {
+            assert_eq!(a.bearer(bad).unwrap_err(), Refusal::Malformed, "{bad}");
+        }
+        assert_eq!(
+            a.bearer("Bearer algo-key:nb-secret").unwrap_err(),
+            Refusal::Unknown
+        );
+        let anon = a.anonymous();
+        assert_eq!(anon.name(), ANONYMOUS);
+        assert!(anon.scopes.pin() && !anon.scopes.market());
+    }
+
+    #[test]
+    fn scopes_parse_every_kind_and_refuse_unknown_names() {
+        let s =
+            Scopes::parse(&["market", " pin ", "admin", "account:main", "account:main"]).unwrap();
+        assert!(s.market() && s.pin() && s.admin() && s.account("main"));
+        assert_eq!(s.accounts().len(), 1, "duplicates are one scope");
+        assert_eq!(s.names(), ["market", "pin", "admin", "account:main"]);
+        assert!(Scopes::parse(&["account:"]).is_err());
+        assert!(Scopes::parse(&["markets"]).unwrap_err().contains("markets"));
+        assert_eq!(Scopes::parse::<&str>(&[]).unwrap(), Scopes::default());
+        assert_eq!(Scopes::parse(&[" "]).unwrap(), Scopes::default());
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(
+            !constant_time_eq(b"ab\0", b"ab"),
+            "padding does not make them equal"
+        );
+    }
+}
