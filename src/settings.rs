@@ -708,6 +708,9 @@ pub struct SimulatorSettings {
     pub news_interval_ms: u64,
     /// The simulated account places an order and fills it this often (0: only on request).
     pub order_interval_ms: u64,
+    /// Most symbols the simulator keeps a price walk for, and the symbol limit of each
+    /// connection (past it a subscribe is refused with 405, as Alpaca's plans do).
+    pub max_symbols: usize,
 }
 
 impl Default for SimulatorSettings {
@@ -724,6 +727,7 @@ impl Default for SimulatorSettings {
             seed: 42,
             news_interval_ms: 15_000,
             order_interval_ms: 20_000,
+            max_symbols: 20_000,
         }
     }
 }
@@ -957,6 +961,11 @@ impl Settings {
                 self.feeds.crypto.book_depth,
                 10_000,
             ),
+            (
+                "simulator.max_symbols",
+                self.simulator.max_symbols,
+                1_000_000,
+            ),
         ]
     }
 
@@ -985,6 +994,9 @@ impl Settings {
             if value > max {
                 bad(key, format!("{value} is more than the limit of {max}"));
             }
+        }
+        if self.simulator.max_symbols == 0 {
+            bad("simulator.max_symbols", "must be greater than 0".into());
         }
         let up = &self.upstream;
         if up.provider == Provider::Alpaca {

@@ -86,6 +86,8 @@ pub struct ExchangeConfig {
     pub news_interval: Duration,
     pub generate: bool,
     pub seed: u64,
+    /// Most price walks (and histories) kept at once, whatever the connections ask for.
+    pub max_symbols: usize,
 }
 
 /// A new data connection.
@@ -275,6 +277,8 @@ pub struct Exchange {
     accepted: u64,
     authentications: u64,
     kicked: u64,
+    /// `max_symbols` walks exist (warned once until the sweep frees room).
+    at_capacity: bool,
 }
 
 impl Exchange {
@@ -295,6 +299,7 @@ impl Exchange {
             accepted: 0,
             authentications: 0,
             kicked: 0,
+            at_capacity: false,
         }
     }
 
@@ -319,11 +324,24 @@ impl Exchange {
         out
     }
 
-    fn walk(&mut self, symbol: &str) -> &mut Walk {
-        let seed = self.config.seed;
-        self.walks
-            .entry(symbol.to_owned())
-            .or_insert_with(|| Walk::new(symbol, seed))
+    /// The price walk of `symbol`, started on first use; `None` when `max_symbols` walks exist
+    /// already (the symbol gets no data until the sweep frees room).
+    fn walk(&mut self, symbol: &str) -> Option<&mut Walk> {
+        if !self.walks.contains_key(symbol) {
+            if self.walks.len() >= self.config.max_symbols {
+                if !self.at_capacity {
+                    self.at_capacity = true;
+                    warn!(
+                        "simulator: {} symbols have a price walk, the most it keeps (simulator.max_symbols); new symbols get no data",
+                        self.walks.len()
+                    );
+                }
+                return None;
+            }
+            let walk = Walk::new(symbol, self.config.seed);
+            self.walks.insert(symbol.to_owned(), walk);
+        }
+        self.walks.get_mut(symbol)
     }
 
     /// Forgets the walks and history of symbols no connection wants any more (the configured
@@ -338,6 +356,7 @@ impl Exchange {
         }
         self.walks.retain(|s, _| keep.contains(s.as_str()));
         self.history.retain(|s, _| keep.contains(s.as_str()));
+        self.at_capacity = self.walks.len() >= self.config.max_symbols;
     }
 
     fn remember(&mut self, symbol: &str, quote: &Msg) {
@@ -362,21 +381,25 @@ impl Exchange {
             for s in self.wanted(feed, &["quotes", "trades"]) {
                 let trade_now = self.rng.next_f64() < p_trade;
                 for _ in 0..self.config.quotes_per_tick {
-                    let walk = self.walk(&s);
+                    let Some(walk) = self.walk(&s) else { break };
                     walk.step();
                     let q = walk.quote(now);
                     self.remember(&s, &q);
                     out.push(Outgoing::new("quotes", s.clone(), q));
                 }
                 if trade_now {
-                    let t = self.walk(&s).trade(now, None);
-                    out.push(Outgoing::new("trades", s.clone(), t));
+                    if let Some(walk) = self.walk(&s) {
+                        let t = walk.trade(now, None);
+                        out.push(Outgoing::new("trades", s.clone(), t));
+                    }
                 }
             }
             if feed == SimFeed::Crypto {
                 for s in self.wanted(feed, &["orderbooks"]) {
-                    let o = self.walk(&s).book_update(now);
-                    out.push(Outgoing::new("orderbooks", s, o));
+                    if let Some(walk) = self.walk(&s) {
+                        let o = walk.book_update(now);
+                        out.push(Outgoing::new("orderbooks", s, o));
+                    }
                 }
             }
         }
@@ -394,8 +417,10 @@ impl Exchange {
                 continue;
             }
             for s in self.wanted(feed, &["bars"]) {
-                let bar = self.walk(&s).bar(start);
-                out.push(Outgoing::new("bars", s, bar));
+                if let Some(walk) = self.walk(&s) {
+                    let bar = walk.bar(start);
+                    out.push(Outgoing::new("bars", s, bar));
+                }
             }
         }
         self.dispatch(&out);
@@ -568,7 +593,7 @@ impl Handler<SubscriptionsChanged> for Exchange {
         let books: Vec<Msg> = msg
             .new_books
             .iter()
-            .map(|s| self.walk(s).book_snapshot(now))
+            .filter_map(|s| self.walk(s).map(|w| w.book_snapshot(now)))
             .collect();
         let refs: Vec<&Msg> = books.iter().collect();
         if let Some(c) = self.conns.get(&msg.id) {
@@ -585,13 +610,18 @@ impl Handler<Inject> for Exchange {
         let now = Timestamp::now();
         let mut out = Vec::new();
         for q in msg.quotes {
-            let quote = self.walk(&q.symbol).quote_at(now, q.bp, q.ap);
+            let Some(walk) = self.walk(&q.symbol) else {
+                continue;
+            };
+            let quote = walk.quote_at(now, q.bp, q.ap);
             self.remember(&q.symbol, &quote);
             out.push(Outgoing::new("quotes", q.symbol, quote));
         }
         for t in msg.trades {
-            let trade = self.walk(&t.symbol).trade(now, Some(t.p));
-            out.push(Outgoing::new("trades", t.symbol, trade));
+            if let Some(walk) = self.walk(&t.symbol) {
+                let trade = walk.trade(now, Some(t.p));
+                out.push(Outgoing::new("trades", t.symbol, trade));
+            }
         }
         for n in msg.news {
             out.push(self.article(&n.headline, n.symbols));

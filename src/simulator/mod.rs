@@ -104,6 +104,12 @@ pub fn start(
     listener: TcpListener,
 ) -> std::io::Result<(Server, SimulatorHandle)> {
     let faults = Arc::new(Faults::default());
+    for feed in SimFeed::ALL {
+        faults
+            .feed(feed)
+            .symbol_limit
+            .store(settings.max_symbols, std::sync::atomic::Ordering::Relaxed);
+    }
     let symbols: Vec<String> = settings
         .symbols
         .iter()
@@ -118,6 +124,7 @@ pub fn start(
         news_interval: Duration::from_millis(settings.news_interval_ms),
         generate: settings.generate,
         seed: settings.seed,
+        max_symbols: settings.max_symbols,
     };
     let exchange = Exchange::new(config, faults.clone()).start();
     let stock_symbols: Vec<String> = symbols

@@ -159,3 +159,33 @@ async fn the_status_lists_a_page_of_sessions_and_sums_up_all() {
         (5.into(), 0.into())
     );
 }
+
+#[actix_web::test]
+async fn the_simulator_caps_its_symbols_and_refuses_past_the_cap_like_alpaca() {
+    // 9 configured symbols have walks from the start; room for 3 more.
+    let app = crate::helpers::spawn_app_with(|s| s.simulator.max_symbols = 12).await;
+    let mut c = app.ws().await;
+    let symbols = many_symbols(20);
+    let names: Vec<&str> = symbols.iter().map(String::as_str).collect();
+    c.send(serde_json::json!({"action": "subscribe", "symbols": names}))
+        .await;
+    c.expect_type("subscribed").await;
+    // The stocks connection may hold 12 symbols: the other 8 come back refused (405 →
+    // too_many_symbols; the feed retries a refused request symbol by symbol).
+    let mut refused = std::collections::BTreeSet::new();
+    while refused.len() < 8 {
+        let m = c.expect_type("subscribed").await;
+        for r in m["rejected"].as_array().unwrap() {
+            assert_eq!(r["code"], "too_many_symbols", "{m}");
+            refused.insert(r["symbol"].as_str().unwrap().to_owned());
+        }
+    }
+    let (_, report) = app.get(&app.sim_url("/control/connections")).await;
+    assert!(report["walks"].as_u64().unwrap() <= 12, "{report}");
+    assert!(
+        report["history_symbols"].as_u64().unwrap() <= 12,
+        "{report}"
+    );
+    // Streaming goes on for what fits.
+    c.expect_type("spot_price_update").await;
+}
