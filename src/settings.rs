@@ -249,7 +249,9 @@ pub struct BackoffSettings {
     pub max_ms: u64,
     /// Random spread as a fraction of the delay (0.2 = ±20 %).
     pub jitter: f64,
-    /// A connection that stays up this long resets the backoff to `initial_ms`.
+    /// A connection that stays up this long once ready resets the backoff to `initial_ms`. Short
+    /// enough that an upstream dropping every half minute is reconnected at once each time; a
+    /// connection that dies sooner keeps backing off.
     pub reset_after_ms: u64,
 }
 
@@ -260,7 +262,7 @@ impl Default for BackoffSettings {
             factor: 2.0,
             max_ms: 60_000,
             jitter: 0.2,
-            reset_after_ms: 30_000,
+            reset_after_ms: 10_000,
         }
     }
 }
