@@ -51,6 +51,18 @@ MEASUREMENT:
     --warmup-secs S          after every client is subscribed                    [default: 2]
     --secs S                 measured window                                     [default: 10]
 
+SOAK (instead of a load run):
+    --soak-secs S            run the simulator (`tickrelay simulate`) as the upstream and the
+                             daemon against it for S seconds while --clients browsers read
+                             prices (and reconnect when dropped), --stall-clients connections
+                             never read (each replaced every 25 s), short-lived clients connect
+                             and leave five times a second (one in five sends garbage), and the
+                             upstream drops every 30 s (the 2nd fault is a 406, the 4th a
+                             handshake 429); every 10 s it samples the daemon's RSS, which
+                             browsers received prices and whether the upstream holds every
+                             symbol they want. One JSON line: the series, restore times, panics
+                             and a verdict.                                      [default: 0]
+
     -h, --help               print this text
 
 OUTPUT (one JSON line on stdout; rates are over the measured window):
@@ -143,6 +155,8 @@ pub struct Args {
     pub connect_timeout_secs: f64,
     pub warmup_secs: f64,
     pub secs: f64,
+    /// Soak mode for this many seconds (0: a load run).
+    pub soak_secs: f64,
 }
 
 impl Default for Args {
@@ -170,6 +184,7 @@ impl Default for Args {
             connect_timeout_secs: 30.0,
             warmup_secs: 2.0,
             secs: 10.0,
+            soak_secs: 0.0,
         }
     }
 }
@@ -245,6 +260,7 @@ impl Args {
             "--connect-timeout-secs" => self.connect_timeout_secs = number(flag, &value()?)?,
             "--warmup-secs" => self.warmup_secs = number(flag, &value()?)?,
             "--secs" => self.secs = number(flag, &value()?)?,
+            "--soak-secs" => self.soak_secs = number(flag, &value()?)?,
             other => bail!("unknown option {other:?}"),
         }
         Ok(())

@@ -39,7 +39,7 @@ pub const SDK_SECRET: &str = "bench-client-secret";
 /// The key every client sends; the accept value is checked against it.
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// Receive buffer of a stall client: small, so the daemon's send path backs up quickly.
-const STALL_RCVBUF: u32 = 4096;
+pub const STALL_RCVBUF: u32 = 4096;
 /// Initial read buffer per client (grows for larger frames).
 const READ_BUFFER: usize = 8192;
 /// The largest message a client accepts.
@@ -325,7 +325,7 @@ async fn connect(
     Ok(conn)
 }
 
-async fn upgrade(
+pub async fn upgrade(
     stream: TcpStream,
     addr: SocketAddr,
     index: usize,
@@ -365,9 +365,9 @@ async fn upgrade(
 }
 
 /// One open WebSocket connection.
-struct Conn {
-    stream: TcpStream,
-    reader: ws::Reader,
+pub struct Conn {
+    pub stream: TcpStream,
+    pub reader: ws::Reader,
     mask: [u8; 4],
     /// Scratch for outgoing frames.
     out: Vec<u8>,
@@ -379,14 +379,14 @@ struct Conn {
 
 impl Conn {
     /// Sends one masked frame.
-    async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+    pub async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         self.out.clear();
         ws::encode(&mut self.out, opcode, payload, Some(self.mask));
         http::write_all(&self.stream, &self.out).await
     }
 
     /// Reads what the socket has; errors when the daemon closed it.
-    async fn fill(&mut self) -> anyhow::Result<()> {
+    pub async fn fill(&mut self) -> anyhow::Result<()> {
         loop {
             self.stream.readable().await?;
             match self.reader.fill(&self.stream) {
@@ -400,7 +400,7 @@ impl Conn {
 
     /// Reads until the `subscribed` ack (SDK: the `subscription` ack); an `error` or a close
     /// before it fails.
-    async fn await_ack(&mut self) -> anyhow::Result<()> {
+    pub async fn await_ack(&mut self) -> anyhow::Result<()> {
         loop {
             self.fill().await?;
             let mut pong = None;

@@ -46,6 +46,8 @@ pub struct SpawnOptions {
 struct DaemonLog {
     tail: Mutex<VecDeque<String>>,
     warnings: AtomicU64,
+    /// Lines reporting a panic (`panicked at`), in any thread.
+    panics: AtomicU64,
 }
 
 /// A daemon: spawned (and stopped when this is dropped) or already running.
@@ -212,6 +214,11 @@ impl Daemon {
         self.log.warnings.load(Ordering::Relaxed)
     }
 
+    /// Panics the daemon has reported on its stderr.
+    pub fn panics(&self) -> u64 {
+        self.log.panics.load(Ordering::Relaxed)
+    }
+
     /// `Some(description)` once a spawned daemon has exited.
     pub fn exit_status(&mut self) -> Option<String> {
         let child = self.child.as_mut()?;
@@ -307,6 +314,10 @@ fn drain_stderr(stderr: ChildStderr, log: &DaemonLog, addr_tx: oneshot::Sender<S
             if let Some(tx) = addr_tx.take() {
                 let _ = tx.send(addr);
             }
+        }
+        if line.contains("panicked at") {
+            log.panics.fetch_add(1, Ordering::Relaxed);
+            warn!("daemon: {line}");
         }
         if line.contains(" WARN ") || line.contains(" ERROR ") {
             let n = log.warnings.fetch_add(1, Ordering::Relaxed) + 1;

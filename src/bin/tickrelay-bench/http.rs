@@ -103,16 +103,48 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// `GET path` on `addr` (host:port) with `Connection: close`: the status and body.
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
-    tokio::time::timeout(timeout, get_inner(addr, path))
-        .await
-        .with_context(|| format!("GET http://{addr}{path} took longer than {timeout:?}"))?
-        .with_context(|| format!("GET http://{addr}{path}"))
+    request(addr, "GET", path, None, timeout).await
 }
 
-async fn get_inner(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+/// `POST path` with a JSON body: the status and body.
+pub async fn post_json(
+    addr: &str,
+    path: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    request(addr, "POST", path, Some(body.to_string()), timeout).await
+}
+
+async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(timeout, request_inner(addr, method, path, body))
+        .await
+        .with_context(|| format!("{method} http://{addr}{path} took longer than {timeout:?}"))?
+        .with_context(|| format!("{method} http://{addr}{path}"))
+}
+
+async fn request_inner(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<(u16, String)> {
     let stream = TcpStream::connect(addr).await?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n");
+    match &body {
+        Some(b) => request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => request.push_str("\r\n"),
+    }
     write_all(&stream, request.as_bytes()).await?;
     let (head, mut body) = read_head(&stream).await?;
     let status = head

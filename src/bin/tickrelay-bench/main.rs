@@ -3,7 +3,8 @@
 //!
 //! One run: start the flood upstream ([`flood`]), start the daemon against it ([`daemon`]),
 //! connect the browser clients ([`clients`]), warm up, measure for a window, and print one JSON
-//! line ([`report`]) on stdout. Logs go to stderr. This file owns the run's sequence.
+//! line ([`report`]) on stdout. Logs go to stderr. This file owns the run's sequence; [`soak`]
+//! is the other kind of run (faults, churn and memory over minutes).
 
 mod args;
 mod clients;
@@ -14,6 +15,7 @@ mod http;
 mod report;
 mod scan;
 mod sdk;
+mod soak;
 mod stats;
 mod sys;
 mod ws;
@@ -89,6 +91,9 @@ async fn run_until_interrupted(args: &Args) -> anyhow::Result<Value> {
 
 async fn run(args: &Args) -> anyhow::Result<Value> {
     raise_fd_limit(args);
+    if args.soak_secs > 0.0 {
+        return soak::run(args, daemon_binary(args)?).await;
+    }
     let flood = Flood::start(FloodConfig {
         rate: args.rate,
         batch: args.batch,
@@ -187,18 +192,22 @@ async fn start_daemon(args: &Args, flood_port: u16) -> anyhow::Result<Daemon> {
         info!("daemon: using the one at {url}");
         return Daemon::external(url, args.pid);
     }
-    let binary = match &args.daemon {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("locating this binary")?
-            .with_file_name("tickrelay"),
-    };
     Daemon::spawn(&SpawnOptions {
-        binary,
+        binary: daemon_binary(args)?,
         config: args.config.clone(),
         env: daemon_env(args, flood_port),
     })
     .await
+}
+
+/// `--daemon`, or `tickrelay` next to this binary.
+fn daemon_binary(args: &Args) -> anyhow::Result<std::path::PathBuf> {
+    Ok(match &args.daemon {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("tickrelay"),
+    })
 }
 
 /// The overrides that point the daemon at the flood and strip it down to the stocks feed; the
