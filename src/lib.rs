@@ -44,6 +44,7 @@
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
 //!   [`credentials`], [`auth`] (clients, scopes: who may do what),
 //!   [`wire`] (ordered JSON/msgpack messages), [`time`], [`quote_book`], [`rng`].
+//! - [`fuzz`] — the decoders of untrusted input as the fuzz targets drive them.
 //!
 //! Quote traffic never waits: the feed leaves events in a per-symbol inlet (bounded, newest wins),
 //! throttles `try_send` to hubs, hubs write into outboxes that conflate; control messages may await
@@ -54,6 +55,7 @@ pub mod auth;
 pub mod browser;
 pub mod credentials;
 pub mod delivery;
+pub mod fuzz;
 pub mod http;
 pub mod hub;
 pub mod market;

@@ -3,11 +3,13 @@
 //!
 //! - [`stream`] — the `TradingStream` actor: `trade_updates` over Alpaca's trading stream, REST loads
 //!   of the account, positions and open orders, refreshes after fills, position pins.
+//! - [`frames`] — the trading stream's frames read into events (plain functions).
 //! - [`rest`] — a rate-limited client for Alpaca's trading REST API.
 //!
 //! The [`AccountStore`] is written by the trading streams and read by the HTTP handlers without an
 //! actor round trip, so `GET /api/v1/accounts/…` answers from memory in microseconds.
 
+pub mod frames;
 pub mod rest;
 pub mod stream;
 

@@ -25,6 +25,7 @@ use awc::ws::{Frame, Message as WsMessage};
 use log::{debug, info, warn};
 use serde_json::{json, Value};
 
+use super::frames::{self, OrderEvent, TradingFrame};
 use super::rest::{RestClient, RestError};
 use super::AccountStore;
 use crate::browser;
@@ -42,20 +43,6 @@ use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use crate::upstream::protocol::Encoding;
 use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus};
 
-/// Order statuses that keep an order open.
-const OPEN_STATUSES: &[&str] = &[
-    "new",
-    "partially_filled",
-    "accepted",
-    "pending_new",
-    "accepted_for_bidding",
-    "pending_cancel",
-    "pending_replace",
-    "calculated",
-    "held",
-    "stopped",
-    "suspended",
-];
 /// A failed REST load is retried this long later.
 const RELOAD_AFTER_ERROR: Duration = Duration::from_secs(5);
 
@@ -170,35 +157,24 @@ impl TradingStream {
     fn on_frame(&mut self, raw: &[u8], ctx: &mut Context<Self>) {
         self.counters.frame_received();
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
-        let Ok(msg) = serde_json::from_slice::<Value>(raw) else {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            warn!("account {}: skipping a frame that is not JSON", self.id());
-            return;
-        };
-        let data = &msg["data"];
-        match msg["stream"].as_str() {
-            Some("authorization") => match (data["status"].as_str(), self.phase) {
-                (Some("authorized"), Phase::Authenticating) => {
-                    let listen =
-                        json!({"action": "listen", "data": {"streams": ["trade_updates"]}});
-                    self.link.write(WsMessage::Text(listen.to_string().into()));
-                    self.phase = Phase::Listening;
-                }
-                (Some("authorized"), _) => debug!("account {}: repeated authorization", self.id()),
-                _ => {
-                    let why = data["message"].as_str().unwrap_or("unauthorized");
-                    self.fail(
-                        Failure::Fatal,
-                        format!("the trading stream refused the credentials ({why}); check this account's key pair"),
-                        ctx,
-                    );
-                }
-            },
-            Some("listening") => {
-                let listening = data["streams"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|v| v == "trade_updates"));
-                if self.phase == Phase::Listening && listening {
+        match frames::parse(raw) {
+            TradingFrame::Malformed => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                warn!("account {}: skipping a frame that is not JSON", self.id());
+            }
+            TradingFrame::Authorized if self.phase == Phase::Authenticating => {
+                let listen = json!({"action": "listen", "data": {"streams": ["trade_updates"]}});
+                self.link.write(WsMessage::Text(listen.to_string().into()));
+                self.phase = Phase::Listening;
+            }
+            TradingFrame::Authorized => debug!("account {}: repeated authorization", self.id()),
+            TradingFrame::Unauthorized { message } => self.fail(
+                Failure::Fatal,
+                format!("the trading stream refused the credentials ({message}); check this account's key pair"),
+                ctx,
+            ),
+            TradingFrame::Listening { trade_updates } => {
+                if self.phase == Phase::Listening && trade_updates {
                     info!(
                         "account {}: listening to trade updates; loading the account",
                         self.id()
@@ -207,15 +183,17 @@ impl TradingStream {
                     self.load(true, ctx);
                 }
             }
-            Some("trade_updates") => {
+            TradingFrame::TradeUpdate(event) => {
                 // SDK programs on /stream get the message exactly as Alpaca sent it.
                 self.registry.do_send(TradeUpdate {
                     account: self.config.account.clone(),
                     frame: bytes::Bytes::copy_from_slice(raw),
                 });
-                self.on_trade_update(data, ctx)
+                self.on_trade_update(event, ctx)
             }
-            other => debug!("account {}: skipping stream {other:?}", self.id()),
+            TradingFrame::Other(stream) => {
+                debug!("account {}: skipping stream {stream:?}", self.id())
+            }
         }
     }
 
@@ -230,36 +208,29 @@ impl TradingStream {
         });
     }
 
-    fn on_trade_update(&mut self, data: &Value, ctx: &mut Context<Self>) {
-        let event = data["event"].as_str().unwrap_or("unknown").to_owned();
-        let order = data["order"].clone();
-        let symbol = order["symbol"].as_str().unwrap_or_default().to_owned();
-        let order_id = order["id"].as_str().unwrap_or_default().to_owned();
-        let open = order["status"]
-            .as_str()
-            .is_some_and(|s| OPEN_STATUSES.contains(&s));
+    fn on_trade_update(&mut self, event: OrderEvent, ctx: &mut Context<Self>) {
         self.counters.events_routed.fetch_add(1, Ordering::Relaxed);
         self.store.update(&self.config.account, |a| {
             a.last_event_at = Some(Timestamp::now());
-            if open {
-                a.orders.insert(order_id.clone(), order.clone());
+            if event.open {
+                a.orders
+                    .insert(event.order_id.clone(), event.order().clone());
             } else {
-                a.orders.remove(&order_id);
+                a.orders.remove(&event.order_id);
             }
         });
         self.order_seq += 1;
         let key = DeliverKey {
-            symbol: Symbol::from_trading(&symbol, order["asset_class"].as_str())
-                .unwrap_or_else(|_| Symbol::wildcard()),
+            symbol: event.symbol.clone(),
             kind: FrameKind::Order(self.order_seq),
         };
-        let frame = browser::order_update(self.id(), &event, data);
+        let frame = browser::order_update(self.id(), &event.event, &event.data);
         self.registry.do_send(AccountEvent {
             account: self.config.account.clone(),
             key,
             frame,
         });
-        if matches!(event.as_str(), "fill" | "partial_fill") {
+        if event.is_fill() {
             self.schedule_refresh(ctx);
         }
     }

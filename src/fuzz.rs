@@ -1,0 +1,110 @@
+//! Entry points for the fuzz targets (`fuzz/`) and for the test that replays what they found
+//! (`tests/fuzz_replay.rs`): each takes arbitrary bytes, runs one decoder the way the daemon runs
+//! it on untrusted input, and checks what must hold of its output. A panic is a bug.
+//!
+//! Untrusted input: upstream frames (a broken or hostile Alpaca, a proxy in between), trading
+//! stream frames, browser and SDK client messages, and the settings file and environment.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::upstream::protocol::msgpack::msgpack_value_len;
+use crate::upstream::protocol::{decode, raw, Encoding};
+use crate::upstream::FeedKind;
+
+/// An upstream frame as JSON text: decoded for browsers, and split and transcoded for SDK
+/// programs on every feed. Every JSON or msgpack message produced must be well formed.
+pub fn upstream_json(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        // WebSocket text frames are UTF-8; a binary frame of JSON is decoded as such.
+        let _ = decode::decode(data, true, Encoding::Json);
+        return;
+    };
+    let _ = decode::decode_json(text);
+    let frame = Bytes::copy_from_slice(data);
+    for feed in FeedKind::ALL {
+        check_split(raw::split(&frame, false, feed, true, true));
+    }
+}
+
+/// An upstream frame as msgpack: decoded for browsers, split and written as JSON for SDK
+/// programs.
+pub fn upstream_msgpack(data: &[u8]) {
+    let _ = decode::decode_msgpack(data);
+    let _ = decode::decode(data, true, Encoding::Msgpack);
+    let frame = Bytes::copy_from_slice(data);
+    for feed in FeedKind::ALL {
+        check_split(raw::split(&frame, true, feed, true, true));
+    }
+    let mut out = String::new();
+    if let Some(len) = raw::msgpack_to_json(data, &mut out) {
+        assert!(len <= data.len());
+        assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&out).is_ok(),
+            "msgpack_to_json wrote invalid JSON: {out}"
+        );
+    }
+}
+
+fn check_split(elements: Vec<crate::upstream::tap::RawElement>) {
+    for e in elements {
+        assert!(
+            serde_json::from_slice::<serde::de::IgnoredAny>(&e.json).is_ok(),
+            "a split message is not JSON: {:?}",
+            String::from_utf8_lossy(&e.json)
+        );
+        assert_eq!(
+            msgpack_value_len(&e.msgpack),
+            Some(e.msgpack.len()),
+            "a split message is not one msgpack value"
+        );
+    }
+}
+
+/// A trading stream (`trade_updates`) frame, and the browser frame an order event becomes.
+pub fn trading_frame(data: &[u8]) {
+    if let crate::accounts::frames::TradingFrame::TradeUpdate(event) =
+        crate::accounts::frames::parse(data)
+    {
+        let frame = crate::browser::order_update("main", &event.event, &event.data);
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>(&frame).is_ok());
+    }
+}
+
+/// A browser's message on `/ws`, read with the default per-connection symbol cap.
+pub fn browser_message(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(crate::browser::ClientRequest::Subscribe {
+            symbols, rejected, ..
+        }) = crate::browser::parse_request(text, 220)
+        {
+            assert!(symbols.len() <= 220, "read past the cap");
+            assert!(rejected.len() <= crate::browser::MAX_LISTED_REJECTIONS);
+        }
+    }
+}
+
+/// An SDK program's message on an Alpaca-compatible path, as JSON text and as msgpack.
+pub fn sdk_message(data: &[u8]) {
+    let _ = crate::sdk::protocol::parse(data, false);
+    let _ = crate::sdk::protocol::parse(data, true);
+}
+
+/// A settings file and environment: TOML, then optionally a line `---` and `KEY=value` lines.
+pub fn settings(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (toml, env) = text.split_once("\n---\n").unwrap_or((text, ""));
+    let env: HashMap<String, String> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if let Ok(s) = crate::settings::Settings::from_toml_str(toml, env) {
+        // Valid settings are usable: every duration converts without overflow.
+        assert!(s.validate().is_empty());
+        let _ = crate::settings::ms(s.upstream.backoff.max_ms);
+    }
+}
