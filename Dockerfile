@@ -4,7 +4,12 @@
 #   docker build -t tickrelay .
 #   docker run --rm -p 8080:8080 tickrelay                       # built-in simulator
 #   docker run --rm -p 8080:8080 -e TICKRELAY__UPSTREAM__PROVIDER=alpaca \
-#     -e APCA_API_KEY_ID -e APCA_API_SECRET_KEY tickrelay          # real Alpaca
+#     -e TICKRELAY__AUTH__ANONYMOUS_SCOPES=market \
+#     -e TICKRELAY__CLIENTS__OPS__KEY_ID=ops -e TICKRELAY__CLIENTS__OPS__SCOPES=market,account:main \
+#     -e TICKRELAY_CLIENT_SECRET_OPS -e APCA_API_KEY_ID -e APCA_API_SECRET_KEY tickrelay  # real Alpaca
+#
+# With a real account the anonymous scopes must not include it (start-up error otherwise): the
+# account is read by a client with its key pair (Authorization: Bearer ops:<secret>).
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src

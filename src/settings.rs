@@ -1145,6 +1145,12 @@ impl Settings {
             {
                 bad(&key, "client ids use letters, digits, '-' and '_'".into());
             }
+            if id == crate::auth::ANONYMOUS {
+                bad(
+                    &key,
+                    "\"anonymous\" names callers without credentials".into(),
+                );
+            }
             if client.key_id.trim().is_empty() {
                 bad(&format!("{key}.key_id"), "must not be empty".into());
             } else if !key_ids.insert(client.key_id.as_str()) {
@@ -1446,8 +1452,12 @@ mod tests {
     #[test]
     fn a_client_without_its_secret_or_with_an_unknown_account_is_refused() {
         let err = Settings::from_toml_str(
-            "[clients.notebook]\nkey_id = \"nb\"\nscopes = [\"account:ghost\"]\n[clients.other]\nkey_id = \"nb\"\nsecret_env = \"OTHER_SECRET\"\nscopes = [\"markets\"]\n[clients.colon]\nkey_id = \"a:b\"\n",
-            env(&[("OTHER_SECRET", "s"), ("TICKRELAY_CLIENT_SECRET_COLON", "s")]),
+            "[clients.notebook]\nkey_id = \"nb\"\nscopes = [\"account:ghost\"]\n[clients.other]\nkey_id = \"nb\"\nsecret_env = \"OTHER_SECRET\"\nscopes = [\"markets\"]\n[clients.colon]\nkey_id = \"a:b\"\n[clients.anonymous]\nkey_id = \"anon\"\n",
+            env(&[
+                ("OTHER_SECRET", "s"),
+                ("TICKRELAY_CLIENT_SECRET_COLON", "s"),
+                ("TICKRELAY_CLIENT_SECRET_ANONYMOUS", "s"),
+            ]),
         )
         .unwrap_err()
         .to_string();
@@ -1462,6 +1472,7 @@ mod tests {
         );
         assert!(err.contains("already uses this key id"), "{err}");
         assert!(err.contains("clients.colon.key_id"), "{err}");
+        assert!(err.contains("names callers without credentials"), "{err}");
     }
 
     #[test]

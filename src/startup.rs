@@ -49,6 +49,8 @@ pub fn install_crypto_provider() {
 
 /// How long shutdown waits for the registry to close the sessions and stop the feeds.
 const REGISTRY_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Client secrets shorter than this get a warning at start-up.
+const MIN_SECRET_LEN: usize = 16;
 
 /// A running daemon.
 pub struct Daemon {
@@ -146,6 +148,12 @@ impl Daemon {
 
         let taps = Taps::new();
         let auth = Arc::new(Auth::from_settings(&settings.clients, &settings.auth));
+        for (id, client) in &settings.clients {
+            let len = client.secret.as_ref().map_or(0, |s| s.expose().len());
+            if len < MIN_SECRET_LEN {
+                warn!("client {id}: its secret has {len} characters; use at least {MIN_SECRET_LEN} random ones (REST calls may guess without limit)");
+            }
+        }
         if auth.is_empty() {
             info!("no client is configured: callers get only the anonymous scopes [{}] and every SDK auth is refused (402); add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>", auth.anonymous().scopes.names().join(", "));
         } else {
