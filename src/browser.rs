@@ -167,7 +167,10 @@ pub enum ClientRequest {
     Subscribe {
         symbols: Vec<Symbol>,
         channels: Vec<ClientChannel>,
+        /// The first [`MAX_LISTED_REJECTIONS`] invalid items.
         rejected: Vec<Rejection>,
+        /// Every invalid item read, listed or not.
+        invalid: usize,
         /// Items after the first `max_symbols` distinct valid symbols: not read.
         over_limit: usize,
     },
@@ -233,8 +236,8 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<ClientRequest, Cl
             } else {
                 usize::MAX
             };
-            let (symbols, rejected, over_limit) = match &raw.symbols {
-                None if only_positions => (Vec::new(), Vec::new(), 0),
+            let (symbols, rejected, invalid, over_limit) = match &raw.symbols {
+                None if only_positions => (Vec::new(), Vec::new(), 0, 0),
                 None => return Err(ClientError::new(
                     ErrorCode::InvalidJson,
                     "\"symbols\" is required, e.g. [\"AAPL\"] (or [\"*\"] with the news channel)",
@@ -248,6 +251,7 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<ClientRequest, Cl
                     symbols,
                     channels,
                     rejected,
+                    invalid,
                     over_limit,
                 })
             } else {
@@ -320,12 +324,13 @@ fn parse_channels(value: Option<&serde_json::Value>) -> Result<Vec<ClientChannel
 }
 
 /// The distinct valid symbols of a list (at most `limit`; the items after are counted), the
-/// rejected ones (at most [`MAX_LISTED_REJECTIONS`] kept), and the count not read.
+/// rejected ones (at most [`MAX_LISTED_REJECTIONS`] kept), how many were rejected in all, and
+/// the count not read.
 fn parse_symbols(
     value: &serde_json::Value,
     news: bool,
     limit: usize,
-) -> Result<(Vec<Symbol>, Vec<Rejection>, usize), ClientError> {
+) -> Result<(Vec<Symbol>, Vec<Rejection>, usize, usize), ClientError> {
     let one;
     let items: &[serde_json::Value] = match value {
         serde_json::Value::Array(list) => list,
@@ -343,12 +348,20 @@ fn parse_symbols(
     let mut symbols: Vec<Symbol> = Vec::new();
     let mut seen: rustc_hash::FxHashSet<Symbol> = rustc_hash::FxHashSet::default();
     let mut rejected = Vec::new();
+    let mut invalid = 0;
+    // Only the first few refusals are written out; the rest are counted.
+    let mut reject = |make: &dyn Fn() -> Rejection| {
+        invalid += 1;
+        if rejected.len() < MAX_LISTED_REJECTIONS {
+            rejected.push(make());
+        }
+    };
     for (i, item) in items.iter().enumerate() {
         if symbols.len() >= limit {
-            return Ok((symbols, rejected, items.len() - i));
+            return Ok((symbols, rejected, invalid, items.len() - i));
         }
         let Some(raw) = item.as_str() else {
-            rejected.push(Rejection {
+            reject(&|| Rejection {
                 symbol: item.to_string(),
                 code: ErrorCode::InvalidSymbol,
                 message: "symbols must be strings".into(),
@@ -359,7 +372,7 @@ fn parse_symbols(
             if news {
                 Ok(Symbol::wildcard())
             } else {
-                rejected.push(Rejection {
+                reject(&|| Rejection {
                     symbol: raw.to_owned(),
                     code: ErrorCode::InvalidSymbol,
                     message: "\"*\" is allowed with the news channel only".into(),
@@ -375,10 +388,10 @@ fn parse_symbols(
                     symbols.push(s);
                 }
             }
-            Err(e) => rejected.push(Rejection::invalid(raw, &e)),
+            Err(e) => reject(&|| Rejection::invalid(raw, &e)),
         }
     }
-    Ok((symbols, rejected, 0))
+    Ok((symbols, rejected, invalid, 0))
 }
 
 /// Most rejections listed in a `subscribed` reply; `rejected_count` has them all, so a huge
@@ -999,6 +1012,30 @@ mod tests {
         assert_eq!(rejected.len(), 2);
         assert_eq!(rejected[0].symbol, "??");
         assert_eq!(rejected[0].code, ErrorCode::InvalidSymbol);
+    }
+
+    #[test]
+    fn invalid_symbols_are_counted_but_only_the_first_few_listed() {
+        // Found by the browser_message fuzz target: 43 invalid symbols came back as 43 rejections.
+        let list: Vec<String> = (0..500).map(|i| format!("\"bad symbol {i}\"")).collect();
+        let text = format!(
+            r#"{{"action":"subscribe","symbols":["AAPL",{},7]}}"#,
+            list.join(",")
+        );
+        let ClientRequest::Subscribe {
+            symbols,
+            rejected,
+            invalid,
+            over_limit,
+            ..
+        } = parse_request(&text, 200).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(symbols.len(), 1);
+        assert_eq!(rejected.len(), MAX_LISTED_REJECTIONS);
+        assert_eq!(rejected[0].symbol, "bad symbol 0");
+        assert_eq!((invalid, over_limit), (501, 0));
     }
 
     #[test]

@@ -76,11 +76,18 @@ pub fn trading_frame(data: &[u8]) {
 pub fn browser_message(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(crate::browser::ClientRequest::Subscribe {
-            symbols, rejected, ..
+            symbols,
+            rejected,
+            invalid,
+            ..
         }) = crate::browser::parse_request(text, 220)
         {
             assert!(symbols.len() <= 220, "read past the cap");
             assert!(rejected.len() <= crate::browser::MAX_LISTED_REJECTIONS);
+            assert!(
+                invalid >= rejected.len(),
+                "every listed rejection is counted"
+            );
         }
     }
 }

@@ -228,8 +228,9 @@ impl ClientSession {
                 symbols,
                 channels,
                 rejected,
+                invalid,
                 over_limit,
-            } => self.subscribe(symbols, channels, rejected, over_limit, ctx),
+            } => self.subscribe(symbols, channels, (rejected, invalid), over_limit, ctx),
             ClientRequest::Unsubscribe { symbols, channels } => {
                 self.unsubscribe(symbols, channels, ctx)
             }
@@ -322,7 +323,7 @@ impl ClientSession {
         &mut self,
         symbols: Vec<Symbol>,
         channels: Vec<ClientChannel>,
-        mut rejected: Vec<Rejection>,
+        (mut rejected, invalid): (Vec<Rejection>, usize),
         over_limit: usize,
         ctx: &mut Context<Self>,
     ) {
@@ -331,7 +332,6 @@ impl ClientSession {
             return;
         }
         let max = self.config.settings.max_symbols;
-        let invalid = rejected.len();
         let mut count = self.symbols.len();
         let mut wanted = Vec::with_capacity(symbols.len());
         let mut over = over_limit;
