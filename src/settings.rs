@@ -61,6 +61,37 @@ fn insecure(url: &str, clear_scheme: &str, allowed: bool) -> Option<String> {
     })
 }
 
+/// A key made of letters, digits, `_` and `-` (what every settings key, client id and account
+/// id is).
+fn plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Every key of `table` (nested ones by their dotted path) that is not [`plain_key`].
+fn odd_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.chars().take(80).collect()
+        } else {
+            format!("{prefix}.{}", key.chars().take(80).collect::<String>())
+        };
+        if !plain_key(key) {
+            out.push(path.clone());
+        }
+        let tables: Vec<&toml::Table> = match value {
+            toml::Value::Table(t) => vec![t],
+            toml::Value::Array(items) => items.iter().filter_map(toml::Value::as_table).collect(),
+            _ => Vec::new(),
+        };
+        for t in tables {
+            odd_keys(t, &path, out);
+        }
+    }
+}
+
 /// The longest any duration setting may be: a day.
 const MAX_DURATION_MS: u64 = 86_400_000;
 
@@ -777,8 +808,12 @@ impl Settings {
         path: &Path,
         env: HashMap<String, String>,
     ) -> Result<Settings, SettingsError> {
-        let file = File::from(path).format(FileFormat::Toml).required(true);
-        Self::build(file, env, &path.display().to_string())
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Read {
+            path: origin.clone(),
+            source: config::ConfigError::Foreign(Box::new(e)),
+        })?;
+        Self::build(&text, env, &origin)
     }
 
     /// Parses settings from TOML text plus an explicit environment (tests use this).
@@ -786,21 +821,38 @@ impl Settings {
         toml: &str,
         env: HashMap<String, String>,
     ) -> Result<Settings, SettingsError> {
-        Self::build(
-            File::from_str(toml, FileFormat::Toml),
-            env,
-            "<inline settings>",
-        )
+        Self::build(toml, env, "<inline settings>")
     }
 
-    fn build<S>(
-        file: S,
+    fn build(
+        text: &str,
         env: HashMap<String, String>,
         origin: &str,
-    ) -> Result<Settings, SettingsError>
-    where
-        S: config::Source + Send + Sync + 'static,
-    {
+    ) -> Result<Settings, SettingsError> {
+        // The settings library reads `[N]` in a key as an array index (and `.` as nesting): a key
+        // `"x[100000000]"` in the file, or a variable `TICKRELAY__X[100000000]`, would build a
+        // hundred-million-element array. Settings keys are letters, digits, `_` and `-`; anything
+        // else is refused before the library sees it.
+        let mut odd = Vec::new();
+        if let Ok(table) = text.parse::<toml::Table>() {
+            odd_keys(&table, "", &mut odd);
+        }
+        odd.extend(
+            env.keys()
+                .filter(|k| k.starts_with(&format!("{ENV_PREFIX}__")) && !plain_key(k))
+                .map(|k| k.chars().take(80).collect::<String>()),
+        );
+        if !odd.is_empty() {
+            let problems = odd
+                .into_iter()
+                .map(|key| Problem {
+                    key,
+                    message: "not a settings key: use letters, digits, '_' and '-' only".into(),
+                })
+                .collect();
+            return Err(SettingsError::Invalid(problems));
+        }
+        let file = File::from_str(text, FileFormat::Toml);
         let mut overrides = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -1473,6 +1525,34 @@ mod tests {
         assert!(err.contains("already uses this key id"), "{err}");
         assert!(err.contains("clients.colon.key_id"), "{err}");
         assert!(err.contains("names callers without credentials"), "{err}");
+    }
+
+    #[test]
+    fn an_environment_key_that_is_not_a_settings_key_is_refused_before_it_is_read() {
+        // Found by the settings fuzz target: `[N]` made the settings library build an N-element
+        // array (10 s and 1.9 GB for one variable).
+        for key in [
+            "TICKRELAY__HTTP__PORT[123041217]",
+            "TICKRELAY__HTTP__PORT.X",
+            "TICKRELAY__HTTP__P\u{0}RT",
+        ] {
+            let err = Settings::from_toml_str("", env(&[(key, "1")]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a settings key"), "{key}: {err}");
+        }
+        assert!(Settings::from_toml_str("", env(&[("OTHER[5]", "1")])).is_ok());
+        // The same in the file, at any depth.
+        for toml in [
+            "\"a[100000000]\" = 1\n",
+            "[http]\n\"x[100000000]\" = 1\n",
+            "[clients.\"a.b\"]\nkey_id = \"k\"\n",
+        ] {
+            let err = Settings::from_toml_str(toml, env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a settings key"), "{toml}: {err}");
+        }
     }
 
     #[test]
