@@ -148,6 +148,7 @@ fn main() {
             stale_after: Duration::from_secs(300),
             book_depth: 10,
             hub_drops: Default::default(),
+            sink: None,
         };
         let inlets: std::collections::HashMap<Symbol, _> = (0..10)
             .map(|i| {

@@ -63,6 +63,7 @@ pub mod outbox;
 pub mod quote_book;
 pub mod registry;
 pub mod rng;
+pub mod scaleout;
 pub mod sdk;
 pub mod session;
 pub mod settings;

@@ -114,6 +114,8 @@ pub struct Settings {
     #[serde(default)]
     pub sdk: SdkSettings,
     #[serde(default)]
+    pub redis: RedisSettings,
+    #[serde(default)]
     pub dashboard: DashboardSettings,
     #[serde(default)]
     pub simulator: SimulatorSettings,
@@ -677,6 +679,25 @@ impl Default for SessionSettings {
     }
 }
 
+/// Redis: the shared price cache and price events other services read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port[/db]`; empty: no Redis.
+    pub url: String,
+    /// `price:{SYMBOL}` keys expire this long after their last update, so a stale price goes.
+    pub price_ttl_secs: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            price_ttl_secs: 300,
+        }
+    }
+}
+
 /// SDK programs on the Alpaca-compatible endpoint (`/v2/iex`, `/v1beta3/crypto/us`, `/stream`, …).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1048,6 +1069,19 @@ impl Settings {
             if value > max {
                 bad(key, format!("{value} is more than the limit of {max}"));
             }
+        }
+        let redis = &self.redis;
+        if !redis.url.is_empty() && !redis.url.starts_with("redis://") {
+            bad(
+                "redis.url",
+                "use redis://[:password@]host:port[/db] (or leave it empty for no Redis)".into(),
+            );
+        }
+        if !(1..=86_400).contains(&redis.price_ttl_secs) {
+            bad(
+                "redis.price_ttl_secs",
+                format!("{} is not between 1 and 86400", redis.price_ttl_secs),
+            );
         }
         if self.simulator.max_symbols == 0 {
             bad("simulator.max_symbols", "must be greater than 0".into());

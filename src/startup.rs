@@ -31,6 +31,7 @@ use crate::http::{self, AppState};
 use crate::hub::{HubConfig, LocalHub};
 use crate::quote_book::QuoteBook;
 use crate::registry::{Heartbeat, Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
+use crate::scaleout::sink::{Exchanges, PriceSink};
 use crate::sdk::SdkContext;
 use crate::session::SessionConfig;
 use crate::settings::{ms, Provider, Settings};
@@ -127,11 +128,13 @@ impl Daemon {
         };
 
         let book = QuoteBook::default();
+        let sink = start_sink(&settings);
         let throttle = ThrottleConfig {
             interval: ms(settings.throttle.interval_ms),
             stale_after: ms(settings.throttle.stale_after_ms),
             book_depth: settings.feeds.crypto.book_depth,
             hub_drops: Arc::new(AtomicU64::new(0)),
+            sink: sink.clone(),
         };
         let heartbeat = Heartbeat::default();
         let registry = Registry::new(
@@ -198,6 +201,7 @@ impl Daemon {
                 auth: auth.clone(),
             }),
             auth,
+            sink,
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
             dashboard_symbols: Settings::symbols(&settings.dashboard.symbols)
@@ -407,6 +411,32 @@ fn simulator_credentials() -> Credentials {
 }
 
 /// Starts one supervised trading stream per enabled account, staggered.
+/// The Redis price sink, when `redis.url` is set: created, and its writer started on this system.
+fn start_sink(settings: &Settings) -> Option<Arc<PriceSink>> {
+    let redis = &settings.redis;
+    if redis.url.is_empty() {
+        return None;
+    }
+    // The feed a price came from, as the consumers' `exchange` field names it: IEX, SIP, OPRA, …
+    let label = |path: &str| path.rsplit('/').next().unwrap_or(path).to_ascii_uppercase();
+    let exchanges = Exchanges {
+        stock: label(settings.feeds.stocks.feed.path()),
+        crypto: "CRYPTO".into(),
+        option: label(settings.feeds.options.feed.path()),
+    };
+    let sink = PriceSink::new(&redis.url, redis.price_ttl_secs, exchanges);
+    info!(
+        "redis: prices go to {} (price:{{SYMBOL}} for {} s, price.updated.{{SYMBOL}})",
+        sink.status().server,
+        redis.price_ttl_secs
+    );
+    actix_web::rt::spawn(
+        sink.clone()
+            .run(redis.url.clone(), settings.upstream.backoff.clone()),
+    );
+    Some(sink)
+}
+
 fn start_accounts(
     settings: &Settings,
     simulator: Option<&SimulatorHandle>,

@@ -30,6 +30,7 @@ use crate::browser::{
 use crate::delivery::{FrameKind, HubId, Publish};
 use crate::market::{Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, Trade, TradeFix};
 use crate::quote_book::QuoteBook;
+use crate::scaleout::sink::SinkPrice;
 use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
 
@@ -270,6 +271,8 @@ pub struct ThrottleConfig {
     pub book_depth: usize,
     /// Frames a hub's full mailbox refused (shared by all throttles; shown in the status).
     pub hub_drops: Arc<AtomicU64>,
+    /// Where every emitted price also goes, when Redis is configured.
+    pub sink: Option<Arc<crate::scaleout::sink::PriceSink>>,
 }
 
 /// One hub that wants this symbol.
@@ -407,6 +410,11 @@ impl SymbolThrottle {
 
     fn emit_price(&mut self) {
         self.quotes.put(&self.symbol, &self.price, self.volume);
+        if let Some(sink) = &self.config.sink {
+            if let Some(price) = SinkPrice::of(&self.price, self.symbol.class()) {
+                sink.offer(&self.symbol, price);
+            }
+        }
         if self.wants(ClientChannel::Quotes) {
             let PriceFrame { frame, update } = self.price_frame();
             self.publish(FrameKind::Price, frame, Some((self.kind, update)));

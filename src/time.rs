@@ -130,6 +130,22 @@ impl Timestamp {
         out.push('Z');
     }
 
+    /// RFC 3339 with exactly six fractional digits and a `+00:00` offset
+    /// (`2024-10-19T14:30:00.123456+00:00`), the shape Python's `datetime.isoformat()` writes
+    /// and the Redis price consumers read.
+    pub fn to_rfc3339_micros(self) -> String {
+        let days = self.secs.div_euclid(86_400);
+        let rem = self.secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            self.nanos / 1000
+        )
+    }
+
     /// RFC 3339 text, as [`Timestamp::write_rfc3339`] writes it.
     pub fn to_rfc3339(self) -> String {
         let mut out = String::with_capacity(30);
@@ -366,6 +382,17 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micros_with_an_offset_as_python_writes_them() {
+        let ts = Timestamp::parse_rfc3339("2024-10-19T14:30:00.123456789Z").unwrap();
+        assert_eq!(ts.to_rfc3339_micros(), "2024-10-19T14:30:00.123456+00:00");
+        let whole = Timestamp::parse_rfc3339("2024-10-19T14:30:00Z").unwrap();
+        assert_eq!(
+            whole.to_rfc3339_micros(),
+            "2024-10-19T14:30:00.000000+00:00"
+        );
+    }
 
     #[test]
     fn parses_alpaca_examples_and_round_trips_them() {

@@ -222,6 +222,7 @@ pub async fn status(
         "news_subscriptions": status.news,
         "positions_subscribers": status.positions_subscribers,
         "cached_quotes": status.cached_quotes,
+        "redis": state.sink.as_ref().map(|s| s.status()),
         "timestamp": now,
     });
     HttpResponse::Ok().json(body)

@@ -46,6 +46,8 @@ pub struct AppState {
     pub sessions: Arc<SessionConfig>,
     /// Clients and scopes: who may do what.
     pub auth: Arc<crate::auth::Auth>,
+    /// The Redis price sink, when configured.
+    pub sink: Option<Arc<crate::scaleout::sink::PriceSink>>,
     pub provider: &'static str,
     pub stale_after: Duration,
     pub dashboard_symbols: Vec<String>,

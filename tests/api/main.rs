@@ -14,6 +14,7 @@ mod hardening;
 mod helpers;
 mod ingest;
 mod reconnect;
+mod redis_sink;
 mod sdk;
 mod sdk_packages;
 mod shutdown;

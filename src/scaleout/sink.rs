@@ -1,0 +1,426 @@
+//! `PriceSink`: every conflated price update into Redis, in the shapes the existing consumers
+//! read:
+//!
+//! - `SET price:{SYMBOL} '{"symbol","bid","ask","mid","timestamp","exchange"}' EX <ttl>`
+//! - `PUBLISH price.updated.{SYMBOL} '{"symbol","bid","ask","mid","timestamp"}'`
+//!
+//! Throttles hand it each price they emit ([`PriceSink::offer`]: a short lock, the newest value per
+//! symbol, never a wait). One task drains what is pending into a single pipeline per round trip,
+//! so however fast prices come Redis gets at most one write per symbol per round trip. While Redis
+//! is slow or away the pending map keeps the newest value per symbol — bounded by the symbols
+//! streaming — and counts what it replaced; the task reconnects with backoff. The URL's password
+//! is never logged or shown.
+//!
+//! Owns: the pending map, the Redis connection and the counters the status shows. Talks to:
+//! nobody but Redis; throttles call [`PriceSink::offer`], the status reads [`PriceSink::status`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::{info, warn};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::browser::PriceView;
+use crate::rng::SplitMix64;
+use crate::settings::BackoffSettings;
+use crate::symbol::{AssetClass, Symbol};
+use crate::time::Timestamp;
+use crate::upstream::backoff::Backoff;
+
+/// A connection or a pipeline that takes longer has failed (Redis stalled).
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most symbols one pipeline carries (a round trip stays short; the rest go in the next).
+const MAX_PIPELINE: usize = 2_000;
+
+/// One symbol's pending price.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkPrice {
+    pub bid: f64,
+    pub ask: f64,
+    pub mid: f64,
+    pub timestamp: Timestamp,
+    pub class: AssetClass,
+}
+
+impl SinkPrice {
+    /// The price of a throttle's view, when it has a quote (bid or ask).
+    pub fn of(view: &PriceView, class: AssetClass) -> Option<SinkPrice> {
+        Some(SinkPrice {
+            bid: view.bid_price,
+            ask: view.ask_price,
+            mid: view.mid_price()?,
+            timestamp: view.timestamp.unwrap_or_else(Timestamp::now),
+            class,
+        })
+    }
+}
+
+/// The value of `price:{SYMBOL}`.
+#[derive(Serialize)]
+struct CachedPrice<'a> {
+    symbol: &'a str,
+    bid: f64,
+    ask: f64,
+    mid: f64,
+    timestamp: &'a str,
+    exchange: &'a str,
+}
+
+/// The message on `price.updated.{SYMBOL}`.
+#[derive(Serialize)]
+struct PriceEvent<'a> {
+    symbol: &'a str,
+    bid: f64,
+    ask: f64,
+    mid: f64,
+    timestamp: &'a str,
+}
+
+/// The two payloads of one price: the cached value and the event.
+pub fn payloads(symbol: &str, p: &SinkPrice, exchange: &str) -> (String, String) {
+    let timestamp = p.timestamp.to_rfc3339_micros();
+    let cached = CachedPrice {
+        symbol,
+        bid: p.bid,
+        ask: p.ask,
+        mid: p.mid,
+        timestamp: &timestamp,
+        exchange,
+    };
+    let event = PriceEvent {
+        symbol,
+        bid: p.bid,
+        ask: p.ask,
+        mid: p.mid,
+        timestamp: &timestamp,
+    };
+    (
+        serde_json::to_string(&cached).unwrap_or_default(),
+        serde_json::to_string(&event).unwrap_or_default(),
+    )
+}
+
+/// What the status shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct SinkStatus {
+    /// `connected`, `connecting` or `disconnected`.
+    pub state: &'static str,
+    /// Host and port (never the password).
+    pub server: String,
+    /// Symbols whose newest price waits to be written.
+    pub pending: usize,
+    /// Prices written (each a SET and a PUBLISH).
+    pub written: u64,
+    /// Prices replaced by a newer one before they could be written (Redis slow or away).
+    pub replaced: u64,
+    /// Connections made after the first.
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+/// Labels of the `exchange` field, per asset class.
+#[derive(Clone, Debug)]
+pub struct Exchanges {
+    pub stock: String,
+    pub crypto: String,
+    pub option: String,
+}
+
+impl Exchanges {
+    fn of(&self, class: AssetClass) -> &str {
+        match class {
+            AssetClass::Stock => &self.stock,
+            AssetClass::Crypto => &self.crypto,
+            AssetClass::Option => &self.option,
+        }
+    }
+}
+
+/// The sink: the pending prices and the counters.
+pub struct PriceSink {
+    pending: Mutex<HashMap<Symbol, SinkPrice>>,
+    wake: Notify,
+    connected: AtomicBool,
+    connecting: AtomicBool,
+    written: AtomicU64,
+    replaced: AtomicU64,
+    reconnects: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    server: String,
+    ttl_secs: u64,
+    exchanges: Exchanges,
+}
+
+impl std::fmt::Debug for PriceSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PriceSink")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PriceSink {
+    pub fn new(url: &str, ttl_secs: u64, exchanges: Exchanges) -> Arc<PriceSink> {
+        Arc::new(PriceSink {
+            pending: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            connected: AtomicBool::new(false),
+            connecting: AtomicBool::new(true),
+            written: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            server: server_of(url),
+            ttl_secs,
+            exchanges,
+        })
+    }
+
+    /// A throttle's new price for `symbol`: replaces any unwritten one. Never waits on Redis.
+    pub fn offer(&self, symbol: &Symbol, price: SinkPrice) {
+        let replaced = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.insert(symbol.clone(), price).is_some()
+        };
+        if replaced {
+            self.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn status(&self) -> SinkStatus {
+        let state = if self.connected.load(Ordering::Relaxed) {
+            "connected"
+        } else if self.connecting.load(Ordering::Relaxed) {
+            "connecting"
+        } else {
+            "disconnected"
+        };
+        SinkStatus {
+            state,
+            server: self.server.clone(),
+            pending: self.pending.lock().map_or(0, |p| p.len()),
+            written: self.written.load(Ordering::Relaxed),
+            replaced: self.replaced.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Takes up to [`MAX_PIPELINE`] pending prices.
+    fn take(&self) -> Vec<(Symbol, SinkPrice)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() <= MAX_PIPELINE {
+            return pending.drain().collect();
+        }
+        let keys: Vec<Symbol> = pending.keys().take(MAX_PIPELINE).cloned().collect();
+        keys.into_iter()
+            .filter_map(|k| pending.remove_entry(&k))
+            .collect()
+    }
+
+    /// Puts back what a failed pipeline carried, unless a newer price came meanwhile.
+    fn restore(&self, batch: Vec<(Symbol, SinkPrice)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (symbol, price) in batch {
+            pending.entry(symbol).or_insert(price);
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.lock().is_ok_and(|p| !p.is_empty())
+    }
+
+    fn fail(&self, what: &str, e: &redis::RedisError) {
+        let message = format!("{what}: {e}");
+        self.connected.store(false, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(message);
+        }
+    }
+
+    /// Writes pending prices to Redis for as long as the actor system runs: connects (with
+    /// backoff), drains, pipelines, and starts over after any error.
+    pub async fn run(self: Arc<Self>, url: String, backoff: BackoffSettings) {
+        let client = match redis::Client::open(url.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.connecting.store(false, Ordering::Relaxed);
+                self.fail("invalid redis.url", &e);
+                warn!(
+                    "redis: {} is not a usable URL; no prices go to Redis",
+                    self.server
+                );
+                return;
+            }
+        };
+        let mut backoff = Backoff::new(backoff, SplitMix64::new(0x5eed));
+        let mut first = true;
+        loop {
+            self.connecting.store(true, Ordering::Relaxed);
+            let connect = client.get_multiplexed_async_connection();
+            let connected = tokio::time::timeout(IO_TIMEOUT, connect)
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+            let mut conn = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    self.connecting.store(false, Ordering::Relaxed);
+                    self.fail("connect", &e);
+                    let delay = backoff.next_delay();
+                    warn!(
+                        "redis: cannot connect to {} ({e}); retrying in {delay:?}",
+                        self.server
+                    );
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            if !first {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            first = false;
+            backoff.reset();
+            self.connecting.store(false, Ordering::Relaxed);
+            self.connected.store(true, Ordering::Relaxed);
+            info!("redis: connected to {}; writing prices", self.server);
+            loop {
+                if !self.has_pending() {
+                    self.wake.notified().await;
+                }
+                let batch = self.take();
+                if batch.is_empty() {
+                    continue;
+                }
+                let mut pipe = redis::pipe();
+                for (symbol, price) in &batch {
+                    let exchange = self.exchanges.of(price.class);
+                    let (cached, event) = payloads(symbol.as_str(), price, exchange);
+                    pipe.cmd("SET")
+                        .arg(format!("price:{symbol}"))
+                        .arg(cached)
+                        .arg("EX")
+                        .arg(self.ttl_secs)
+                        .ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(format!("price.updated.{symbol}"))
+                        .arg(event)
+                        .ignore();
+                }
+                let write = pipe.query_async::<()>(&mut conn);
+                match tokio::time::timeout(IO_TIMEOUT, write)
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()))
+                {
+                    Ok(()) => {
+                        self.written
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.restore(batch);
+                        self.fail("write", &e);
+                        let delay = backoff.next_delay();
+                        warn!(
+                            "redis: writing to {} failed ({e}); reconnecting in {delay:?}",
+                            self.server
+                        );
+                        tokio::time::sleep(delay).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {IO_TIMEOUT:?}"),
+    ))
+}
+
+/// `host:port/db` of a `redis://` URL, without the user and password.
+fn server_of(url: &str) -> String {
+    let rest = url.strip_prefix("redis://").unwrap_or(url);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price(bid: f64, ask: f64) -> SinkPrice {
+        SinkPrice {
+            bid,
+            ask,
+            mid: crate::market::mid_price(bid, ask).unwrap(),
+            timestamp: Timestamp::parse_rfc3339("2024-10-19T14:30:00.123456Z").unwrap(),
+            class: AssetClass::Stock,
+        }
+    }
+
+    fn sink() -> Arc<PriceSink> {
+        PriceSink::new(
+            "redis://:hunter2@127.0.0.1:6379/0",
+            300,
+            Exchanges {
+                stock: "IEX".into(),
+                crypto: "CRYPTO".into(),
+                option: "INDICATIVE".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn the_payloads_have_the_consumers_shapes() {
+        let (cached, event) = payloads("AAPL", &price(150.25, 150.27), "IEX");
+        let cached: serde_json::Value = serde_json::from_str(&cached).unwrap();
+        assert_eq!(
+            cached,
+            serde_json::json!({"symbol":"AAPL","bid":150.25,"ask":150.27,
+                "mid":(150.25 + 150.27) / 2.0,"timestamp":"2024-10-19T14:30:00.123456+00:00",
+                "exchange":"IEX"})
+        );
+        let event: serde_json::Value = serde_json::from_str(&event).unwrap();
+        assert_eq!(event["timestamp"], "2024-10-19T14:30:00.123456+00:00");
+        assert!(event.get("exchange").is_none());
+    }
+
+    #[test]
+    fn pending_keeps_the_newest_price_per_symbol_and_counts_the_replaced() {
+        let s = sink();
+        let aapl = Symbol::parse("AAPL").unwrap();
+        let msft = Symbol::parse("MSFT").unwrap();
+        s.offer(&aapl, price(1.0, 2.0));
+        s.offer(&aapl, price(3.0, 4.0));
+        s.offer(&msft, price(5.0, 6.0));
+        let status = s.status();
+        assert_eq!((status.pending, status.replaced), (2, 1));
+        let mut batch = s.take();
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(batch[0].1.bid, 3.0);
+        // A failed write puts back only what no newer price replaced.
+        s.offer(&aapl, price(7.0, 8.0));
+        s.restore(batch);
+        let mut again = s.take();
+        again.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!((again[0].1.bid, again[1].1.bid), (7.0, 5.0));
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        let s = sink();
+        assert_eq!(s.status().server, "127.0.0.1:6379/0");
+        assert!(!format!("{:?}", s.status()).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_view_without_a_quote_is_not_written() {
+        assert!(SinkPrice::of(&PriceView::default(), AssetClass::Stock).is_none());
+    }
+}
