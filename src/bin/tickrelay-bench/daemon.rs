@@ -71,6 +71,9 @@ pub struct DaemonStatus {
     pub dropped_updates: Option<u64>,
     pub mailbox_drops: Option<u64>,
     pub sessions: Option<u64>,
+    /// Prices the Redis sink wrote, and replaced before writing (when Redis is configured).
+    pub redis_written: Option<u64>,
+    pub redis_replaced: Option<u64>,
 }
 
 impl Daemon {
@@ -292,6 +295,8 @@ impl DaemonStatus {
             mailbox_drops: session_field("hub_mailbox_drops")
                 .or_else(|| session_field("mailbox_drops")),
             sessions: session_field("count"),
+            redis_written: status.pointer("/redis/written").and_then(Value::as_u64),
+            redis_replaced: status.pointer("/redis/replaced").and_then(Value::as_u64),
         }
     }
 }

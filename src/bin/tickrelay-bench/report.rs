@@ -56,13 +56,18 @@ impl Window {
 
     /// Messages per second the daemon counted, over the interval between its two answers.
     fn daemon_ingest(&self) -> Option<f64> {
-        let messages = self.status_delta(|s| s.messages_received)?;
+        self.status_rate(|s| s.messages_received)
+    }
+
+    /// How fast a daemon counter grew, over the interval between its two answers.
+    fn status_rate(&self, field: fn(&DaemonStatus) -> Option<u64>) -> Option<f64> {
+        let count = self.status_delta(field)?;
         let secs = self
             .status_end
             .at
             .duration_since(self.status_start.at)
             .as_secs_f64();
-        (secs > 0.0).then(|| messages as f64 / secs)
+        (secs > 0.0).then(|| count as f64 / secs)
     }
 }
 
@@ -229,6 +234,8 @@ impl Measurement<'_> {
             "daemon_dropped_updates": delta(|s| s.dropped_updates),
             "daemon_mailbox_drops": delta(|s| s.mailbox_drops),
             "daemon_sessions": end.and_then(|s| s.sessions),
+            "redis_written_per_sec": self.window.status_rate(|s| s.redis_written),
+            "redis_replaced": delta(|s| s.redis_replaced),
             "daemon_log_warnings": self.daemon_warnings,
             "clients_disconnected": self.clients_disconnected,
             "client_errors": self.errors.count,
