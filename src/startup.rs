@@ -430,10 +430,14 @@ fn start_sink(settings: &Settings) -> Option<Arc<PriceSink>> {
         sink.status().server,
         redis.price_ttl_secs
     );
-    actix_web::rt::spawn(
-        sink.clone()
-            .run(redis.url.clone(), settings.upstream.backoff.clone()),
-    );
+    // Its own thread, below the pipeline's: Redis must never slow what browsers receive.
+    let writer = sink
+        .clone()
+        .run(redis.url.clone(), settings.upstream.backoff.clone());
+    Arbiter::new().spawn(async move {
+        lower_thread_priority(SINK_NICE);
+        writer.await;
+    });
     Some(sink)
 }
 
@@ -548,23 +552,34 @@ fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
 /// are busy, reading Alpaca wins and fan-out waits, which conflates instead of pushing back.
 const WORKER_NICE: i32 = 5;
 
-/// Lowers the calling thread's CPU priority by [`WORKER_NICE`] (Linux: per thread; no privilege
-/// needed to lower). Elsewhere, or if the kernel refuses, nothing changes.
+/// How much lower than the feeds' threads the Redis sink runs: below the HTTP workers too, since
+/// a sink that falls behind only replaces unwritten prices with newer ones.
+const SINK_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`WORKER_NICE`].
 fn yield_to_ingest() {
+    lower_thread_priority(WORKER_NICE);
+}
+
+/// Sets the calling thread's nice value to `nice` (Linux: per thread; no privilege needed to
+/// lower). Elsewhere, or if the kernel refuses, nothing changes.
+fn lower_thread_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take and return plain integers.
         let rc = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICE)
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
         };
         if rc != 0 {
             log::debug!(
-                "cannot lower the HTTP worker's priority: {}",
+                "cannot lower a thread's priority to nice {nice}: {}",
                 std::io::Error::last_os_error()
             );
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// The listener's TLS configuration from PEM files (HTTP/1.1 only; WebSockets need it).

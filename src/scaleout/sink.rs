@@ -6,7 +6,8 @@
 //!
 //! Throttles hand it each price they emit ([`PriceSink::offer`]: a short lock, the newest value per
 //! symbol, never a wait). One task drains what is pending into a single pipeline per round trip,
-//! so however fast prices come Redis gets at most one write per symbol per round trip. While Redis
+//! so however fast prices come Redis gets at most one write per symbol per round trip. The task
+//! runs on its own thread below the pipeline's priority (see `startup`). While Redis
 //! is slow or away the pending map keeps the newest value per symbol — bounded by the symbols
 //! streaming — and counts what it replaced; the task reconnects with backoff. The URL's password
 //! is never logged or shown.
