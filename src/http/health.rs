@@ -70,12 +70,15 @@ pub async fn readiness(state: web::Data<AppState>) -> HttpResponse {
         .iter()
         .map(|f| (f.status.feed.name(), f.status.state.browser_status()))
         .collect();
+    // Redis is a detail, not a condition: the daemon serves its own clients without it.
+    let redis = state.sink.as_ref().map(|s| s.status().state);
     if status.ready() {
-        HttpResponse::Ok().json(serde_json::json!({"ready": true, "feeds": feeds}))
+        HttpResponse::Ok().json(serde_json::json!({"ready": true, "feeds": feeds, "redis": redis}))
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({
             "ready": false,
             "feeds": feeds,
+            "redis": redis,
             "reasons": status.not_ready_reasons(),
         }))
     }

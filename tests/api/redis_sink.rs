@@ -152,6 +152,8 @@ async fn quotes_flow_into_redis_as_the_consumers_read_them() {
     let status = app.status().await;
     assert_eq!(status["redis"]["state"], "connected", "{}", status["redis"]);
     assert!(status["redis"]["written"].as_u64().unwrap() > 0);
+    let (_, ready) = app.get(&app.url("/readyz")).await;
+    assert_eq!(ready["redis"], "connected", "{ready}");
 }
 
 #[actix_web::test]
@@ -178,6 +180,10 @@ async fn redis_away_costs_nothing_but_its_writes_and_they_resume() {
     let status = app.status().await["redis"].clone();
     assert!(status["pending"].as_u64().unwrap() <= 2, "{status}");
     assert!(status["last_error"].is_string(), "{status}");
+    // Still ready: Redis is a detail of readiness, not a condition.
+    let (code, ready) = app.get(&app.url("/readyz")).await;
+    assert_eq!(code, 200, "{ready}");
+    assert_ne!(ready["redis"], "connected");
 
     // Back on the same port: the sink reconnects and writes again.
     let redis = RedisServer::start_on(port);
