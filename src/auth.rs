@@ -18,7 +18,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::credentials::Secret;
-use crate::settings::{AuthSettings, ClientSettings};
 
 /// One permission.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +167,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// Client `id`, known by `key_id` and `secret`, allowed `scopes`.
+    pub fn new(id: &str, key_id: &str, secret: Secret, scopes: Scopes) -> Client {
+        Client {
+            id: Arc::from(id),
+            key_id: key_id.to_owned(),
+            secret,
+            scopes: Arc::new(scopes),
+        }
+    }
+
     pub fn principal(&self) -> Principal {
         Principal {
             client: Some(self.id.clone()),
@@ -202,23 +211,13 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// The clients of the settings and the anonymous scopes (validation has made sure every
-    /// scope parses and each client has a key id and a secret; anything else is left out).
-    pub fn from_settings<'a>(
-        clients: impl IntoIterator<Item = (&'a String, &'a ClientSettings)>,
-        auth: &AuthSettings,
-    ) -> Auth {
-        let anonymous = Scopes::parse(&auth.anonymous_scopes).unwrap_or_default();
+    /// `clients`, each of which also gets the `anonymous` scopes.
+    pub fn new(clients: Vec<Client>, anonymous: Scopes) -> Auth {
         let clients = clients
             .into_iter()
-            .filter_map(|(id, c)| {
-                let own = Scopes::parse(&c.scope_names()).ok()?;
-                Some(Client {
-                    id: Arc::from(id.as_str()),
-                    key_id: c.key_id.clone(),
-                    secret: c.secret.clone()?,
-                    scopes: Arc::new(own.union(&anonymous)),
-                })
+            .map(|mut c| {
+                c.scopes = Arc::new(c.scopes.union(&anonymous));
+                c
             })
             .collect();
         Auth {
@@ -290,29 +289,21 @@ mod tests {
     use super::*;
 
     fn auth(anonymous: &[&str]) -> Auth {
-        let mut settings = std::collections::BTreeMap::new();
-        for (id, key, secret, scopes) in [
-            (
-                "algo",
-                "algo-key",
-                Some("algo-secret"),
-                Some(vec!["market", "account:main"]),
-            ),
-            ("notebook", "nb-key", Some("nb-secret"), None),
-            ("unset", "unset-key", None, None),
-        ] {
-            settings.insert(
-                id.to_owned(),
-                ClientSettings {
-                    key_id: key.into(),
-                    secret_env: None,
-                    scopes: scopes.map(|s| s.into_iter().map(String::from).collect()),
-                    secret: secret.map(Secret::new),
-                },
-            );
-        }
-        let anonymous_scopes = anonymous.iter().map(|s| s.to_string()).collect();
-        Auth::from_settings(&settings, &AuthSettings { anonymous_scopes })
+        let client = |id: &str, key: &str, secret: &str, scopes: &[&str]| {
+            Client::new(id, key, Secret::new(secret), Scopes::parse(scopes).unwrap())
+        };
+        Auth::new(
+            vec![
+                client(
+                    "algo",
+                    "algo-key",
+                    "algo-secret",
+                    &["market", "account:main"],
+                ),
+                client("notebook", "nb-key", "nb-secret", &["market"]),
+            ],
+            Scopes::parse(anonymous).unwrap(),
+        )
     }
 
     #[test]
@@ -338,10 +329,7 @@ mod tests {
             "longer"
         );
         assert!(c.authenticate("", "").is_none());
-        assert!(
-            c.authenticate("unset-key", "").is_none(),
-            "no secret, no entry"
-        );
+        assert!(c.authenticate("nb-key", "").is_none(), "an empty secret");
     }
 
     #[test]
@@ -366,7 +354,10 @@ mod tests {
             "the scheme is case-insensitive"
         );
         let nb = a.token("nb-key:nb-secret").unwrap();
-        assert!(nb.scopes.market(), "a client without scopes gets market");
+        assert!(
+            nb.scopes.market() && nb.scopes.pin(),
+            "its own and the anonymous scopes"
+        );
         assert!(!nb.scopes.account("main"));
         for bad in [
             "algo-key:algo-secret",

@@ -927,6 +927,22 @@ impl Settings {
         }
     }
 
+    /// Who may do what: the clients with a secret and their scopes, and the anonymous scopes
+    /// (validation has made sure every scope parses; anything that does not is left out).
+    pub fn auth(&self) -> crate::auth::Auth {
+        use crate::auth::{Auth, Client, Scopes};
+        let anonymous = Scopes::parse(&self.auth.anonymous_scopes).unwrap_or_default();
+        let clients = self
+            .clients
+            .iter()
+            .filter_map(|(id, c)| {
+                let scopes = Scopes::parse(&c.scope_names()).ok()?;
+                Some(Client::new(id, &c.key_id, c.secret.clone()?, scopes))
+            })
+            .collect();
+        Auth::new(clients, anonymous)
+    }
+
     /// What is wrong with a list of scope names: an unknown scope or an account not configured.
     fn scope_problem(&self, names: &[String]) -> Option<String> {
         let scopes = match crate::auth::Scopes::parse(names) {

@@ -25,7 +25,6 @@ use tokio::net::TcpStream;
 
 use crate::accounts::stream::{TradingConfig, TradingStream};
 use crate::accounts::AccountStore;
-use crate::auth::Auth;
 use crate::credentials::{Credentials, Secret};
 use crate::http::{self, AppState};
 use crate::hub::{HubConfig, LocalHub};
@@ -150,7 +149,7 @@ impl Daemon {
         .start();
 
         let taps = Taps::new();
-        let auth = Arc::new(Auth::from_settings(&settings.clients, &settings.auth));
+        let auth = Arc::new(settings.auth());
         for (id, client) in &settings.clients {
             let len = client.secret.as_ref().map_or(0, |s| s.expose().len());
             if len < MIN_SECRET_LEN {
