@@ -1208,11 +1208,7 @@ impl Settings {
             );
         }
         for (id, account) in self.accounts.iter().filter(|(_, a)| a.enabled) {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !plain_key(id) {
                 bad(
                     &format!("accounts.{id}"),
                     "account ids use letters, digits, '-' and '_'".into(),
@@ -1241,10 +1237,7 @@ impl Settings {
         let mut key_ids = std::collections::BTreeSet::new();
         for (id, client) in &self.clients {
             let key = format!("clients.{id}");
-            if !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !plain_key(id) {
                 bad(&key, "client ids use letters, digits, '-' and '_'".into());
             }
             if id == crate::auth::ANONYMOUS {

@@ -79,20 +79,7 @@ pub async fn upgrade<Io: Connection>(
         Ok(stream) => stream,
         Err(reason) => {
             debug!("refused a WebSocket upgrade: {reason}");
-            let body = Bytes::from(reason);
-            let mut res = Response::new(StatusCode::NOT_FOUND);
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            framed
-                .send(Message::Item((
-                    res.drop_body(),
-                    BodySize::Sized(body.len() as u64),
-                )))
-                .await?;
-            framed.send(Message::Chunk(Some(body))).await?;
-            return Ok(());
+            return respond(&mut framed, StatusCode::NOT_FOUND, reason).await;
         }
     };
     // A place among the open connections, held until the connection is gone.
