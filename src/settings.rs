@@ -197,6 +197,8 @@ pub enum Provider {
     Simulator,
     /// Alpaca's real streams; needs `APCA_API_KEY_ID` and `APCA_API_SECRET_KEY`.
     Alpaca,
+    /// An edge: market data, news and account events from a primary, through Redis.
+    Redis,
 }
 
 impl Provider {
@@ -204,6 +206,7 @@ impl Provider {
         match self {
             Provider::Simulator => "simulator",
             Provider::Alpaca => "alpaca",
+            Provider::Redis => "redis",
         }
     }
 }
@@ -687,6 +690,12 @@ pub struct RedisSettings {
     pub url: String,
     /// `price:{SYMBOL}` keys expire this long after their last update, so a stale price goes.
     pub price_ttl_secs: u64,
+    /// Several primaries: hold the upstream connections only while holding the lease in Redis.
+    pub lease: bool,
+    /// The lease expires this long after its holder last renewed it (renewed every third).
+    pub lease_ttl_ms: u64,
+    /// This instance's name in the lease and in the edges' registrations; empty: host and pid.
+    pub instance: String,
 }
 
 impl Default for RedisSettings {
@@ -694,7 +703,28 @@ impl Default for RedisSettings {
         Self {
             url: String::new(),
             price_ttl_secs: 300,
+            lease: false,
+            lease_ttl_ms: 5000,
+            instance: String::new(),
         }
+    }
+}
+
+impl RedisSettings {
+    /// The instance name: the setting, or `<host>-<pid>`.
+    pub fn instance_name(&self) -> String {
+        if !self.instance.is_empty() {
+            return self.instance.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let host = if host.is_empty() {
+            "tickrelay".into()
+        } else {
+            host
+        };
+        format!("{host}-{}", std::process::id())
     }
 }
 
@@ -1093,6 +1123,32 @@ impl Settings {
                 "use redis://[:password@]host:port[/db] (or leave it empty for no Redis)".into(),
             );
         }
+        if !(1000..=600_000).contains(&redis.lease_ttl_ms) {
+            bad(
+                "redis.lease_ttl_ms",
+                format!("{} is not between 1000 and 600000", redis.lease_ttl_ms),
+            );
+        }
+        if !redis.instance.is_empty() && !plain_key(&redis.instance) {
+            bad("redis.instance", "use letters, digits, '-' and '_'".into());
+        }
+        if redis.url.is_empty() && (redis.lease || self.upstream.provider == Provider::Redis) {
+            bad(
+                if redis.lease {
+                    "redis.lease"
+                } else {
+                    "upstream.provider"
+                },
+                "needs redis.url (the Redis the primaries and edges share)".into(),
+            );
+        }
+        if redis.lease && self.upstream.provider == Provider::Redis {
+            bad(
+                "redis.lease",
+                "is for primaries; an edge (provider = \"redis\") holds no upstream connection"
+                    .into(),
+            );
+        }
         if !(1..=86_400).contains(&redis.price_ttl_secs) {
             bad(
                 "redis.price_ttl_secs",
@@ -1276,7 +1332,7 @@ impl Settings {
         let anonymous = &self.auth.anonymous_scopes;
         if let Some(problem) = self.scope_problem(anonymous) {
             bad("auth.anonymous_scopes", problem);
-        } else if self.upstream.provider == Provider::Alpaca {
+        } else if matches!(self.upstream.provider, Provider::Alpaca | Provider::Redis) {
             if let Some(account) = anonymous.iter().find(|s| s.trim().starts_with("account:")) {
                 bad(
                     "auth.anonymous_scopes",

@@ -30,6 +30,9 @@ use crate::http::{self, AppState};
 use crate::hub::{HubConfig, LocalHub};
 use crate::quote_book::QuoteBook;
 use crate::registry::{Heartbeat, Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
+use crate::scaleout::edge::{EdgeConfig, EdgeFeed};
+use crate::scaleout::lease::Lease;
+use crate::scaleout::relay::{EdgeRelay, RelayShared};
 use crate::scaleout::sink::{Exchanges, PriceSink};
 use crate::sdk::SdkContext;
 use crate::session::SessionConfig;
@@ -37,6 +40,7 @@ use crate::settings::{ms, Provider, Settings};
 use crate::simulator::{self, SimulatorHandle};
 use crate::throttle::ThrottleConfig;
 use crate::upstream::feed::{FeedConfig, FeedOutputs, UpstreamFeed};
+use crate::upstream::gate::Gate;
 use crate::upstream::policy::PolicyConfig;
 use crate::upstream::protocol::Encoding;
 use crate::upstream::tap::Taps;
@@ -64,6 +68,8 @@ pub struct Daemon {
 #[derive(Clone)]
 pub struct DaemonHandle {
     registry: Addr<Registry>,
+    /// A primary's lease, released at shutdown so a standby takes over at once.
+    lease: Option<(Arc<Lease>, String)>,
     http: ServerHandle,
     simulator: Option<ServerHandle>,
 }
@@ -78,6 +84,9 @@ impl DaemonHandle {
             Err(_) => warn!(
                 "shutting down: the registry did not answer within {REGISTRY_SHUTDOWN_TIMEOUT:?}; stopping the servers anyway"
             ),
+        }
+        if let Some((lease, url)) = &self.lease {
+            lease.release(url).await;
         }
         // Lets the close frames reach the sockets before the listener goes.
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
@@ -112,6 +121,8 @@ impl Daemon {
                     Some(server_handle),
                 )
             }
+            // An edge holds no upstream connection: its feeds read Redis.
+            Provider::Redis => (String::new(), simulator_credentials(), None, None),
             Provider::Alpaca => {
                 let creds = settings
                     .credentials
@@ -127,7 +138,9 @@ impl Daemon {
         };
 
         let book = QuoteBook::default();
-        let sink = start_sink(&settings);
+        let edge = provider == Provider::Redis;
+        // An edge's prices are the primary's: it writes none back.
+        let sink = if edge { None } else { start_sink(&settings) };
         let throttle = ThrottleConfig {
             interval: ms(settings.throttle.interval_ms),
             stale_after: ms(settings.throttle.stale_after_ms),
@@ -165,14 +178,30 @@ impl Daemon {
             );
         }
         let sdk = Arc::new(SdkContext::new(&settings, taps.clone(), auth.clone()));
-        for kind in FeedKind::ALL {
-            if let Some(config) = feed_config(kind, &settings, &data_url, &credentials, &taps) {
-                start_feed(&registry, config);
-            }
-        }
-
         let accounts = AccountStore::default();
-        start_accounts(&settings, simulator.as_ref(), &registry, &accounts)?;
+        let (mut lease, mut relay) = (None, None);
+        if edge {
+            start_edge(&settings, &registry, &taps);
+        } else {
+            let gate = settings.redis.lease.then(|| Arc::new(Gate::default()));
+            for kind in FeedKind::ALL {
+                if let Some(mut config) =
+                    feed_config(kind, &settings, &data_url, &credentials, &taps)
+                {
+                    config.gate = gate.clone();
+                    start_feed(&registry, config);
+                }
+            }
+            start_accounts(
+                &settings,
+                simulator.as_ref(),
+                &registry,
+                &accounts,
+                gate.as_ref(),
+            )?;
+            lease = gate.map(|gate| start_lease(&settings, gate));
+            relay = start_relay(&settings, &registry, &taps);
+        }
 
         let pins = Settings::symbols(&settings.registry.pinned_symbols);
         if !pins.is_empty() {
@@ -201,6 +230,8 @@ impl Daemon {
             }),
             auth,
             sink,
+            lease: lease.clone(),
+            relay,
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
             dashboard_symbols: Settings::symbols(&settings.dashboard.symbols)
@@ -306,6 +337,7 @@ impl Daemon {
         Ok(Daemon {
             handle: DaemonHandle {
                 registry,
+                lease: lease.map(|l| (l, settings.redis.url.clone())),
                 http: server.handle(),
                 simulator: sim_server,
             },
@@ -399,6 +431,7 @@ fn feed_config(
         backoff: up.backoff.clone(),
         policy: policy_config(settings),
         tap: taps.clone(),
+        gate: None,
     })
 }
 
@@ -440,23 +473,116 @@ fn start_sink(settings: &Settings) -> Option<Arc<PriceSink>> {
     Some(sink)
 }
 
+/// A primary's lease (`redis.lease`): its task, on a thread of its own so that a busy pipeline
+/// cannot make it renew late.
+fn start_lease(settings: &Settings, gate: Arc<Gate>) -> Arc<Lease> {
+    let redis = &settings.redis;
+    let lease = Lease::new(redis.instance_name(), ms(redis.lease_ttl_ms), gate);
+    info!(
+        "lease: {} competes for the upstream connections ({} ms lease)",
+        lease.status().instance,
+        redis.lease_ttl_ms
+    );
+    let task = lease.clone().run(redis.url.clone());
+    Arbiter::new().spawn(task);
+    lease
+}
+
+/// On a primary with Redis: publishes what the edges want (started on its own thread).
+fn start_relay(
+    settings: &Settings,
+    registry: &Addr<Registry>,
+    taps: &Arc<Taps>,
+) -> Option<Arc<RelayShared>> {
+    let url = settings.redis.url.clone();
+    if url.is_empty() {
+        return None;
+    }
+    let accounts: Vec<Arc<str>> = enabled_accounts(settings)
+        .map(|(id, _)| Arc::from(id.as_str()))
+        .collect();
+    let (registry, taps, backoff) = (
+        registry.clone(),
+        taps.clone(),
+        settings.upstream.backoff.clone(),
+    );
+    let shared = Arc::new(RelayShared::default());
+    let counters = shared.clone();
+    Arbiter::new().spawn(async move {
+        EdgeRelay::run(counters, registry, taps, accounts, url, backoff);
+    });
+    Some(shared)
+}
+
+/// An edge (`provider = "redis"`): one Redis link per enabled feed and account, each reporting
+/// to the registry as that feed would.
+fn start_edge(settings: &Settings, registry: &Addr<Registry>, taps: &Arc<Taps>) {
+    let instance = settings.redis.instance_name();
+    info!("edge {instance}: market data, news and account events from Redis");
+    let feeds = &settings.feeds;
+    let enabled = [
+        (FeedKind::Stocks, feeds.stocks.enabled),
+        (FeedKind::Crypto, feeds.crypto.enabled),
+        (FeedKind::Options, feeds.options.enabled),
+        (FeedKind::News, feeds.news.enabled),
+    ];
+    let ids = enabled
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(kind, _)| (FeedId::Data(kind), 0))
+        .chain(
+            enabled_accounts(settings)
+                .enumerate()
+                .map(|(i, (id, _))| (FeedId::Trading(Arc::from(id.as_str())), i as u64)),
+        );
+    for (id, account_index) in ids {
+        let config = EdgeConfig {
+            feed: id.clone(),
+            url: settings.redis.url.clone(),
+            instance: instance.clone(),
+            account_index,
+            backoff: settings.upstream.backoff.clone(),
+            tap: taps.clone(),
+            status: registry.clone().recipient(),
+            news: registry.clone().recipient(),
+            accounts: registry.clone().recipient(),
+        };
+        let counters = Arc::new(FeedCounters::default());
+        let status = FeedStatus::new(id.clone(), "redis", String::new());
+        let feed_counters = counters.clone();
+        let link = EdgeFeed::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            EdgeFeed::new(config, feed_counters)
+        });
+        registry.do_send(RegisterFeed {
+            subscriptions: matches!(id, FeedId::Data(_)).then(|| link.clone().recipient()),
+            id,
+            stop: link.recipient(),
+            counters,
+            status,
+        });
+    }
+}
+
+/// The enabled accounts, in the order that keys their `position_update` frames.
+fn enabled_accounts(
+    settings: &Settings,
+) -> impl Iterator<Item = (&String, &crate::settings::AccountSettings)> {
+    settings.accounts.iter().filter(|(_, a)| a.enabled)
+}
+
 fn start_accounts(
     settings: &Settings,
     simulator: Option<&SimulatorHandle>,
     registry: &Addr<Registry>,
     store: &AccountStore,
+    gate: Option<&Arc<Gate>>,
 ) -> anyhow::Result<()> {
     let up = &settings.upstream;
     let trading = &settings.trading;
     // Trading streams carry little traffic; they share one thread, away from the HTTP workers
     // (started only when an account is enabled).
     let mut trading_thread: Option<ArbiterHandle> = None;
-    for (index, (id, account)) in settings
-        .accounts
-        .iter()
-        .filter(|(_, a)| a.enabled)
-        .enumerate()
-    {
+    for (index, (id, account)) in enabled_accounts(settings).enumerate() {
         let (rest_url, credentials) = match simulator {
             Some(sim) => (sim.http_url(), simulator_credentials()),
             None => {
@@ -502,6 +628,7 @@ fn start_accounts(
             max_retry_after: ms(trading.max_retry_after_ms),
             refresh_after_fill: ms(trading.refresh_after_fill_ms),
             auto_subscribe: ms(trading.auto_subscribe_positions_ms),
+            gate: gate.cloned(),
         };
         let counters = Arc::new(FeedCounters::default());
         let feed_id = FeedId::Trading(account_id);
@@ -510,6 +637,9 @@ fn start_accounts(
         let thread = trading_thread.get_or_insert_with(|| Arbiter::new().handle());
         let stream =
             Supervisor::start_in_arbiter(thread, move |_| TradingStream::new(config, reg, st, ctr));
+        if let Some(gate) = gate {
+            gate.watch(stream.clone().recipient());
+        }
         registry.do_send(RegisterFeed {
             id: feed_id,
             subscriptions: None,
@@ -531,11 +661,15 @@ fn start_feed(registry: &Addr<Registry>, config: FeedConfig) {
         rejected: registry.clone().recipient(),
     };
     let feed_counters = counters.clone();
+    let gate = config.gate.clone();
     // Its own thread: reading and decoding never wait for throttles, hubs or the registry.
     let thread = Arbiter::new();
     let feed = Supervisor::start_in_arbiter(&thread.handle(), move |_| {
         UpstreamFeed::new(config, outputs, feed_counters)
     });
+    if let Some(gate) = gate {
+        gate.watch(feed.clone().recipient());
+    }
     // The feed may report before this arrives (it runs on its own thread); the registry keeps
     // such early statuses until the registration.
     registry.do_send(RegisterFeed {

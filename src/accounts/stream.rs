@@ -39,6 +39,7 @@ use crate::time::Timestamp;
 use crate::upstream::backoff::Backoff;
 use crate::upstream::connection::{Link, Liveness, Received, Upstream};
 use crate::upstream::feed::StopFeed;
+use crate::upstream::gate::{Gate, GateChanged};
 use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use crate::upstream::protocol::Encoding;
 use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus};
@@ -73,6 +74,8 @@ pub struct TradingConfig {
     pub refresh_after_fill: Duration,
     /// Position-based auto-subscription period (zero disables it).
     pub auto_subscribe: Duration,
+    /// Connect only while open (several primaries: the lease); `None`: always.
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// The state of an account's REST loads.
@@ -129,7 +132,8 @@ impl TradingStream {
             status,
             Liveness::new(config.ping_interval, config.pong_timeout),
             config.max_frame_bytes,
-        );
+        )
+        .with_gate(config.gate.clone());
         TradingStream {
             rest: RestClient::new(
                 &config.rest_url,
@@ -495,6 +499,14 @@ impl Handler<StopFeed> for TradingStream {
 
     fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
         self.stop_for_good(ctx);
+    }
+}
+
+impl Handler<GateChanged> for TradingStream {
+    type Result = ();
+
+    fn handle(&mut self, msg: GateChanged, ctx: &mut Context<Self>) {
+        self.gate_changed(msg.0, ctx);
     }
 }
 

@@ -72,13 +72,19 @@ pub async fn readiness(state: web::Data<AppState>) -> HttpResponse {
         .collect();
     // Redis is a detail, not a condition: the daemon serves its own clients without it.
     let redis = state.sink.as_ref().map(|s| s.status().state);
+    // A standby primary is not ready (its feeds wait for the lease): a load balancer sends
+    // browsers to the leader or to edges.
+    let lease = state.lease.as_ref().map(|l| l.status().role);
     if status.ready() {
-        HttpResponse::Ok().json(serde_json::json!({"ready": true, "feeds": feeds, "redis": redis}))
+        HttpResponse::Ok().json(
+            serde_json::json!({"ready": true, "feeds": feeds, "redis": redis, "lease": lease}),
+        )
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({
             "ready": false,
             "feeds": feeds,
             "redis": redis,
+            "lease": lease,
             "reasons": status.not_ready_reasons(),
         }))
     }
@@ -226,6 +232,8 @@ pub async fn status(
         "positions_subscribers": status.positions_subscribers,
         "cached_quotes": status.cached_quotes,
         "redis": state.sink.as_ref().map(|s| s.status()),
+        "lease": state.lease.as_ref().map(|l| l.status()),
+        "relay": state.relay.as_ref().map(|r| r.status()),
         "timestamp": now,
     });
     HttpResponse::Ok().json(body)

@@ -48,6 +48,10 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The Redis price sink, when configured.
     pub sink: Option<Arc<crate::scaleout::sink::PriceSink>>,
+    /// A primary's lease, when several primaries share Redis.
+    pub lease: Option<Arc<crate::scaleout::lease::Lease>>,
+    /// A primary's relay to the edges, when Redis is configured.
+    pub relay: Option<Arc<crate::scaleout::relay::RelayShared>>,
     pub provider: &'static str,
     pub stale_after: Duration,
     pub dashboard_symbols: Vec<String>,

@@ -85,6 +85,9 @@ impl RegistryStatus {
 
 /// Why one feed is not ready, as an operator reads it.
 pub fn not_ready_reason(s: &FeedStatus) -> String {
+    if s.state == FeedState::Standby {
+        return format!("feed {}: standby (another primary holds the lease)", s.feed);
+    }
     let mut reason = format!("feed {}: {}", s.feed, s.state.browser_status());
     if s.consecutive_failures > 0 {
         reason.push_str(&format!(

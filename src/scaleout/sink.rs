@@ -18,12 +18,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use log::{info, warn};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::IO_TIMEOUT;
 use crate::browser::PriceView;
 use crate::rng::SplitMix64;
 use crate::settings::BackoffSettings;
@@ -31,8 +31,6 @@ use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
 use crate::upstream::backoff::Backoff;
 
-/// A connection or a pipeline that takes longer has failed (Redis stalled).
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most symbols one pipeline carries (a round trip stays short; the rest go in the next).
 const MAX_PIPELINE: usize = 2_000;
 
@@ -337,7 +335,7 @@ impl PriceSink {
     }
 }
 
-fn timed_out() -> redis::RedisError {
+pub fn timed_out() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!("no answer within {IO_TIMEOUT:?}"),
@@ -345,7 +343,7 @@ fn timed_out() -> redis::RedisError {
 }
 
 /// `host:port/db` of a `redis://` URL, without the user and password.
-fn server_of(url: &str) -> String {
+pub fn server_of(url: &str) -> String {
     let rest = url.strip_prefix("redis://").unwrap_or(url);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     rest.to_owned()

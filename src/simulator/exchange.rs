@@ -186,6 +186,8 @@ pub struct ExchangeReport {
     pub connections_accepted: u64,
     pub authentications: u64,
     pub slow_clients_kicked: u64,
+    /// Per feed, the most data connections open at once since start (Alpaca allows one).
+    pub most_at_once: std::collections::BTreeMap<&'static str, usize>,
     /// Symbols with a price walk (the configured ones, and those some connection wants).
     pub walks: usize,
     /// Symbols with quote history kept.
@@ -277,6 +279,8 @@ pub struct Exchange {
     accepted: u64,
     authentications: u64,
     kicked: u64,
+    /// Per feed, the most connections open at once.
+    most_at_once: std::collections::BTreeMap<&'static str, usize>,
     /// `max_symbols` walks exist (warned once until the sweep frees room).
     at_capacity: bool,
 }
@@ -299,6 +303,7 @@ impl Exchange {
             accepted: 0,
             authentications: 0,
             kicked: 0,
+            most_at_once: std::collections::BTreeMap::new(),
             at_capacity: false,
         }
     }
@@ -552,6 +557,14 @@ impl Handler<Register> for Exchange {
                 full_ticks: 0,
             },
         );
+        let feed = msg.feed.as_str();
+        let open = self
+            .conns
+            .values()
+            .filter(|c| c.feed.as_str() == feed)
+            .count();
+        let most = self.most_at_once.entry(feed).or_default();
+        *most = (*most).max(open);
     }
 }
 
@@ -679,6 +692,7 @@ impl Handler<GetReport> for Exchange {
             connections_accepted: self.accepted,
             authentications: self.authentications,
             slow_clients_kicked: self.kicked,
+            most_at_once: self.most_at_once.clone(),
             walks: self.walks.len(),
             history_symbols: self.history.len(),
         })

@@ -3,6 +3,7 @@
 //! actor (data feed or trading stream) keeps across supervisor restarts — and [`Upstream`], the
 //! lifecycle itself (attempt, attach, fail, stop for good), shared by both actors.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::io::{SinkWrite, WriteHandler};
@@ -14,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, StreamExt};
 use log::{error, info, warn};
 
+use super::gate::Gate;
 use super::policy::{Failure, ReconnectPolicy};
 use super::protocol::{ClientFrame, Encoding};
 use super::{FeedState, FeedStatus};
@@ -108,9 +110,15 @@ pub trait Upstream:
 
     /// One connection attempt.
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        if self.link().stopping {
+        if self.link().stopping || !self.is_idle() {
+            return; // stopped, or an attempt (after a wait for the gate) is already under way
+        }
+        if !self.link().gate_open() {
+            self.link().stand_by();
+            self.report();
             return;
         }
+        self.link().standing_by = false;
         let (url, encoding) = self.endpoint();
         let (timeout, max_frame_bytes) = self.limits();
         self.link().begin_attempt(&url);
@@ -142,6 +150,24 @@ pub trait Upstream:
         self.set_connecting(false);
         self.report();
         ctx.stop();
+    }
+
+    /// The lease gate flipped: connect now if waiting for it, or hang up and stand by (the
+    /// supervisor restarts the actor, whose next attempt finds the gate closed and waits).
+    fn gate_changed(&mut self, open: bool, ctx: &mut Context<Self>) {
+        if self.link().stopping {
+            return;
+        }
+        if open {
+            if self.link().standing_by {
+                self.connect(ctx);
+            }
+        } else if !self.is_idle() {
+            self.link().hang_up();
+            self.set_connecting(false);
+            self.report();
+            ctx.stop();
+        }
     }
 
     /// Daemon shutdown: close with "going away" and never reconnect.
@@ -286,6 +312,10 @@ pub struct Link {
     pub attempts: u32,
     /// Shut down for good: never reconnect.
     pub stopping: bool,
+    /// With several primaries: connect only while this instance holds the lease.
+    pub gate: Option<Arc<Gate>>,
+    /// An attempt found the gate closed: connect when it opens.
+    pub standing_by: bool,
 }
 
 impl Link {
@@ -306,7 +336,47 @@ impl Link {
             fragments: Reassembler::new(max_frame_bytes),
             attempts: 0,
             stopping: false,
+            gate: None,
+            standing_by: false,
         }
+    }
+
+    /// Connect only while `gate` is open.
+    pub fn with_gate(mut self, gate: Option<Arc<Gate>>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// Whether a connection may be opened now.
+    fn gate_open(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| g.is_open())
+    }
+
+    /// Waits for the gate: no connection, and the status says why.
+    fn stand_by(&mut self) {
+        if !self.standing_by {
+            info!(
+                "{}: standing by (another instance holds the lease)",
+                self.name
+            );
+        }
+        self.standing_by = true;
+        self.status.state = FeedState::Standby;
+        self.status.next_retry_ms = None;
+        self.status.connected_since = None;
+        self.status.subscribed = 0;
+    }
+
+    /// The gate closed while connected: hang up at once ("going away").
+    fn hang_up(&mut self) {
+        if let Some(w) = &mut self.writer {
+            let _ = w.write(WsMessage::Close(Some(CloseReason {
+                code: CloseCode::Away,
+                description: Some("tickrelay standing by".into()),
+            })));
+            w.close();
+        }
+        self.stand_by();
     }
 
     /// The status to report, if it changed since the last one.

@@ -41,6 +41,7 @@ use rustc_hash::FxHashMap;
 
 use super::backoff::Backoff;
 use super::connection::{self, Link, Liveness, Received, Upstream};
+use super::gate::{Gate, GateChanged};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
 use super::tap::{RawBatch, Taps};
@@ -62,6 +63,27 @@ const MALFORMED_WARNINGS: u64 = 20;
 /// Symbol → the inlet of its throttle, given by the registry together with the desired set.
 /// Looked up once per market message, hence the fast hasher.
 pub type Routes = Arc<FxHashMap<Symbol, Arc<Inlet>>>;
+
+/// Leaves a market event in its symbol's inlet and counts what happened; `false` when no
+/// throttle wants the symbol.
+pub fn deliver_market(
+    routes: &Routes,
+    counters: &FeedCounters,
+    symbol: &str,
+    event: crate::market::MarketEvent,
+) -> bool {
+    let Some(inlet) = routes.get(symbol) else {
+        counters.events_unrouted.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    let counter = match inlet.offer(event) {
+        Offered::Queued => &counters.events_routed,
+        Offered::Conflated => &counters.events_conflated,
+        Offered::Gone => &counters.events_unrouted,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    true
+}
 
 /// The full set of subscriptions this feed should hold upstream, and where to send each symbol's
 /// events. Replaces the previous set; the feed sends the difference.
@@ -97,6 +119,8 @@ pub struct FeedConfig {
     pub policy: PolicyConfig,
     /// Where every market message goes, as sent, for SDK programs (used only while one listens).
     pub tap: Arc<Taps>,
+    /// Connect only while open (several primaries: the lease); `None`: always.
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// Where the current connection is in the Alpaca handshake.
@@ -169,7 +193,8 @@ impl UpstreamFeed {
             status,
             Liveness::new(config.ping_interval, config.pong_timeout),
             config.max_frame_bytes,
-        );
+        )
+        .with_gate(config.gate.clone());
         UpstreamFeed {
             config,
             outputs,
@@ -334,21 +359,8 @@ impl UpstreamFeed {
         match msg {
             Inbound::Market { symbol, event } => {
                 self.saw_data(now);
-                match self.routes.get(symbol.as_ref()) {
-                    Some(inlet) => {
-                        let counter = match inlet.offer(event) {
-                            Offered::Queued => &self.counters.events_routed,
-                            Offered::Conflated => &self.counters.events_conflated,
-                            Offered::Gone => &self.counters.events_unrouted,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => {
-                        self.counters
-                            .events_unrouted
-                            .fetch_add(1, Ordering::Relaxed);
-                        trace!("{}: event for unrouted symbol {symbol}", self.name());
-                    }
+                if !deliver_market(&self.routes, &self.counters, symbol.as_ref(), event) {
+                    trace!("{}: event for unrouted symbol {symbol}", self.name());
                 }
             }
             Inbound::News(article) => {
@@ -615,6 +627,14 @@ impl Handler<StopFeed> for UpstreamFeed {
 
     fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
         self.stop_for_good(ctx);
+    }
+}
+
+impl Handler<GateChanged> for UpstreamFeed {
+    type Result = ();
+
+    fn handle(&mut self, msg: GateChanged, ctx: &mut Context<Self>) {
+        self.gate_changed(msg.0, ctx);
     }
 }
 

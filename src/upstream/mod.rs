@@ -6,6 +6,7 @@
 //! - [`policy`] — when to try again: backoff, hold-offs per Alpaca error class, circuit breaker.
 //! - [`backoff`] — the reconnect schedule.
 //! - [`connection`] — opening a WebSocket, reassembling fragments, the dead-peer timer.
+//! - [`gate`] — whether this instance may connect at all (the lease of several primaries).
 //! - [`tap`] — every market message as Alpaca sent it, for the SDK programs on the hubs.
 //!
 //! This file holds what the rest of the daemon sees of a feed: its identity ([`FeedKind`]), its
@@ -15,6 +16,7 @@
 pub mod backoff;
 pub mod connection;
 pub mod feed;
+pub mod gate;
 pub mod policy;
 pub mod protocol;
 pub mod tap;
@@ -147,6 +149,8 @@ pub enum FeedState {
     Failed,
     /// Shut down with the daemon.
     Stopped,
+    /// Another primary holds the lease: no connection until this one gets it.
+    Standby,
 }
 
 impl FeedState {
@@ -155,7 +159,7 @@ impl FeedState {
         match self {
             FeedState::Connecting => "connecting",
             FeedState::Connected => "connected",
-            FeedState::Disconnected | FeedState::Stopped => "disconnected",
+            FeedState::Disconnected | FeedState::Stopped | FeedState::Standby => "disconnected",
             FeedState::Failed => "error",
         }
     }

@@ -15,6 +15,7 @@ mod helpers;
 mod ingest;
 mod reconnect;
 mod redis_sink;
+mod scaleout;
 mod sdk;
 mod sdk_packages;
 mod shutdown;

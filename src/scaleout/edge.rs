@@ -1,0 +1,568 @@
+//! `EdgeFeed`: on an edge (`provider = "redis"`), what an upstream connection is on a primary.
+//!
+//! One actor per feed, like [`UpstreamFeed`](crate::upstream::feed::UpstreamFeed), and the
+//! registry cannot tell them apart: it sends the desired set ([`SetSubscriptions`]), hears the
+//! status (provider `redis`, so `alpaca_status` and `/api/v1/status` show the Redis link), and
+//! gets news through [`NewsReceived`]. Instead of subscribing at Alpaca, the edge feed
+//!
+//! - subscribes to `tickrelay.<feed>.<channel>.<SYMBOL>` for each wanted pair (news: one
+//!   channel), reference-counted by the registry's desired set like an Alpaca feed's;
+//! - registers the set under `{tickrelay}:edge:<instance>:<feed>` (renewed every couple of
+//!   seconds, expiring when the edge dies) so the primary streams it, and announces changes;
+//! - on each (re)subscription reads `price:<SYMBOL>` and hands it to the symbol's throttle as a
+//!   quote, so browsers get a fresh price at once — after a Redis restart too;
+//! - feeds every message it receives (one-message Alpaca frames from the primary's relay) to the
+//!   same decoder, throttles and SDK tap an Alpaca connection's frames go through.
+//!
+//! An account link (`FeedId::Trading`) subscribes to `tickrelay.account.<id>` and hands the
+//! `position_update` and `order_update` frames to the registry, which delivers them to the
+//! sessions allowed that account.
+//!
+//! Redis lost: the state turns `disconnected`, the feed reconnects with backoff and subscribes,
+//! snapshots and registers everything again. Nothing queues meanwhile. Owns: its pub/sub and
+//! command connections, the desired set, the routes and the status.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use log::{debug, info, warn};
+use tokio::sync::mpsc;
+
+use super::{account_channel, edge_key, encode_set, market_channel, EDGES, EDGES_CHANGED};
+use super::{IO_TIMEOUT, REGISTER_EVERY, REGISTRATION_TTL};
+use crate::delivery::{DeliverKey, FrameKind};
+use crate::market::{Codes, MarketEvent, Num, Quote};
+use crate::registry::AccountEvent;
+use crate::rng::SplitMix64;
+use crate::settings::BackoffSettings;
+use crate::symbol::Symbol;
+use crate::time::Timestamp;
+use crate::upstream::backoff::Backoff;
+use crate::upstream::feed::{deliver_market, Routes, SetSubscriptions, StopFeed};
+use crate::upstream::protocol::{self, Channel, Encoding, Inbound, SubscriptionSet};
+use crate::upstream::tap::{RawBatch, Taps};
+use crate::upstream::{
+    FeedCounters, FeedId, FeedKind, FeedState, FeedStateChanged, FeedStatus, NewsReceived,
+};
+
+/// Everything an edge feed needs.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    pub feed: FeedId,
+    /// `redis://…` (with any password: used, never shown).
+    pub url: String,
+    /// This edge's name in its registrations.
+    pub instance: String,
+    /// An account link: the account's position among the configured ones (keys its positions).
+    pub account_index: u64,
+    pub backoff: BackoffSettings,
+    pub tap: Arc<Taps>,
+    pub status: Recipient<FeedStateChanged>,
+    pub news: Recipient<NewsReceived>,
+    pub accounts: Recipient<AccountEvent>,
+}
+
+/// A message from the current (or an old) pub/sub connection.
+#[derive(Debug)]
+enum Incoming {
+    Message { generation: u64, msg: redis::Msg },
+    Ended { generation: u64 },
+}
+
+/// A subscribe (`true`) or unsubscribe of channels, in order.
+type LinkCommand = (bool, Vec<String>);
+
+/// The edge feed actor.
+pub struct EdgeFeed {
+    config: EdgeConfig,
+    counters: Arc<FeedCounters>,
+    status: FeedStatus,
+    reported: Option<FeedStatus>,
+    desired: SubscriptionSet,
+    routes: Routes,
+    /// Channels subscribed on the current connection.
+    subscribed: BTreeSet<String>,
+    link: Option<mpsc::UnboundedSender<LinkCommand>>,
+    conn: Option<redis::aio::MultiplexedConnection>,
+    client: Option<redis::Client>,
+    /// Tags each connection's messages, so an old connection's end is not taken for the new one's.
+    generation: u64,
+    connecting: bool,
+    backoff: Backoff,
+    attempts: u32,
+    orders: u64,
+    stopping: bool,
+}
+
+impl EdgeFeed {
+    pub fn new(config: EdgeConfig, counters: Arc<FeedCounters>) -> Self {
+        let server = super::sink::server_of(&config.url);
+        let status = FeedStatus::new(config.feed.clone(), "redis", format!("redis://{server}"));
+        let seed = SplitMix64::from_entropy().next_u64();
+        EdgeFeed {
+            backoff: Backoff::new(config.backoff.clone(), SplitMix64::new(seed)),
+            client: redis::Client::open(config.url.as_str()).ok(),
+            config,
+            counters,
+            status,
+            reported: None,
+            desired: SubscriptionSet::new(),
+            routes: Routes::default(),
+            subscribed: BTreeSet::new(),
+            link: None,
+            conn: None,
+            generation: 0,
+            connecting: false,
+            attempts: 0,
+            orders: 0,
+            stopping: false,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("edge {}", self.config.feed)
+    }
+
+    fn kind(&self) -> Option<FeedKind> {
+        match self.config.feed {
+            FeedId::Data(kind) => Some(kind),
+            FeedId::Trading(_) => None,
+        }
+    }
+
+    /// The Redis channels for the desired set.
+    fn channels(&self) -> BTreeSet<String> {
+        match (&self.config.feed, self.kind()) {
+            (_, Some(kind)) => self
+                .desired
+                .iter()
+                .flat_map(|(c, symbols)| {
+                    symbols
+                        .iter()
+                        .map(move |s| market_channel(kind, c, s.as_str()))
+                })
+                .collect(),
+            (FeedId::Trading(account), None) => [account_channel(account)].into(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    fn report(&mut self) {
+        self.status.desired = self.desired.len();
+        self.status.subscribed = if self.link.is_some() {
+            self.desired.len()
+        } else {
+            0
+        };
+        if self.reported.as_ref() != Some(&self.status) {
+            self.reported = Some(self.status.clone());
+            self.config.status.do_send(FeedStateChanged {
+                status: self.status.clone(),
+            });
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.connecting || self.link.is_some() {
+            return;
+        }
+        let Some(client) = self.client.clone() else {
+            self.status.state = FeedState::Failed;
+            self.status.last_error = Some("redis.url is not a usable URL".into());
+            self.report();
+            return;
+        };
+        self.connecting = true;
+        if self.attempts > 0 {
+            self.status.reconnect_attempts += 1;
+        }
+        self.attempts += 1;
+        self.status.state = FeedState::Connecting;
+        self.status.next_retry_ms = None;
+        self.report();
+        let open = async move {
+            let pubsub = client.get_async_pubsub().await?;
+            let conn = client.get_multiplexed_async_connection().await?;
+            Ok::<_, redis::RedisError>((pubsub, conn))
+        };
+        let open = async move {
+            tokio::time::timeout(IO_TIMEOUT, open)
+                .await
+                .unwrap_or_else(|_| Err(super::sink::timed_out()))
+        };
+        ctx.spawn(open.into_actor(self).map(|res, act, ctx| {
+            act.connecting = false;
+            match res {
+                Ok((pubsub, conn)) => act.opened(pubsub, conn, ctx),
+                Err(e) => act.lost(format!("connect: {e}"), ctx),
+            }
+        }));
+    }
+
+    fn opened(
+        &mut self,
+        pubsub: redis::aio::PubSub,
+        conn: redis::aio::MultiplexedConnection,
+        ctx: &mut Context<Self>,
+    ) {
+        self.generation += 1;
+        let generation = self.generation;
+        let (sink, stream) = pubsub.split();
+        let messages = stream
+            .map(move |msg| Incoming::Message { generation, msg })
+            .chain(futures_util::stream::once(async move {
+                Incoming::Ended { generation }
+            }));
+        ctx.add_stream(messages);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let me = ctx.address();
+        actix::spawn(run_link(sink, rx, me, generation));
+        self.link = Some(tx);
+        self.conn = Some(conn);
+        self.subscribed.clear();
+        self.backoff.reset();
+        self.sync(ctx);
+        self.register(true, ctx);
+        self.status.state = FeedState::Connected;
+        self.status.connected_since = Some(Timestamp::now());
+        self.status.last_error = None;
+        info!("{}: connected to Redis", self.name());
+        self.report();
+    }
+
+    /// The connection failed or ended: report it and try again after the backoff.
+    fn lost(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.link = None;
+        self.conn = None;
+        self.subscribed.clear();
+        if self.stopping {
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        warn!("{}: {reason}; reconnecting in {delay:?}", self.name());
+        self.status.state = FeedState::Disconnected;
+        self.status.last_error = Some(reason);
+        self.status.connected_since = None;
+        self.status.next_retry_ms = Some(delay.as_millis() as u64);
+        self.report();
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    /// Subscribes and unsubscribes the difference between the desired and the subscribed
+    /// channels; snapshots the newly subscribed quotes.
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let wanted = self.channels();
+        let add: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
+        let remove: Vec<String> = self.subscribed.difference(&wanted).cloned().collect();
+        if !remove.is_empty() {
+            let _ = link.send((false, remove));
+        }
+        if !add.is_empty() {
+            let _ = link.send((true, add.clone()));
+        }
+        self.subscribed = wanted;
+        if let Some(kind) = self.kind().filter(|k| *k != FeedKind::News) {
+            let quotes = format!("tickrelay.{}.{}.", kind.as_str(), Channel::Quotes.key());
+            let symbols: Vec<String> = add
+                .iter()
+                .filter_map(|c| c.strip_prefix(&quotes).map(str::to_owned))
+                .collect();
+            self.snapshot(symbols, ctx);
+        }
+    }
+
+    /// Reads `price:<SYMBOL>` of each symbol and hands what is there to its throttle as a quote.
+    fn snapshot(&mut self, symbols: Vec<String>, ctx: &mut Context<Self>) {
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
+        if symbols.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = symbols.iter().map(|s| format!("price:{s}")).collect();
+        let read = async move {
+            let values: redis::RedisResult<Vec<Option<String>>> = tokio::time::timeout(
+                IO_TIMEOUT,
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn),
+            )
+            .await
+            .unwrap_or_else(|_| Err(super::sink::timed_out()));
+            values
+        };
+        ctx.spawn(read.into_actor(self).map(move |res, act, _| match res {
+            Ok(values) => {
+                for (symbol, value) in symbols.iter().zip(values) {
+                    let Some(quote) = value.as_deref().and_then(cached_quote) else {
+                        continue;
+                    };
+                    deliver_market(
+                        &act.routes,
+                        &act.counters,
+                        symbol,
+                        MarketEvent::Quote(quote),
+                    );
+                }
+            }
+            Err(e) => debug!("{}: no snapshot ({e})", act.name()),
+        }));
+    }
+
+    /// Writes this feed's registration (and announces it when `changed`).
+    fn register(&mut self, changed: bool, ctx: &mut Context<Self>) {
+        let (Some(kind), Some(mut conn)) = (self.kind(), self.conn.clone()) else {
+            return;
+        };
+        let key = edge_key(&self.config.instance, kind);
+        let value = encode_set(&self.desired);
+        let write = async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(REGISTRATION_TTL.as_millis() as u64)
+                .ignore();
+            pipe.cmd("SADD").arg(EDGES).arg(&key).ignore();
+            if changed {
+                pipe.cmd("PUBLISH").arg(EDGES_CHANGED).arg(&key).ignore();
+            }
+            tokio::time::timeout(IO_TIMEOUT, pipe.query_async::<()>(&mut conn))
+                .await
+                .unwrap_or_else(|_| Err(super::sink::timed_out()))
+        };
+        ctx.spawn(write.into_actor(self).map(|res, act, _| {
+            if let Err(e) = res {
+                debug!("{}: registration not written ({e})", act.name());
+            }
+        }));
+    }
+
+    /// A market or news message: the same path as a frame from Alpaca.
+    fn on_market(&mut self, kind: FeedKind, payload: &[u8]) {
+        self.counters.frame_received();
+        let data = Bytes::copy_from_slice(payload);
+        let tap = self.config.tap.feed(kind);
+        let (json, msgpack) = tap.demand();
+        if json || msgpack {
+            let elements = protocol::raw::split(&data, false, kind, json, msgpack);
+            if !elements.is_empty() {
+                tap.publish(RawBatch {
+                    feed: kind,
+                    elements: elements.into(),
+                });
+            }
+        }
+        let Ok(messages) = protocol::decode(&data, false, Encoding::Json) else {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        for msg in messages {
+            self.counters.messages.fetch_add(1, Ordering::Relaxed);
+            match msg {
+                Inbound::Market { symbol, event } => {
+                    deliver_market(&self.routes, &self.counters, symbol.as_ref(), event);
+                }
+                Inbound::News(article) => {
+                    let counter = match self.config.news.try_send(NewsReceived { article }) {
+                        Ok(()) => &self.counters.events_routed,
+                        Err(_) => &self.counters.events_dropped,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Inbound::Malformed(_) => {
+                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// An account event: `<P|O> <SYMBOL>\n<frame>`.
+    fn on_account(&mut self, account: &Arc<str>, payload: &[u8]) {
+        self.counters.frame_received();
+        let parsed = std::str::from_utf8(payload).ok().and_then(|text| {
+            let (head, frame) = text.split_once('\n')?;
+            let (tag, symbol) = head.split_once(' ')?;
+            let kind = match tag {
+                "P" => FrameKind::Position(self.config.account_index),
+                "O" => {
+                    self.orders += 1;
+                    FrameKind::Order(self.orders)
+                }
+                _ => return None,
+            };
+            Some((kind, Symbol::parse(symbol).ok()?, frame.to_owned()))
+        });
+        let Some((kind, symbol, frame)) = parsed else {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.counters.events_routed.fetch_add(1, Ordering::Relaxed);
+        self.config.accounts.do_send(AccountEvent {
+            account: account.clone(),
+            key: DeliverKey { symbol, kind },
+            frame: ByteString::from(frame),
+        });
+    }
+}
+
+/// A `price:<SYMBOL>` value as a quote (sizes unknown).
+fn cached_quote(text: &str) -> Option<Quote> {
+    #[derive(serde::Deserialize)]
+    struct Cached<'a> {
+        bid: f64,
+        ask: f64,
+        #[serde(borrow)]
+        timestamp: &'a str,
+    }
+    let c: Cached = serde_json::from_str(text).ok()?;
+    Some(Quote {
+        bid_price: c.bid,
+        bid_size: Num::Int(0),
+        ask_price: c.ask,
+        ask_size: Num::Int(0),
+        timestamp: Timestamp::parse_rfc3339(c.timestamp).ok()?,
+        bid_exchange: None,
+        ask_exchange: None,
+        conditions: Codes::default(),
+        tape: None,
+    })
+}
+
+/// Sends the subscription commands in order on one connection; ends with it.
+async fn run_link(
+    mut sink: redis::aio::PubSubSink,
+    mut commands: mpsc::UnboundedReceiver<LinkCommand>,
+    feed: Addr<EdgeFeed>,
+    generation: u64,
+) {
+    while let Some((subscribe, channels)) = commands.recv().await {
+        let sent = async {
+            if subscribe {
+                sink.subscribe(&channels).await
+            } else {
+                sink.unsubscribe(&channels).await
+            }
+        };
+        let res = tokio::time::timeout(IO_TIMEOUT, sent)
+            .await
+            .unwrap_or_else(|_| Err(super::sink::timed_out()));
+        if let Err(e) = res {
+            feed.do_send(LinkFailed {
+                generation,
+                reason: format!("subscribe: {e}"),
+            });
+            return;
+        }
+    }
+}
+
+/// A subscription command failed: the connection is unusable.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LinkFailed {
+    generation: u64,
+    reason: String,
+}
+
+impl Actor for EdgeFeed {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx);
+        ctx.run_interval(REGISTER_EVERY, |act, ctx| act.register(false, ctx));
+    }
+}
+
+impl StreamHandler<Incoming> for EdgeFeed {
+    fn handle(&mut self, item: Incoming, ctx: &mut Context<Self>) {
+        match item {
+            Incoming::Message { generation, msg } if generation == self.generation => {
+                match (&self.config.feed, self.kind()) {
+                    (_, Some(kind)) => self.on_market(kind, msg.get_payload_bytes()),
+                    (FeedId::Trading(account), None) => {
+                        let account = account.clone();
+                        self.on_account(&account, msg.get_payload_bytes());
+                    }
+                    _ => {}
+                }
+            }
+            Incoming::Ended { generation } if generation == self.generation => {
+                self.lost("the Redis connection ended".into(), ctx);
+            }
+            _ => {} // from an older connection
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // Each connection's stream ends with `Ended`; the actor lives on.
+    }
+}
+
+impl Handler<LinkFailed> for EdgeFeed {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkFailed, ctx: &mut Context<Self>) {
+        if msg.generation == self.generation && self.link.is_some() {
+            self.generation += 1; // whatever the old connection still says is ignored
+            self.lost(msg.reason, ctx);
+        }
+    }
+}
+
+impl Handler<SetSubscriptions> for EdgeFeed {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSubscriptions, ctx: &mut Context<Self>) {
+        let changed = msg.desired != self.desired;
+        self.desired = msg.desired;
+        self.routes = msg.routes;
+        if changed {
+            self.sync(ctx);
+            self.register(true, ctx);
+        }
+        self.report();
+    }
+}
+
+impl Handler<StopFeed> for EdgeFeed {
+    type Result = ();
+
+    fn handle(&mut self, _: StopFeed, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        self.link = None;
+        self.conn = None;
+        self.status.state = FeedState::Stopped;
+        self.report();
+        ctx.run_later(Duration::from_millis(10), |_, ctx| ctx.stop());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_price_becomes_a_quote() {
+        let q = cached_quote(
+            r#"{"symbol":"AAPL","bid":150.25,"ask":150.27,"mid":150.26,"timestamp":"2024-10-19T14:30:00.123456+00:00","exchange":"IEX"}"#,
+        )
+        .unwrap();
+        assert_eq!((q.bid_price, q.ask_price), (150.25, 150.27));
+        assert_eq!(
+            q.timestamp.to_rfc3339_micros(),
+            "2024-10-19T14:30:00.123456+00:00"
+        );
+        assert!(cached_quote("not json").is_none());
+        assert!(cached_quote(r#"{"bid":1,"ask":2,"timestamp":"yesterday"}"#).is_none());
+    }
+}
