@@ -47,6 +47,13 @@ CLIENTS:
     --connect-concurrency N  handshakes in flight at once                        [default: 256]
     --connect-timeout-secs S per-client connect + subscribe timeout              [default: 30]
 
+SCALE-OUT:
+    --edge                   also start an edge (TICKRELAY__UPSTREAM__PROVIDER=redis, same
+                             settings; pass TICKRELAY__REDIS__URL with --env) and a second set
+                             of --clients browsers with the same subscriptions on it; the
+                             report adds edge_latency_* and edge_delivered_updates_per_sec,
+                             measured in the same window as the primary's clients
+
 MEASUREMENT:
     --warmup-secs S          after every client is subscribed                    [default: 2]
     --secs S                 measured window                                     [default: 10]
@@ -157,6 +164,8 @@ pub struct Args {
     pub secs: f64,
     /// Soak mode for this many seconds (0: a load run).
     pub soak_secs: f64,
+    /// Also measure the same subscriptions on an edge served through Redis.
+    pub edge: bool,
 }
 
 impl Default for Args {
@@ -185,6 +194,7 @@ impl Default for Args {
             warmup_secs: 2.0,
             secs: 10.0,
             soak_secs: 0.0,
+            edge: false,
         }
     }
 }
@@ -197,6 +207,10 @@ impl Args {
         while let Some(arg) = args.next() {
             if arg == "-h" || arg == "--help" {
                 return Ok(None);
+            }
+            if arg == "--edge" {
+                out.edge = true;
+                continue;
             }
             let (flag, inline) = match arg.split_once('=') {
                 Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),

@@ -106,10 +106,27 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
 
     let shared = Arc::new(Shared::default());
     let (pool, connecting) = connect_clients(args, &shared, &mut daemon).await?;
+    // The same subscriptions on an edge, measured in the same window.
+    let mut edge = None;
+    if args.edge {
+        let mut edge_daemon = start_edge(args, flood.port).await?;
+        let edge_shared = Arc::new(Shared::default());
+        let (edge_pool, _) = connect_clients(args, &edge_shared, &mut edge_daemon).await?;
+        edge = Some((edge_daemon, edge_shared, edge_pool));
+    }
     info!("warming up for {} s", args.warmup_secs);
     tokio::time::sleep(Duration::from_secs_f64(args.warmup_secs)).await;
     check_upstream(args, &flood);
+    if let Some((_, edge_shared, _)) = &edge {
+        edge_shared.measuring.store(true, Ordering::Relaxed);
+    }
     let window = measure(args, &daemon, &flood, &shared).await;
+    let edge = edge.map(|(mut edge_daemon, edge_shared, edge_pool)| {
+        edge_shared.measuring.store(false, Ordering::Relaxed);
+        let stats = edge_pool.stop();
+        edge_daemon.shutdown();
+        (stats, edge_shared)
+    });
 
     let client_stats = pool.stop();
     let errors = shared.errors();
@@ -132,7 +149,34 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         daemon_warnings: daemon.warnings(),
     };
     daemon.shutdown();
-    Ok(measurement.to_json())
+    let mut report = measurement.to_json();
+    if let (Some((stats, edge_shared)), Some(out)) = (edge, report.as_object_mut()) {
+        out.extend(report::edge_fields(
+            &stats,
+            edge_shared.acked.load(Ordering::Relaxed),
+            args.secs,
+        ));
+    }
+    Ok(report)
+}
+
+/// An edge beside the spawned daemon: the same settings, market data from Redis.
+async fn start_edge(args: &Args, flood_port: u16) -> anyhow::Result<Daemon> {
+    if !args.env.iter().any(|(k, _)| k == "TICKRELAY__REDIS__URL") {
+        bail!("--edge needs --env TICKRELAY__REDIS__URL=redis://HOST:PORT");
+    }
+    let mut env = daemon_env(args, flood_port);
+    env.push(("TICKRELAY__UPSTREAM__PROVIDER".into(), "redis".into()));
+    env.push(("TICKRELAY__REDIS__INSTANCE".into(), "bench-edge".into()));
+    let mut edge = Daemon::spawn(&SpawnOptions {
+        binary: daemon_binary(args)?,
+        config: args.config.clone(),
+        env,
+    })
+    .await?;
+    edge.wait_ready(READY_TIMEOUT).await?;
+    info!("edge: ready on http://{}", edge.addr);
+    Ok(edge)
 }
 
 /// Starts the clients and waits until they are subscribed (or failed).

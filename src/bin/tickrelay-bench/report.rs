@@ -246,6 +246,18 @@ impl Measurement<'_> {
 
 /// `{prefix}_p50_ms`, `_p99_ms`, `_p999_ms`, `_max_ms` and `_samples` of a histogram of
 /// microseconds (null quantiles when it is empty).
+/// The edge's clients (`--edge`): latency and delivered updates, beside the primary's.
+pub fn edge_fields(c: &ClientStats, acked: usize, secs: f64) -> Map<String, Value> {
+    let mut out = histogram_fields("edge_latency", &c.latency);
+    out.extend(histogram_fields("edge_delivery_latency", &c.delivery));
+    out.insert("edge_clients_acked".into(), json!(acked));
+    out.insert(
+        "edge_delivered_updates_per_sec".into(),
+        json!(round(c.updates as f64 / secs)),
+    );
+    out
+}
+
 fn histogram_fields(prefix: &str, h: &Histogram) -> Map<String, Value> {
     let ms = |us: u64| round(us as f64 / 1000.0);
     let mut out = Map::new();
