@@ -1,5 +1,6 @@
 """Writes the seed corpus of every fuzz target into fuzz/seeds/<target>/ from the conformance
-frames (tests/conformance/alpaca_frames.json), the protocol examples and settings.toml.
+frames (tests/conformance/alpaca_frames.json), the protocol examples, settings.toml and the Redis
+messages instances exchange.
 
 Run from the repository root with a Python that has msgpack:  python3 fuzz/make_seeds.py
 """
@@ -82,4 +83,13 @@ write("settings", "env", "[accounts.main]\n[clients.algo]\nkey_id = \"a\"\nscope
       "TICKRELAY__AUTH__ANONYMOUS_SCOPES=market\nAPCA_API_KEY_ID=k\nAPCA_API_SECRET_KEY=s\n")
 write("settings", "alpaca", "[upstream]\nprovider = \"alpaca\"\ndata_url = \"ws://10.0.0.1:1\"\n[upstream.backoff]\nmax_ms = 86400000\n"
       "---\nAPCA_API_KEY_ID=k\nAPCA_API_SECRET_KEY=s\n")
+# What instances read from Redis: edges' registrations, account messages, cached prices.
+write("redis_message", "registration_stocks", '{"quotes":["AAPL"],"trades":["AAPL","MSFT"]}')
+write("redis_message", "registration_news", '{"news":["*","TSLA"]}')
+write("redis_message", "registration_crypto", '{"quotes":["BTC/USD"],"orderbooks":["ETH/USD"]}')
+write("redis_message", "account_position",
+      'P AAPL\n{"type":"position_update","position":{"account":"main","symbol":"AAPL","qty":"10"}}')
+write("redis_message", "account_order", 'O AAPL\n{"type":"order_update","account":"main","event":"fill"}')
+write("redis_message", "cached_price", '{"symbol":"AAPL","bid":150.25,"ask":150.27,"mid":150.26,'
+      '"timestamp":"2024-10-19T14:30:00.123456+00:00","exchange":"IEX"}')
 print("seeds written to", seeds)

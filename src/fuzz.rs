@@ -3,7 +3,8 @@
 //! it on untrusted input, and checks what must hold of its output. A panic is a bug.
 //!
 //! Untrusted input: upstream frames (a broken or hostile Alpaca, a proxy in between), trading
-//! stream frames, browser and SDK client messages, and the settings file and environment.
+//! stream frames, browser and SDK client messages, the settings file and environment, and what
+//! an edge or a primary reads from a shared Redis.
 
 use std::collections::HashMap;
 
@@ -59,6 +60,26 @@ fn check_split(elements: Vec<crate::upstream::tap::RawElement>) {
             Some(e.msgpack.len()),
             "a split message is not one msgpack value"
         );
+    }
+}
+
+/// What an instance reads from Redis that another wrote: an edge's registration (read by
+/// primaries), an account message and a cached price (read by edges). Relayed market messages
+/// are Alpaca frames and go through [`upstream_json`].
+pub fn redis_message(data: &[u8]) {
+    use crate::scaleout::{decode_set, edge};
+    if let Ok(text) = std::str::from_utf8(data) {
+        for feed in FeedKind::ALL {
+            if let Some(set) = decode_set(text, feed) {
+                // Only what the feed carries survives, and it reads back the same.
+                let again = crate::scaleout::encode_set(&set);
+                assert_eq!(decode_set(&again, feed).as_ref(), Some(&set));
+            }
+        }
+        let _ = edge::cached_quote(text);
+    }
+    if let Some((_, _, frame)) = edge::parse_account_message(data) {
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>(frame).is_ok());
     }
 }
 

@@ -13,6 +13,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("browser_message", tickrelay::fuzz::browser_message),
     ("sdk_message", tickrelay::fuzz::sdk_message),
     ("settings", tickrelay::fuzz::settings),
+    ("redis_message", tickrelay::fuzz::redis_message),
 ];
 
 /// Every file under `dir/<target>/`.

@@ -386,37 +386,54 @@ impl EdgeFeed {
         }
     }
 
-    /// An account event: `<P|O> <SYMBOL>\n<frame>`.
+    /// An account event from the primary's relay.
     fn on_account(&mut self, account: &Arc<str>, payload: &[u8]) {
         self.counters.frame_received();
-        let parsed = std::str::from_utf8(payload).ok().and_then(|text| {
-            let (head, frame) = text.split_once('\n')?;
-            let (tag, symbol) = head.split_once(' ')?;
-            let kind = match tag {
-                "P" => FrameKind::Position(self.config.account_index),
-                "O" => {
-                    self.orders += 1;
-                    FrameKind::Order(self.orders)
-                }
-                _ => return None,
-            };
-            Some((kind, Symbol::parse(symbol).ok()?, frame.to_owned()))
-        });
-        let Some((kind, symbol, frame)) = parsed else {
+        let Some((tag, symbol, frame)) = parse_account_message(payload) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return;
+        };
+        let kind = match tag {
+            AccountTag::Position => FrameKind::Position(self.config.account_index),
+            AccountTag::Order => {
+                self.orders += 1;
+                FrameKind::Order(self.orders)
+            }
         };
         self.counters.events_routed.fetch_add(1, Ordering::Relaxed);
         self.config.accounts.do_send(AccountEvent {
             account: account.clone(),
             key: DeliverKey { symbol, kind },
-            frame: ByteString::from(frame),
+            frame: ByteString::from(frame.to_owned()),
         });
     }
 }
 
+/// What an account message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountTag {
+    Position,
+    Order,
+}
+
+/// An account message as the relay writes it: `<P|O> <SYMBOL>\n<frame>`, the frame a JSON
+/// object. `None` for anything else (counted as malformed, never delivered).
+pub fn parse_account_message(payload: &[u8]) -> Option<(AccountTag, Symbol, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (head, frame) = text.split_once('\n')?;
+    let (tag, symbol) = head.split_once(' ')?;
+    let tag = match tag {
+        "P" => AccountTag::Position,
+        "O" => AccountTag::Order,
+        _ => return None,
+    };
+    serde_json::from_str::<serde::de::IgnoredAny>(frame).ok()?;
+    frame.starts_with('{').then_some(())?;
+    Some((tag, Symbol::parse(symbol).ok()?, frame))
+}
+
 /// A `price:<SYMBOL>` value as a quote (sizes unknown).
-fn cached_quote(text: &str) -> Option<Quote> {
+pub fn cached_quote(text: &str) -> Option<Quote> {
     #[derive(serde::Deserialize)]
     struct Cached<'a> {
         bid: f64,
@@ -550,6 +567,33 @@ impl Handler<StopFeed> for EdgeFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_messages_are_checked_before_delivery() {
+        let (tag, symbol, frame) =
+            parse_account_message(b"P AAPL\n{\"type\":\"position_update\"}").unwrap();
+        assert_eq!(
+            (tag, symbol.as_str(), frame),
+            (
+                AccountTag::Position,
+                "AAPL",
+                r#"{"type":"position_update"}"#
+            )
+        );
+        for bad in [
+            &b"X AAPL\n{}"[..],
+            b"P ??\n{}",
+            b"P AAPL\n{not json",
+            b"P AAPL {}",
+            b"O AAPL\n[1]",
+        ] {
+            assert!(
+                parse_account_message(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn a_cached_price_becomes_a_quote() {
