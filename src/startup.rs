@@ -199,6 +199,7 @@ impl Daemon {
                 &accounts,
                 gate.as_ref(),
             )?;
+            // Last: every connection actor watches the gate before the lease can open it.
             lease = gate.map(|gate| start_lease(&settings, gate));
             relay = start_relay(&settings, &registry, &taps);
         }
