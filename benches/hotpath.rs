@@ -162,10 +162,12 @@ fn main() {
             "ingest JSON: decode + route to inlets",
             || {
                 let mut n = 0;
+                // One clock read per frame, as the feed does.
+                let read_at = std::time::Instant::now();
                 for m in decode_json(black_box(&json)).unwrap() {
                     if let Inbound::Market { symbol, event } = m {
                         if let Some(inlet) = inlets.get(symbol.as_ref()) {
-                            inlet.offer(event);
+                            inlet.offer(event, read_at);
                             n += 1;
                         }
                     }

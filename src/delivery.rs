@@ -85,6 +85,8 @@ pub struct Publish {
     pub frame: ByteString,
     /// For price updates: the `update` object alone (sharing the frame's bytes), for batches.
     pub batch: Option<(PriceKind, ByteString)>,
+    /// When the feed read the newest upstream event in it (for the pipeline latency).
+    pub read_at: Option<std::time::Instant>,
 }
 
 /// What the registry tells one session.
@@ -137,6 +139,13 @@ pub struct SessionStats {
     pub held: AtomicUsize,
     /// Updates replaced by newer ones before they could be sent, and droppable events dropped.
     pub dropped: AtomicU64,
+    /// Of `dropped`, the updates replaced by newer ones (conflated).
+    pub conflated: AtomicU64,
+    /// Data frames written to the socket (a batch is one frame), and the updates they carried.
+    pub frames_sent: AtomicU64,
+    pub updates_sent: AtomicU64,
+    /// Closed for not keeping up (4008, or 407 for an SDK program).
+    pub slow_closed: AtomicBool,
     pub symbols: AtomicUsize,
     /// The socket has not taken what is queued for longer than a moment.
     pub behind: AtomicBool,
@@ -158,6 +167,10 @@ impl SessionStats {
             queued_bytes: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            conflated: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            updates_sent: AtomicU64::new(0),
+            slow_closed: AtomicBool::new(false),
             symbols: AtomicUsize::new(0),
             behind: AtomicBool::new(false),
         }

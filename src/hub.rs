@@ -48,6 +48,8 @@ pub struct HubConfig {
     pub client_timeout: Duration,
     /// Batching sessions get at most one batch per kind this often.
     pub batch_interval: Duration,
+    /// Where each update's time from upstream read to the sockets is counted.
+    pub latency: std::sync::Arc<crate::metrics::LatencyHistogram>,
 }
 
 impl HubConfig {
@@ -246,6 +248,7 @@ impl Hub {
             if waiting > self.config.slow_client_timeout && !outbox.slow_close_requested {
                 outbox.slow_close_requested = true;
                 let stats = outbox.stats();
+                stats.slow_closed.store(true, Ordering::Relaxed);
                 warn!(
                     "session {id} ({}): closing slow client with {CLOSE_SLOW_CLIENT}: its socket took nothing for {waiting:?}; {} updates were replaced or dropped meanwhile",
                     stats.peer,
@@ -324,6 +327,10 @@ impl Handler<Publish> for Hub {
                 // Bars: droppable events.
                 let _ = outbox.push_event(msg.frame.clone(), false);
             }
+        }
+        // The writers take the frames right after this handler, unless a client is behind.
+        if let Some(read_at) = msg.read_at {
+            self.config.latency.observe(read_at.elapsed());
         }
     }
 }
@@ -429,6 +436,7 @@ impl Handler<RawBatch> for Hub {
             for frame in frames {
                 if outbox.push_frame(opcode(m.encoding), frame, false).is_err() {
                     m.overflowed = true;
+                    outbox.stats().slow_closed.store(true, Ordering::Relaxed);
                     warn!(
                         "SDK session {} ({}): too slow, {} bytes unsent; closing with 407",
                         m.session,

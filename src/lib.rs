@@ -44,6 +44,8 @@
 //! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
 //!   [`credentials`], [`auth`] (clients, scopes: who may do what),
 //!   [`wire`] (ordered JSON/msgpack messages), [`time`], [`quote_book`], [`rng`].
+//! - [`scaleout`] — Redis: the price sink, edges, the relay to them and the primaries' lease.
+//! - [`metrics`] — the pipeline-latency histogram and the Prometheus exposition (`GET /metrics`).
 //! - [`fuzz`] — the decoders of untrusted input as the fuzz targets drive them.
 //!
 //! Quote traffic never waits: the feed leaves events in a per-symbol inlet (bounded, newest wins),
@@ -59,6 +61,7 @@ pub mod fuzz;
 pub mod http;
 pub mod hub;
 pub mod market;
+pub mod metrics;
 pub mod outbox;
 pub mod quote_book;
 pub mod registry;

@@ -102,8 +102,10 @@ pub struct Outbox {
     pub slow_close_requested: bool,
     /// A heartbeat ping waits in the queue.
     ping_queued: bool,
-    /// Frames replaced or dropped since the last [`Outbox::publish_stats`].
+    /// Frames replaced or dropped since the last [`Outbox::publish_stats`], and of them the
+    /// replaced (conflated) ones.
     dropped: u64,
+    conflated: u64,
     /// Most bytes of SDK frames ([`Outbox::push_frame`]) that may wait.
     max_frame_bytes: usize,
     stats: Arc<SessionStats>,
@@ -128,6 +130,7 @@ impl Outbox {
             slow_close_requested: false,
             ping_queued: false,
             dropped: 0,
+            conflated: 0,
             max_frame_bytes: usize::MAX,
             stats,
         }
@@ -182,6 +185,11 @@ impl Outbox {
             self.stats
                 .dropped
                 .fetch_add(std::mem::take(&mut self.dropped), Ordering::Relaxed);
+        }
+        if self.conflated > 0 {
+            self.stats
+                .conflated
+                .fetch_add(std::mem::take(&mut self.conflated), Ordering::Relaxed);
         }
     }
 
@@ -239,6 +247,7 @@ impl Outbox {
             slot.frame = frame.clone();
             slot.batch = batch;
             self.dropped += 1;
+            self.conflated += 1;
             return;
         }
         let batched = batch.is_some();
@@ -415,6 +424,8 @@ impl Outbox {
             BytesMut::with_capacity(self.queued_bytes.min(max) + 16 * self.queue.len().min(64));
         let mut spot = Vec::new();
         let mut option = Vec::new();
+        // Data frames and the updates they carry (batches are counted when flushed).
+        let (mut frames, mut updates) = (0u64, 0u64);
         while out.len() < max {
             let Some(entry) = self.queue.pop_front() else {
                 break;
@@ -428,6 +439,7 @@ impl Outbox {
                 Entry::Event(frame) => {
                     self.events -= 1;
                     self.queued_bytes -= frame.len();
+                    frames += 1;
                     encode(&mut out, OP_TEXT, frame.as_bytes());
                 }
                 Entry::Latest(key) => {
@@ -435,10 +447,14 @@ impl Outbox {
                         continue;
                     };
                     self.queued_bytes -= l.frame.len();
+                    updates += 1;
                     match l.batch {
                         Some((PriceKind::Spot, update)) if self.batching => spot.push(update),
                         Some((PriceKind::Option, update)) if self.batching => option.push(update),
-                        _ => encode(&mut out, OP_TEXT, l.frame.as_bytes()),
+                        _ => {
+                            frames += 1;
+                            encode(&mut out, OP_TEXT, l.frame.as_bytes())
+                        }
                     }
                 }
                 Entry::Ping => {
@@ -453,16 +469,19 @@ impl Outbox {
                 }
                 Entry::Frame { opcode, payload } => {
                     self.queued_bytes -= payload.len();
+                    frames += 1;
                     encode(&mut out, opcode, &payload);
                 }
                 Entry::Close(payload) => {
                     self.queued_bytes -= payload.len();
                     // Batched prices taken in this poll go before the close frame.
+                    frames += batch_frames(&spot, &option);
                     flush_batches(&mut out, &mut spot, &mut option);
                     encode(&mut out, OP_CLOSE, &payload);
                 }
             }
         }
+        frames += batch_frames(&spot, &option);
         flush_batches(&mut out, &mut spot, &mut option);
         self.batch_waiting = false;
         if self.queue.is_empty() {
@@ -474,8 +493,21 @@ impl Outbox {
         self.stats
             .sent_bytes
             .fetch_add(out.len() as u64, Ordering::Relaxed);
+        if frames > 0 {
+            self.stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
+        }
+        if updates > 0 {
+            self.stats
+                .updates_sent
+                .fetch_add(updates, Ordering::Relaxed);
+        }
         (!out.is_empty()).then(|| out.freeze())
     }
+}
+
+/// How many batch frames the waiting batched prices make (one per kind).
+fn batch_frames(spot: &[ByteString], option: &[ByteString]) -> u64 {
+    u64::from(!spot.is_empty()) + u64::from(!option.is_empty())
 }
 
 fn flush_batches(out: &mut BytesMut, spot: &mut Vec<ByteString>, option: &mut Vec<ByteString>) {

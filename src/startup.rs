@@ -218,6 +218,7 @@ impl Daemon {
             }
         }
 
+        let latency = Arc::new(crate::metrics::LatencyHistogram::default());
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             book,
@@ -233,6 +234,7 @@ impl Daemon {
             sink,
             lease: lease.clone(),
             relay,
+            latency: latency.clone(),
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
             dashboard_symbols: Settings::symbols(&settings.dashboard.symbols)
@@ -270,6 +272,7 @@ impl Daemon {
             heartbeat_interval: ms(s.heartbeat_interval_ms),
             client_timeout: ms(s.client_timeout_ms),
             batch_interval: ms(s.batch_interval_ms),
+            latency,
         };
         let hub_ids = Arc::new(AtomicUsize::new(0));
         // actix-web's HttpServer, assembled from its parts so that WebSocket upgrades leave the

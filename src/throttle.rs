@@ -156,6 +156,8 @@ struct Pending {
     /// Trade corrections and cancels, in order (a few; the oldest go first when more arrive).
     fixes: VecDeque<TradeFix>,
     book: Option<BookUpdate>,
+    /// When the feed read the newest of these events (the pipeline latency starts there).
+    read_at: Option<Instant>,
     /// A [`Drain`] is on its way to the throttle.
     notified: bool,
 }
@@ -181,9 +183,11 @@ pub struct Inlet {
 }
 
 impl Inlet {
-    pub fn offer(&self, event: MarketEvent) -> Offered {
+    /// `read_at`: when the feed read the frame that carried it.
+    pub fn offer(&self, event: MarketEvent, read_at: Instant) -> Offered {
         // A poisoned lock only means a panic elsewhere mid-update; the slot is still usable.
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.read_at = Some(read_at);
         let replaced = match event {
             MarketEvent::Quote(q) => p.quote.replace(q).is_some(),
             MarketEvent::Trade(t) => {
@@ -304,6 +308,8 @@ pub struct SymbolThrottle {
     trade_window: Window,
     /// Crypto order book, for the `orderbooks` channel.
     book: OrderBook,
+    /// When the feed read the newest event this throttle has taken.
+    read_at: Option<Instant>,
     book_window: Window,
     /// Who receives what.
     hubs: Vec<HubTarget>,
@@ -341,6 +347,7 @@ impl SymbolThrottle {
             previous_trade: None,
             fixes_sent: 0,
             book: OrderBook::default(),
+            read_at: None,
             hubs: Vec::new(),
             wanted: ChannelMask::EMPTY,
             quotes,
@@ -455,6 +462,7 @@ impl SymbolThrottle {
                 kind,
                 frame: frame.clone(),
                 batch: batch.clone(),
+                read_at: self.read_at,
             };
             match h.publish.try_send(msg) {
                 Ok(()) => {}
@@ -484,6 +492,9 @@ impl SymbolThrottle {
             std::mem::take(&mut *slot) // also clears `notified`: the next event wakes us again
         };
         let mut price_changed = false;
+        if p.read_at.is_some() {
+            self.read_at = p.read_at;
+        }
         if let Some(q) = p.quote {
             self.price.bid_price = q.bid_price;
             self.price.ask_price = q.ask_price;

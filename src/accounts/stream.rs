@@ -133,7 +133,8 @@ impl TradingStream {
             Liveness::new(config.ping_interval, config.pong_timeout),
             config.max_frame_bytes,
         )
-        .with_gate(config.gate.clone());
+        .with_gate(config.gate.clone())
+        .with_counters(counters.clone());
         TradingStream {
             rest: RestClient::new(
                 &config.rest_url,

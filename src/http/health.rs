@@ -15,7 +15,7 @@ use crate::upstream::FeedState;
 /// How long a probe waits for the actor system before it calls the daemon unhealthy.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn registry_status(state: &AppState) -> Result<RegistryStatus, HttpResponse> {
+pub async fn registry_status(state: &AppState) -> Result<RegistryStatus, HttpResponse> {
     registry_status_page(state, GetStatus::default()).await
 }
 

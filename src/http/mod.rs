@@ -7,6 +7,7 @@
 //! - [`dashboard`] — `GET /`, a live table of prices and feed status.
 //! - [`accounts`] — trading accounts and their streams, from memory.
 //! - [`auth`] — who a request comes from (`Authorization: Bearer`) and the scope checks.
+//! - [`metrics`] — `GET /metrics` (Prometheus), for the `admin` scope.
 //! - [`limits`] — how many WebSockets may be open, in total and per IP address.
 //! - [`guard`] — which Hosts, Origins and content types are allowed (DNS rebinding, cross-site
 //!   requests), for REST (a middleware) and WebSocket upgrades.
@@ -19,6 +20,7 @@ pub mod dashboard;
 pub mod guard;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod quotes;
 pub mod subscriptions;
 pub mod ws;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub lease: Option<Arc<crate::scaleout::lease::Lease>>,
     /// A primary's relay to the edges, when Redis is configured.
     pub relay: Option<Arc<crate::scaleout::relay::RelayShared>>,
+    /// Filled by the hubs; read by `/metrics`.
+    pub latency: Arc<crate::metrics::LatencyHistogram>,
     pub provider: &'static str,
     pub stale_after: Duration,
     pub dashboard_symbols: Vec<String>,
@@ -77,6 +81,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/health", web::get().to(health::health))
         .route("/health", web::get().to(health::health))
         .route("/api/v1/status", web::get().to(health::status))
+        .route("/metrics", web::get().to(metrics::metrics))
         .route("/api/v1/quotes", web::get().to(quotes::many))
         .route("/api/v1/quotes/{symbol:.+}", web::get().to(quotes::one))
         .route("/api/v1/subscriptions", web::post().to(subscriptions::pin))

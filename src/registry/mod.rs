@@ -33,7 +33,7 @@ use serde::Serialize;
 
 pub use self::interest::SubscribeOutcome;
 use self::interest::{Change, Interest};
-pub use self::status::{FeedReport, RegistryStatus, SessionSummary, SymbolReport};
+pub use self::status::{DeliveryTotals, FeedReport, RegistryStatus, SessionSummary, SymbolReport};
 use crate::auth::Scopes;
 use crate::browser::{self, ChannelMask, ClientChannel, ErrorCode, Rejection};
 use crate::delivery::{
@@ -291,6 +291,8 @@ pub struct Registry {
     sessions: HashMap<SessionId, Subscriber>,
     /// Every worker hub a session has come from.
     hubs: HashMap<HubId, Recipient<Publish>>,
+    /// What the sessions that ended had sent and lost.
+    retired: DeliveryTotals,
     /// SDK programs on `/stream` listening to each account's trade updates.
     trade_listeners: HashMap<Arc<str>, HashSet<SessionId>>,
     /// Feeds whose desired set changed since the last flush.
@@ -310,6 +312,7 @@ impl Registry {
             early_status: HashMap::new(),
             sessions: HashMap::new(),
             hubs: HashMap::new(),
+            retired: DeliveryTotals::default(),
             trade_listeners: HashMap::new(),
             dirty: BTreeSet::new(),
             flush_scheduled: false,
@@ -533,7 +536,9 @@ impl Handler<Disconnect> for Registry {
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
         let mut out = Vec::new();
         let released = self.interest.disconnect(msg.session, &mut out);
-        self.sessions.remove(&msg.session);
+        if let Some(s) = self.sessions.remove(&msg.session) {
+            self.retired.add(&s.stats);
+        }
         for listeners in self.trade_listeners.values_mut() {
             listeners.remove(&msg.session);
         }
@@ -843,6 +848,10 @@ impl Handler<GetStatus> for Registry {
                 .collect(),
             positions_subscribers: self.interest.positions().count(),
             hub_mailbox_drops: self.config.throttle.hub_drops.load(Ordering::Relaxed),
+            delivery: self.sessions.values().fold(self.retired, |mut total, s| {
+                total.add(&s.stats);
+                total
+            }),
         })
     }
 }

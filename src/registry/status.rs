@@ -41,6 +41,32 @@ pub struct SessionSummary {
     pub dropped_updates: u64,
 }
 
+/// What every session ever sent and lost, the ones gone included (monotonic: for metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryTotals {
+    pub frames_sent: u64,
+    pub updates_sent: u64,
+    /// Updates replaced by newer ones before they could be sent.
+    pub updates_conflated: u64,
+    /// Droppable events (news, bars) dropped for a client that was behind.
+    pub updates_dropped: u64,
+    /// Sessions closed for not keeping up (4008, 407).
+    pub slow_client_disconnects: u64,
+}
+
+impl DeliveryTotals {
+    /// Adds one session's counters.
+    pub fn add(&mut self, s: &crate::delivery::SessionStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let conflated = s.conflated.load(Relaxed);
+        self.frames_sent += s.frames_sent.load(Relaxed);
+        self.updates_sent += s.updates_sent.load(Relaxed);
+        self.updates_conflated += conflated;
+        self.updates_dropped += s.dropped.load(Relaxed).saturating_sub(conflated);
+        self.slow_client_disconnects += u64::from(s.slow_closed.load(Relaxed));
+    }
+}
+
 /// Everything the status endpoints show.
 #[derive(Clone, Debug, Serialize)]
 pub struct RegistryStatus {
@@ -58,6 +84,8 @@ pub struct RegistryStatus {
     pub positions_subscribers: usize,
     /// Frames a worker hub's full mailbox refused.
     pub hub_mailbox_drops: u64,
+    /// Over every session since start.
+    pub delivery: DeliveryTotals,
 }
 
 impl RegistryStatus {

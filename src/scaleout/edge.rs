@@ -45,10 +45,12 @@ use crate::symbol::Symbol;
 use crate::time::Timestamp;
 use crate::upstream::backoff::Backoff;
 use crate::upstream::feed::{deliver_market, Routes, SetSubscriptions, StopFeed};
+use crate::upstream::policy::Failure;
 use crate::upstream::protocol::{self, Channel, Encoding, Inbound, SubscriptionSet};
 use crate::upstream::tap::{RawBatch, Taps};
 use crate::upstream::{
-    FeedCounters, FeedId, FeedKind, FeedState, FeedStateChanged, FeedStatus, NewsReceived,
+    FeedCounters, FeedId, FeedKind, FeedState, FeedStateChanged, FeedStatus, MessageType,
+    NewsReceived,
 };
 
 /// Everything an edge feed needs.
@@ -229,6 +231,7 @@ impl EdgeFeed {
         self.backoff.reset();
         self.sync(ctx);
         self.register(true, ctx);
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
         self.status.state = FeedState::Connected;
         self.status.connected_since = Some(Timestamp::now());
         self.status.last_error = None;
@@ -244,6 +247,7 @@ impl EdgeFeed {
         if self.stopping {
             return;
         }
+        self.counters.failures[Failure::Transient as usize].fetch_add(1, Ordering::Relaxed);
         let delay = self.backoff.next_delay();
         warn!("{}: {reason}; reconnecting in {delay:?}", self.name());
         self.status.state = FeedState::Disconnected;
@@ -309,6 +313,7 @@ impl EdgeFeed {
                         &act.counters,
                         symbol,
                         MarketEvent::Quote(quote),
+                        std::time::Instant::now(),
                     );
                 }
             }
@@ -361,15 +366,21 @@ impl EdgeFeed {
                 });
             }
         }
+        let now = std::time::Instant::now();
         let Ok(messages) = protocol::decode(&data, false, Encoding::Json) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
         for msg in messages {
             self.counters.messages.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(match &msg {
+                Inbound::Market { event, .. } => MessageType::of(event),
+                Inbound::News(_) => MessageType::News,
+                _ => MessageType::Control,
+            });
             match msg {
                 Inbound::Market { symbol, event } => {
-                    deliver_market(&self.routes, &self.counters, symbol.as_ref(), event);
+                    deliver_market(&self.routes, &self.counters, symbol.as_ref(), event, now);
                 }
                 Inbound::News(article) => {
                     let counter = match self.config.news.try_send(NewsReceived { article }) {

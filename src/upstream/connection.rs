@@ -18,7 +18,7 @@ use log::{error, info, warn};
 use super::gate::Gate;
 use super::policy::{Failure, ReconnectPolicy};
 use super::protocol::{ClientFrame, Encoding};
-use super::{FeedState, FeedStatus};
+use super::{FeedCounters, FeedState, FeedStatus};
 use crate::time::Timestamp;
 
 /// An open upstream WebSocket.
@@ -316,6 +316,8 @@ pub struct Link {
     pub gate: Option<Arc<Gate>>,
     /// An attempt found the gate closed: connect when it opens.
     pub standing_by: bool,
+    /// Where connects and failures are counted (metrics).
+    counters: Option<Arc<FeedCounters>>,
 }
 
 impl Link {
@@ -338,7 +340,14 @@ impl Link {
             stopping: false,
             gate: None,
             standing_by: false,
+            counters: None,
         }
+    }
+
+    /// Count connects and failures (by class) in `counters`.
+    pub fn with_counters(mut self, counters: Arc<FeedCounters>) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     /// Connect only while `gate` is open.
@@ -423,6 +432,10 @@ impl Link {
 
     /// Authenticated and subscribed (or listening and loaded).
     pub fn mark_ready(&mut self) {
+        if let Some(c) = &self.counters {
+            c.connects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.policy.on_ready();
         self.status.state = FeedState::Connected;
         self.status.connected_since = Some(Timestamp::now());
@@ -432,6 +445,9 @@ impl Link {
 
     /// Records a failure: the policy learns of it, the status says why, the connection is closed.
     pub fn record_failure(&mut self, failure: Failure, reason: String) {
+        if let Some(c) = &self.counters {
+            c.failures[failure as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.policy.on_failure(failure, Instant::now());
         self.status.state = if failure == Failure::Fatal {
             error!("{}: {reason}; retrying will not help soon", self.name);

@@ -45,7 +45,7 @@ use super::gate::{Gate, GateChanged};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
 use super::tap::{RawBatch, Taps};
-use super::{FeedCounters, FeedId, FeedKind, FeedStatus};
+use super::{FeedCounters, FeedId, FeedKind, FeedStatus, MessageType};
 use super::{FeedStateChanged, NewsReceived, SymbolsRejected};
 use crate::credentials::Credentials;
 use crate::rng::SplitMix64;
@@ -71,12 +71,13 @@ pub fn deliver_market(
     counters: &FeedCounters,
     symbol: &str,
     event: crate::market::MarketEvent,
+    read_at: Instant,
 ) -> bool {
     let Some(inlet) = routes.get(symbol) else {
         counters.events_unrouted.fetch_add(1, Ordering::Relaxed);
         return false;
     };
-    let counter = match inlet.offer(event) {
+    let counter = match inlet.offer(event, read_at) {
         Offered::Queued => &counters.events_routed,
         Offered::Conflated => &counters.events_conflated,
         Offered::Gone => &counters.events_unrouted,
@@ -194,7 +195,8 @@ impl UpstreamFeed {
             Liveness::new(config.ping_interval, config.pong_timeout),
             config.max_frame_bytes,
         )
-        .with_gate(config.gate.clone());
+        .with_gate(config.gate.clone())
+        .with_counters(counters.clone());
         UpstreamFeed {
             config,
             outputs,
@@ -356,10 +358,15 @@ impl UpstreamFeed {
 
     fn on_message(&mut self, msg: Inbound<'_>, now: Instant, ctx: &mut Context<Self>) {
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(match &msg {
+            Inbound::Market { event, .. } => MessageType::of(event),
+            Inbound::News(_) => MessageType::News,
+            _ => MessageType::Control,
+        });
         match msg {
             Inbound::Market { symbol, event } => {
                 self.saw_data(now);
-                if !deliver_market(&self.routes, &self.counters, symbol.as_ref(), event) {
+                if !deliver_market(&self.routes, &self.counters, symbol.as_ref(), event, now) {
                     trace!("{}: event for unrouted symbol {symbol}", self.name());
                 }
             }

@@ -240,6 +240,61 @@ pub struct FeedCounters {
     pub malformed: AtomicU64,
     /// Wall-clock time of the last message, in milliseconds since the epoch (0 = never).
     pub last_message_unix_ms: AtomicU64,
+    /// Connections that became ready (authenticated and subscribed, or loaded).
+    pub connects: AtomicU64,
+    /// Connections lost or refused, by [`policy::Failure`] class (`Failure::ALL` order).
+    pub failures: [AtomicU64; 4],
+    /// Messages received by [`MessageType`].
+    pub by_type: [AtomicU64; MessageType::ALL.len()],
+}
+
+/// What an upstream message was, for the per-type counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageType {
+    Quote,
+    Trade,
+    Bar,
+    Orderbook,
+    Correction,
+    News,
+    /// Control messages: welcome, auth, acks, errors, statuses, and anything unknown.
+    Control,
+}
+
+impl MessageType {
+    pub const ALL: [MessageType; 7] = [
+        MessageType::Quote,
+        MessageType::Trade,
+        MessageType::Bar,
+        MessageType::Orderbook,
+        MessageType::Correction,
+        MessageType::News,
+        MessageType::Control,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Quote => "quote",
+            MessageType::Trade => "trade",
+            MessageType::Bar => "bar",
+            MessageType::Orderbook => "orderbook",
+            MessageType::Correction => "correction",
+            MessageType::News => "news",
+            MessageType::Control => "control",
+        }
+    }
+
+    /// The type of a market event.
+    pub fn of(event: &crate::market::MarketEvent) -> MessageType {
+        use crate::market::MarketEvent;
+        match event {
+            MarketEvent::Quote(_) => MessageType::Quote,
+            MarketEvent::Trade(_) => MessageType::Trade,
+            MarketEvent::Bar(_) => MessageType::Bar,
+            MarketEvent::Book(_) => MessageType::Orderbook,
+            MarketEvent::Fix(_) => MessageType::Correction,
+        }
+    }
 }
 
 impl FeedCounters {
@@ -249,6 +304,13 @@ impl FeedCounters {
         let unix_ms = Timestamp::now().unix_nanos() / 1_000_000;
         self.last_message_unix_ms
             .store(unix_ms as u64, Ordering::Relaxed);
+    }
+
+    /// A message of `kind` arrived. The feed's own thread is the only writer, so a plain load
+    /// and store does (no locked instruction per message on the hot path).
+    pub fn count(&self, kind: MessageType) {
+        let c = &self.by_type[kind as usize];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> FeedCountersSnapshot {
@@ -261,6 +323,25 @@ impl FeedCounters {
             events_conflated: self.events_conflated.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+            disconnects: policy::Failure::ALL
+                .iter()
+                .map(|f| {
+                    (
+                        f.as_str(),
+                        self.failures[*f as usize].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            messages_by_type: MessageType::ALL
+                .iter()
+                .map(|t| {
+                    (
+                        t.as_str(),
+                        self.by_type[*t as usize].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
             last_message_time: (last > 0).then(|| {
                 Timestamp::new((last / 1000) as i64, ((last % 1000) * 1_000_000) as u32)
                     .unwrap_or_default()
@@ -279,5 +360,10 @@ pub struct FeedCountersSnapshot {
     pub events_conflated: u64,
     pub events_dropped: u64,
     pub malformed: u64,
+    /// Connections that became ready.
+    pub connects: u64,
+    /// Connections lost or refused, by reason.
+    pub disconnects: std::collections::BTreeMap<&'static str, u64>,
+    pub messages_by_type: std::collections::BTreeMap<&'static str, u64>,
     pub last_message_time: Option<Timestamp>,
 }

@@ -32,6 +32,23 @@ pub enum Failure {
 }
 
 impl Failure {
+    pub const ALL: [Failure; 4] = [
+        Failure::Transient,
+        Failure::Fatal,
+        Failure::ConnectionLimit,
+        Failure::RateLimited,
+    ];
+
+    /// Its name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Transient => "transient",
+            Failure::Fatal => "fatal",
+            Failure::ConnectionLimit => "connection_limit",
+            Failure::RateLimited => "rate_limited",
+        }
+    }
+
     /// The class of an Alpaca stream error code.
     pub fn from_alpaca_code(code: u16) -> Failure {
         match code {

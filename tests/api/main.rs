@@ -13,6 +13,7 @@ mod guard;
 mod hardening;
 mod helpers;
 mod ingest;
+mod metrics;
 mod reconnect;
 mod redis_sink;
 mod scaleout;

@@ -1,0 +1,549 @@
+//! Metrics: the pipeline-latency histogram the hubs fill, and the Prometheus exposition of
+//! everything else, read at scrape time from where it already lives.
+//!
+//! Owns: [`LatencyHistogram`] (shared by the hubs: relaxed atomics, one increment per update per
+//! worker). Everything else is counted by its owner — feeds ([`FeedCounters`]), sessions (their
+//! stats, summed with the ended ones by the registry), the Redis sink and relay, the lease — and
+//! [`Snapshot`] gathers it for one scrape. Talks to: nobody; the `/metrics` handler builds the
+//! snapshot and calls [`Snapshot::encode`], which writes the text format through the
+//! `prometheus-client` crate.
+//!
+//! Names are `tickrelay_<name>_<unit>[_total]`. Labels are bounded: feeds (the configured ones),
+//! their states, failure classes, message types, client kinds. Never a symbol, a session or a
+//! secret.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::registry::RegistryStatus;
+use crate::scaleout::lease::LeaseStatus;
+use crate::scaleout::relay::RelayStatus;
+use crate::scaleout::sink::SinkStatus;
+use crate::upstream::policy::Failure;
+use crate::upstream::{FeedState, MessageType};
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The time from reading an upstream frame to handing the client frame to the sessions' sockets
+/// (the throttle's hold included), observed once per update and worker.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative), then everything above the last bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts as the encoder takes them (it sums them up; `f64::MAX` is `+Inf`), the
+    /// sum in seconds and the count.
+    fn read(&self) -> HistogramValues {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
+        for (i, c) in self.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            total += n;
+            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::MAX), n));
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, sum, total)
+    }
+}
+
+/// One feed or trading stream at scrape time.
+#[derive(Debug)]
+pub struct FeedSample {
+    pub name: String,
+    pub state: FeedState,
+    pub connects: u64,
+    pub failures: [u64; 4],
+    pub by_type: [u64; MessageType::ALL.len()],
+    pub last_message_age: Option<f64>,
+    pub subscribed: u64,
+    pub desired: u64,
+    pub conflated: u64,
+    pub dropped: u64,
+    pub malformed: u64,
+}
+
+/// Process figures from `/proc/self` (Linux; absent elsewhere).
+#[derive(Debug, Default)]
+pub struct ProcessSample {
+    pub resident_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub open_fds: Option<u64>,
+    pub start_time_seconds: f64,
+}
+
+impl ProcessSample {
+    pub fn read(started_unix: f64) -> ProcessSample {
+        let mut p = ProcessSample {
+            start_time_seconds: started_unix,
+            ..ProcessSample::default()
+        };
+        // SAFETY: sysconf takes and returns plain integers.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may hold spaces) start at "state" (field 3).
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(utime), Some(stime)) = (num(11), num(12)) {
+                    if ticks > 0 {
+                        p.cpu_seconds = Some((utime + stime) / ticks as f64);
+                    }
+                }
+                if let Some(rss) = num(21) {
+                    p.resident_bytes = Some(rss as u64 * page.max(0) as u64);
+                }
+            }
+        }
+        p.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        p
+    }
+}
+
+/// Everything one scrape shows.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    pub feeds: Vec<FeedSample>,
+    pub registry: &'a RegistryStatus,
+    pub latency: &'a LatencyHistogram,
+    pub sdk_batches_dropped: u64,
+    pub sink: Option<SinkStatus>,
+    pub relay: Option<RelayStatus>,
+    pub lease: Option<LeaseStatus>,
+    pub process: ProcessSample,
+}
+
+impl Snapshot<'_> {
+    /// The feeds of a registry status.
+    pub fn feeds_of(status: &RegistryStatus) -> Vec<FeedSample> {
+        let now = crate::time::Timestamp::now();
+        status
+            .feeds
+            .iter()
+            .map(|f| {
+                let c = &f.counters;
+                FeedSample {
+                    name: f.status.feed.name(),
+                    state: f.status.state,
+                    connects: c.connects,
+                    failures: Failure::ALL
+                        .map(|k| c.disconnects.get(k.as_str()).copied().unwrap_or(0)),
+                    by_type: MessageType::ALL
+                        .map(|t| c.messages_by_type.get(t.as_str()).copied().unwrap_or(0)),
+                    last_message_age: c.last_message_time.map(|t| {
+                        now.unix_nanos().saturating_sub(t.unix_nanos()).max(0) as f64 / 1e9
+                    }),
+                    subscribed: f.status.subscribed as u64,
+                    desired: f.status.desired as u64,
+                    conflated: c.events_conflated,
+                    dropped: c.events_dropped,
+                    malformed: c.malformed,
+                }
+            })
+            .collect()
+    }
+
+    /// The exposition, in the Prometheus (OpenMetrics) text format.
+    pub fn encode(self) -> Result<String, std::fmt::Error> {
+        // A registry per scrape, holding this snapshot alone: the crate does the format.
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Owned(self.render())));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+
+    fn render(&self) -> Vec<Family> {
+        let mut out = Vec::new();
+        let feed_states = [
+            FeedState::Connecting,
+            FeedState::Connected,
+            FeedState::Disconnected,
+            FeedState::Failed,
+            FeedState::Stopped,
+            FeedState::Standby,
+        ];
+        let mut state = Family::gauge(
+            "tickrelay_feed_state",
+            "1 for each feed's current state (feeds and trading streams)",
+        );
+        let mut connects = Family::counter(
+            "tickrelay_feed_connects",
+            "Upstream connections that became ready",
+        );
+        let mut failures = Family::counter(
+            "tickrelay_feed_disconnects",
+            "Upstream connections lost or refused, by reason",
+        );
+        let mut messages = Family::counter(
+            "tickrelay_feed_messages_received",
+            "Upstream messages received, by type",
+        );
+        let mut age = Family::gauge(
+            "tickrelay_feed_last_message_age_seconds",
+            "Seconds since the last upstream message",
+        );
+        let mut subscribed = Family::gauge(
+            "tickrelay_feed_subscriptions",
+            "(channel, symbol) pairs the upstream has acknowledged",
+        );
+        let mut desired = Family::gauge(
+            "tickrelay_feed_desired_subscriptions",
+            "(channel, symbol) pairs tickrelay wants upstream",
+        );
+        let mut conflated = Family::counter(
+            "tickrelay_feed_events_conflated",
+            "Upstream events replaced by a newer one before their throttle took them: the feed never pushes back, it conflates",
+        );
+        let mut dropped = Family::counter(
+            "tickrelay_feed_events_dropped",
+            "Upstream events that could not be handed on",
+        );
+        let mut malformed = Family::counter(
+            "tickrelay_feed_malformed_messages",
+            "Upstream frames or messages that could not be decoded",
+        );
+        for f in &self.feeds {
+            let feed = f.name.as_str();
+            for s in feed_states {
+                let name = format!("{s:?}").to_lowercase();
+                state.push(
+                    vec![("feed", feed.into()), ("state", name)],
+                    f64::from(u8::from(f.state == s)),
+                );
+            }
+            connects.push(vec![("feed", feed.into())], f.connects as f64);
+            for (i, class) in Failure::ALL.iter().enumerate() {
+                failures.push(
+                    vec![("feed", feed.into()), ("reason", class.as_str().into())],
+                    f.failures[i] as f64,
+                );
+            }
+            for (i, kind) in MessageType::ALL.iter().enumerate() {
+                messages.push(
+                    vec![("feed", feed.into()), ("type", kind.as_str().into())],
+                    f.by_type[i] as f64,
+                );
+            }
+            if let Some(a) = f.last_message_age {
+                age.push(vec![("feed", feed.into())], a);
+            }
+            subscribed.push(vec![("feed", feed.into())], f.subscribed as f64);
+            desired.push(vec![("feed", feed.into())], f.desired as f64);
+            conflated.push(vec![("feed", feed.into())], f.conflated as f64);
+            dropped.push(vec![("feed", feed.into())], f.dropped as f64);
+            malformed.push(vec![("feed", feed.into())], f.malformed as f64);
+        }
+        out.extend([
+            state, connects, failures, messages, age, subscribed, desired, conflated, dropped,
+            malformed,
+        ]);
+
+        let r = self.registry;
+        let summary = &r.session_summary;
+        let sdk = summary.sdk_programs as f64;
+        let mut clients = Family::gauge("tickrelay_clients", "Connected clients, by kind");
+        clients.push(vec![("kind", "browser".into())], summary.count as f64 - sdk);
+        clients.push(vec![("kind", "sdk".into())], sdk);
+        out.push(clients);
+        let d = &r.delivery;
+        for (name, help, v) in [
+            (
+                "tickrelay_frames_sent",
+                "Data frames written to clients (a batch is one)",
+                d.frames_sent,
+            ),
+            (
+                "tickrelay_updates_sent",
+                "Updates written to clients",
+                d.updates_sent,
+            ),
+            (
+                "tickrelay_updates_conflated",
+                "Updates replaced by a newer one before a client could take them",
+                d.updates_conflated,
+            ),
+            (
+                "tickrelay_updates_dropped",
+                "News and bars dropped for clients that were behind",
+                d.updates_dropped,
+            ),
+            (
+                "tickrelay_slow_client_disconnects",
+                "Clients closed for not keeping up (4008, 407)",
+                d.slow_client_disconnects,
+            ),
+            (
+                "tickrelay_hub_mailbox_drops",
+                "Updates a busy worker's full mailbox refused",
+                r.hub_mailbox_drops,
+            ),
+            (
+                "tickrelay_sdk_batches_dropped",
+                "Message batches for SDK programs a busy worker refused",
+                self.sdk_batches_dropped,
+            ),
+        ] {
+            out.push(Family::single_counter(name, help, v as f64));
+        }
+        for (name, help, v) in [
+            (
+                "tickrelay_throttles",
+                "Symbol throttle actors running",
+                r.throttles as f64,
+            ),
+            (
+                "tickrelay_symbols",
+                "Symbols held for browsers, SDK programs and pins",
+                r.symbols.len() as f64,
+            ),
+            (
+                "tickrelay_clients_behind",
+                "Clients whose socket is not keeping up right now",
+                summary.behind as f64,
+            ),
+        ] {
+            out.push(Family::single_gauge(name, help, v));
+        }
+        let (buckets, sum, count) = self.latency.read();
+        out.push(Family {
+            name: "tickrelay_pipeline_latency_seconds",
+            help: "From reading an upstream frame to handing the client frame to the sockets of one worker, the throttle's hold included",
+            kind: MetricType::Histogram,
+            samples: Vec::new(),
+            histogram: Some((buckets, sum, count)),
+        });
+
+        if let Some(sink) = &self.sink {
+            let mut up = Family::gauge(
+                "tickrelay_redis_sink_connected",
+                "1 while the Redis price sink is connected",
+            );
+            up.push(Vec::new(), f64::from(u8::from(sink.state == "connected")));
+            out.push(up);
+            out.push(Family::single_gauge(
+                "tickrelay_redis_sink_pending",
+                "Symbols whose newest price waits to be written to Redis",
+                sink.pending as f64,
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_redis_sink_written",
+                "Prices written to Redis",
+                sink.written as f64,
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_redis_sink_replaced",
+                "Prices replaced by a newer one before they were written",
+                sink.replaced as f64,
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_redis_sink_reconnects",
+                "Redis reconnections of the sink",
+                sink.reconnects as f64,
+            ));
+        }
+        if let Some(relay) = &self.relay {
+            out.push(Family::single_gauge(
+                "tickrelay_redis_relay_queued",
+                "Messages for the edges waiting for Redis",
+                relay.queued as f64,
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_redis_relay_published",
+                "Messages published for the edges",
+                relay.published as f64,
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_redis_relay_dropped",
+                "Messages for the edges dropped (Redis slow or away)",
+                relay.dropped as f64,
+            ));
+            out.push(Family::single_gauge(
+                "tickrelay_redis_relay_registrations",
+                "Live edge registrations",
+                relay.registrations as f64,
+            ));
+        }
+        if let Some(lease) = &self.lease {
+            out.push(Family::single_gauge(
+                "tickrelay_lease_leader",
+                "1 while this primary holds the lease",
+                f64::from(u8::from(lease.role == "leader")),
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_lease_acquired",
+                "Times this primary won the lease",
+                lease.acquired as f64,
+            ));
+        }
+
+        let p = &self.process;
+        if let Some(v) = p.resident_bytes {
+            out.push(Family::single_gauge(
+                "tickrelay_process_resident_memory_bytes",
+                "Resident memory",
+                v as f64,
+            ));
+        }
+        if let Some(v) = p.cpu_seconds {
+            out.push(Family::single_counter(
+                "tickrelay_process_cpu_seconds",
+                "User and system CPU time",
+                v,
+            ));
+        }
+        if let Some(v) = p.open_fds {
+            out.push(Family::single_gauge(
+                "tickrelay_process_open_fds",
+                "Open file descriptors",
+                v as f64,
+            ));
+        }
+        out.push(Family::single_gauge(
+            "tickrelay_process_start_time_seconds",
+            "Start time, Unix seconds",
+            p.start_time_seconds,
+        ));
+        out
+    }
+}
+
+/// Per-bucket counts (upper bound, count), the sum and the count of a histogram.
+type HistogramValues = (Vec<(f64, u64)>, f64, u64);
+
+/// One metric family, ready to encode.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+    histogram: Option<HistogramValues>,
+}
+
+impl Family {
+    fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: MetricType::Gauge,
+            samples: Vec::new(),
+            histogram: None,
+        }
+    }
+
+    /// Named without `_total`: the encoder appends it.
+    fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            kind: MetricType::Counter,
+            ..Family::gauge(name, help)
+        }
+    }
+
+    fn single_gauge(name: &'static str, help: &'static str, v: f64) -> Family {
+        let mut f = Family::gauge(name, help);
+        f.push(Vec::new(), v);
+        f
+    }
+
+    fn single_counter(name: &'static str, help: &'static str, v: f64) -> Family {
+        let mut f = Family::counter(name, help);
+        f.push(Vec::new(), v);
+        f
+    }
+
+    fn push(&mut self, labels: Vec<(&'static str, String)>, v: f64) {
+        self.samples.push((labels, v));
+    }
+}
+
+fn encode_value(
+    kind: MetricType,
+    v: f64,
+    m: prometheus_client::encoding::MetricEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    match kind {
+        MetricType::Counter => ConstCounter::new(v).encode(m),
+        _ => ConstGauge::new(v).encode(m),
+    }
+}
+
+/// The families of one scrape, as the crate's collector.
+#[derive(Debug)]
+struct Owned(Vec<Family>);
+
+impl Collector for Owned {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            let mut metric = encoder.encode_descriptor(f.name, f.help, None, f.kind)?;
+            if let Some((buckets, sum, count)) = &f.histogram {
+                metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    *sum, *count, buckets, None,
+                )?;
+                continue;
+            }
+            match f.samples.as_slice() {
+                // One sample without labels: `name value`, not `name{} value`.
+                [(labels, v)] if labels.is_empty() => encode_value(f.kind, *v, metric)?,
+                samples => {
+                    for (labels, v) in samples {
+                        let labels: Vec<(&str, &str)> =
+                            labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        encode_value(f.kind, *v, metric.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_hold_each_observation_once() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(9));
+        let (buckets, sum, count) = h.read();
+        assert_eq!(count, 3);
+        assert!((sum - 9.0033).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 3);
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets[3], (0.005, 1));
+        assert_eq!(*buckets.last().unwrap(), (f64::MAX, 1));
+    }
+}
