@@ -45,6 +45,7 @@
 //!   [`credentials`], [`auth`] (clients, scopes: who may do what),
 //!   [`wire`] (ordered JSON/msgpack messages), [`time`], [`quote_book`], [`rng`].
 //! - [`scaleout`] — Redis: the price sink, edges, the relay to them and the primaries' lease.
+//! - [`systemd`] — `Type=notify`: ready, stopping and the watchdog.
 //! - [`metrics`] — the pipeline-latency histogram and the Prometheus exposition (`GET /metrics`).
 //! - [`fuzz`] — the decoders of untrusted input as the fuzz targets drive them.
 //!
@@ -73,6 +74,7 @@ pub mod settings;
 pub mod simulator;
 pub mod startup;
 pub mod symbol;
+pub mod systemd;
 pub mod throttle;
 pub mod time;
 pub mod upstream;

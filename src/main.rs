@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use log::{error, info, warn};
 use tickrelay::settings::Settings;
 use tickrelay::startup::{install_crypto_provider, Daemon};
+use tickrelay::systemd::Notifier;
 
 const USAGE: &str = "\
 tickrelay — shares one Alpaca market-data connection per feed
@@ -165,9 +166,30 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let deadline = Duration::from_millis(settings.http.shutdown_timeout_ms) + SHUTDOWN_SLACK;
     let daemon = Daemon::build(settings).await?;
     let handle = daemon.handle();
+    // Under systemd (Type=notify): ready now that HTTP is bound and the feeds have started; the
+    // watchdog hears from the actor system while the registry runs its timers.
+    let systemd = Notifier::from_env();
+    if systemd.enabled() {
+        // Ready once the actor system runs too (the registry's first heartbeat): from then on
+        // /healthz answers 200.
+        let heartbeat = daemon.heartbeat();
+        while heartbeat.age().is_none() {
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        systemd.notify("READY=1");
+        info!(
+            "systemd: ready{}",
+            systemd
+                .watchdog()
+                .map(|w| format!("; pinging the watchdog every {:?}", w / 2))
+                .unwrap_or_default()
+        );
+        actix_web::rt::spawn(systemd.clone().keep_alive(daemon.heartbeat()));
+    }
     actix_web::rt::spawn(async move {
         let sig = signals.recv().await;
         info!("{sig} received; shutting down (a second signal exits at once)");
+        systemd.notify("STOPPING=1");
         // A graceful stop, bounded: a stuck part cannot keep the process alive, and an operator
         // who signals again means it.
         tokio::select! {

@@ -59,6 +59,7 @@ const MIN_SECRET_LEN: usize = 16;
 /// A running daemon.
 pub struct Daemon {
     server: Server,
+    heartbeat: Heartbeat,
     addr: SocketAddr,
     handle: DaemonHandle,
     simulator: Option<SimulatorHandle>,
@@ -219,6 +220,7 @@ impl Daemon {
         }
 
         let latency = Arc::new(crate::metrics::LatencyHistogram::default());
+        let daemon_heartbeat = heartbeat.clone();
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             book,
@@ -339,6 +341,7 @@ impl Daemon {
             provider.as_str()
         );
         Ok(Daemon {
+            heartbeat: daemon_heartbeat,
             handle: DaemonHandle {
                 registry,
                 lease: lease.map(|l| (l, settings.redis.url.clone())),
@@ -367,6 +370,11 @@ impl Daemon {
 
     pub fn handle(&self) -> DaemonHandle {
         self.handle.clone()
+    }
+
+    /// The registry's heartbeat (liveness, and systemd's watchdog).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Runs until the HTTP server stops (see [`DaemonHandle::shutdown`]).

@@ -22,4 +22,5 @@ mod sdk_packages;
 mod shutdown;
 mod streaming;
 mod subscriptions;
+mod systemd;
 mod throttle;
