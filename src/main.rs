@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use log::{error, info, warn};
-use tickrelay::settings::Settings;
+use tickrelay::settings::{LogFormat, Settings};
 use tickrelay::startup::{install_crypto_provider, Daemon};
 use tickrelay::systemd::Notifier;
 
@@ -16,7 +16,8 @@ tickrelay — shares one Alpaca market-data connection per feed
 USAGE:
     tickrelay [--config PATH]                    run the daemon (default ./settings.toml)
     tickrelay simulate [--port N] [--host ADDR]  run only the Alpaca-protocol simulator
-    tickrelay check-config                       validate the settings and exit
+    tickrelay check-config                       validate the settings, print the effective ones
+                                                 (secrets redacted) and exit
     tickrelay healthcheck [--url URL]            exit 0 when the daemon's /healthz answers 200
 
 OPTIONS:
@@ -97,10 +98,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,actix_server=warn"),
-    )
-    .init();
     let settings = match Settings::load(&cli.config) {
         Ok(s) => s,
         Err(e) => {
@@ -108,18 +105,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(settings.logging.format);
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command {
             Command::Run => run(settings).await,
             Command::Simulate { port, host } => simulate(settings, port, host).await,
-            Command::CheckConfig => {
-                println!(
-                    "{}: settings are valid (provider: {})",
-                    cli.config.display(),
-                    settings.upstream.provider.as_str()
-                );
-                Ok(())
-            }
+            Command::CheckConfig => check_config(&cli.config, &settings),
             Command::Healthcheck { url } => healthcheck(&settings, url).await,
         }
     });
@@ -131,6 +122,60 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check-config`: the settings are valid; prints them as tickrelay will use them (file, defaults
+/// and environment merged), then which credentials are set, never their values.
+fn check_config(path: &std::path::Path, settings: &Settings) -> anyhow::Result<()> {
+    let effective = toml::to_string(settings).context("cannot print the settings")?;
+    println!(
+        "# {}: settings are valid (provider: {})",
+        path.display(),
+        settings.upstream.provider.as_str()
+    );
+    println!("# The effective settings (file, defaults and TICKRELAY__ variables); secrets are not shown.\n");
+    println!("{effective}");
+    let set = |present: bool| if present { "set" } else { "not set" };
+    println!("# Credentials (from the environment):");
+    println!(
+        "#   Alpaca market data (APCA_API_KEY_ID, APCA_API_SECRET_KEY): {}",
+        set(settings.credentials.is_some())
+    );
+    for (id, account) in settings.accounts.iter().filter(|(_, a)| a.enabled) {
+        let (k, s) = account.env_names(id);
+        println!(
+            "#   account {id} ({k}, {s}): {}",
+            set(account.credentials.is_some())
+        );
+    }
+    for (id, client) in &settings.clients {
+        println!(
+            "#   client {id} ({}): {}",
+            client.secret_env_name(id),
+            set(client.secret.is_some())
+        );
+    }
+    Ok(())
+}
+
+/// Logging through `RUST_LOG` (default `info`), as text or as one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,actix_server=warn"),
+    );
+    if format == LogFormat::Json {
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "ts": tickrelay::time::Timestamp::now(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    builder.init();
 }
 
 /// SIGTERM and SIGINT, registered before anything starts so an early signal is not lost.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use config::{Config, Environment, File, FileFormat};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::credentials::{Credentials, Secret};
 use crate::symbol::Symbol;
@@ -96,7 +96,7 @@ fn odd_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
 const MAX_DURATION_MS: u64 = 86_400_000;
 
 /// Everything the daemon reads at start-up.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -131,13 +131,15 @@ pub struct Settings {
     /// What callers without credentials may do.
     #[serde(default)]
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub logging: LoggingSettings,
     /// Alpaca credentials for market data from the environment; `None` when unset.
     #[serde(skip)]
     pub credentials: Option<Credentials>,
 }
 
 /// The HTTP listener (REST, `/ws`, dashboard).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Address to bind.
@@ -190,7 +192,7 @@ impl Default for HttpSettings {
 }
 
 /// Where market data comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// The built-in Alpaca-protocol simulator, started in-process on a loopback port.
@@ -212,7 +214,7 @@ impl Provider {
 }
 
 /// The upstream connections: provider, URLs, timeouts, reconnect policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     pub provider: Provider,
@@ -274,7 +276,7 @@ impl Default for UpstreamSettings {
 }
 
 /// Exponential reconnect backoff with jitter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffSettings {
     /// Delay before the first reconnect attempt.
@@ -304,7 +306,7 @@ impl Default for BackoffSettings {
 }
 
 /// The feeds to connect; each enabled feed is one supervised upstream connection.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedsSettings {
     pub stocks: StocksFeedSettings,
@@ -314,7 +316,7 @@ pub struct FeedsSettings {
 }
 
 /// Alpaca's stock data feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StockFeed {
     Iex,
@@ -340,7 +342,7 @@ impl StockFeed {
 }
 
 /// The stocks data stream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StocksFeedSettings {
     pub enabled: bool,
@@ -360,7 +362,7 @@ impl Default for StocksFeedSettings {
 }
 
 /// Alpaca's crypto venues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum CryptoLocation {
     /// Alpaca US.
     #[serde(rename = "us")]
@@ -384,7 +386,7 @@ impl CryptoLocation {
 }
 
 /// The crypto data stream (float sizes, order books).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CryptoFeedSettings {
     pub enabled: bool,
@@ -406,7 +408,7 @@ impl Default for CryptoFeedSettings {
 }
 
 /// Alpaca's options feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptionsFeed {
     Indicative,
@@ -423,7 +425,7 @@ impl OptionsFeed {
 }
 
 /// The options data stream (msgpack only).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptionsFeedSettings {
     pub enabled: bool,
@@ -440,7 +442,7 @@ impl Default for OptionsFeedSettings {
 }
 
 /// The news stream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NewsFeedSettings {
     pub enabled: bool,
@@ -457,7 +459,7 @@ impl Default for NewsFeedSettings {
 }
 
 /// One trading account.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccountSettings {
     pub enabled: bool,
@@ -509,7 +511,7 @@ impl AccountSettings {
 
 /// One of tickrelay's clients: a REST caller, a browser that signs in, an SDK program. It
 /// authenticates with its own key pair, never with the upstream Alpaca keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientSettings {
     /// The key id it sends (`key` in Alpaca's auth message, before the `:` of a bearer token).
@@ -524,7 +526,7 @@ pub struct ClientSettings {
 }
 
 /// What callers without credentials get.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// Scopes of anonymous callers (see [`crate::auth`]). An account scope here is refused with
@@ -558,7 +560,7 @@ impl ClientSettings {
 }
 
 /// Settings shared by all trading accounts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TradingSettings {
     /// Alpaca's paper trading API.
@@ -593,7 +595,7 @@ impl Default for TradingSettings {
 }
 
 /// Per-symbol conflation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleSettings {
     /// At most one update per symbol per this interval (first at once, latest at the trailing edge).
@@ -612,7 +614,7 @@ impl Default for ThrottleSettings {
 }
 
 /// Subscription bookkeeping.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySettings {
     /// Keep an upstream subscription this long after its last subscriber leaves (page reloads).
@@ -638,7 +640,7 @@ impl Default for RegistrySettings {
 }
 
 /// Browser WebSocket sessions (`/ws`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionSettings {
     /// Most symbols one client may subscribe to.
@@ -683,10 +685,11 @@ impl Default for SessionSettings {
 }
 
 /// Redis: the shared price cache and price events other services read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `redis://[:password@]host:port[/db]`; empty: no Redis.
+    /// `redis://[:password@]host:port[/db]`; empty: no Redis. Shown without the password.
+    #[serde(serialize_with = "without_password")]
     pub url: String,
     /// `price:{SYMBOL}` keys expire this long after their last update, so a stale price goes.
     pub price_ttl_secs: u64,
@@ -710,6 +713,18 @@ impl Default for RedisSettings {
     }
 }
 
+/// A `redis://` URL as shown: the password replaced.
+fn without_password<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    let shown = match url
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.rsplit_once('@'))
+    {
+        Some((_, host)) => format!("redis://<redacted>@{host}"),
+        None => url.to_owned(),
+    };
+    s.serialize_str(&shown)
+}
+
 impl RedisSettings {
     /// The instance name: the setting, or `<host>-<pid>`.
     pub fn instance_name(&self) -> String {
@@ -729,7 +744,7 @@ impl RedisSettings {
 }
 
 /// SDK programs on the Alpaca-compatible endpoint (`/v2/iex`, `/v1beta3/crypto/us`, `/stream`, …).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SdkSettings {
     /// A program that has not authenticated this long after connecting gets `404 auth timeout`.
@@ -752,7 +767,7 @@ impl Default for SdkSettings {
 }
 
 /// The dashboard page at `GET /`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardSettings {
     /// Symbols the page subscribes to when it opens.
@@ -767,8 +782,24 @@ impl Default for DashboardSettings {
     }
 }
 
+/// How log lines look (what is logged comes from `RUST_LOG`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    pub format: LogFormat,
+}
+
+/// Log lines for people (`text`) or for log shippers (`json`: one object per line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// The built-in Alpaca-protocol simulator.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulatorSettings {
     /// Address the in-process simulator binds (loopback).

@@ -1,4 +1,4 @@
-//! The binary's other commands: the standalone simulator and settings validation.
+//! The binary's other commands (the standalone simulator, settings validation) and its log format.
 
 use std::time::Duration;
 
@@ -67,6 +67,50 @@ fn check_config_accepts_the_committed_settings() {
 }
 
 #[test]
+fn check_config_prints_the_effective_settings_without_secrets() {
+    let out = tickrelay()
+        .arg("check-config")
+        .env("TICKRELAY__HTTP__PORT", "9123")
+        .env(
+            "TICKRELAY__REDIS__URL",
+            "redis://:hunter2-redis@10.0.0.7:6379/0",
+        )
+        .env("TICKRELAY__CLIENTS__ALGO__KEY_ID", "algo-key")
+        .env("TICKRELAY_CLIENT_SECRET_ALGO", "s3cret-value-of-algo")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The printed settings are TOML that reads back, with the environment applied.
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let parsed: toml::Table = body.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(parsed["http"]["port"].as_integer(), Some(9123), "{text}");
+    assert_eq!(
+        parsed["clients"]["algo"]["key_id"].as_str(),
+        Some("algo-key")
+    );
+    assert_eq!(
+        parsed["redis"]["url"].as_str(),
+        Some("redis://<redacted>@10.0.0.7:6379/0")
+    );
+    for secret in ["hunter2-redis", "s3cret-value-of-algo"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(
+        text.contains("client algo (TICKRELAY_CLIENT_SECRET_ALGO): set"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_settings_name_the_key_and_exit_2() {
     let out = tickrelay()
         .arg("check-config")
@@ -106,4 +150,29 @@ fn a_missing_settings_file_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/settings.toml"));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut cmd = tickrelay();
+    cmd.env("TICKRELAY__HTTP__PORT", "0")
+        .env("TICKRELAY__LOGGING__FORMAT", "json");
+    let daemon = Process::start(cmd);
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("listening on http://"))
+    {
+        let line = daemon
+            .logs
+            .recv_timeout(Duration::from_secs(20))
+            .expect("log lines");
+        lines.push(line);
+    }
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+        assert!(["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&v["level"].as_str().unwrap()));
+        assert!(v["target"].is_string() && v["msg"].is_string(), "{line}");
+    }
 }
