@@ -6,6 +6,7 @@ mod backpressure;
 mod cli;
 mod client_input;
 mod conformance;
+mod docker;
 mod errors;
 mod feeds;
 mod fields;
