@@ -1,4 +1,5 @@
-//! `GET /`: a plain page with a live table of prices and the feed status.
+//! `GET /`: the dashboard — watchlist, option chain, account, news and status in one page
+//! (`dashboard.html`, compiled in: no build step, nothing fetched from the internet).
 
 use actix_web::{web, HttpResponse};
 

@@ -4,7 +4,7 @@
 //! - [`quotes`] — `/api/v1/quotes/{symbol}`, `/api/v1/quotes?symbols=`.
 //! - [`subscriptions`] — server-side pins (`POST`/`DELETE /api/v1/subscriptions`).
 //! - [`ws`] — `GET /ws`, the browser protocol.
-//! - [`dashboard`] — `GET /`, a live table of prices and feed status.
+//! - [`dashboard`] — `GET /`, the page a trader keeps open.
 //! - [`accounts`] — trading accounts and their streams, from memory.
 //! - [`auth`] — who a request comes from (`Authorization: Bearer`) and the scope checks.
 //! - [`metrics`] — `GET /metrics` (Prometheus), for the `admin` scope.

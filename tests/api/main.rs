@@ -6,6 +6,7 @@ mod backpressure;
 mod cli;
 mod client_input;
 mod conformance;
+mod dashboard;
 mod docker;
 mod errors;
 mod feeds;
