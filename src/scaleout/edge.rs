@@ -373,11 +373,7 @@ impl EdgeFeed {
         };
         for msg in messages {
             self.counters.messages.fetch_add(1, Ordering::Relaxed);
-            self.counters.count(match &msg {
-                Inbound::Market { event, .. } => MessageType::of(event),
-                Inbound::News(_) => MessageType::News,
-                _ => MessageType::Control,
-            });
+            self.counters.count(MessageType::of_inbound(&msg));
             match msg {
                 Inbound::Market { symbol, event } => {
                     deliver_market(&self.routes, &self.counters, symbol.as_ref(), event, now);

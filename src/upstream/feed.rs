@@ -358,11 +358,7 @@ impl UpstreamFeed {
 
     fn on_message(&mut self, msg: Inbound<'_>, now: Instant, ctx: &mut Context<Self>) {
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
-        self.counters.count(match &msg {
-            Inbound::Market { event, .. } => MessageType::of(event),
-            Inbound::News(_) => MessageType::News,
-            _ => MessageType::Control,
-        });
+        self.counters.count(MessageType::of_inbound(&msg));
         match msg {
             Inbound::Market { symbol, event } => {
                 self.saw_data(now);

@@ -284,6 +284,15 @@ impl MessageType {
         }
     }
 
+    /// The type of a decoded upstream message.
+    pub fn of_inbound(msg: &protocol::Inbound<'_>) -> MessageType {
+        match msg {
+            protocol::Inbound::Market { event, .. } => MessageType::of(event),
+            protocol::Inbound::News(_) => MessageType::News,
+            _ => MessageType::Control,
+        }
+    }
+
     /// The type of a market event.
     pub fn of(event: &crate::market::MarketEvent) -> MessageType {
         use crate::market::MarketEvent;

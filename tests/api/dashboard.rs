@@ -15,23 +15,11 @@ use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp, OPS_TOKEN};
+use crate::helpers::{provide, spawn_app_with, TestApp, OPS_TOKEN};
 
-/// The chromium binary, provided once per test run.
+/// The chromium binary, provided on first use.
 fn chromium() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = repo.join("target/chromium");
-    let out = Command::new("bash")
-        .arg(repo.join("tests/browser/setup.sh"))
-        .arg(&dir)
-        .output()
-        .expect("run tests/browser/setup.sh");
-    assert!(
-        out.status.success(),
-        "providing chromium failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("bin/chromium")
+    provide("browser", "chromium").join("bin/chromium")
 }
 
 /// A headless Chromium with its DevTools endpoint; killed when dropped.

@@ -5,22 +5,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{provide, spawn_app};
 
 #[test]
 fn the_dockerfile_passes_hadolint() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = repo.join("target/hadolint");
-    let out = Command::new("bash")
-        .arg(repo.join("tests/docker/setup.sh"))
-        .arg(&cache)
-        .output()
-        .expect("run tests/docker/setup.sh");
-    assert!(
-        out.status.success(),
-        "providing hadolint failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cache = provide("docker", "hadolint");
     let out = Command::new(cache.join("venv/bin/hadolint"))
         .args(["--no-color", "--failure-threshold", "info"])
         .arg(repo.join("Dockerfile"))

@@ -10,26 +10,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_with, wait_for, EVENT_TIMEOUT};
+use crate::helpers::{provide, spawn_app_with, wait_for, EVENT_TIMEOUT};
 
 /// The redis-server binary, provided once per test run.
 fn redis_server_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = repo.join("target/redis");
-        let out = Command::new("bash")
-            .arg(repo.join("tests/redis/setup.sh"))
-            .arg(&dir)
-            .output()
-            .expect("run tests/redis/setup.sh");
-        assert!(
-            out.status.success(),
-            "providing redis-server failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir.join("bin/redis-server")
-    })
+    BIN.get_or_init(|| provide("redis", "redis").join("bin/redis-server"))
 }
 
 /// A redis-server on a free port, with no persistence; killed when dropped.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{tickrelay, Process};
+use crate::helpers::{provide, tickrelay, Process};
 
 /// The next notification, failing the test after `limit`.
 fn next(socket: &UnixDatagram, limit: Duration) -> String {
@@ -65,17 +65,7 @@ async fn ready_after_http_answers_then_watchdog_pings_then_stopping() {
 #[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = repo.join("target/systemd");
-    let out = Command::new("bash")
-        .arg(repo.join("tests/systemd/setup.sh"))
-        .arg(&cache)
-        .output()
-        .expect("run tests/systemd/setup.sh");
-    assert!(
-        out.status.success(),
-        "providing systemd-analyze failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cache = provide("systemd", "systemd");
     // verify checks that ExecStart's binary exists: point it at the one just built.
     let unit = std::fs::read_to_string(repo.join("contrib/tickrelay.service")).unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
