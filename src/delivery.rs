@@ -7,9 +7,13 @@
 //! Everything else a session receives (status broadcasts, news, account events, refusals, an SDK
 //! program's trade updates, close) comes from the registry as a [`SessionCommand`]. SDK programs'
 //! market messages take their own path (the feeds' tap, `upstream::tap`).
+//!
+//! Each [`Publish`] carries when the feed read its newest event; the hubs time the hand-off to
+//! their sessions into the shared [`LatencyHistogram`], which `/metrics` reads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -208,4 +212,69 @@ pub struct SessionSnapshot {
     pub held_updates: usize,
     pub dropped_updates: u64,
     pub behind: bool,
+}
+
+/// Per-bucket counts (upper bound, count), the sum and the count of a histogram.
+pub type HistogramValues = (Vec<(f64, u64)>, f64, u64);
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The time from reading an upstream frame to handing the client frame to the sessions' sockets
+/// (the throttle's hold included), observed by each hub once per update ([`Publish::read_at`]);
+/// read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative), then everything above the last bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts as the Prometheus encoder takes them (it sums them up; `f64::MAX` is
+    /// `+Inf`), the sum in seconds and the count.
+    pub fn read(&self) -> HistogramValues {
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
+        for (i, c) in self.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            total += n;
+            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::MAX), n));
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, sum, total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_hold_each_observation_once() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(9));
+        let (buckets, sum, count) = h.read();
+        assert_eq!(count, 3);
+        assert!((sum - 9.0033).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 3);
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets[3], (0.005, 1));
+        assert_eq!(*buckets.last().unwrap(), (f64::MAX, 1));
+    }
 }

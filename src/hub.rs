@@ -49,7 +49,7 @@ pub struct HubConfig {
     /// Batching sessions get at most one batch per kind this often.
     pub batch_interval: Duration,
     /// Where each update's time from upstream read to the sockets is counted.
-    pub latency: std::sync::Arc<crate::metrics::LatencyHistogram>,
+    pub latency: std::sync::Arc<crate::delivery::LatencyHistogram>,
 }
 
 impl HubConfig {

@@ -1,19 +1,16 @@
-//! Metrics: the pipeline-latency histogram the hubs fill, and the Prometheus exposition of
-//! everything else, read at scrape time from where it already lives.
+//! Metrics: the Prometheus exposition, read at scrape time from where each figure lives.
 //!
-//! Owns: [`LatencyHistogram`] (shared by the hubs: relaxed atomics, one increment per update per
-//! worker). Everything else is counted by its owner — feeds ([`FeedCounters`]), sessions (their
-//! stats, summed with the ended ones by the registry), the Redis sink and relay, the lease — and
-//! [`Snapshot`] gathers it for one scrape. Talks to: nobody; the `/metrics` handler builds the
+//! Owns nothing that lasts. Everything is counted by its owner — feeds
+//! ([`FeedCounters`](crate::upstream::FeedCounters)), sessions (their stats, summed with the
+//! ended ones by the registry), the hubs (the pipeline latency,
+//! [`LatencyHistogram`](crate::delivery::LatencyHistogram)), the Redis sink and relay, the lease —
+//! and [`Snapshot`] gathers it for one scrape. Talks to: nobody; the `/metrics` handler builds the
 //! snapshot and calls [`Snapshot::encode`], which writes the text format through the
 //! `prometheus-client` crate.
 //!
 //! Names are `tickrelay_<name>_<unit>[_total]`. Labels are bounded: feeds (the configured ones),
 //! their states, failure classes, message types, client kinds. Never a symbol, a session or a
 //! secret.
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -22,53 +19,13 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::delivery::{HistogramValues, LatencyHistogram};
 use crate::registry::RegistryStatus;
 use crate::scaleout::lease::LeaseStatus;
 use crate::scaleout::relay::RelayStatus;
 use crate::scaleout::sink::SinkStatus;
 use crate::upstream::policy::Failure;
 use crate::upstream::{FeedState, MessageType};
-
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-/// The time from reading an upstream frame to handing the client frame to the sessions' sockets
-/// (the throttle's hold included), observed once per update and worker.
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    /// Per bucket (not cumulative), then everything above the last bound.
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl LatencyHistogram {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// Per-bucket counts as the encoder takes them (it sums them up; `f64::MAX` is `+Inf`), the
-    /// sum in seconds and the count.
-    fn read(&self) -> HistogramValues {
-        let mut total = 0;
-        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
-        for (i, c) in self.counts.iter().enumerate() {
-            let n = c.load(Ordering::Relaxed);
-            total += n;
-            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::MAX), n));
-        }
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (buckets, sum, total)
-    }
-}
 
 /// One feed or trading stream at scrape time.
 #[derive(Debug)]
@@ -438,9 +395,6 @@ impl Snapshot<'_> {
     }
 }
 
-/// Per-bucket counts (upper bound, count), the sum and the count of a histogram.
-type HistogramValues = (Vec<(f64, u64)>, f64, u64);
-
 /// One metric family, ready to encode.
 #[derive(Debug)]
 struct Family {
@@ -525,25 +479,5 @@ impl Collector for Owned {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_buckets_hold_each_observation_once() {
-        let h = LatencyHistogram::default();
-        h.observe(Duration::from_micros(300));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(9));
-        let (buckets, sum, count) = h.read();
-        assert_eq!(count, 3);
-        assert!((sum - 9.0033).abs() < 1e-9, "{sum}");
-        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 3);
-        assert_eq!(buckets[0], (0.0005, 1));
-        assert_eq!(buckets[3], (0.005, 1));
-        assert_eq!(*buckets.last().unwrap(), (f64::MAX, 1));
     }
 }

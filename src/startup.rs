@@ -219,7 +219,7 @@ impl Daemon {
             }
         }
 
-        let latency = Arc::new(crate::metrics::LatencyHistogram::default());
+        let latency = Arc::new(crate::delivery::LatencyHistogram::default());
         let daemon_heartbeat = heartbeat.clone();
         let state = web::Data::new(AppState {
             registry: registry.clone(),

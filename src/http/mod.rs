@@ -55,7 +55,7 @@ pub struct AppState {
     /// A primary's relay to the edges, when Redis is configured.
     pub relay: Option<Arc<crate::scaleout::relay::RelayShared>>,
     /// Filled by the hubs; read by `/metrics`.
-    pub latency: Arc<crate::metrics::LatencyHistogram>,
+    pub latency: Arc<crate::delivery::LatencyHistogram>,
     pub provider: &'static str,
     pub stale_after: Duration,
     pub dashboard_symbols: Vec<String>,
