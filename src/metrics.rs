@@ -230,7 +230,7 @@ impl Snapshot<'_> {
         let summary = &r.session_summary;
         let sdk = summary.sdk_programs as f64;
         let mut clients = Family::gauge("tickrelay_clients", "Connected clients, by kind");
-        clients.push(vec![("kind", "browser".into())], summary.count as f64 - sdk);
+        clients.push(vec![("kind", "browser".into())], summary.browsers as f64);
         clients.push(vec![("kind", "sdk".into())], sdk);
         out.push(clients);
         let d = &r.delivery;

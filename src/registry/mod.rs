@@ -818,6 +818,7 @@ impl Handler<GetStatus> for Registry {
             summary.dropped_updates += stats.dropped.load(Ordering::Relaxed);
             summary.behind += usize::from(stats.behind.load(Ordering::Relaxed));
             summary.sdk_programs += usize::from(stats.kind.starts_with("sdk"));
+            summary.browsers += usize::from(stats.kind == "browser");
         }
         let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         ids.sort_unstable();

@@ -35,6 +35,8 @@ pub struct SymbolReport {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SessionSummary {
     pub count: usize,
+    /// Browsers on `/ws` (the rest are SDK programs and a primary's relay to its edges).
+    pub browsers: usize,
     pub sdk_programs: usize,
     /// Sessions whose socket is not keeping up right now.
     pub behind: usize,
