@@ -222,6 +222,11 @@ fn mid_of(symbol: &str) -> String {
 async fn the_dashboard_in_headless_chromium() {
     let app: TestApp = spawn_app_with(|s| {
         s.simulator.tick_ms = 50;
+        // A second (simulated) account the viewer may see: the panel offers a choice.
+        let main = s.accounts["main"].clone();
+        s.accounts.insert("swing".into(), main);
+        s.trading.start_stagger_ms = 0;
+        s.auth.anonymous_scopes.push("account:swing".into());
     })
     .await;
     let browser = Browser::start();
@@ -302,6 +307,27 @@ async fn the_dashboard_in_headless_chromium() {
         .await;
     assert_eq!(fill[1], "AAPL", "{fill}");
     assert_eq!(fill[3], "7", "{fill}");
+
+    // Both accounts are offered; picking the other shows it.
+    let options = page
+        .wait(
+            "the account picker",
+            "(() => { const p = document.getElementById('acct-pick'); \
+             return !p.hidden && [...p.options].map(o => o.value).join(','); })()",
+        )
+        .await;
+    assert_eq!(options, "main,swing");
+    page.eval(
+        "const p = document.getElementById('acct-pick'); p.value = 'swing'; \
+         p.dispatchEvent(new Event('change')); true",
+    )
+    .await;
+    page.wait(
+        "the swing account",
+        "document.getElementById('acct-pick').value === 'swing' && \
+         document.getElementById('acct-equity').textContent.startsWith('$')",
+    )
+    .await;
 
     // The stocks feed goes disconnected when the simulator drops it, then connected again.
     page.eval(
