@@ -24,24 +24,7 @@ use crate::registry::RegistryStatus;
 use crate::scaleout::lease::LeaseStatus;
 use crate::scaleout::relay::RelayStatus;
 use crate::scaleout::sink::SinkStatus;
-use crate::upstream::policy::Failure;
-use crate::upstream::{FeedState, MessageType};
-
-/// One feed or trading stream at scrape time.
-#[derive(Debug)]
-pub struct FeedSample {
-    pub name: String,
-    pub state: FeedState,
-    pub connects: u64,
-    pub failures: [u64; 4],
-    pub by_type: [u64; MessageType::ALL.len()],
-    pub last_message_age: Option<f64>,
-    pub subscribed: u64,
-    pub desired: u64,
-    pub conflated: u64,
-    pub dropped: u64,
-    pub malformed: u64,
-}
+use crate::upstream::FeedState;
 
 /// Process figures from `/proc/self` (Linux; absent elsewhere).
 #[derive(Debug, Default)]
@@ -90,7 +73,7 @@ impl ProcessSample {
 /// Everything one scrape shows.
 #[derive(Debug)]
 pub struct Snapshot<'a> {
-    pub feeds: Vec<FeedSample>,
+    /// Feeds, sessions and delivery totals.
     pub registry: &'a RegistryStatus,
     pub latency: &'a LatencyHistogram,
     pub sdk_batches_dropped: u64,
@@ -101,35 +84,6 @@ pub struct Snapshot<'a> {
 }
 
 impl Snapshot<'_> {
-    /// The feeds of a registry status.
-    pub fn feeds_of(status: &RegistryStatus) -> Vec<FeedSample> {
-        let now = crate::time::Timestamp::now();
-        status
-            .feeds
-            .iter()
-            .map(|f| {
-                let c = &f.counters;
-                FeedSample {
-                    name: f.status.feed.name(),
-                    state: f.status.state,
-                    connects: c.connects,
-                    failures: Failure::ALL
-                        .map(|k| c.disconnects.get(k.as_str()).copied().unwrap_or(0)),
-                    by_type: MessageType::ALL
-                        .map(|t| c.messages_by_type.get(t.as_str()).copied().unwrap_or(0)),
-                    last_message_age: c.last_message_time.map(|t| {
-                        now.unix_nanos().saturating_sub(t.unix_nanos()).max(0) as f64 / 1e9
-                    }),
-                    subscribed: f.status.subscribed as u64,
-                    desired: f.status.desired as u64,
-                    conflated: c.events_conflated,
-                    dropped: c.events_dropped,
-                    malformed: c.malformed,
-                }
-            })
-            .collect()
-    }
-
     /// The exposition, in the Prometheus (OpenMetrics) text format.
     pub fn encode(self) -> Result<String, std::fmt::Error> {
         // A registry per scrape, holding this snapshot alone: the crate does the format.
@@ -166,7 +120,7 @@ impl Snapshot<'_> {
             "tickrelay_feed_messages_received",
             "Upstream messages received, by type",
         );
-        let mut age = Family::gauge(
+        let mut age_gauge = Family::gauge(
             "tickrelay_feed_last_message_age_seconds",
             "Seconds since the last upstream message",
         );
@@ -190,40 +144,44 @@ impl Snapshot<'_> {
             "tickrelay_feed_malformed_messages",
             "Upstream frames or messages that could not be decoded",
         );
-        for f in &self.feeds {
-            let feed = f.name.as_str();
+        let now = crate::time::Timestamp::now();
+        for f in &self.registry.feeds {
+            let (status, c) = (&f.status, &f.counters);
+            let name = status.feed.name();
+            let feed = name.as_str();
             for s in feed_states {
-                let name = format!("{s:?}").to_lowercase();
+                let state_name = format!("{s:?}").to_lowercase();
                 state.push(
-                    vec![("feed", feed.into()), ("state", name)],
-                    f64::from(u8::from(f.state == s)),
+                    vec![("feed", feed.into()), ("state", state_name)],
+                    f64::from(u8::from(status.state == s)),
                 );
             }
-            connects.push(vec![("feed", feed.into())], f.connects as f64);
-            for (i, class) in Failure::ALL.iter().enumerate() {
+            connects.push(vec![("feed", feed.into())], c.connects as f64);
+            for (reason, n) in &c.disconnects {
                 failures.push(
-                    vec![("feed", feed.into()), ("reason", class.as_str().into())],
-                    f.failures[i] as f64,
+                    vec![("feed", feed.into()), ("reason", (*reason).into())],
+                    *n as f64,
                 );
             }
-            for (i, kind) in MessageType::ALL.iter().enumerate() {
+            for (kind, n) in &c.messages_by_type {
                 messages.push(
-                    vec![("feed", feed.into()), ("type", kind.as_str().into())],
-                    f.by_type[i] as f64,
+                    vec![("feed", feed.into()), ("type", (*kind).into())],
+                    *n as f64,
                 );
             }
-            if let Some(a) = f.last_message_age {
-                age.push(vec![("feed", feed.into())], a);
+            if let Some(t) = c.last_message_time {
+                let age = now.unix_nanos().saturating_sub(t.unix_nanos()).max(0) as f64 / 1e9;
+                age_gauge.push(vec![("feed", feed.into())], age);
             }
-            subscribed.push(vec![("feed", feed.into())], f.subscribed as f64);
-            desired.push(vec![("feed", feed.into())], f.desired as f64);
-            conflated.push(vec![("feed", feed.into())], f.conflated as f64);
-            dropped.push(vec![("feed", feed.into())], f.dropped as f64);
-            malformed.push(vec![("feed", feed.into())], f.malformed as f64);
+            subscribed.push(vec![("feed", feed.into())], status.subscribed as f64);
+            desired.push(vec![("feed", feed.into())], status.desired as f64);
+            conflated.push(vec![("feed", feed.into())], c.events_conflated as f64);
+            dropped.push(vec![("feed", feed.into())], c.events_dropped as f64);
+            malformed.push(vec![("feed", feed.into())], c.malformed as f64);
         }
         out.extend([
-            state, connects, failures, messages, age, subscribed, desired, conflated, dropped,
-            malformed,
+            state, connects, failures, messages, age_gauge, subscribed, desired, conflated,
+            dropped, malformed,
         ]);
 
         let r = self.registry;

@@ -26,7 +26,6 @@ pub async fn metrics(state: web::Data<AppState>, who: Principal) -> HttpResponse
     };
     let started_unix = state.started_at.unix_nanos() as f64 / 1e9;
     let snapshot = Snapshot {
-        feeds: Snapshot::feeds_of(&status),
         registry: &status,
         latency: &state.latency,
         sdk_batches_dropped: state.sdk.taps.dropped(),

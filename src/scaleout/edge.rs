@@ -35,7 +35,7 @@ use log::{debug, info, warn};
 use tokio::sync::mpsc;
 
 use super::{account_channel, edge_key, encode_set, market_channel, EDGES, EDGES_CHANGED};
-use super::{IO_TIMEOUT, REGISTER_EVERY, REGISTRATION_TTL};
+use super::{within, REGISTER_EVERY, REGISTRATION_TTL};
 use crate::delivery::{DeliverKey, FrameKind};
 use crate::market::{Codes, MarketEvent, Num, Quote};
 use crate::registry::AccountEvent;
@@ -104,7 +104,7 @@ pub struct EdgeFeed {
 
 impl EdgeFeed {
     pub fn new(config: EdgeConfig, counters: Arc<FeedCounters>) -> Self {
-        let server = super::sink::server_of(&config.url);
+        let server = super::server_of(&config.url);
         let status = FeedStatus::new(config.feed.clone(), "redis", format!("redis://{server}"));
         let seed = SplitMix64::from_entropy().next_u64();
         EdgeFeed {
@@ -193,11 +193,7 @@ impl EdgeFeed {
             let conn = client.get_multiplexed_async_connection().await?;
             Ok::<_, redis::RedisError>((pubsub, conn))
         };
-        let open = async move {
-            tokio::time::timeout(IO_TIMEOUT, open)
-                .await
-                .unwrap_or_else(|_| Err(super::sink::timed_out()))
-        };
+        let open = within(open);
         ctx.spawn(open.into_actor(self).map(|res, act, ctx| {
             act.connecting = false;
             match res {
@@ -294,13 +290,8 @@ impl EdgeFeed {
         }
         let keys: Vec<String> = symbols.iter().map(|s| format!("price:{s}")).collect();
         let read = async move {
-            let values: redis::RedisResult<Vec<Option<String>>> = tokio::time::timeout(
-                IO_TIMEOUT,
-                redis::cmd("MGET").arg(&keys).query_async(&mut conn),
-            )
-            .await
-            .unwrap_or_else(|_| Err(super::sink::timed_out()));
-            values
+            within::<Vec<Option<String>>>(redis::cmd("MGET").arg(&keys).query_async(&mut conn))
+                .await
         };
         ctx.spawn(read.into_actor(self).map(move |res, act, _| match res {
             Ok(values) => {
@@ -340,9 +331,7 @@ impl EdgeFeed {
             if changed {
                 pipe.cmd("PUBLISH").arg(EDGES_CHANGED).arg(&key).ignore();
             }
-            tokio::time::timeout(IO_TIMEOUT, pipe.query_async::<()>(&mut conn))
-                .await
-                .unwrap_or_else(|_| Err(super::sink::timed_out()))
+            within(pipe.query_async::<()>(&mut conn)).await
         };
         ctx.spawn(write.into_actor(self).map(|res, act, _| {
             if let Err(e) = res {
@@ -477,10 +466,7 @@ async fn run_link(
                 sink.unsubscribe(&channels).await
             }
         };
-        let res = tokio::time::timeout(IO_TIMEOUT, sent)
-            .await
-            .unwrap_or_else(|_| Err(super::sink::timed_out()));
-        if let Err(e) = res {
+        if let Err(e) = within(sent).await {
             feed.do_send(LinkFailed {
                 generation,
                 reason: format!("subscribe: {e}"),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde::Serialize;
 
-use super::{IO_TIMEOUT, LEASE, LEASE_WINS};
+use super::{timed, IO_TIMEOUT, LEASE, LEASE_WINS};
 use crate::time::Timestamp;
 use crate::upstream::gate::Gate;
 
@@ -213,10 +213,9 @@ impl Lease {
             }
             if conn.is_none() {
                 let connect = client.get_multiplexed_async_connection();
-                match tokio::time::timeout(IO_TIMEOUT.min(clock.period()), connect).await {
-                    Ok(Ok(c)) => conn = Some(c),
-                    Ok(Err(e)) => self.state().last_error = Some(format!("connect: {e}")),
-                    Err(_) => self.state().last_error = Some("connect: timed out".into()),
+                match timed(IO_TIMEOUT.min(clock.period()), connect).await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => self.state().last_error = Some(format!("connect: {e}")),
                 }
             }
             if let Some(c) = conn.as_mut() {
@@ -261,8 +260,8 @@ impl Lease {
                         .await?;
                     Ok::<_, redis::RedisError>((held, holder, wins))
                 };
-                match tokio::time::timeout(clock.period(), attempt).await {
-                    Ok(Ok((held, holder, wins))) => {
+                match timed(clock.period(), attempt).await {
+                    Ok((held, holder, wins)) => {
                         if held {
                             clock.renewed(sent);
                             *self.mine.lock().unwrap_or_else(|e| e.into_inner()) = mine.clone();
@@ -274,12 +273,8 @@ impl Lease {
                         s.holder = holder.as_deref().and_then(parse_lease_value);
                         s.wins = wins;
                     }
-                    Ok(Err(e)) => {
+                    Err(e) => {
                         self.state().last_error = Some(format!("{e}"));
-                        conn = None;
-                    }
-                    Err(_) => {
-                        self.state().last_error = Some("no answer from Redis in time".into());
                         conn = None;
                     }
                 }
@@ -311,8 +306,8 @@ impl Lease {
                 .query_async::<i64>(&mut c)
                 .await
         };
-        match tokio::time::timeout(Duration::from_secs(1), release).await {
-            Ok(Ok(1)) => info!("lease: released"),
+        match timed(Duration::from_secs(1), release).await {
+            Ok(1) => info!("lease: released"),
             _ => info!("lease: not released; it expires by itself"),
         }
     }

@@ -39,6 +39,34 @@ pub const REGISTRATION_TTL: Duration = Duration::from_secs(10);
 /// A connection or a command that takes longer has failed (Redis stalled).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `fut`, or a timed-out error after `limit`: a Redis call that takes longer has failed (Redis
+/// stalled), and is reported like any other error.
+pub async fn timed<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {limit:?}"),
+        )))
+    })
+}
+
+/// `fut` within [`IO_TIMEOUT`].
+pub async fn within<T>(
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    timed(IO_TIMEOUT, fut).await
+}
+
+/// `host:port/db` of a `redis://` URL, without the user and password (for logs and status).
+pub fn server_of(url: &str) -> String {
+    let rest = url.strip_prefix("redis://").unwrap_or(url);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.to_owned()
+}
+
 /// The registration key of one edge feed: what it wants the primary to stream.
 pub fn edge_key(instance: &str, feed: FeedKind) -> String {
     format!("{{tickrelay}}:edge:{instance}:{}", feed.as_str())

@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::{
-    account_channel, decode_set, market_channel, union, EDGES, EDGES_CHANGED, IO_TIMEOUT,
+    account_channel, decode_set, market_channel, union, within, EDGES, EDGES_CHANGED,
     REGISTER_EVERY,
 };
 use crate::auth::Scopes;
@@ -356,14 +356,9 @@ async fn write(shared: Arc<RelayShared>, url: String, backoff: BackoffSettings) 
     };
     let mut backoff = Backoff::new(backoff, SplitMix64::new(0xed9e));
     loop {
-        let connect = client.get_multiplexed_async_connection();
-        let mut conn = match tokio::time::timeout(IO_TIMEOUT, connect).await {
-            Ok(Ok(c)) => c,
-            other => {
-                let e = other.map_or_else(
-                    |_| "timed out".to_owned(),
-                    |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-                );
+        let mut conn = match within(client.get_multiplexed_async_connection()).await {
+            Ok(c) => c,
+            Err(e) => {
                 shared.fail(format!("connect: {e}"));
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
@@ -389,22 +384,18 @@ async fn write(shared: Arc<RelayShared>, url: String, backoff: BackoffSettings) 
                     .arg(payload.as_ref())
                     .ignore();
             }
-            match tokio::time::timeout(IO_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
-                Ok(Ok(())) => {
+            match within(pipe.query_async::<()>(&mut conn)).await {
+                Ok(()) => {
                     shared
                         .published
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
-                other => {
+                Err(e) => {
                     // What the failed pipeline carried is lost: market messages go stale fast,
                     // and edges take fresh snapshots when they reconnect.
                     shared
                         .dropped
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    let e = other.map_or_else(
-                        |_| "timed out".to_owned(),
-                        |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-                    );
                     warn!("relay: publishing to Redis failed ({e}); reconnecting");
                     shared.fail(format!("write: {e}"));
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -435,9 +426,9 @@ async fn watch_registrations(
             let conn = client.get_multiplexed_async_connection().await?;
             Ok::<_, redis::RedisError>((pubsub, conn))
         };
-        let (pubsub, mut conn) = match tokio::time::timeout(IO_TIMEOUT, session).await {
-            Ok(Ok(s)) => s,
-            _ => {
+        let (pubsub, mut conn) = match within(session).await {
+            Ok(s) => s,
+            Err(_) => {
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -445,16 +436,15 @@ async fn watch_registrations(
         backoff.reset();
         let mut changes = pubsub.into_on_message();
         loop {
-            match tokio::time::timeout(IO_TIMEOUT, read_registrations(&mut conn)).await {
-                Ok(Ok((sets, registrations))) => relay.do_send(Wanted {
+            match within(read_registrations(&mut conn)).await {
+                Ok((sets, registrations)) => relay.do_send(Wanted {
                     sets,
                     registrations,
                 }),
-                Ok(Err(e)) => {
+                Err(e) => {
                     shared.fail(format!("reading the edges' registrations: {e}"));
                     break;
                 }
-                Err(_) => break,
             }
             // The next change, or the next periodic read (which also drops dead edges).
             if let Ok(None) = tokio::time::timeout(REGISTER_EVERY, changes.next()).await {

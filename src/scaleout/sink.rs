@@ -23,7 +23,7 @@ use log::{info, warn};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::IO_TIMEOUT;
+use super::{server_of, within};
 use crate::browser::PriceView;
 use crate::rng::SplitMix64;
 use crate::settings::BackoffSettings;
@@ -252,11 +252,7 @@ impl PriceSink {
         let (mut payload, mut key) = (Vec::with_capacity(256), Vec::with_capacity(64));
         loop {
             self.connecting.store(true, Ordering::Relaxed);
-            let connect = client.get_multiplexed_async_connection();
-            let connected = tokio::time::timeout(IO_TIMEOUT, connect)
-                .await
-                .unwrap_or_else(|_| Err(timed_out()));
-            let mut conn = match connected {
+            let mut conn = match within(client.get_multiplexed_async_connection()).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.connecting.store(false, Ordering::Relaxed);
@@ -307,11 +303,7 @@ impl PriceSink {
                         .arg(&payload[..event_end])
                         .ignore();
                 }
-                let write = pipe.query_async::<()>(&mut conn);
-                match tokio::time::timeout(IO_TIMEOUT, write)
-                    .await
-                    .unwrap_or_else(|_| Err(timed_out()))
-                {
+                match within(pipe.query_async::<()>(&mut conn)).await {
                     Ok(()) => {
                         self.written
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -331,20 +323,6 @@ impl PriceSink {
             }
         }
     }
-}
-
-pub fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no answer within {IO_TIMEOUT:?}"),
-    ))
-}
-
-/// `host:port/db` of a `redis://` URL, without the user and password.
-pub fn server_of(url: &str) -> String {
-    let rest = url.strip_prefix("redis://").unwrap_or(url);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    rest.to_owned()
 }
 
 #[cfg(test)]
