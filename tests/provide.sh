@@ -56,3 +56,24 @@ unpack_debs() {
         dpkg-deb -x "$deb" "$dir/root"
     done
 }
+
+# Links $dir/bin/AS (default: NAME) to the system's NAME when it is on PATH; answers whether it
+# did.
+link_system() {
+    local system
+    system=$(command -v "$1") || return 1
+    echo "$provide_name: using $system"
+    ln -s "$system" "$dir/bin/${2:-$1}"
+}
+
+# Writes $dir/bin/NAME: runs EXE (a path under the unpacked root) with LIBDIRS (colon-separated
+# paths under the root) first on LD_LIBRARY_PATH.
+wrap_unpacked() {
+    local name=$1 exe=$2 libs=$3 path="" d
+    for d in ${libs//:/ }; do path="$path${path:+:}$dir/root$d"; done
+    cat >"$dir/bin/$name" <<WRAP
+#!/bin/sh
+LD_LIBRARY_PATH="$path\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$dir/root$exe" "\$@"
+WRAP
+    chmod +x "$dir/bin/$name"
+}

@@ -55,6 +55,21 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Waits for `price:<symbol>` to hold a value and answers it, parsed.
+    pub async fn cached_price(&self, symbol: &str) -> Value {
+        let conn = self.client().await;
+        let key = format!("price:{symbol}");
+        wait_for(&key, || async {
+            let text: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
+            text.map(|t| serde_json::from_str(&t).unwrap())
+        })
+        .await
+    }
+
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
@@ -115,16 +130,8 @@ async fn quotes_flow_into_redis_as_the_consumers_read_them() {
     );
 
     // The cached price: the shape above plus the exchange, with its TTL.
+    let cached = redis.cached_price("AAPL").await;
     let mut conn = redis.client().await;
-    let cached: Value = wait_for("price:AAPL", || async {
-        let text: Option<String> = redis::cmd("GET")
-            .arg("price:AAPL")
-            .query_async(&mut conn.clone())
-            .await
-            .unwrap();
-        text.map(|t| serde_json::from_str(&t).unwrap())
-    })
-    .await;
     assert_eq!(cached["symbol"], "AAPL");
     assert_eq!(cached["exchange"], "IEX");
     assert!(cached["mid"].as_f64().unwrap() > 0.0);
@@ -173,16 +180,7 @@ async fn redis_away_costs_nothing_but_its_writes_and_they_resume() {
 
     // Back on the same port: the sink reconnects and writes again.
     let redis = RedisServer::start_on(port);
-    let conn = redis.client().await;
-    wait_for("price:MSFT after the restart", || async {
-        let text: Option<String> = redis::cmd("GET")
-            .arg("price:MSFT")
-            .query_async(&mut conn.clone())
-            .await
-            .ok()?;
-        text
-    })
-    .await;
+    redis.cached_price("MSFT").await;
     let status = app.status().await["redis"].clone();
     assert_eq!(status["state"], "connected");
     assert!(status["reconnects"].as_u64().unwrap() >= 1, "{status}");

@@ -188,16 +188,7 @@ async fn an_edge_takes_its_first_price_from_the_cache() {
     primary.wait_upstream(&["AAPL"]).await;
     primary.inject_quotes(&[("AAPL", 101.25, 101.5)]).await;
     price_of(&mut local, "AAPL").await;
-    let conn = redis.client().await;
-    wait_for("price:AAPL", || async {
-        let v: Option<String> = redis::cmd("GET")
-            .arg("price:AAPL")
-            .query_async(&mut conn.clone())
-            .await
-            .ok()?;
-        v
-    })
-    .await;
+    redis.cached_price("AAPL").await;
 
     let edge = spawn_edge(&redis.url(), "edge-cache", &primary).await;
     let mut browser = edge.ws().await;
@@ -252,16 +243,7 @@ async fn redis_restarts_primary_serves_throughout_and_edges_resume() {
     let before = Instant::now();
     price_of(&mut remote, "MSFT").await;
     assert!(before.elapsed() < Duration::from_secs(10));
-    let conn = redis.client().await;
-    wait_for("price:MSFT after the restart", || async {
-        let v: Option<String> = redis::cmd("GET")
-            .arg("price:MSFT")
-            .query_async(&mut conn.clone())
-            .await
-            .ok()?;
-        v
-    })
-    .await;
+    redis.cached_price("MSFT").await;
     let status = edge.status().await["feeds"]["stocks"].clone();
     assert!(
         status["reconnect_attempts"].as_u64().unwrap() >= 1,

@@ -15,20 +15,16 @@ provide_begin tests/browser/setup.sh "${1:-}"
 
 rm -rf "$dir/bin"
 mkdir -p "$dir/bin"
-system=$(command -v chromium || command -v chromium-browser || true)
-if [ -z "$system" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null &&
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "tests/browser/setup.sh: installing Debian's chromium"
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y --no-install-recommends chromium || {
         apt-get update
         apt-get install -y --no-install-recommends chromium
     }
-    system=$(command -v chromium)
 fi
-if [ -n "$system" ]; then
-    echo "tests/browser/setup.sh: using $system"
-    ln -s "$system" "$dir/bin/chromium"
-else
+if ! link_system chromium && ! link_system chromium-browser chromium; then
     command -v apt-get >/dev/null || die "no chromium on PATH and no apt-get to fetch Debian's"
     # chromium and the libraries it needs, as far as this machine lacks them.
     missing=()
@@ -37,11 +33,7 @@ else
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
     unpack_debs "${missing[@]}"
-    cat >"$dir/bin/chromium" <<WRAP
-#!/bin/sh
-LD_LIBRARY_PATH="$dir/root/usr/lib/x86_64-linux-gnu:$dir/root/usr/lib/chromium\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$dir/root/usr/lib/chromium/chromium" "\$@"
-WRAP
-    chmod +x "$dir/bin/chromium"
+    wrap_unpacked chromium /usr/lib/chromium/chromium /usr/lib/x86_64-linux-gnu:/usr/lib/chromium
 fi
 "$dir/bin/chromium" --headless --version
 provide_done

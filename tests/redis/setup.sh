@@ -15,17 +15,10 @@ provide_begin tests/redis/setup.sh "${1:-}"
 
 rm -rf "$dir/bin"
 mkdir -p "$dir/bin"
-if system=$(command -v redis-server); then
-    echo "tests/redis/setup.sh: using $system"
-    ln -s "$system" "$dir/bin/redis-server"
-else
+if ! link_system redis-server; then
     command -v apt-get >/dev/null || die "no redis-server on PATH and no apt-get to fetch Debian's"
     unpack_debs redis-server redis-tools libjemalloc2 liblzf1
-    cat >"$dir/bin/redis-server" <<WRAP
-#!/bin/sh
-LD_LIBRARY_PATH="$dir/root/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$dir/root/usr/bin/redis-server" "\$@"
-WRAP
-    chmod +x "$dir/bin/redis-server"
+    wrap_unpacked redis-server /usr/bin/redis-server /usr/lib/x86_64-linux-gnu
 fi
 "$dir/bin/redis-server" --version
 provide_done

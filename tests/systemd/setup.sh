@@ -14,17 +14,10 @@ provide_begin tests/systemd/setup.sh "${1:-}"
 
 rm -rf "$dir/bin"
 mkdir -p "$dir/bin"
-if system=$(command -v systemd-analyze); then
-    echo "tests/systemd/setup.sh: using $system"
-    ln -s "$system" "$dir/bin/systemd-analyze"
-else
+if ! link_system systemd-analyze; then
     command -v apt-get >/dev/null || die "no systemd-analyze on PATH and no apt-get to fetch Debian's"
     unpack_debs systemd
-    cat >"$dir/bin/systemd-analyze" <<WRAP
-#!/bin/sh
-LD_LIBRARY_PATH="$dir/root/usr/lib/x86_64-linux-gnu/systemd\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$dir/root/usr/bin/systemd-analyze" "\$@"
-WRAP
-    chmod +x "$dir/bin/systemd-analyze"
+    wrap_unpacked systemd-analyze /usr/bin/systemd-analyze /usr/lib/x86_64-linux-gnu/systemd
 fi
 "$dir/bin/systemd-analyze" --version | head -1
 provide_done
