@@ -356,12 +356,16 @@ async fn the_dashboard_in_headless_chromium() {
     .await;
     page.wait("AMD's price", &mid_of("AMD")).await;
 
-    // Both themes, saved for a look.
-    page.eval("setTheme('dark'); true").await;
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // Both themes, saved for a look: each applied and painted (two animation frames) first.
+    let apply = |theme: &str| {
+        format!(
+            "setTheme('{theme}'); new Promise(r => requestAnimationFrame(() => \
+             requestAnimationFrame(() => r(getComputedStyle(document.body).backgroundColor))))"
+        )
+    };
+    assert_eq!(page.eval(&apply("dark")).await, "rgb(15, 19, 24)");
     let dark = page.screenshot("dashboard-dark.png").await;
-    page.eval("setTheme('light'); true").await;
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(page.eval(&apply("light")).await, "rgb(244, 246, 248)");
     let light = page.screenshot("dashboard-light.png").await;
     assert!(std::fs::metadata(dark).unwrap().len() > 10_000);
     assert!(std::fs::metadata(light).unwrap().len() > 10_000);
