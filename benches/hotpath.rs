@@ -13,9 +13,9 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde::de::IgnoredAny;
 use tickrelay::browser::{price_update, PriceKind, PriceUpdate, PriceView};
-use tickrelay::delivery::{DeliverKey, FrameKind, SessionStats};
+use tickrelay::downstream::delivery::{DeliverKey, FrameKind, SessionStats};
+use tickrelay::downstream::outbox::{Outbox, OutboxLimits, MAX_CHUNK};
 use tickrelay::market::{Code, Codes, Num};
-use tickrelay::outbox::{Outbox, MAX_CHUNK};
 use tickrelay::quote_book::QuoteBook;
 use tickrelay::simulator::market::Walk;
 use tickrelay::symbol::Symbol;
@@ -241,7 +241,11 @@ fn main() {
     // takes what waits, as one encoded chunk. Baseline: the frame shared into a Vec of bytes and
     // written out with a copy, which is what any queue-and-write design does.
     let stats = std::sync::Arc::new(SessionStats::new(1, "bench".into()));
-    let mut outbox = Outbox::new(256, stats);
+    let limits = OutboxLimits {
+        max_bytes: 4 << 20,
+        max_events: 256,
+    };
+    let mut outbox = Outbox::new(limits, stats);
     let keys: Vec<DeliverKey> = (0..8)
         .map(|i| DeliverKey {
             symbol: Symbol::parse(&format!("S{i:04}")).unwrap(),

@@ -12,10 +12,10 @@
 //!   throttle::SymbolThrottle ── one per symbol in use              registry::Registry ── one
 //!        │  Publish (serialized once; one per worker)            ▲  ▲ Connect / Subscribe / Unsubscribe
 //!        ▼                                                        │  │ Pin / Unpin, FeedStateChanged
-//!   hub::Hub ── one per HTTP worker thread                         │  └── http (REST, probes, dashboard)
+//!   downstream::hub::Hub ── one per HTTP worker thread             │  └── http (REST, probes, dashboard)
 //!        │  the session's outbox (same thread, no message)        │ SetHub (throttle ← registry)
 //!        ▼                                                        │
-//!   session::ClientSession ── one per browser on /ws ─────────────┘ SessionCommand (registry → session)
+//!   browser::session::ClientSession ── one per browser on /ws ────┘ SessionCommand (registry → session)
 //!        │  outbox: newest frame per symbol, bounded events, one socket write per poll
 //!        ▼
 //!   the browser
@@ -23,7 +23,7 @@
 //!   UpstreamFeed ── upstream::tap (every market message as sent, only while an SDK program listens)
 //!        │  RawBatch (one per worker; each message in each encoding wanted, encoded once)
 //!        ▼
-//!   hub::Hub ── filters per program (RawFilter), one frame per program and batch
+//!   downstream::hub::Hub ── filters per program (RawFilter), one frame per program and batch
 //!        ▼
 //!   sdk::session::SdkSession ── one per SDK program on Alpaca's paths (/v2/iex, …) ── SetRawInterest ──► Registry
 //!   sdk::trading::SdkTradingSession ── one per program on /stream ◄── TradeUpdate (as sent) ── Registry
@@ -32,16 +32,17 @@
 //! - [`upstream`] — feed actor, Alpaca wire protocol, reconnect schedule.
 //! - [`registry`] — who wants what: ref-counted interest, pins, desired sets, feed status.
 //! - [`throttle`] — per-symbol latest-value conflation (the exact window) and the feed's inlet.
-//! - [`hub`] — per-worker fan-out, heartbeat and slow-client clock.
-//! - [`session`] — the browser protocol actor.
+//! - [`downstream`] — everything facing a client socket, for every kind of peer: the socket layer
+//!   (upgrade split, the reader that enforces the inbound limits, the writer), the peer core each
+//!   session embeds, the outbox under one byte budget, the per-worker hub and the delivery
+//!   contract.
+//! - [`browser`] — the browser protocol and its session actor.
 //! - [`sdk`] — the Alpaca-compatible endpoint: Alpaca SDK programs on Alpaca's own paths, every
 //!   message unconflated (fed by the feeds' [`tap`](upstream::tap)).
-//! - [`outbox`] — a session's conflating output queue and the stream that drains it into the socket.
-//! - [`delivery`] — the contract between throttles, hubs, the registry and sessions (a leaf).
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
 //! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
-//! - Plain building blocks: [`browser`] (client protocol), [`market`] (events), [`symbol`],
+//! - Plain building blocks: [`market`] (events), [`symbol`],
 //!   [`credentials`], [`auth`] (clients, scopes: who may do what),
 //!   [`wire`] (ordered JSON/msgpack messages), [`time`], [`quote_book`], [`rng`].
 //! - [`scaleout`] — Redis: the price sink, edges, the relay to them and the primaries' lease.
@@ -57,19 +58,16 @@ pub mod accounts;
 pub mod auth;
 pub mod browser;
 pub mod credentials;
-pub mod delivery;
+pub mod downstream;
 pub mod fuzz;
 pub mod http;
-pub mod hub;
 pub mod market;
 pub mod metrics;
-pub mod outbox;
 pub mod quote_book;
 pub mod registry;
 pub mod rng;
 pub mod scaleout;
 pub mod sdk;
-pub mod session;
 pub mod settings;
 pub mod simulator;
 pub mod startup;

@@ -3,7 +3,7 @@
 //! Owns nothing that lasts. Everything is counted by its owner — feeds
 //! ([`FeedCounters`](crate::upstream::FeedCounters)), sessions (their stats, summed with the
 //! ended ones by the registry), the hubs (the pipeline latency,
-//! [`LatencyHistogram`](crate::delivery::LatencyHistogram)), the Redis sink and relay, the lease —
+//! [`LatencyHistogram`](crate::downstream::delivery::LatencyHistogram)), the Redis sink and relay, the lease —
 //! and [`Snapshot`] gathers it for one scrape. Talks to: nobody; the `/metrics` handler builds the
 //! snapshot and calls [`Snapshot::encode`], which writes the text format through the
 //! `prometheus-client` crate.
@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::delivery::{HistogramValues, LatencyHistogram};
+use crate::downstream::delivery::{HistogramValues, LatencyHistogram};
 use crate::registry::RegistryStatus;
 use crate::scaleout::lease::LeaseStatus;
 use crate::scaleout::relay::RelayStatus;

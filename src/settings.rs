@@ -645,8 +645,21 @@ impl Default for RegistrySettings {
 pub struct SessionSettings {
     /// Most symbols one client may subscribe to.
     pub max_symbols: usize,
-    /// Largest client frame accepted; larger ones close the connection with 1009.
+    /// Largest client message (one frame, or the sum of a fragmented message's frames); a
+    /// header declaring more closes the connection with 1009 before the payload is read.
     pub max_frame_bytes: usize,
+    /// Bytes that may wait for one client — updates, events, acks, errors, pongs alike; past it
+    /// the client is closed with 4008.
+    pub max_queued_bytes: usize,
+    /// A client message must arrive whole this long after its first byte, or the connection is
+    /// closed with 1008 (a peer that starts a frame and stalls holds nothing for long).
+    pub message_timeout_ms: u64,
+    /// Invalid messages (malformed, unknown action, binary) within a minute that close the
+    /// connection with 1008.
+    pub max_invalid_messages: u32,
+    /// When anonymous callers may do nothing (`auth.anonymous_scopes = []`), a browser that has
+    /// not signed in this long after connecting is closed with 1008.
+    pub auth_timeout_ms: u64,
     /// A client whose socket takes nothing for this long while frames wait is closed with 4008.
     /// Until then it costs one waiting frame per symbol and kind: newer values replace older ones.
     pub slow_client_timeout_ms: u64,
@@ -672,6 +685,10 @@ impl Default for SessionSettings {
         Self {
             max_symbols: 200,
             max_frame_bytes: 64 * 1024,
+            max_queued_bytes: 4 * 1024 * 1024,
+            message_timeout_ms: 10_000,
+            max_invalid_messages: 20,
+            auth_timeout_ms: 10_000,
             slow_client_timeout_ms: 10_000,
             slow_client_close_grace_ms: 5_000,
             heartbeat_interval_ms: 10_000,
@@ -681,6 +698,13 @@ impl Default for SessionSettings {
             max_messages_per_second: 50,
             socket_send_buffer_bytes: 0,
         }
+    }
+}
+
+impl SessionSettings {
+    /// How soon a browser must sign in when anonymous callers may do nothing.
+    pub fn auth_timeout(&self) -> Duration {
+        ms(self.auth_timeout_ms)
     }
 }
 
@@ -751,9 +775,21 @@ pub struct SdkSettings {
     pub auth_timeout_ms: u64,
     /// Most symbols one program may hold on one stream; more gets `405 symbol limit exceeded`.
     pub max_symbols: usize,
-    /// Unsent bytes one program may have waiting; past it the program is too slow and gets
-    /// `407 slow client` (it is never conflated: SDK programs get every message).
+    /// Unsent bytes one program may have waiting — data, acks and errors alike; past it the
+    /// program is too slow and gets `407 slow client` and a 4008 close (it is never conflated:
+    /// SDK programs get every message).
     pub max_queued_bytes: usize,
+    /// Largest client message (a subscribe of thousands of symbols); a header declaring more
+    /// closes the connection with 1009 before the payload is read.
+    pub max_message_bytes: usize,
+    /// Client messages read per second (bursts up to the same number); more are not read and
+    /// are answered with an error.
+    pub max_messages_per_second: u32,
+    /// Invalid messages within a minute that close the connection with 1008.
+    pub max_invalid_messages: u32,
+    /// A client message must arrive whole this long after its first byte, or the connection is
+    /// closed with 1008.
+    pub message_timeout_ms: u64,
 }
 
 impl Default for SdkSettings {
@@ -762,6 +798,10 @@ impl Default for SdkSettings {
             auth_timeout_ms: 10_000,
             max_symbols: 10_000,
             max_queued_bytes: 16 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024,
+            max_messages_per_second: 100,
+            max_invalid_messages: 20,
+            message_timeout_ms: 10_000,
         }
     }
 }
@@ -1064,7 +1104,10 @@ impl Settings {
             ),
             ("session.heartbeat_interval_ms", s.heartbeat_interval_ms),
             ("session.client_timeout_ms", s.client_timeout_ms),
+            ("session.message_timeout_ms", s.message_timeout_ms),
+            ("session.auth_timeout_ms", s.auth_timeout_ms),
             ("sdk.auth_timeout_ms", k.auth_timeout_ms),
+            ("sdk.message_timeout_ms", k.message_timeout_ms),
             ("simulator.tick_ms", m.tick_ms),
             ("simulator.bar_interval_ms", m.bar_interval_ms),
             ("simulator.news_interval_ms", m.news_interval_ms),
@@ -1097,11 +1140,21 @@ impl Settings {
                 self.session.socket_send_buffer_bytes,
                 256 * MIB,
             ),
+            (
+                "session.max_queued_bytes",
+                self.session.max_queued_bytes,
+                4096 * MIB,
+            ),
             ("sdk.max_symbols", self.sdk.max_symbols, 1_000_000),
             (
                 "sdk.max_queued_bytes",
                 self.sdk.max_queued_bytes,
                 4096 * MIB,
+            ),
+            (
+                "sdk.max_message_bytes",
+                self.sdk.max_message_bytes,
+                64 * MIB,
             ),
             (
                 "registry.max_pinned_symbols",
@@ -1243,6 +1296,12 @@ impl Settings {
                 self.session.heartbeat_interval_ms,
             ),
             ("session.client_timeout_ms", self.session.client_timeout_ms),
+            (
+                "session.message_timeout_ms",
+                self.session.message_timeout_ms,
+            ),
+            ("session.auth_timeout_ms", self.session.auth_timeout_ms),
+            ("sdk.message_timeout_ms", self.sdk.message_timeout_ms),
             ("simulator.tick_ms", self.simulator.tick_ms),
             ("simulator.bar_interval_ms", self.simulator.bar_interval_ms),
         ] {
@@ -1429,6 +1488,29 @@ impl Settings {
         }
         if s.max_queued_events < 16 {
             bad("session.max_queued_events", "must be at least 16".into());
+        }
+        let k = &self.sdk;
+        for (key, value) in [
+            ("session.max_invalid_messages", s.max_invalid_messages),
+            ("sdk.max_messages_per_second", k.max_messages_per_second),
+            ("sdk.max_invalid_messages", k.max_invalid_messages),
+        ] {
+            if value == 0 {
+                bad(key, "must be greater than 0".into());
+            }
+        }
+        // The budget must hold the largest frame the daemon sends a client, or every client
+        // would be closed at once.
+        for (key, value) in [
+            ("session.max_queued_bytes", s.max_queued_bytes),
+            ("sdk.max_queued_bytes", k.max_queued_bytes),
+        ] {
+            if value < 256 * 1024 {
+                bad(key, "must be at least 262144 (256 KiB)".into());
+            }
+        }
+        if k.max_message_bytes < 1024 {
+            bad("sdk.max_message_bytes", "must be at least 1024".into());
         }
         if !(10..=10_000).contains(&s.batch_interval_ms) {
             bad(

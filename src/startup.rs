@@ -25,9 +25,10 @@ use tokio::net::TcpStream;
 
 use crate::accounts::stream::{TradingConfig, TradingStream};
 use crate::accounts::AccountStore;
+use crate::browser::session::SessionConfig;
 use crate::credentials::{Credentials, Secret};
+use crate::downstream::hub::{HubConfig, LocalHub};
 use crate::http::{self, AppState};
-use crate::hub::{HubConfig, LocalHub};
 use crate::quote_book::QuoteBook;
 use crate::registry::{Heartbeat, Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
 use crate::scaleout::edge::{EdgeConfig, EdgeFeed};
@@ -35,7 +36,6 @@ use crate::scaleout::lease::Lease;
 use crate::scaleout::relay::{EdgeRelay, RelayShared};
 use crate::scaleout::sink::{Exchanges, PriceSink};
 use crate::sdk::SdkContext;
-use crate::session::SessionConfig;
 use crate::settings::{ms, Provider, Settings};
 use crate::simulator::{self, SimulatorHandle};
 use crate::throttle::ThrottleConfig;
@@ -219,7 +219,7 @@ impl Daemon {
             }
         }
 
-        let latency = Arc::new(crate::delivery::LatencyHistogram::default());
+        let latency = Arc::new(crate::downstream::delivery::LatencyHistogram::default());
         let daemon_heartbeat = heartbeat.clone();
         let state = web::Data::new(AppState {
             registry: registry.clone(),
@@ -320,7 +320,11 @@ impl Daemon {
                     .client_request_timeout(Duration::from_secs(5))
                     .client_disconnect_timeout(Duration::from_secs(1))
                     .on_connect_ext(move |io: &$io, _: &mut _| {
-                        tune_socket(http::ws::Connection::tcp(io), user_timeout, send_buffer)
+                        tune_socket(
+                            crate::downstream::socket::Connection::tcp(io),
+                            user_timeout,
+                            send_buffer,
+                        )
                     })
                     .upgrade(upgrades)
                     .finish(actix_service::map_config(app, |_| AppConfig::default()))

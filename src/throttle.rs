@@ -27,7 +27,7 @@ use bytestring::ByteString;
 use crate::browser::{
     self, ChannelMask, ClientChannel, PriceFrame, PriceKind, PriceUpdate, PriceView,
 };
-use crate::delivery::{FrameKind, HubId, Publish};
+use crate::downstream::delivery::{FrameKind, HubId, Publish};
 use crate::market::{Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, Trade, TradeFix};
 use crate::quote_book::QuoteBook;
 use crate::scaleout::sink::SinkPrice;

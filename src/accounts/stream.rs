@@ -30,7 +30,7 @@ use super::rest::{RestClient, RestError};
 use super::AccountStore;
 use crate::browser;
 use crate::credentials::Credentials;
-use crate::delivery::{DeliverKey, FrameKind};
+use crate::downstream::delivery::{DeliverKey, FrameKind};
 use crate::registry::{AccountEvent, PinOwner, Registry, SyncPins, TradeUpdate};
 use crate::rng::SplitMix64;
 use crate::settings::BackoffSettings;

@@ -34,10 +34,10 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use crate::accounts::AccountStore;
+use crate::browser::session::SessionConfig;
 use crate::quote_book::QuoteBook;
 use crate::registry::Registry;
 use crate::sdk::SdkContext;
-use crate::session::SessionConfig;
 use crate::time::Timestamp;
 
 /// Shared by every handler.
@@ -55,7 +55,7 @@ pub struct AppState {
     /// A primary's relay to the edges, when Redis is configured.
     pub relay: Option<Arc<crate::scaleout::relay::RelayShared>>,
     /// Filled by the hubs; read by `/metrics`.
-    pub latency: Arc<crate::delivery::LatencyHistogram>,
+    pub latency: Arc<crate::downstream::delivery::LatencyHistogram>,
     pub provider: &'static str,
     pub stale_after: Duration,
     pub dashboard_symbols: Vec<String>,

@@ -2,10 +2,10 @@
 //! [`SdkSession`] (market data) or [`SdkTradingSession`] (`/stream`), on this worker's thread.
 //!
 //! The upgrade leaves the HTTP/1 dispatcher: once the handshake is answered, the session owns the
-//! socket. It reads frames into a buffer sized to what arrives, and a writer task drains the
-//! session's outbox into the socket, one write per batch of waiting frames; while the socket is
-//! full the outbox conflates. No per-connection HTTP buffers stay behind, so an idle browser costs
-//! little more than its session.
+//! socket through the [socket layer](crate::downstream::socket): the same reader, limits, outbox
+//! budget and writer for every kind of session, which differ only in their protocol and in the
+//! limits their settings section gives. No per-connection HTTP buffers stay behind, so an idle
+//! browser costs little more than its session.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,25 +15,23 @@ use actix_codec::Framed;
 use actix_http::body::BodySize;
 use actix_http::h1::{Codec, Message};
 use actix_http::{header, HttpMessage, Request, Response, StatusCode};
-use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::web;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use log::debug;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use super::limits::Slot;
 use super::AppState;
-use crate::delivery::SessionStats;
-use crate::hub::LocalHub;
-use crate::outbox::{Outbox, OutboxBody};
+use crate::browser::session::ClientSession;
+use crate::downstream::delivery::SessionStats;
+use crate::downstream::hub::LocalHub;
+use crate::downstream::outbox::{Outbox, OutboxBody, OutboxLimits};
+use crate::downstream::peer::{ConnectionLost, InputLimits, Peer};
+use crate::downstream::socket::{spawn_writer, Connection, InboundLimits, IncomingFrames};
 use crate::sdk::session::{HeaderAuth, SdkSession};
 use crate::sdk::trading::SdkTradingSession;
 use crate::sdk::{Routes, Stream};
-use crate::session::incoming::IncomingFrames;
-use crate::session::{ClientSession, ConnectionLost};
+use crate::settings::{ms, SdkSettings, SessionSettings};
 use crate::upstream::protocol::Encoding;
 use crate::upstream::FeedKind;
 
@@ -83,7 +81,7 @@ pub async fn upgrade<Io: Connection>(
         }
     };
     // A place among the open connections, held until the connection is gone.
-    let ip = http_peer_ip(framed.io_ref());
+    let ip = framed.io_ref().peer_ip();
     let slot = match state.connections.acquire(ip) {
         Ok(slot) => slot,
         Err(reason) => {
@@ -164,6 +162,103 @@ fn header_auth(req: &Request) -> Option<HeaderAuth> {
     })
 }
 
+/// One connection's limits, from its settings section.
+struct Limits {
+    inbound: InboundLimits,
+    input: InputLimits,
+    outbox: OutboxLimits,
+}
+
+impl Limits {
+    fn browser(s: &SessionSettings) -> Limits {
+        Limits {
+            inbound: InboundLimits {
+                max_message_bytes: s.max_frame_bytes,
+                max_fragments: max_fragments(s.max_frame_bytes),
+                message_timeout: ms(s.message_timeout_ms),
+            },
+            input: InputLimits {
+                max_message_bytes: s.max_frame_bytes,
+                max_messages_per_second: s.max_messages_per_second,
+                max_invalid_messages: s.max_invalid_messages,
+            },
+            outbox: OutboxLimits {
+                max_bytes: s.max_queued_bytes,
+                max_events: s.max_queued_events,
+            },
+        }
+    }
+
+    fn sdk(s: &SdkSettings) -> Limits {
+        Limits {
+            inbound: InboundLimits {
+                max_message_bytes: s.max_message_bytes,
+                max_fragments: max_fragments(s.max_message_bytes),
+                message_timeout: ms(s.message_timeout_ms),
+            },
+            input: InputLimits {
+                max_message_bytes: s.max_message_bytes,
+                max_messages_per_second: s.max_messages_per_second,
+                max_invalid_messages: s.max_invalid_messages,
+            },
+            // SDK programs get no droppable events: only data and replies, under the budget.
+            outbox: OutboxLimits {
+                max_bytes: s.max_queued_bytes,
+                max_events: 16,
+            },
+        }
+    }
+}
+
+/// Most frames one fragmented message may take: enough for fragments of 64 bytes, at least 64.
+fn max_fragments(max_message_bytes: usize) -> usize {
+    (max_message_bytes / 64).max(64)
+}
+
+/// A new session's connection: its peer core and the reader of its socket. The writer is
+/// started by [`start`] once the session's actor exists.
+fn connect<Io: Connection>(
+    io: Io,
+    early: bytes::BytesMut,
+    state: &AppState,
+    hub: LocalHub,
+    (kind, limits): (&'static str, Limits),
+) -> (Peer, IncomingFrames<Io::Reader>, Io::Writer) {
+    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let stats = Arc::new(SessionStats::of_kind(id, kind, io.peer()));
+    let outbox = Outbox::new(limits.outbox, stats.clone()).shared();
+    let (reader, writer) = io.split_io();
+    let frames = IncomingFrames::new(reader, early, limits.inbound);
+    (
+        Peer::new(id, hub, outbox, stats, limits.input),
+        frames,
+        writer,
+    )
+}
+
+/// Starts the actor made by `make` reading `frames`, and the task that writes its outbox out.
+fn start<A, W>(
+    peer: Peer,
+    frames: IncomingFrames<impl tokio::io::AsyncRead + Unpin + 'static>,
+    writer: W,
+    slot: Slot,
+    make: impl FnOnce(Peer) -> A,
+) where
+    A: Actor<Context = actix::Context<A>>
+        + actix::StreamHandler<Result<actix_http::ws::Frame, crate::downstream::socket::ReadError>>
+        + actix::Handler<ConnectionLost>,
+    W: tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (id, outbox) = (peer.id, peer.outbox.clone());
+    let session = make(peer);
+    let addr = A::create(move |ctx| {
+        ctx.add_stream(frames);
+        session
+    });
+    let body = OutboxBody::new(outbox, Box::new(move || addr.do_send(ConnectionLost)));
+    spawn_writer(id, writer, body, slot);
+}
+
 /// Starts an SDK session (market data or trading) on its socket.
 fn start_sdk_session<Io: Connection>(
     req: &Request,
@@ -174,8 +269,6 @@ fn start_sdk_session<Io: Connection>(
     hub: LocalHub,
     slot: Slot,
 ) {
-    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let peer = io.peer();
     let sdk = state.sdk.clone();
     let kind = match stream {
         Stream::Market(FeedKind::Stocks) => "sdk:stocks",
@@ -184,28 +277,16 @@ fn start_sdk_session<Io: Connection>(
         Stream::Market(FeedKind::News) => "sdk:news",
         Stream::Trading => "sdk:trading",
     };
-    let stats = Arc::new(SessionStats::of_kind(id, kind, peer));
-    let outbox = Outbox::for_sdk(sdk.settings.max_queued_bytes, stats.clone()).shared();
-    let (reader, writer) = io.split_io();
-    let frames = IncomingFrames::new(reader, early, sdk.max_client_message);
-    let lost: Box<dyn FnOnce()> = match stream {
+    let limits = Limits::sdk(&sdk.settings);
+    let (peer, frames, writer) = connect(io, early, state, hub, (kind, limits));
+    let registry = state.registry.clone();
+    match stream {
         Stream::Market(feed) => {
-            let session = SdkSession::new(
-                id,
-                feed,
-                sdk_encoding(req, stream),
-                sdk,
-                state.registry.clone(),
-                hub,
-                outbox.clone(),
-                stats,
-                header_auth(req),
-            );
-            let addr = SdkSession::create(move |ctx| {
-                ctx.add_stream(frames);
-                session
+            let encoding = sdk_encoding(req, stream);
+            let auth = header_auth(req);
+            start(peer, frames, writer, slot, |peer| {
+                SdkSession::new(peer, (feed, encoding), sdk, registry, auth)
             });
-            Box::new(move || addr.do_send(ConnectionLost))
         }
         Stream::Trading => {
             let account = req.uri().query().and_then(|q| {
@@ -213,93 +294,14 @@ fn start_sdk_session<Io: Connection>(
                     .find_map(|kv| kv.strip_prefix("account="))
                     .map(str::to_owned)
             });
-            let session = SdkTradingSession::new(
-                id,
-                sdk,
-                state.registry.clone(),
-                hub,
-                outbox.clone(),
-                stats,
-                account,
-            );
-            let addr = SdkTradingSession::create(move |ctx| {
-                ctx.add_stream(frames);
-                session
+            start(peer, frames, writer, slot, |peer| {
+                SdkTradingSession::new(peer, sdk, registry, account)
             });
-            Box::new(move || addr.do_send(ConnectionLost))
         }
-    };
-    spawn_writer(id, writer, OutboxBody::new(outbox, lost), slot);
-}
-
-/// The task that drains a session's outbox into its socket.
-fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
-    id: u64,
-    mut writer: W,
-    mut body: OutboxBody,
-    slot: Slot,
-) {
-    actix_web::rt::spawn(async move {
-        // The connection's place is given back when this task ends, with the connection.
-        let _slot = slot;
-        while let Some(Ok(chunk)) = body.next().await {
-            if let Err(e) = writer.write_all(&chunk).await {
-                debug!("session {id}: write failed: {e}");
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-        // Dropping the body tells the session the connection is over.
-    });
-}
-
-/// The client's IP address, for the per-address connection limit.
-fn http_peer_ip<Io: Connection>(io: &Io) -> Option<std::net::IpAddr> {
-    io.tcp().peer_addr().ok().map(|a| a.ip())
-}
-
-/// A client connection, plain or TLS: split into a reader and a writer once the handshake is done.
-pub trait Connection: AsyncRead + AsyncWrite + Unpin + 'static {
-    type Reader: AsyncRead + Unpin + 'static;
-    type Writer: AsyncWrite + Unpin + 'static;
-    fn tcp(&self) -> &TcpStream;
-    fn split_io(self) -> (Self::Reader, Self::Writer);
-
-    fn peer(&self) -> String {
-        self.tcp()
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "unknown".into())
     }
 }
 
-impl Connection for TcpStream {
-    type Reader = OwnedReadHalf;
-    type Writer = OwnedWriteHalf;
-
-    fn tcp(&self) -> &TcpStream {
-        self
-    }
-
-    fn split_io(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        self.into_split()
-    }
-}
-
-impl Connection for TlsStream<TcpStream> {
-    type Reader = ReadHalf<Self>;
-    type Writer = WriteHalf<Self>;
-
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-
-    fn split_io(self) -> (ReadHalf<Self>, WriteHalf<Self>) {
-        tokio::io::split(self)
-    }
-}
-
-/// Starts the session actor on its socket and the task that writes its outbox out.
+/// Starts a browser session on its socket.
 fn start_session<Io: Connection>(
     io: Io,
     early: bytes::BytesMut,
@@ -307,26 +309,14 @@ fn start_session<Io: Connection>(
     hub: LocalHub,
     slot: Slot,
 ) {
-    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let peer = io.peer();
-    let settings = &state.sessions.settings;
-    let stats = Arc::new(SessionStats::new(id, peer));
-    let outbox = Outbox::new(settings.max_queued_events, stats.clone()).shared();
-    let session = ClientSession::new(
-        id,
+    let limits = Limits::browser(&state.sessions.settings);
+    let (peer, frames, writer) = connect(io, early, state, hub, ("browser", limits));
+    let (config, registry, book) = (
         state.sessions.clone(),
         state.registry.clone(),
-        hub,
         state.book.clone(),
-        outbox.clone(),
-        stats,
     );
-    let (reader, writer) = io.split_io();
-    let frames = IncomingFrames::new(reader, early, settings.max_frame_bytes);
-    let addr = ClientSession::create(move |ctx| {
-        ctx.add_stream(frames);
-        session
+    start(peer, frames, writer, slot, |peer| {
+        ClientSession::new(peer, config, registry, book)
     });
-    let body = OutboxBody::new(outbox, Box::new(move || addr.do_send(ConnectionLost)));
-    spawn_writer(id, writer, body, slot);
 }

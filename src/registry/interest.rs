@@ -21,7 +21,7 @@ use log::{debug, info, warn};
 use super::PinOwner;
 use crate::auth::Scopes;
 use crate::browser::{ChannelMask, ClientChannel, ErrorCode, Rejection};
-use crate::delivery::{HubId, SessionId};
+use crate::downstream::delivery::{HubId, SessionId};
 use crate::symbol::Symbol;
 use crate::upstream::protocol::{Channel, SubscriptionSet};
 use crate::upstream::FeedKind;

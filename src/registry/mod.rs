@@ -36,7 +36,7 @@ use self::interest::{Change, Interest};
 pub use self::status::{DeliveryTotals, FeedReport, RegistryStatus, SessionSummary, SymbolReport};
 use crate::auth::Scopes;
 use crate::browser::{self, ChannelMask, ClientChannel, ErrorCode, Rejection};
-use crate::delivery::{
+use crate::downstream::delivery::{
     DeliverKey, FrameKind, HubId, Publish, SessionCommand, SessionId, SessionSnapshot, Subscriber,
 };
 use crate::quote_book::QuoteBook;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::PinOwner;
-use crate::delivery::SessionSnapshot;
+use crate::downstream::delivery::SessionSnapshot;
 use crate::symbol::Symbol;
 use crate::upstream::policy::CircuitState;
 use crate::upstream::{FeedCountersSnapshot, FeedKind, FeedState, FeedStatus};
@@ -58,7 +58,7 @@ pub struct DeliveryTotals {
 
 impl DeliveryTotals {
     /// Adds one session's counters.
-    pub fn add(&mut self, s: &crate::delivery::SessionStats) {
+    pub fn add(&mut self, s: &crate::downstream::delivery::SessionStats) {
         use std::sync::atomic::Ordering::Relaxed;
         let conflated = s.conflated.load(Relaxed);
         self.frames_sent += s.frames_sent.load(Relaxed);

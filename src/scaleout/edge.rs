@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use super::{account_channel, edge_key, encode_set, market_channel, EDGES, EDGES_CHANGED};
 use super::{within, REGISTER_EVERY, REGISTRATION_TTL};
-use crate::delivery::{DeliverKey, FrameKind};
+use crate::downstream::delivery::{DeliverKey, FrameKind};
 use crate::market::{Codes, MarketEvent, Num, Quote};
 use crate::registry::AccountEvent;
 use crate::rng::SplitMix64;

@@ -36,7 +36,9 @@ use super::{
 };
 use crate::auth::Scopes;
 use crate::browser::{ChannelMask, ClientChannel};
-use crate::delivery::{FrameKind, Publish, SessionCommand, SessionId, SessionStats, Subscriber};
+use crate::downstream::delivery::{
+    FrameKind, Publish, SessionCommand, SessionId, SessionStats, Subscriber,
+};
 use crate::registry::{Connect, Registry, SetRawInterest, Subscribe};
 use crate::rng::SplitMix64;
 use crate::settings::BackoffSettings;

@@ -26,17 +26,12 @@ use crate::settings::{ms, SdkSettings, Settings};
 use crate::upstream::tap::Taps;
 use crate::upstream::FeedKind;
 
-/// Largest client message an SDK program may send (a subscribe of thousands of symbols).
-const MAX_CLIENT_MESSAGE: usize = 1024 * 1024;
-
 /// What every SDK session needs: who may connect, the feeds' taps, the limits.
 pub struct SdkContext {
     pub auth: Arc<Auth>,
     pub taps: Arc<Taps>,
     pub routes: Routes,
     pub settings: SdkSettings,
-    /// Largest client message accepted (fragments included).
-    pub max_client_message: usize,
 }
 
 impl SdkContext {
@@ -46,7 +41,6 @@ impl SdkContext {
             taps,
             routes: Routes::from_settings(settings),
             settings: settings.sdk.clone(),
-            max_client_message: MAX_CLIENT_MESSAGE,
         }
     }
 

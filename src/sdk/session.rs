@@ -1,9 +1,10 @@
 //! `SdkSession`: one actor per SDK program on a market-data path (`/v2/iex`, `/v1beta3/crypto/us`,
 //! `/v1beta1/indicative`, `/v1beta1/news`, …), speaking Alpaca's protocol exactly.
 //!
-//! Owns: the program's authentication state, its [`Subscriptions`] (and through them the filter its
-//! hub reads), its outbox, and the reassembly of fragmented client messages (alpaca-py sends every
-//! subscribe as a fragmented message). Talks to: the registry (connect, its whole upstream set
+//! Owns: the program's authentication state and its [`Subscriptions`] (and through them the filter
+//! its hub reads); its connection — outbox, reassembly of fragmented messages (alpaca-py sends
+//! every subscribe as one), rate limit, invalid-message count — is the
+//! [peer core](crate::downstream::peer). Talks to: the registry (connect, its whole upstream set
 //! after each change — fire and forget — and disconnect), its worker's hub (which delivers the
 //! tap's messages into the outbox without passing through this actor) and the feed's tap (which
 //! encodings to produce). Receives [`SessionCommand`]s: a slow-client close from the hub (sent as
@@ -13,27 +14,28 @@
 //! `APCA-API-KEY-ID`/`APCA-API-SECRET-KEY` headers on the upgrade) → `authenticated` or `402`;
 //! `401` for a subscription before auth, `403` for a second auth, `404` and a close when no auth
 //! comes within `sdk.auth_timeout_ms`; a complete `subscription` ack after every (un)subscribe,
-//! queued before any data of the new set.
+//! queued before any data of the new set. Invalid messages get `400`; past
+//! `sdk.max_invalid_messages` a minute the connection closes with 1008. Messages over
+//! `sdk.max_messages_per_second` are not read and get `429 rate limit exceeded`. Every reply
+//! counts against the outbox's byte budget: a program that sends without reading is closed with
+//! `407 slow client` like one that does not keep up with data.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
-use actix_http::ws::{Frame, ProtocolError};
+use actix_http::ws::Frame;
 use log::{debug, info, warn};
 
 use super::protocol::{self, ClientMessage};
 use super::subscriptions::Subscriptions;
 use super::SdkContext;
-use crate::delivery::{SessionCommand, SessionId, SessionStats, Subscriber};
-use crate::hub::{opcode, LocalHub, CLOSE_SLOW_CLIENT};
-use crate::outbox::Outbox;
+use crate::downstream::delivery::SessionCommand;
+use crate::downstream::hub::opcode;
+use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
+use crate::downstream::peer::{ConnectionLost, Input, Peer};
+use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, Registry, SetRawInterest};
-use crate::session::ConnectionLost;
-use crate::upstream::connection::{FragmentError, Reassembler};
 use crate::upstream::protocol::Encoding;
 use crate::upstream::FeedKind;
 use crate::wire::Msg;
@@ -47,65 +49,68 @@ pub struct HeaderAuth {
 
 /// The actor of one SDK program on a market-data stream.
 pub struct SdkSession {
-    id: SessionId,
+    /// The connection: outbox, stats, reassembly, inbound limits.
+    peer: Peer,
     feed: FeedKind,
     encoding: Encoding,
     context: Arc<SdkContext>,
     registry: Addr<Registry>,
-    hub: LocalHub,
-    outbox: Rc<RefCell<Outbox>>,
-    stats: Arc<SessionStats>,
     subscriptions: Subscriptions,
-    fragments: Reassembler,
     /// The client id it authenticated as.
     client: Option<Arc<str>>,
     header_auth: Option<HeaderAuth>,
 }
 
 impl SdkSession {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: SessionId,
-        feed: FeedKind,
-        encoding: Encoding,
+        peer: Peer,
+        (feed, encoding): (FeedKind, Encoding),
         context: Arc<SdkContext>,
         registry: Addr<Registry>,
-        hub: LocalHub,
-        outbox: Rc<RefCell<Outbox>>,
-        stats: Arc<SessionStats>,
         header_auth: Option<HeaderAuth>,
     ) -> Self {
+        // Past its byte budget a program gets Alpaca's `407 slow client` before the close.
+        let farewell = protocol::control(&protocol::error(407), encoding);
+        peer.outbox
+            .borrow_mut()
+            .set_farewell(opcode(encoding), farewell);
         SdkSession {
             subscriptions: Subscriptions::new(feed, context.settings.max_symbols),
-            fragments: Reassembler::new(context.max_client_message),
-            id,
+            peer,
             feed,
             encoding,
             context,
             registry,
-            hub,
-            outbox,
-            stats,
             client: None,
             header_auth,
         }
     }
 
+    /// Queues a control message; past the byte budget the outbox closes the connection itself.
     fn send(&mut self, msg: &Msg) {
         let bytes = protocol::control(msg, self.encoding);
-        // Control messages always fit.
         let _ = self
+            .peer
             .outbox
             .borrow_mut()
-            .push_frame(opcode(self.encoding), bytes, true);
+            .push_frame(opcode(self.encoding), bytes);
     }
 
     fn error(&mut self, code: u16) {
         self.send(&protocol::error(code));
     }
 
+    /// Answers an invalid message with `code`; closes a program that keeps sending them.
+    fn refuse(&mut self, code: u16, ctx: &mut Context<Self>) {
+        self.error(code);
+        if self.peer.strike() {
+            self.peer.close_for_invalid();
+            ctx.stop();
+        }
+    }
+
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        self.outbox.borrow_mut().close(code, reason);
+        self.peer.close(code, reason);
         ctx.stop();
     }
 
@@ -119,20 +124,20 @@ impl SdkSession {
             Some(client) if !client.scopes.market() => {
                 info!(
                     "SDK session {} ({}): client {} has no market scope: 409",
-                    self.id, self.stats.peer, client.id
+                    self.peer.id, self.peer.stats.peer, client.id
                 );
                 self.error(409);
             }
             Some(client) => {
                 info!(
                     "SDK session {} ({}): authenticated as client {} on the {} stream",
-                    self.id,
-                    self.stats.peer,
+                    self.peer.id,
+                    self.peer.stats.peer,
                     client.id,
                     self.feed.as_str()
                 );
                 self.client = Some(client.id.clone());
-                let _ = self.stats.client.set(client.id.clone());
+                let _ = self.peer.stats.client.set(client.id.clone());
                 self.context.taps.feed(self.feed).listen(self.encoding);
                 self.send(&protocol::success("authenticated"));
             }
@@ -140,13 +145,13 @@ impl SdkSession {
                 if auth.is_empty() {
                     warn!(
                         "SDK session {} ({}): auth refused (402): no client is configured; add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>",
-                        self.id, self.stats.peer
+                        self.peer.id, self.peer.stats.peer
                     );
                 } else {
                     // The key id may be a secret pasted in the wrong place: never logged.
                     info!(
                         "SDK session {} ({}): auth refused (402): unknown key pair",
-                        self.id, self.stats.peer
+                        self.peer.id, self.peer.stats.peer
                     );
                 }
                 self.error(402);
@@ -154,13 +159,12 @@ impl SdkSession {
         }
     }
 
-    fn on_message(&mut self, data: &[u8], binary: bool) {
+    fn on_message(&mut self, data: &[u8], binary: bool, ctx: &mut Context<Self>) {
         let msg = match protocol::parse(data, binary) {
             Ok(m) => m,
             Err(e) => {
-                debug!("SDK session {}: invalid message: {}", self.id, e.0);
-                self.error(400);
-                return;
+                debug!("SDK session {}: invalid message: {}", self.peer.id, e.0);
+                return self.refuse(400, ctx);
             }
         };
         match msg {
@@ -170,12 +174,12 @@ impl SdkSession {
             {
                 self.error(401)
             }
-            ClientMessage::Subscribe(lists) => self.change(true, &lists),
-            ClientMessage::Unsubscribe(lists) => self.change(false, &lists),
+            ClientMessage::Subscribe(lists) => self.change(true, &lists, ctx),
+            ClientMessage::Unsubscribe(lists) => self.change(false, &lists, ctx),
         }
     }
 
-    fn change(&mut self, add: bool, lists: &protocol::Lists) {
+    fn change(&mut self, add: bool, lists: &protocol::Lists, ctx: &mut Context<Self>) {
         match self.subscriptions.apply(add, lists) {
             Ok(changed) => {
                 // The ack goes into the outbox before the hub can queue data of the new set.
@@ -185,42 +189,23 @@ impl SdkSession {
                     self.sync_upstream();
                 }
             }
+            // A symbol in an invalid form is an invalid message; a plan limit is not.
+            Err(400) => self.refuse(400, ctx),
             Err(code) => self.error(code),
         }
     }
 
     fn sync_upstream(&mut self) {
         let set = self.subscriptions.upstream();
-        self.stats
+        self.peer
+            .stats
             .symbols
             .store(set.symbols().len(), Ordering::Relaxed);
         self.registry.do_send(SetRawInterest {
-            session: self.id,
+            session: self.peer.id,
             feed: self.feed,
             set,
         });
-    }
-
-    fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        match frame {
-            Frame::Text(bytes) => self.on_message(&bytes, false),
-            Frame::Binary(bytes) => self.on_message(&bytes, true),
-            Frame::Continuation(item) => match self.fragments.push(item) {
-                Ok(None) => {}
-                Ok(Some((binary, whole))) => self.on_message(&whole, binary),
-                Err(FragmentError::TooLarge(_)) => {
-                    self.error(400);
-                    self.close(ctx, 1009, "message too large");
-                }
-                Err(FragmentError::Orphan) => self.error(400),
-            },
-            Frame::Ping(payload) => self.outbox.borrow_mut().push_pong(payload),
-            Frame::Pong(_) => {}
-            Frame::Close(reason) => {
-                let code = reason.map_or(1000, |r| u16::from(r.code));
-                self.close(ctx, code, "");
-            }
-        }
     }
 }
 
@@ -230,38 +215,31 @@ impl Actor for SdkSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(
             "SDK session {} ({}): connected to the {} stream ({:?})",
-            self.id,
-            self.stats.peer,
+            self.peer.id,
+            self.peer.stats.peer,
             self.feed.as_str(),
             self.encoding
         );
         self.send(&protocol::success("connected"));
         let commands: Recipient<SessionCommand> = ctx.address().recipient();
-        self.hub
-            .register(self.id, self.outbox.clone(), commands.clone());
-        self.hub.register_raw(
-            self.id,
+        self.peer.hub.register_raw(
+            self.peer.id,
             self.feed,
             self.encoding,
             self.subscriptions.filter(),
-            self.outbox.clone(),
+            self.peer.outbox.clone(),
             commands.clone(),
         );
         self.registry.do_send(Connect {
-            session: self.id,
-            subscriber: Subscriber {
-                hub: self.hub.id(),
-                publish: self.hub.publisher(),
-                commands,
-                stats: self.stats.clone(),
-            },
+            session: self.peer.id,
+            subscriber: self.peer.attach(commands),
         });
         if let Some(auth) = self.header_auth.take() {
             self.authenticate(&auth.key, &auth.secret);
         }
         ctx.run_later(self.context.auth_timeout(), |act, ctx| {
             if act.client.is_none() {
-                debug!("SDK session {}: no auth in time (404)", act.id);
+                debug!("SDK session {}: no auth in time (404)", act.peer.id);
                 act.error(404);
                 act.close(ctx, 1008, "auth timeout");
             }
@@ -269,14 +247,16 @@ impl Actor for SdkSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.outbox.borrow_mut().close(1000, "");
+        self.peer.outbox.borrow_mut().close(1000, "");
         if self.client.is_some() {
             self.context.taps.feed(self.feed).unlisten(self.encoding);
         }
-        self.hub.unregister(self.id, std::iter::empty());
-        self.hub.unregister_raw(self.id, self.feed);
-        self.registry.do_send(Disconnect { session: self.id });
-        debug!("SDK session {}: ended", self.id);
+        self.peer.hub.unregister(self.peer.id, std::iter::empty());
+        self.peer.hub.unregister_raw(self.peer.id, self.feed);
+        self.registry.do_send(Disconnect {
+            session: self.peer.id,
+        });
+        debug!("SDK session {}: ended", self.peer.id);
     }
 }
 
@@ -287,9 +267,8 @@ impl Handler<SessionCommand> for SdkSession {
         match msg {
             SessionCommand::Close { code, reason } if code == CLOSE_SLOW_CLIENT => {
                 // What it did not read is let go; Alpaca's 407 goes out, then the close.
-                self.outbox.borrow_mut().discard_frames();
-                self.error(407);
-                self.close(ctx, code, &reason);
+                self.peer.outbox.borrow_mut().give_up(&reason);
+                ctx.stop();
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
             SessionCommand::Refused { symbols, code } => {
@@ -315,19 +294,19 @@ impl Handler<ConnectionLost> for SdkSession {
     }
 }
 
-impl StreamHandler<Result<Frame, ProtocolError>> for SdkSession {
-    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
-        self.outbox.borrow().last_heard.set(Instant::now());
-        match item {
-            Ok(frame) => self.on_frame(frame, ctx),
-            Err(ProtocolError::Overflow) => {
+/// Reads the program's frames through the peer core.
+impl StreamHandler<Result<Frame, ReadError>> for SdkSession {
+    fn handle(&mut self, item: Result<Frame, ReadError>, ctx: &mut Self::Context) {
+        match self.peer.receive(item) {
+            Input::Message { binary, data } => self.on_message(&data, binary, ctx),
+            Input::RateLimited => self.error(429),
+            Input::Invalid(_) => self.error(400),
+            Input::Handled => {}
+            Input::Close(1009, reason) => {
                 self.error(400);
-                self.close(ctx, 1009, "message too large");
+                self.close(ctx, 1009, reason);
             }
-            Err(e) => {
-                debug!("SDK session {}: protocol error: {e}", self.id);
-                self.close(ctx, 1002, "protocol error");
-            }
+            Input::Close(code, reason) => self.close(ctx, code, reason),
         }
     }
 

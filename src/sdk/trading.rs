@@ -1,7 +1,8 @@
 //! `SdkTradingSession`: one actor per SDK program on `/stream`, Alpaca's trading stream
 //! (`alpaca-protocol.md` §8), serving the `trade_updates` of one account the program may see.
 //!
-//! Owns: the program's authentication and whether it listens. Talks to: the registry (connect,
+//! Owns: the program's authentication and whether it listens; its connection is the
+//! [peer core](crate::downstream::peer), as for every session. Talks to: the registry (connect,
 //! [`ListenTrades`], disconnect), which forwards each account's trade updates exactly as Alpaca
 //! sent them ([`SessionCommand::TradeUpdate`]). There is no welcome: the program speaks first.
 //! `authenticate` → `authorization` (`authorized`, or `unauthorized` with a message: a wrong key
@@ -9,37 +10,34 @@
 //! to (the list replaces the previous one; before auth: `unauthorized` for `listen`). Everything
 //! goes out as JSON in binary frames, as Alpaca sends it.
 //!
+//! An invalid message gets `{"stream":"error",…}`; past `sdk.max_invalid_messages` a minute the
+//! connection closes with 1008, and messages over `sdk.max_messages_per_second` are answered
+//! with an error and not read.
+//!
 //! Which account: the first of the client's `account:<id>` scopes; `?account=<id>` on the URL
 //! picks another one of them.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
-use actix_http::ws::{Frame, ProtocolError};
+use actix_http::ws::Frame;
 use bytes::Bytes;
 use log::{debug, info};
 use serde_json::{json, Value};
 
 use super::SdkContext;
-use crate::delivery::{SessionCommand, SessionId, SessionStats, Subscriber};
-use crate::hub::{LocalHub, CLOSE_SLOW_CLIENT};
-use crate::outbox::{Outbox, OP_BINARY};
+use crate::downstream::delivery::SessionCommand;
+use crate::downstream::outbox::{CLOSE_SLOW_CLIENT, OP_BINARY};
+use crate::downstream::peer::{ConnectionLost, Input, Peer};
+use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, ListenTrades, Registry};
-use crate::session::ConnectionLost;
-use crate::upstream::connection::{FragmentError, Reassembler};
 
 /// The actor of one SDK program on the trading stream.
 pub struct SdkTradingSession {
-    id: SessionId,
+    /// The connection: outbox, stats, reassembly, inbound limits.
+    peer: Peer,
     context: Arc<SdkContext>,
     registry: Addr<Registry>,
-    hub: LocalHub,
-    outbox: Rc<RefCell<Outbox>>,
-    stats: Arc<SessionStats>,
-    fragments: Reassembler,
     /// `?account=` on the URL.
     requested_account: Option<String>,
     /// The account it authenticated for.
@@ -82,24 +80,16 @@ fn parse(data: &[u8]) -> Option<Request> {
 }
 
 impl SdkTradingSession {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: SessionId,
+        peer: Peer,
         context: Arc<SdkContext>,
         registry: Addr<Registry>,
-        hub: LocalHub,
-        outbox: Rc<RefCell<Outbox>>,
-        stats: Arc<SessionStats>,
         requested_account: Option<String>,
     ) -> Self {
         SdkTradingSession {
-            fragments: Reassembler::new(context.max_client_message),
-            id,
+            peer,
             context,
             registry,
-            hub,
-            outbox,
-            stats,
             requested_account,
             account: None,
             listening: false,
@@ -108,7 +98,12 @@ impl SdkTradingSession {
 
     fn send(&mut self, v: &Value) {
         let bytes = Bytes::from(v.to_string());
-        let _ = self.outbox.borrow_mut().push_frame(OP_BINARY, bytes, true);
+        // Past the byte budget the outbox closes the connection itself.
+        let _ = self.peer.outbox.borrow_mut().push_frame(OP_BINARY, bytes);
+    }
+
+    fn error(&mut self, message: &str) {
+        self.send(&json!({"stream": "error", "data": {"error_message": message}}));
     }
 
     fn unauthorized(&mut self, action: &str, message: &str) {
@@ -117,7 +112,7 @@ impl SdkTradingSession {
     }
 
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        self.outbox.borrow_mut().close(code, reason);
+        self.peer.close(code, reason);
         ctx.stop();
     }
 
@@ -128,7 +123,7 @@ impl SdkTradingSession {
         let Some(client) = self.context.auth.authenticate(key, secret) else {
             info!(
                 "SDK trading session {} ({}): unknown key pair",
-                self.id, self.stats.peer
+                self.peer.id, self.peer.stats.peer
             );
             self.unauthorized("authenticate", "access key verification failed");
             return;
@@ -141,7 +136,7 @@ impl SdkTradingSession {
         let Some(account) = account else {
             info!(
                 "SDK trading session {} ({}): client {} may see no such account",
-                self.id, self.stats.peer, client.id
+                self.peer.id, self.peer.stats.peer, client.id
             );
             self.unauthorized(
                 "authenticate",
@@ -151,17 +146,21 @@ impl SdkTradingSession {
         };
         info!(
             "SDK trading session {} ({}): client {} authenticated for account {account}",
-            self.id, self.stats.peer, client.id
+            self.peer.id, self.peer.stats.peer, client.id
         );
         self.account = Some(account.clone());
-        let _ = self.stats.client.set(client.id.clone());
+        let _ = self.peer.stats.client.set(client.id.clone());
         self.send(&json!({"stream": "authorization", "data": {
             "action": "authenticate", "status": "authorized"}}));
     }
 
-    fn on_message(&mut self, data: &[u8]) {
+    fn on_message(&mut self, data: &[u8], ctx: &mut Context<Self>) {
         let Some(request) = parse(data) else {
-            self.send(&json!({"stream": "error", "data": {"error_message": "invalid message"}}));
+            self.error("invalid message");
+            if self.peer.strike() {
+                self.peer.close_for_invalid();
+                ctx.stop();
+            }
             return;
         };
         match request {
@@ -200,7 +199,7 @@ impl SdkTradingSession {
         self.listening = on;
         if let Some(account) = &self.account {
             self.registry.do_send(ListenTrades {
-                session: self.id,
+                session: self.peer.id,
                 account: account.clone(),
                 listen: on,
             });
@@ -214,19 +213,11 @@ impl Actor for SdkTradingSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(
             "SDK trading session {} ({}): connected",
-            self.id, self.stats.peer
+            self.peer.id, self.peer.stats.peer
         );
-        let commands: Recipient<SessionCommand> = ctx.address().recipient();
-        self.hub
-            .register(self.id, self.outbox.clone(), commands.clone());
         self.registry.do_send(Connect {
-            session: self.id,
-            subscriber: Subscriber {
-                hub: self.hub.id(),
-                publish: self.hub.publisher(),
-                commands,
-                stats: self.stats.clone(),
-            },
+            session: self.peer.id,
+            subscriber: self.peer.attach(ctx.address().recipient()),
         });
         ctx.run_later(self.context.auth_timeout(), |act, ctx| {
             if act.account.is_none() {
@@ -237,10 +228,12 @@ impl Actor for SdkTradingSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.outbox.borrow_mut().close(1000, "");
-        self.hub.unregister(self.id, std::iter::empty());
-        self.registry.do_send(Disconnect { session: self.id });
-        debug!("SDK trading session {}: ended", self.id);
+        self.peer.outbox.borrow_mut().close(1000, "");
+        self.peer.hub.unregister(self.peer.id, std::iter::empty());
+        self.registry.do_send(Disconnect {
+            session: self.peer.id,
+        });
+        debug!("SDK trading session {}: ended", self.peer.id);
     }
 }
 
@@ -254,13 +247,19 @@ impl Handler<SessionCommand> for SdkTradingSession {
                     return;
                 }
                 let full = self
+                    .peer
                     .outbox
                     .borrow_mut()
-                    .push_frame(OP_BINARY, frame, false)
+                    .push_frame(OP_BINARY, frame)
                     .is_err();
                 if full {
-                    self.close(ctx, CLOSE_SLOW_CLIENT, "slow client");
+                    // The outbox has let go of what waited and queued the 4008 close.
+                    ctx.stop();
                 }
+            }
+            SessionCommand::Close { code, reason } if code == CLOSE_SLOW_CLIENT => {
+                self.peer.outbox.borrow_mut().give_up(&reason);
+                ctx.stop();
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
             _ => {}
@@ -276,27 +275,15 @@ impl Handler<ConnectionLost> for SdkTradingSession {
     }
 }
 
-impl StreamHandler<Result<Frame, ProtocolError>> for SdkTradingSession {
-    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
-        self.outbox.borrow().last_heard.set(Instant::now());
-        match item {
-            Ok(Frame::Text(bytes) | Frame::Binary(bytes)) => self.on_message(&bytes),
-            Ok(Frame::Continuation(item)) => match self.fragments.push(item) {
-                Ok(Some((_, whole))) => self.on_message(&whole),
-                Ok(None) => {}
-                Err(FragmentError::TooLarge(_)) => self.close(ctx, 1009, "message too large"),
-                Err(FragmentError::Orphan) => {}
-            },
-            Ok(Frame::Ping(payload)) => self.outbox.borrow_mut().push_pong(payload),
-            Ok(Frame::Pong(_)) => {}
-            Ok(Frame::Close(reason)) => {
-                let code = reason.map_or(1000, |r| u16::from(r.code));
-                self.close(ctx, code, "");
-            }
-            Err(e) => {
-                debug!("SDK trading session {}: protocol error: {e}", self.id);
-                self.close(ctx, 1002, "protocol error");
-            }
+/// Reads the program's frames through the peer core.
+impl StreamHandler<Result<Frame, ReadError>> for SdkTradingSession {
+    fn handle(&mut self, item: Result<Frame, ReadError>, ctx: &mut Self::Context) {
+        match self.peer.receive(item) {
+            Input::Message { data, .. } => self.on_message(&data, ctx),
+            Input::RateLimited => self.error("rate limit exceeded"),
+            Input::Invalid(what) => self.error(what),
+            Input::Handled => {}
+            Input::Close(code, reason) => self.close(ctx, code, reason),
         }
     }
 

@@ -14,6 +14,7 @@ mod fields;
 mod guard;
 mod hardening;
 mod helpers;
+mod hostile;
 mod ingest;
 mod metrics;
 mod reconnect;

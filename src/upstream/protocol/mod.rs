@@ -137,6 +137,8 @@ pub fn error_name(code: u16) -> &'static str {
         411 => "insufficient scope",
         412 => "option messages are only available in MsgPack format",
         413 => "star subscription is not allowed for option quotes",
+        // tickrelay's own: Alpaca has no inbound rate limit to name.
+        429 => "rate limit exceeded",
         500 => "internal error",
         _ => "unknown error",
     }

@@ -25,8 +25,8 @@ use log::{info, warn};
 use rustc_hash::FxHashMap;
 
 use crate::browser::ChannelMask;
-use crate::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
-use crate::outbox::{Outbox, OP_BINARY, OP_TEXT};
+use crate::downstream::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
+use crate::downstream::outbox::{Outbox, CLOSE_SLOW_CLIENT, OP_BINARY, OP_TEXT};
 use crate::symbol::Symbol;
 use crate::upstream::protocol::Encoding;
 use crate::upstream::tap::{RawBatch, RawElement, RawFilter};
@@ -34,8 +34,6 @@ use crate::upstream::FeedKind;
 
 /// How often slow clients, batch flushes and `behind` flags are looked at.
 const TICK: Duration = Duration::from_millis(25);
-/// Close code for a client that could not keep up.
-pub const CLOSE_SLOW_CLIENT: u16 = 4008;
 
 /// Timing every hub follows.
 #[derive(Clone, Debug)]
@@ -49,7 +47,7 @@ pub struct HubConfig {
     /// Batching sessions get at most one batch per kind this often.
     pub batch_interval: Duration,
     /// Where each update's time from upstream read to the sockets is counted.
-    pub latency: std::sync::Arc<crate::delivery::LatencyHistogram>,
+    pub latency: std::sync::Arc<crate::downstream::delivery::LatencyHistogram>,
 }
 
 impl HubConfig {
@@ -91,6 +89,8 @@ struct HubState {
     sessions: FxHashMap<SessionId, Local>,
     /// SDK programs per stream.
     raw: FxHashMap<FeedKind, Vec<RawMember>>,
+    /// Sessions that ended since the last heartbeat (their memory may be given back).
+    ended: usize,
 }
 
 /// The fan-out actor of one worker.
@@ -150,6 +150,7 @@ impl LocalHub {
     pub fn unregister<'a>(&self, session: SessionId, symbols: impl Iterator<Item = &'a Symbol>) {
         let mut state = self.state.borrow_mut();
         state.sessions.remove(&session);
+        state.ended += 1;
         for symbol in symbols {
             remove_member(&mut state.by_symbol, symbol, session);
         }
@@ -269,9 +270,13 @@ impl Hub {
         }
     }
 
-    /// Pings every session; closes those that sent nothing for too long.
+    /// Pings every session; closes those that sent nothing for too long; gives freed memory
+    /// back to the system when sessions ended.
     fn heartbeat(&mut self) {
         let now = Instant::now();
+        if std::mem::take(&mut self.state.borrow_mut().ended) > 0 {
+            release_freed_memory();
+        }
         let state = self.state.borrow();
         for (id, local) in &state.sessions {
             let mut outbox = local.outbox.borrow_mut();
@@ -289,6 +294,17 @@ impl Hub {
                 outbox.push_ping();
             }
         }
+    }
+}
+
+/// Returns free heap memory to the system. glibc's malloc keeps what a thread freed in that
+/// thread's arena for reuse, so the buffers of a session that held megabytes stay resident after
+/// it ends unless trimmed; one trim per heartbeat on a worker where sessions ended costs little.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -434,15 +450,10 @@ impl Handler<RawBatch> for Hub {
             };
             let mut outbox = m.outbox.borrow_mut();
             for frame in frames {
-                if outbox.push_frame(opcode(m.encoding), frame, false).is_err() {
+                if outbox.push_frame(opcode(m.encoding), frame).is_err() {
+                    // The outbox has let go of what waited and queued 407 and the close; the
+                    // session only has to stop.
                     m.overflowed = true;
-                    outbox.stats().slow_closed.store(true, Ordering::Relaxed);
-                    warn!(
-                        "SDK session {} ({}): too slow, {} bytes unsent; closing with 407",
-                        m.session,
-                        outbox.stats().peer,
-                        outbox.stats().queued_bytes.load(Ordering::Relaxed)
-                    );
                     m.commands.do_send(SessionCommand::Close {
                         code: CLOSE_SLOW_CLIENT,
                         reason: "slow client".into(),

@@ -1,32 +1,27 @@
-//! `ClientSession`: one actor per browser WebSocket on `GET /ws` (`browser-protocol.md`).
+//! `ClientSession`: one actor per browser WebSocket on `GET /ws`, speaking the browser protocol.
 //!
-//! Owns: the client's subscriptions (a local view for the per-client symbol limit), its outbox
-//! (shared with its worker's hub and its socket writer) and the reassembly of fragmented client
-//! messages. Talks to: the registry (connect, subscribe, unsubscribe: control round trips that may
-//! await), its worker's [hub](crate::hub) (which symbols this session wants, so market frames reach
+//! Owns: the client's subscriptions (a local view for the per-client symbol limit) and who it
+//! signed in as; its connection — outbox (shared with its worker's hub and its socket writer),
+//! reassembly, rate limit, invalid-message count — is the [peer core](crate::downstream::peer).
+//! Talks to: the registry (connect, subscribe, unsubscribe: control round trips that may
+//! await), its worker's [hub](crate::downstream::hub) (which symbols this session wants, so market frames reach
 //! the outbox without passing through this actor), and receives [`SessionCommand`]s from the
 //! registry and the hub. Stops when the client closes or its connection vanishes, on a protocol
-//! error, when the hub finds it too slow (4008) or silent, and at daemon shutdown (1001); however it
-//! ends, the registry and the hub forget it.
+//! error or too many invalid messages (1008), when the hub finds it too slow (4008) or silent,
+//! when it does not sign in within `session.auth_timeout_ms` while anonymous callers may do
+//! nothing (1008), and at daemon shutdown (1001); however it ends, the registry and the hub
+//! forget it.
 //!
-//! The actor runs on its worker's arbiter, apart from the task that writes its socket, so a client that stops
-//! reading never freezes it: the outbox conflates what the socket does not take.
-//!
-//! - [`incoming`] — the request body decoded into WebSocket frames.
-//!
-//! Its output queue is the [outbox](crate::outbox), shared with the hub.
+//! The actor runs on its worker's arbiter, apart from the task that writes its socket, so a
+//! client that stops reading never freezes it: the outbox conflates what the socket does not take.
 
-pub mod incoming;
-
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use actix_http::ws::{Frame, Item, ProtocolError};
+use actix_http::ws::Frame;
 use bytestring::ByteString;
 use log::{debug, info, warn};
 
@@ -35,16 +30,16 @@ use crate::browser::{
     self, ChannelMask, ClientChannel, ClientError, ClientRequest, ErrorCode, PriceKind,
     PriceUpdate, Rejection,
 };
-use crate::delivery::{DeliverKey, SessionCommand, SessionId, SessionStats, Subscriber};
-use crate::hub::{LocalHub, CLOSE_SLOW_CLIENT};
+use crate::downstream::delivery::{DeliverKey, SessionCommand};
+use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
+use crate::downstream::peer::{ConnectionLost, Input, Peer};
+use crate::downstream::socket::ReadError;
 use crate::market::Num;
-use crate::outbox::Outbox;
 use crate::quote_book::QuoteBook;
 use crate::registry::{Connect, Disconnect, Registry, Subscribe, Unsubscribe};
 use crate::settings::SessionSettings;
 use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
-use crate::upstream::connection::{FragmentError, Reassembler};
 
 /// What every session needs to know.
 #[derive(Debug)]
@@ -58,57 +53,16 @@ pub struct SessionConfig {
     pub auth: Arc<crate::auth::Auth>,
 }
 
-/// The socket writer is gone: the client disconnected or stopped taking data for good.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnectionLost;
-
-/// A token bucket for client messages.
-#[derive(Debug)]
-struct RateLimit {
-    per_second: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(per_second: u32) -> Self {
-        RateLimit {
-            per_second: f64::from(per_second),
-            tokens: f64::from(per_second),
-            last: Instant::now(),
-        }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + refill).min(self.per_second);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The browser session actor.
 pub struct ClientSession {
-    id: SessionId,
+    /// The connection: outbox, stats, reassembly, inbound limits.
+    peer: Peer,
     config: Arc<SessionConfig>,
     registry: Addr<Registry>,
-    hub: LocalHub,
     /// Latest prices, for snapshots on subscribe.
     quotes: QuoteBook,
-    stats: Arc<SessionStats>,
-    outbox: Rc<RefCell<Outbox>>,
     /// What this client is subscribed to (mirrors the registry's view).
     symbols: HashMap<Symbol, ChannelMask>,
-    /// A fragmented message being reassembled (bounded by the frame limit).
-    fragments: Reassembler,
-    /// Client message budget.
-    rate: RateLimit,
     /// Who the client is (anonymous until an `auth` frame names a client) and what it may do.
     principal: Principal,
     /// Refused `auth` frames so far; the connection closes at [`MAX_FAILED_AUTHS`].
@@ -122,23 +76,15 @@ const MAX_FAILED_AUTHS: u32 = 3;
 
 impl ClientSession {
     pub fn new(
-        id: SessionId,
+        peer: Peer,
         config: Arc<SessionConfig>,
         registry: Addr<Registry>,
-        hub: LocalHub,
         quotes: QuoteBook,
-        outbox: Rc<RefCell<Outbox>>,
-        stats: Arc<SessionStats>,
     ) -> Self {
         ClientSession {
-            fragments: Reassembler::new(config.settings.max_frame_bytes),
-            rate: RateLimit::new(config.settings.max_messages_per_second),
-            id,
+            peer,
             registry,
-            hub,
             quotes,
-            stats,
-            outbox,
             symbols: HashMap::new(),
             principal: config.auth.anonymous(),
             failed_auths: 0,
@@ -147,20 +93,30 @@ impl ClientSession {
         }
     }
 
-    /// Queues a control frame (ack, error, pong, status).
+    /// Queues a control frame (ack, error, pong, status); past the byte budget the outbox
+    /// closes the connection itself.
     fn send(&mut self, frame: ByteString) {
-        self.outbox.borrow_mut().push_control(frame);
+        let _ = self.peer.outbox.borrow_mut().push_control(frame);
     }
 
     fn send_error(&mut self, err: &ClientError) {
-        debug!("session {}: {:?}: {}", self.id, err.code, err.message);
+        debug!("session {}: {:?}: {}", self.peer.id, err.code, err.message);
         self.send(browser::error(err));
+    }
+
+    /// Answers a message the protocol refuses; closes a client that keeps sending them.
+    fn refuse(&mut self, err: &ClientError, ctx: &mut Context<Self>) {
+        self.send_error(err);
+        if self.peer.strike() {
+            self.peer.close_for_invalid();
+            ctx.stop();
+        }
     }
 
     /// Queues the close frame (only the first close counts: the outbox accepts nothing after
     /// one, nor once the connection is gone) and stops.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        self.outbox.borrow_mut().close(code, reason);
+        self.peer.close(code, reason);
         ctx.stop();
     }
 
@@ -168,13 +124,17 @@ impl ClientSession {
     fn forget_symbols(&mut self, symbols: &[Symbol]) {
         for s in symbols {
             if self.symbols.remove(s).is_some() {
-                self.hub.set_channels(self.id, s, ChannelMask::EMPTY);
+                self.peer
+                    .hub
+                    .set_channels(self.peer.id, s, ChannelMask::EMPTY);
             }
         }
-        self.outbox
+        self.peer
+            .outbox
             .borrow_mut()
             .forget(|k| symbols.contains(&k.symbol));
-        self.stats
+        self.peer
+            .stats
             .symbols
             .store(self.symbols.len(), Ordering::Relaxed);
     }
@@ -187,7 +147,7 @@ impl ClientSession {
             .copied()
             .unwrap_or_default()
             .intersect(ChannelMask::MARKET);
-        self.hub.set_channels(self.id, symbol, market);
+        self.peer.hub.set_channels(self.peer.id, symbol, market);
     }
 
     /// The cached price of `symbol`, as a snapshot frame.
@@ -206,19 +166,11 @@ impl ClientSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        if !self.rate.allow(Instant::now()) {
-            let limit = self.config.settings.max_messages_per_second;
-            self.send_error(&ClientError::new(
-                ErrorCode::RateLimited,
-                format!("more than {limit} messages per second; this one was ignored"),
-            ));
-            return;
-        }
         // A few past the cap are still read, so a small overflow names its symbols.
         let readable = self.config.settings.max_symbols + browser::MAX_LISTED_REJECTIONS;
         match browser::parse_request(text, readable) {
             Ok(request) => self.on_request(request, ctx),
-            Err(err) => self.send_error(&err),
+            Err(err) => self.refuse(&err, ctx),
         }
     }
 
@@ -236,7 +188,7 @@ impl ClientSession {
             }
             ClientRequest::Configure { batch } => {
                 if let Some(on) = batch {
-                    self.outbox.borrow_mut().set_batching(on);
+                    self.peer.outbox.borrow_mut().set_batching(on);
                 }
             }
             ClientRequest::Ping { id } => self.send(browser::pong(id.as_ref())),
@@ -257,11 +209,11 @@ impl ClientSession {
             Ok(principal) => {
                 info!(
                     "session {} ({}): signed in as client {}",
-                    self.id,
-                    self.stats.peer,
+                    self.peer.id,
+                    self.peer.stats.peer,
                     principal.name()
                 );
-                let _ = self.stats.client.set(Arc::from(principal.name()));
+                let _ = self.peer.stats.client.set(Arc::from(principal.name()));
                 self.principal = principal;
                 self.send(browser::authenticated(
                     self.principal.name(),
@@ -270,7 +222,7 @@ impl ClientSession {
                 if self.follows_positions {
                     // The account filter widens to the client's accounts.
                     self.registry.do_send(Subscribe {
-                        session: self.id,
+                        session: self.peer.id,
                         symbols: Vec::new(),
                         channels: ChannelMask::of(&[ClientChannel::Positions]),
                         scopes: self.principal.scopes.clone(),
@@ -282,7 +234,7 @@ impl ClientSession {
                 // The token may be a secret: never logged.
                 info!(
                     "session {} ({}): auth refused ({refusal}), attempt {}",
-                    self.id, self.stats.peer, self.failed_auths
+                    self.peer.id, self.peer.stats.peer, self.failed_auths
                 );
                 self.send_error(&ClientError::new(
                     ErrorCode::Unauthorized,
@@ -374,7 +326,7 @@ impl ClientSession {
             self.follows_positions = true;
         }
         let request = Subscribe {
-            session: self.id,
+            session: self.peer.id,
             symbols: wanted,
             channels: mask,
             scopes: self.principal.scopes.clone(),
@@ -393,7 +345,8 @@ impl ClientSession {
                     }
                     let rejected_count = rejected_count + outcome.rejected.len();
                     rejected.extend(outcome.rejected);
-                    act.stats
+                    act.peer
+                        .stats
                         .symbols
                         .store(act.symbols.len(), Ordering::Relaxed);
                     act.send(browser::subscribed_with_total(
@@ -407,15 +360,18 @@ impl ClientSession {
                             if let Some(frame) = act.snapshot(s) {
                                 let key = DeliverKey {
                                     symbol: s.clone(),
-                                    kind: crate::delivery::FrameKind::Price,
+                                    kind: crate::downstream::delivery::FrameKind::Price,
                                 };
-                                act.outbox.borrow_mut().push_latest(&key, &frame, &None);
+                                act.peer
+                                    .outbox
+                                    .borrow_mut()
+                                    .push_latest(&key, &frame, &None);
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    warn!("session {}: registry unavailable: {e}", act.id);
+                    warn!("session {}: registry unavailable: {e}", act.peer.id);
                     act.close(ctx, 1011, "internal error");
                 }
             })
@@ -433,7 +389,7 @@ impl ClientSession {
             self.follows_positions = false;
         }
         let request = Unsubscribe {
-            session: self.id,
+            session: self.peer.id,
             symbols: symbols.clone(),
             channels: mask,
         };
@@ -442,7 +398,7 @@ impl ClientSession {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 if let Err(e) = res {
-                    warn!("session {}: registry unavailable: {e}", act.id);
+                    warn!("session {}: registry unavailable: {e}", act.peer.id);
                     act.close(ctx, 1011, "internal error");
                     return;
                 }
@@ -456,12 +412,13 @@ impl ClientSession {
                     }
                 }
                 let still = &act.symbols;
-                act.outbox.borrow_mut().forget(|k| {
+                act.peer.outbox.borrow_mut().forget(|k| {
                     let channel = k.kind.channel();
                     channel.is_market()
                         && !still.get(&k.symbol).is_some_and(|m| m.contains(channel))
                 });
-                act.stats
+                act.peer
+                    .stats
                     .symbols
                     .store(act.symbols.len(), Ordering::Relaxed);
                 act.send(browser::unsubscribed(&symbols, &channels));
@@ -469,30 +426,22 @@ impl ClientSession {
             .wait(ctx);
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
-        match self.fragments.push(item) {
-            Ok(None) => {}
-            Ok(Some((true, _))) => self.binary_refused(),
-            Ok(Some((false, whole))) => match std::str::from_utf8(&whole) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.send_error(&ClientError::new(
-                    ErrorCode::InvalidJson,
-                    "message is not UTF-8",
-                )),
-            },
-            Err(FragmentError::TooLarge(_)) => self.too_large(ctx),
-            Err(FragmentError::Orphan) => self.send_error(&ClientError::new(
+    /// A whole message from the peer core.
+    fn on_message(&mut self, binary: bool, data: &[u8], ctx: &mut Context<Self>) {
+        if binary {
+            let err = ClientError::new(
                 ErrorCode::InvalidJson,
-                "continuation frame without a first fragment",
-            )),
+                "binary frames are not supported; send JSON text",
+            );
+            return self.refuse(&err, ctx);
         }
-    }
-
-    fn binary_refused(&mut self) {
-        self.send_error(&ClientError::new(
-            ErrorCode::InvalidJson,
-            "binary frames are not supported; send JSON text",
-        ));
+        match std::str::from_utf8(data) {
+            Ok(text) => self.on_text(text, ctx),
+            Err(_) => self.refuse(
+                &ClientError::new(ErrorCode::InvalidJson, "message is not UTF-8"),
+                ctx,
+            ),
+        }
     }
 
     fn too_large(&mut self, ctx: &mut Context<Self>) {
@@ -509,27 +458,35 @@ impl Actor for ClientSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        debug!("session {} ({}): connected", self.id, self.stats.peer);
+        debug!(
+            "session {} ({}): connected",
+            self.peer.id, self.peer.stats.peer
+        );
         let welcome = browser::welcome(
             self.config.provider,
             self.config.throttle_ms,
-            self.id,
+            self.peer.id,
             self.config.settings.max_symbols,
             &self.principal.scopes.names(),
         );
         self.send(welcome);
-        let commands = ctx.address().recipient();
-        self.hub
-            .register(self.id, self.outbox.clone(), commands.clone());
         let connect = Connect {
-            session: self.id,
-            subscriber: Subscriber {
-                hub: self.hub.id(),
-                publish: self.hub.publisher(),
-                commands,
-                stats: self.stats.clone(),
-            },
+            session: self.peer.id,
+            subscriber: self.peer.attach(ctx.address().recipient()),
         };
+        if self.principal.scopes.names().is_empty() {
+            // Anonymous callers may do nothing here: a connection that never signs in goes.
+            ctx.run_later(self.config.settings.auth_timeout(), |act, ctx| {
+                if act.principal.client.is_none() {
+                    debug!("session {}: no auth in time; closing", act.peer.id);
+                    act.send_error(&ClientError::new(
+                        ErrorCode::Unauthorized,
+                        "no auth frame in time; sign in right after connecting",
+                    ));
+                    act.close(ctx, 1008, "auth timeout");
+                }
+            });
+        }
         self.registry
             .send(connect)
             .into_actor(self)
@@ -540,7 +497,7 @@ impl Actor for ClientSession {
                     }
                 }
                 Err(e) => {
-                    warn!("session {}: registry unavailable: {e}", act.id);
+                    warn!("session {}: registry unavailable: {e}", act.peer.id);
                     act.close(ctx, 1011, "internal error");
                 }
             })
@@ -550,10 +507,12 @@ impl Actor for ClientSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         // A no-op after an earlier close or once the connection is gone; otherwise the client
         // went away without a close handshake.
-        self.outbox.borrow_mut().close(1000, "");
-        self.hub.unregister(self.id, self.symbols.keys());
-        self.registry.do_send(Disconnect { session: self.id });
-        debug!("session {}: ended", self.id);
+        self.peer.outbox.borrow_mut().close(1000, "");
+        self.peer.hub.unregister(self.peer.id, self.symbols.keys());
+        self.registry.do_send(Disconnect {
+            session: self.peer.id,
+        });
+        debug!("session {}: ended", self.peer.id);
     }
 }
 
@@ -565,10 +524,16 @@ impl Handler<SessionCommand> for ClientSession {
             SessionCommand::Send(frame) => self.send(frame),
             SessionCommand::Event { key, frame } => {
                 let must = key.kind.must_deliver();
-                if self.outbox.borrow_mut().push_event(frame, must).is_err() {
+                if self
+                    .peer
+                    .outbox
+                    .borrow_mut()
+                    .push_event(frame, must)
+                    .is_err()
+                {
                     warn!(
                         "session {} ({}): closing with {CLOSE_SLOW_CLIENT}: an account event could not be queued (the client is not reading)",
-                        self.id, self.stats.peer
+                        self.peer.id, self.peer.stats.peer
                     );
                     self.close(
                         ctx,
@@ -595,31 +560,24 @@ impl Handler<ConnectionLost> for ClientSession {
     }
 }
 
-impl StreamHandler<Result<Frame, ProtocolError>> for ClientSession {
-    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
-        self.outbox.borrow().last_heard.set(Instant::now());
-        match item {
-            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.send_error(&ClientError::new(
-                    ErrorCode::InvalidJson,
-                    "message is not UTF-8",
-                )),
-            },
-            Ok(Frame::Binary(_)) => self.binary_refused(),
-            Ok(Frame::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(Frame::Ping(payload)) => self.outbox.borrow_mut().push_pong(payload),
-            Ok(Frame::Pong(_)) => {}
-            Ok(Frame::Close(reason)) => {
-                debug!("session {}: client closed ({reason:?})", self.id);
-                let code = reason.map_or(1000, |r| u16::from(r.code));
-                self.close(ctx, code, "");
+/// Reads the client's frames through the peer core.
+impl StreamHandler<Result<Frame, ReadError>> for ClientSession {
+    fn handle(&mut self, item: Result<Frame, ReadError>, ctx: &mut Self::Context) {
+        match self.peer.receive(item) {
+            Input::Message { binary, data } => self.on_message(binary, &data, ctx),
+            Input::RateLimited => {
+                let limit = self.config.settings.max_messages_per_second;
+                self.send_error(&ClientError::new(
+                    ErrorCode::RateLimited,
+                    format!("more than {limit} messages per second; this one was ignored"),
+                ));
             }
-            Err(ProtocolError::Overflow) => self.too_large(ctx),
-            Err(e) => {
-                debug!("session {}: protocol error: {e}", self.id);
-                self.close(ctx, 1002, "protocol error");
+            Input::Invalid(what) => {
+                self.send_error(&ClientError::new(ErrorCode::InvalidJson, what))
             }
+            Input::Handled => {}
+            Input::Close(1009, _) => self.too_large(ctx),
+            Input::Close(code, reason) => self.close(ctx, code, reason),
         }
     }
 

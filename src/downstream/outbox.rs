@@ -1,16 +1,25 @@
 //! A session's outgoing queue, and the stream that drains it into the socket.
 //!
-//! Owns: every frame waiting for one browser's socket. Written by the session actor (acks, errors,
-//! status, events), by its worker's hub (market frames) and read by [`OutboxBody`], which the
-//! session's writer task polls whenever the socket has taken its last chunk. All three live on the
-//! same worker thread and share the outbox through an `Rc<RefCell<_>>`.
+//! Owns: every frame waiting for one peer's socket (a browser or an SDK program). Written by the
+//! session actor (acks, errors, pongs, status, events), by its worker's hub (market frames) and
+//! read by [`OutboxBody`], which the session's writer task polls whenever the socket has taken its
+//! last chunk. All three live on the same worker thread and share the outbox through an
+//! `Rc<RefCell<_>>`.
+//!
+//! **One byte budget.** Every waiting frame — data, acks, errors, pongs, the close — counts its
+//! payload plus [`ENTRY_COST`] against `max_bytes`. A push that would pass it does not queue:
+//! the peer is too slow (or sends requests without reading the answers), everything waiting is
+//! let go, the farewell (an SDK program's `407 slow client`) and a 4008 close are queued and
+//! nothing more is accepted. So whatever kind of frame fills it, one connection never holds
+//! more than its budget.
 //!
 //! Backpressure by conflation: a conflating frame (price, trade, book) replaces the unsent one of
-//! the same symbol and kind in place, so a client that cannot keep up costs at most one frame per
-//! (symbol, kind) it follows and gets the newest values when it catches up. Events (news, bars,
-//! account events) and control frames have small bounded queues; an account event that does not
-//! fit is refused so the session can close rather than drop it silently. Each poll encodes
-//! everything waiting (up to [`MAX_CHUNK`]) into one buffer: one socket write for many frames.
+//! the same symbol and kind in place, so a browser that cannot keep up costs at most one frame per
+//! (symbol, kind) it follows and gets the newest values when it catches up; a pong replaces the
+//! unsent one. Droppable events (news, bars) also have a count limit past which they are dropped
+//! (counted); an account event that does not fit closes the session rather than being dropped
+//! silently. Each poll encodes everything waiting (up to [`MAX_CHUNK`]) into one buffer: one
+//! socket write for many frames.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -27,14 +36,17 @@ use futures_util::Stream;
 use rustc_hash::FxHashMap;
 
 use crate::browser::{self, PriceKind};
-use crate::delivery::{DeliverKey, SessionStats};
+use crate::downstream::delivery::{DeliverKey, SessionStats};
 
 /// Most bytes encoded per poll of the body; the rest waits for the next one.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
-/// How many control frames (acks, errors, pongs) may wait; a client that sends requests without
-/// reading the answers loses the excess (counted).
-const MAX_CONTROL: usize = 64;
+/// What one waiting frame costs the budget besides its payload: its queue entry and frame
+/// header, so that even empty frames cannot pile up for free.
+pub const ENTRY_COST: usize = 64;
+
+/// Close code for a peer that could not keep up (its budget or the slow-client clock ran out).
+pub const CLOSE_SLOW_CLIENT: u16 = 4008;
 
 /// WebSocket opcodes of the frames a server sends.
 pub const OP_TEXT: u8 = 0x1;
@@ -43,21 +55,22 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-/// An account event did not fit in the event queue: the session must close.
+/// A frame did not fit: the outbox has closed itself (the peer is too slow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
 
 /// One waiting frame, in the order frames were first queued.
 #[derive(Debug)]
 enum Entry {
-    /// An ack, error, pong reply or status frame.
+    /// An ack, error or status frame.
     Control(ByteString),
     /// A news article, bar or account event.
     Event(ByteString),
     /// The newest conflating frame of this key (kept in `latest`).
     Latest(DeliverKey),
     Ping,
-    Pong(Bytes),
+    /// The newest unanswered ping's payload (kept in `pong`).
+    Pong,
     /// An SDK program's message (data or control), never conflated.
     Frame {
         opcode: u8,
@@ -78,12 +91,19 @@ struct Latest {
 pub struct Outbox {
     queue: VecDeque<Entry>,
     latest: FxHashMap<DeliverKey, Latest>,
-    /// Events and control frames in `queue`.
+    /// Droppable events in `queue`, and how many may wait.
     events: usize,
-    controls: usize,
     max_events: usize,
-    /// Encoded payload bytes waiting.
+    /// What waits, counted against `max_bytes`: payloads plus [`ENTRY_COST`] per entry.
     queued_bytes: usize,
+    /// The byte budget.
+    max_bytes: usize,
+    /// Sent before the close when the budget runs out (an SDK program's `407 slow client`).
+    farewell: Option<(u8, Bytes)>,
+    /// The budget ran out (or the session gave up on a slow peer): everything was let go.
+    overflowed: bool,
+    /// The payload of the pong that waits, if one does.
+    pong: Option<Bytes>,
     /// Since when something has been waiting (the slow-client clock).
     pending_since: Option<Instant>,
     /// The body's task, to wake when something is queued.
@@ -106,20 +126,30 @@ pub struct Outbox {
     /// replaced (conflated) ones.
     dropped: u64,
     conflated: u64,
-    /// Most bytes of SDK frames ([`Outbox::push_frame`]) that may wait.
-    max_frame_bytes: usize,
     stats: Arc<SessionStats>,
 }
 
+/// How much may wait for one peer.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    /// The byte budget (payloads plus [`ENTRY_COST`] per frame).
+    pub max_bytes: usize,
+    /// Droppable events (news, bars) that may wait; past it they are dropped (counted).
+    pub max_events: usize,
+}
+
 impl Outbox {
-    pub fn new(max_events: usize, stats: Arc<SessionStats>) -> Self {
+    pub fn new(limits: OutboxLimits, stats: Arc<SessionStats>) -> Self {
         Outbox {
             queue: VecDeque::new(),
             latest: FxHashMap::default(),
             events: 0,
-            controls: 0,
-            max_events: max_events.max(1),
+            max_events: limits.max_events.max(1),
             queued_bytes: 0,
+            max_bytes: limits.max_bytes,
+            farewell: None,
+            overflowed: false,
+            pong: None,
             pending_since: None,
             waker: None,
             batching: false,
@@ -131,18 +161,13 @@ impl Outbox {
             ping_queued: false,
             dropped: 0,
             conflated: 0,
-            max_frame_bytes: usize::MAX,
             stats,
         }
     }
 
-    /// An outbox for an SDK program: its messages are never conflated, and at most
-    /// `max_frame_bytes` of them may wait.
-    pub fn for_sdk(max_frame_bytes: usize, stats: Arc<SessionStats>) -> Self {
-        Outbox {
-            max_frame_bytes,
-            ..Outbox::new(16, stats)
-        }
+    /// The frame that goes out before the close when the budget runs out.
+    pub fn set_farewell(&mut self, opcode: u8, payload: Bytes) {
+        self.farewell = Some((opcode, payload));
     }
 
     pub fn shared(self) -> Rc<RefCell<Outbox>> {
@@ -151,6 +176,54 @@ impl Outbox {
 
     fn accepting(&self) -> bool {
         !self.closed && !self.receiver_gone
+    }
+
+    /// Whether `bytes` more may wait; if not, the outbox gives up on the peer.
+    fn admit(&mut self, bytes: usize) -> Result<(), Overflow> {
+        if self.queued_bytes + bytes + ENTRY_COST <= self.max_bytes {
+            return Ok(());
+        }
+        let limit = self.max_bytes;
+        self.give_up(&format!("slow client: more than {limit} bytes waiting"));
+        Err(Overflow)
+    }
+
+    /// Lets everything waiting go, queues the farewell and the 4008 close, and accepts nothing
+    /// more: the peer is too slow (its budget ran out, or the hub's slow-client clock did).
+    pub fn give_up(&mut self, reason: &str) {
+        if !self.accepting() {
+            return;
+        }
+        if !self.overflowed {
+            log::warn!(
+                "session {} ({}): closing with {CLOSE_SLOW_CLIENT}: {reason}; {} bytes in {} frames let go",
+                self.stats.id,
+                self.stats.peer,
+                self.queued_bytes,
+                self.queue.len()
+            );
+        }
+        self.overflowed = true;
+        self.stats.slow_closed.store(true, Ordering::Relaxed);
+        self.dropped += self.queue.len() as u64;
+        self.queue.clear();
+        self.latest.clear();
+        self.queued_bytes = 0;
+        self.events = 0;
+        self.ping_queued = false;
+        self.pong = None;
+        self.batch_waiting = false;
+        self.pending_since = None;
+        if let Some((opcode, payload)) = self.farewell.clone() {
+            let n = payload.len();
+            self.enqueue(Entry::Frame { opcode, payload }, n);
+        }
+        self.close(CLOSE_SLOW_CLIENT, reason);
+    }
+
+    /// The budget ran out and the close is queued.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// Notes that `entry` was queued; starts the slow-client clock and wakes the writer.
@@ -165,7 +238,7 @@ impl Outbox {
             self.pending_since = Some(Instant::now());
         }
         self.queue.push_back(entry);
-        self.queued_bytes += bytes;
+        self.queued_bytes += bytes + ENTRY_COST;
     }
 
     fn wake(&mut self) {
@@ -197,35 +270,35 @@ impl Outbox {
         self.dropped += 1;
     }
 
-    /// An ack, error, pong or status frame. Dropped (counted) when too many already wait.
-    pub fn push_control(&mut self, frame: ByteString) {
+    /// An ack, error or status frame, within the byte budget.
+    pub fn push_control(&mut self, frame: ByteString) -> Result<(), Overflow> {
         if !self.accepting() {
-            return;
+            return Ok(());
         }
-        if self.controls >= MAX_CONTROL {
-            self.count_drop();
-            return;
-        }
-        self.controls += 1;
         let n = frame.len();
+        self.admit(n)?;
         self.enqueue(Entry::Control(frame), n);
+        Ok(())
     }
 
-    /// An event that must not be conflated. A droppable one (news, bars) that does not fit is
-    /// dropped and counted; one that must be delivered (account events) is refused.
+    /// An event that must not be conflated. A droppable one (news, bars) past the event limit is
+    /// dropped and counted; one that must be delivered (account events) closes the session
+    /// instead, as does any past the byte budget.
     pub fn push_event(&mut self, frame: ByteString, must_deliver: bool) -> Result<(), Overflow> {
         if !self.accepting() {
             return Ok(());
         }
         if self.events >= self.max_events {
             if must_deliver {
+                self.give_up("slow client: account events could not be delivered");
                 return Err(Overflow);
             }
             self.count_drop();
             return Ok(());
         }
-        self.events += 1;
         let n = frame.len();
+        self.admit(n)?;
+        self.events += 1;
         self.enqueue(Entry::Event(frame), n);
         Ok(())
     }
@@ -242,6 +315,15 @@ impl Outbox {
         }
         // The `update` object is kept only when it may go out in a batch.
         let batch = if self.batching { batch.clone() } else { None };
+        let waiting = self.latest.get(key).map(|l| l.frame.len());
+        let grows = match waiting {
+            // A replacement costs only what it adds (the entry is already counted).
+            Some(old) => frame.len().saturating_sub(old).saturating_sub(ENTRY_COST),
+            None => frame.len(),
+        };
+        if self.admit(grows).is_err() {
+            return;
+        }
         if let Some(slot) = self.latest.get_mut(key) {
             self.queued_bytes = self.queued_bytes + frame.len() - slot.frame.len();
             slot.frame = frame.clone();
@@ -266,59 +348,43 @@ impl Outbox {
         }
     }
 
-    /// An SDK program's message with its WebSocket opcode. Data that would take the waiting bytes
-    /// past the outbox's limit is refused (the program is too slow); a control message
-    /// (`control`: acks, errors) always fits.
-    pub fn push_frame(
-        &mut self,
-        opcode: u8,
-        payload: Bytes,
-        control: bool,
-    ) -> Result<(), Overflow> {
+    /// An SDK program's message (data or control) with its WebSocket opcode, never conflated.
+    /// Past the byte budget the program is too slow: the outbox gives up on it.
+    pub fn push_frame(&mut self, opcode: u8, payload: Bytes) -> Result<(), Overflow> {
         if !self.accepting() {
             return Ok(());
         }
         let n = payload.len();
-        if !control && self.queued_bytes + n > self.max_frame_bytes {
-            return Err(Overflow);
-        }
+        self.admit(n)?;
         self.enqueue(Entry::Frame { opcode, payload }, n);
         Ok(())
-    }
-
-    /// Drops every waiting SDK message (a slow program is being closed: what it did not read
-    /// is let go at once rather than held until its socket dies).
-    pub fn discard_frames(&mut self) {
-        let mut freed = 0;
-        self.queue.retain(|e| match e {
-            Entry::Frame { payload, .. } => {
-                freed += payload.len();
-                false
-            }
-            _ => true,
-        });
-        self.queued_bytes -= freed;
-        if self.queue.is_empty() {
-            self.pending_since = None;
-        }
     }
 
     /// Queues a ping (the heartbeat), unless one still waits: a client that is not reading
     /// needs no second one.
     pub fn push_ping(&mut self) {
-        if self.accepting() && !self.ping_queued && self.controls < MAX_CONTROL {
+        if self.accepting() && !self.ping_queued && self.admit(0).is_ok() {
             self.ping_queued = true;
-            self.controls += 1;
             self.enqueue(Entry::Ping, 0);
         }
     }
 
-    /// Answers a client's ping.
+    /// Answers a client's ping. Only the newest unanswered ping is answered (RFC 6455 §5.5.3):
+    /// a peer that floods pings without reading holds one pong.
     pub fn push_pong(&mut self, payload: Bytes) {
-        if self.accepting() && self.controls < MAX_CONTROL {
-            self.controls += 1;
-            let n = payload.len();
-            self.enqueue(Entry::Pong(payload), n);
+        if !self.accepting() {
+            return;
+        }
+        let n = payload.len();
+        if let Some(waiting) = self.pong.as_mut() {
+            // Control payloads are at most 125 bytes: the replacement always fits.
+            self.queued_bytes = self.queued_bytes + n - waiting.len();
+            *waiting = payload;
+            return;
+        }
+        if self.admit(n).is_ok() {
+            self.pong = Some(payload);
+            self.enqueue(Entry::Pong, n);
         }
     }
 
@@ -337,6 +403,7 @@ impl Outbox {
         payload.put_slice(&reason.as_bytes()[..end]);
         let payload = payload.freeze();
         let n = payload.len();
+        // The close always fits: it is the last frame and ends the connection.
         self.enqueue(Entry::Close(payload), n);
         self.closed = true;
         self.wake();
@@ -371,7 +438,7 @@ impl Outbox {
         self.latest.retain(|k, l| {
             let drop = unwanted(k);
             if drop {
-                removed += l.frame.len();
+                removed += l.frame.len() + ENTRY_COST;
             }
             !drop
         });
@@ -432,13 +499,12 @@ impl Outbox {
             };
             match entry {
                 Entry::Control(frame) => {
-                    self.controls -= 1;
-                    self.queued_bytes -= frame.len();
+                    self.queued_bytes -= frame.len() + ENTRY_COST;
                     encode(&mut out, OP_TEXT, frame.as_bytes());
                 }
                 Entry::Event(frame) => {
                     self.events -= 1;
-                    self.queued_bytes -= frame.len();
+                    self.queued_bytes -= frame.len() + ENTRY_COST;
                     frames += 1;
                     encode(&mut out, OP_TEXT, frame.as_bytes());
                 }
@@ -446,7 +512,7 @@ impl Outbox {
                     let Some(l) = self.latest.remove(&key) else {
                         continue;
                     };
-                    self.queued_bytes -= l.frame.len();
+                    self.queued_bytes -= l.frame.len() + ENTRY_COST;
                     updates += 1;
                     match l.batch {
                         Some((PriceKind::Spot, update)) if self.batching => spot.push(update),
@@ -458,22 +524,22 @@ impl Outbox {
                     }
                 }
                 Entry::Ping => {
-                    self.controls -= 1;
                     self.ping_queued = false;
+                    self.queued_bytes -= ENTRY_COST;
                     encode(&mut out, OP_PING, &[]);
                 }
-                Entry::Pong(payload) => {
-                    self.controls -= 1;
-                    self.queued_bytes -= payload.len();
+                Entry::Pong => {
+                    let payload = self.pong.take().unwrap_or_default();
+                    self.queued_bytes -= payload.len() + ENTRY_COST;
                     encode(&mut out, OP_PONG, &payload);
                 }
                 Entry::Frame { opcode, payload } => {
-                    self.queued_bytes -= payload.len();
+                    self.queued_bytes -= payload.len() + ENTRY_COST;
                     frames += 1;
                     encode(&mut out, opcode, &payload);
                 }
                 Entry::Close(payload) => {
-                    self.queued_bytes -= payload.len();
+                    self.queued_bytes -= payload.len() + ENTRY_COST;
                     // Batched prices taken in this poll go before the close frame.
                     frames += batch_frames(&spot, &option);
                     flush_batches(&mut out, &mut spot, &mut option);
@@ -579,6 +645,7 @@ impl Drop for OutboxBody {
             outbox.receiver_gone = true;
             outbox.queue.clear();
             outbox.latest.clear();
+            outbox.pong = None;
             outbox.queued_bytes = 0;
             outbox.pending_since = None;
         }
@@ -591,11 +658,19 @@ impl Drop for OutboxBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::FrameKind;
+    use crate::downstream::delivery::FrameKind;
     use crate::symbol::Symbol;
 
     fn outbox() -> Outbox {
-        Outbox::new(4, Arc::new(SessionStats::new(1, "test".into())))
+        with_budget(1 << 20)
+    }
+
+    fn with_budget(max_bytes: usize) -> Outbox {
+        let limits = OutboxLimits {
+            max_bytes,
+            max_events: 4,
+        };
+        Outbox::new(limits, Arc::new(SessionStats::new(1, "test".into())))
     }
 
     fn key(s: &str) -> DeliverKey {
@@ -632,7 +707,7 @@ mod tests {
     #[test]
     fn many_frames_go_out_in_one_chunk_in_queue_order() {
         let mut o = outbox();
-        o.push_control(text("ack"));
+        o.push_control(text("ack")).unwrap();
         o.push_latest(&key("AAPL"), &text("a1"), &None);
         o.push_event(text("news"), false).unwrap();
         let chunk = o.take_chunk(MAX_CHUNK).unwrap();
@@ -665,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn events_are_bounded_and_account_events_are_refused_not_dropped() {
+    fn droppable_events_past_the_event_limit_are_dropped_and_counted() {
         let mut o = outbox(); // room for 4 events
         for i in 0..4 {
             o.push_event(text(&format!("n{i}")), false).unwrap();
@@ -673,7 +748,6 @@ mod tests {
         assert_eq!(o.push_event(text("n4"), false), Ok(()), "news is dropped");
         o.publish_stats();
         assert_eq!(o.stats.dropped.load(Ordering::Relaxed), 1);
-        assert_eq!(o.push_event(text("order"), true), Err(Overflow));
         assert_eq!(o.len(), 4);
     }
 
@@ -716,7 +790,7 @@ mod tests {
         let mut o = outbox();
         o.push_latest(&key("AAPL"), &text("a"), &None);
         o.close(4008, "slow client");
-        o.push_control(text("late"));
+        o.push_control(text("late")).unwrap();
         let f = frames(&o.take_chunk(MAX_CHUNK).unwrap());
         assert_eq!(f.len(), 2);
         assert_eq!(f[1].0, OP_CLOSE);
@@ -758,23 +832,80 @@ mod tests {
     }
 
     #[test]
-    fn sdk_messages_are_never_conflated_and_their_bytes_are_bounded() {
-        let stats = Arc::new(SessionStats::new(1, "test".into()));
-        let mut o = Outbox::for_sdk(10, stats);
-        let bytes = |s: &str| Bytes::from(s.to_owned());
-        assert!(o.push_frame(OP_BINARY, bytes("aaaa"), false).is_ok());
-        assert!(o.push_frame(OP_BINARY, bytes("bbbb"), false).is_ok());
-        // Past the limit, data is refused (the program is too slow) ...
-        assert_eq!(o.push_frame(OP_BINARY, bytes("cccc"), false), Err(Overflow));
-        // ... a control message still fits ...
-        assert!(o.push_frame(OP_TEXT, bytes("ack"), true).is_ok());
-        // ... and a slow close lets everything waiting go at once; then 407 and the close.
-        o.discard_frames();
-        o.push_frame(OP_TEXT, bytes("407"), true).unwrap();
-        o.close(4008, "slow client");
+    fn sdk_messages_are_never_conflated_and_every_byte_counts_against_the_budget() {
+        let mut o = with_budget(2 * ENTRY_COST + 8);
+        o.set_farewell(OP_TEXT, Bytes::from_static(b"407"));
+        let bytes = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert!(o.push_frame(OP_BINARY, bytes("aaaa")).is_ok());
+        assert!(o.push_frame(OP_BINARY, bytes("bbbb")).is_ok());
+        // Past the budget — whatever the frame, data or an error reply — the outbox gives up:
+        // what waits is let go, the farewell and the 4008 close go out, nothing more is taken.
+        assert_eq!(o.push_frame(OP_TEXT, bytes("e")), Err(Overflow));
+        assert!(o.overflowed());
+        assert_eq!(o.push_frame(OP_BINARY, bytes("late")), Ok(()));
         let sent = frames(&o.take_chunk(MAX_CHUNK).unwrap());
         assert_eq!(sent[0], (OP_TEXT, "407".into()));
         assert_eq!(sent[1].0, OP_CLOSE);
+        assert!(sent[1].1.contains("slow client"), "{sent:?}");
         assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(o.stats.slow_closed.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn replies_to_a_peer_that_never_reads_stay_within_the_budget() {
+        let mut o = with_budget(64 * 1024);
+        let mut refused = 0;
+        for _ in 0..100_000 {
+            if o.push_control(text("{\"type\":\"error\"}")).is_err() {
+                refused += 1;
+            }
+            assert!(o.queued_bytes <= 64 * 1024 + 2 * ENTRY_COST + 125);
+        }
+        assert_eq!(
+            refused, 1,
+            "the first refusal closes; later pushes are ignored"
+        );
+        assert!(o.is_closed());
+    }
+
+    #[test]
+    fn a_ping_flood_holds_one_pong_with_the_newest_payload() {
+        let mut o = outbox();
+        for i in 0..1000u32 {
+            o.push_pong(Bytes::from(i.to_string()));
+        }
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.queued_bytes, 3 + ENTRY_COST);
+        assert_eq!(
+            frames(&o.take_chunk(MAX_CHUNK).unwrap()),
+            [(OP_PONG, "999".into())]
+        );
+        assert_eq!(o.queued_bytes, 0);
+    }
+
+    #[test]
+    fn a_must_deliver_event_that_does_not_fit_closes_with_4008() {
+        let mut o = outbox(); // room for 4 events
+        for i in 0..4 {
+            o.push_event(text(&format!("n{i}")), false).unwrap();
+        }
+        assert_eq!(o.push_event(text("order"), true), Err(Overflow));
+        let sent = frames(&o.take_chunk(MAX_CHUNK).unwrap());
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, OP_CLOSE);
+    }
+
+    #[test]
+    fn the_budget_is_given_back_as_frames_go_out() {
+        let mut o = outbox();
+        o.push_latest(&key("AAPL"), &text("a1"), &None);
+        o.push_latest(&key("AAPL"), &text("a22"), &None);
+        o.push_event(text("news"), false).unwrap();
+        o.push_pong(Bytes::from_static(b"p"));
+        o.push_ping();
+        o.push_frame(OP_TEXT, Bytes::from_static(b"x")).unwrap();
+        assert_eq!(o.queued_bytes, 3 + 4 + 1 + 1 + 5 * ENTRY_COST);
+        o.take_chunk(MAX_CHUNK).unwrap();
+        assert_eq!(o.queued_bytes, 0);
     }
 }

@@ -1,0 +1,472 @@
+//! Hostile peers against the real `tickrelay` binary: every WebSocket path (`/ws`, `/v2/iex`,
+//! `/stream`) is attacked over raw sockets while a healthy browser and a healthy SDK program
+//! keep receiving, and the daemon's resident memory (read from `/proc`) stays within a stated
+//! bound over the whole run.
+//!
+//! The attacks: frame headers declaring 2^40 bytes followed by a stream of zeros; endless
+//! fragments; floods of tiny invalid messages from peers that never read; a started frame that
+//! stalls; an authenticated program that asks for replies and never reads them; a ping flood;
+//! more connections from one address than it may open.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{tickrelay, Process, EVENT_TIMEOUT};
+
+/// How much the daemon's peak resident memory may rise over the whole run.
+const RSS_BOUND_KB: u64 = 64 * 1024;
+/// The SDK client every SDK attack and the healthy program use (scope `market`).
+const KEY: &str = "hostile-key";
+const SECRET: &str = "hostile-secret-123";
+/// The paths attacked.
+const PATHS: [&str; 3] = ["/ws", "/v2/iex", "/stream"];
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KB.
+fn memory_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("a memory field in /proc status")
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A masked client frame header declaring `len` bytes (mask key 0: the payload goes as is).
+fn header(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
+    let mut h = vec![if fin { 0x80 } else { 0 } | opcode];
+    if len < 126 {
+        h.push(0x80 | len as u8);
+    } else if len <= u64::from(u16::MAX) {
+        h.push(0x80 | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(0x80 | 127);
+        h.extend_from_slice(&len.to_be_bytes());
+    }
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h
+}
+
+fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = header(fin, opcode, payload.len() as u64);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn text(payload: &str) -> Vec<u8> {
+    frame(true, 0x1, payload.as_bytes())
+}
+
+/// A raw WebSocket connection, upgraded by hand.
+struct Raw {
+    stream: TcpStream,
+    /// Bytes read after the upgrade response.
+    read: Vec<u8>,
+}
+
+/// How a raw connection ended, as read from the server's frames.
+#[derive(Debug)]
+struct Seen {
+    /// The text and binary payloads the server sent.
+    messages: Vec<String>,
+    /// The close code, if a close frame came.
+    close: Option<u16>,
+}
+
+impl Raw {
+    /// Upgrades `path`; `None` with the status line when the server refuses.
+    async fn open(addr: &str, path: &str, headers: &str) -> Result<Raw, String> {
+        // Small socket buffers on both sides, so that what a peer does not read piles up in the
+        // daemon's outbox within seconds rather than in the kernel.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+        let mut stream = socket
+            .connect(addr.parse().expect("an address"))
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send upgrade");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = tokio::time::timeout(EVENT_TIMEOUT, stream.read(&mut chunk))
+                .await
+                .expect("upgrade answered in time")
+                .expect("read upgrade");
+            assert!(n > 0, "closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(head.lines().next().unwrap_or_default().to_owned());
+        }
+        Ok(Raw {
+            stream,
+            read: buf[end..].to_vec(),
+        })
+    }
+
+    async fn upgrade(addr: &str, path: &str) -> Raw {
+        Raw::open(addr, path, "").await.expect("upgraded")
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Writes `chunk` over and over until the server stops taking it (closes or resets) or
+    /// `max` bytes went; answers how many bytes went.
+    async fn pump(&mut self, chunk: &[u8], max: usize) -> usize {
+        let mut sent = 0;
+        while sent < max {
+            let write =
+                tokio::time::timeout(Duration::from_secs(3), self.stream.write_all(chunk)).await;
+            match write {
+                Ok(Ok(())) => sent += chunk.len(),
+                // A full socket that stays full: the server stopped reading.
+                Err(_) | Ok(Err(_)) => break,
+            }
+        }
+        sent
+    }
+
+    /// Reads server frames until the connection ends (or `EVENT_TIMEOUT` passes).
+    async fn until_end(mut self) -> Seen {
+        let mut buf = std::mem::take(&mut self.read);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                // EOF, a reset or the deadline: what came is what the server sent.
+                _ => break,
+            }
+        }
+        parse_server_frames(&buf)
+    }
+}
+
+/// The server's (unmasked) frames in `buf`.
+fn parse_server_frames(mut buf: &[u8]) -> Seen {
+    let mut seen = Seen {
+        messages: Vec::new(),
+        close: None,
+    };
+    while buf.len() >= 2 {
+        let opcode = buf[0] & 0x0F;
+        let (len, head) = match buf[1] & 0x7F {
+            126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+            127 if buf.len() >= 10 => (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => break,
+            n => (usize::from(n), 2),
+        };
+        if buf.len() < head + len {
+            break;
+        }
+        let payload = &buf[head..head + len];
+        match opcode {
+            0x1 | 0x2 => seen
+                .messages
+                .push(String::from_utf8_lossy(payload).into_owned()),
+            0x8 if payload.len() >= 2 => {
+                seen.close = Some(u16::from_be_bytes([payload[0], payload[1]]))
+            }
+            _ => {}
+        }
+        buf = &buf[head + len..];
+    }
+    seen
+}
+
+/// The daemon under attack: the committed settings, with short deadlines and small budgets so
+/// that each attack ends within seconds.
+fn start_daemon() -> (Process, String) {
+    let mut cmd = tickrelay();
+    cmd.env("RUST_LOG", "warn,tickrelay::startup=info")
+        .env("TICKRELAY__HTTP__PORT", "0")
+        .env("TICKRELAY__HTTP__MAX_CONNECTIONS_PER_IP", "48")
+        .env("TICKRELAY__SESSION__MESSAGE_TIMEOUT_MS", "1000")
+        .env("TICKRELAY__SDK__MESSAGE_TIMEOUT_MS", "1000")
+        .env("TICKRELAY__SDK__MAX_QUEUED_BYTES", "1048576")
+        .env("TICKRELAY__SESSION__SOCKET_SEND_BUFFER_BYTES", "65536")
+        .env("TICKRELAY__CLIENTS__HOSTILE__KEY_ID", KEY)
+        .env("TICKRELAY_CLIENT_SECRET_HOSTILE", SECRET);
+    let daemon = Process::start(cmd);
+    let addr = daemon.address_after("listening on http://");
+    (daemon, addr)
+}
+
+/// Tells a healthy client to stop counting.
+type Stop = tokio::sync::watch::Receiver<bool>;
+/// A healthy client says it is being served.
+type Ready = tokio::sync::mpsc::UnboundedSender<()>;
+
+/// A healthy browser: subscribes to AAPL and counts the updates it reads, until told to stop.
+async fn healthy_browser(addr: String, stop: Stop, ready: Ready) -> usize {
+    let (_, framed) = awc::Client::new()
+        .ws(format!("ws://{addr}/ws"))
+        .connect()
+        .await
+        .expect("browser connects");
+    let mut c = crate::helpers::WsClient::from_framed(framed);
+    c.subscribe(&["AAPL"]).await;
+    let mut updates = 0;
+    while !*stop.borrow() {
+        let m = c.next_json().await;
+        if m["type"] == "spot_price_update" {
+            if updates == 0 {
+                ready.send(()).unwrap();
+            }
+            updates += 1;
+        }
+    }
+    updates
+}
+
+/// A healthy SDK program on `/v2/iex`: quotes of AAPL, counted until told to stop.
+async fn healthy_program(addr: String, stop: Stop, ready: Ready) -> usize {
+    let mut raw = Raw::upgrade(&addr, "/v2/iex").await;
+    let auth = format!(r#"{{"action":"auth","key":"{KEY}","secret":"{SECRET}"}}"#);
+    raw.send(&text(&auth)).await.unwrap();
+    raw.send(&text(r#"{"action":"subscribe","quotes":["AAPL"]}"#))
+        .await
+        .unwrap();
+    let mut quotes = 0;
+    let mut buf = std::mem::take(&mut raw.read);
+    let mut chunk = vec![0u8; 16 * 1024];
+    while !*stop.borrow() {
+        let n = tokio::time::timeout(EVENT_TIMEOUT, raw.stream.read(&mut chunk))
+            .await
+            .expect("the healthy program keeps receiving")
+            .expect("read");
+        assert!(n > 0, "the healthy program was disconnected");
+        buf.extend_from_slice(&chunk[..n]);
+        // Count whole frames, keep a partial one.
+        let mut rest = &buf[..];
+        while rest.len() >= 4 {
+            let (len, head) = match rest[1] & 0x7F {
+                126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+                127 => break,
+                n => (usize::from(n), 2),
+            };
+            if rest.len() < head + len {
+                break;
+            }
+            let payload: Value =
+                serde_json::from_slice(&rest[head..head + len]).unwrap_or_default();
+            let before = quotes;
+            quotes += payload
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|m| m["T"] == "q").count());
+            if before == 0 && quotes > 0 {
+                ready.send(()).unwrap();
+            }
+            rest = &rest[head + len..];
+        }
+        buf = rest.to_vec();
+    }
+    quotes
+}
+
+/// A frame header declaring 2^40 bytes, then zeros: refused with 1009 as soon as the header is
+/// read, on every path; the daemon stops reading long before the attacker stops sending.
+async fn oversize_declared_frames(addr: &str) {
+    for path in PATHS {
+        let mut raw = Raw::upgrade(addr, path).await;
+        raw.send(&header(true, 0x1, 1 << 40)).await.unwrap();
+        let sent = raw.pump(&[0u8; 64 * 1024], 256 << 20).await;
+        assert!(sent < 256 << 20, "{path}: the daemon kept reading zeros");
+        let seen = raw.until_end().await;
+        assert_eq!(seen.close, Some(1009), "{path}: {seen:?}");
+    }
+}
+
+/// A message that never ends: 1 KiB fragments past the message limit close with 1009; empty
+/// fragments are refused by their count.
+async fn endless_fragments(addr: &str) {
+    for path in PATHS {
+        for size in [1024, 0] {
+            let mut raw = Raw::upgrade(addr, path).await;
+            raw.send(&frame(false, 0x1, b"{")).await.unwrap();
+            let fragment = frame(false, 0x0, &vec![b' '; size]);
+            let sent = raw.pump(&fragment, 256 << 20).await;
+            assert!(sent < 256 << 20, "{path}: endless fragments were read");
+            let seen = raw.until_end().await;
+            assert_eq!(
+                seen.close,
+                Some(1009),
+                "{path}, {size}-byte fragments: {seen:?}"
+            );
+        }
+    }
+}
+
+/// A peer that floods tiny invalid messages and never reads is closed with 1008 after a few
+/// (each answered with an error that counts against its budget).
+async fn invalid_floods(addr: &str) {
+    for path in PATHS {
+        let mut raw = Raw::upgrade(addr, path).await;
+        let garbage = text("x");
+        let sent = raw.pump(&garbage, 64 << 20).await;
+        assert!(sent < 64 << 20, "{path}: the flood was read to the end");
+        let seen = raw.until_end().await;
+        assert_eq!(seen.close, Some(1008), "{path}: {seen:?}");
+    }
+}
+
+/// Half a frame, then silence: closed with 1008 when the message deadline (1 s here) passes.
+async fn stalled_frames(addr: &str) {
+    let stalls = PATHS.map(|path| async move {
+        let mut raw = Raw::upgrade(addr, path).await;
+        let whole = text(r#"{"action":"ping"}"#);
+        raw.send(&whole[..whole.len() - 3]).await.unwrap();
+        let seen = raw.until_end().await;
+        assert_eq!(seen.close, Some(1008), "{path}: {seen:?}");
+    });
+    join_all(stalls).await;
+}
+
+/// An authenticated program that sends valid requests as fast as it can and never reads the
+/// replies (acks, and `429` past the rate limit): past the 1 MiB budget it gets Alpaca's 407 and a
+/// 4008 close, and what waited is let go.
+async fn replies_nobody_reads(addr: &str) {
+    let mut raw = Raw::upgrade(addr, "/v2/iex").await;
+    let auth = format!(r#"{{"action":"auth","key":"{KEY}","secret":"{SECRET}"}}"#);
+    raw.send(&text(&auth)).await.unwrap();
+    let subscribe = text(r#"{"action":"subscribe","trades":["AAPL"]}"#);
+    let burst: Vec<u8> = subscribe
+        .iter()
+        .copied()
+        .cycle()
+        .take(subscribe.len() * 100)
+        .collect();
+    // For up to three seconds: tens of thousands of replies, far past the budget and the
+    // kernel's socket buffers.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let sent = tokio::time::timeout(Duration::from_secs(1), raw.send(&burst)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+    }
+    let seen = raw.until_end().await;
+    assert_eq!(seen.close, Some(4008), "{} messages", seen.messages.len());
+    assert!(
+        seen.messages.iter().any(|m| m.contains("\"code\":407")),
+        "407 before the close"
+    );
+}
+
+/// Pings as fast as possible, never reading the pongs: one pong waits, the rest are dropped.
+async fn ping_flood(addr: &str) -> usize {
+    let mut raw = Raw::upgrade(addr, "/ws").await;
+    let ping = frame(true, 0x9, b"are you there");
+    let sent = raw.pump(&ping, 32 << 20).await;
+    drop(raw);
+    sent
+}
+
+/// More connections from one address than `http.max_connections_per_ip` (48 here): the rest
+/// are refused with 429 at the upgrade, and each admitted one holding a started 60 KB frame is
+/// dropped at the message deadline.
+async fn many_connections(addr: &str) {
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..60 {
+        match Raw::open(addr, "/ws", "").await {
+            Ok(mut raw) => {
+                let mut partial = header(true, 0x1, 60_000);
+                partial.extend(vec![b' '; 59_000]);
+                raw.send(&partial).await.unwrap();
+                admitted.push(raw);
+            }
+            Err(status) => {
+                assert!(status.contains("429"), "{status}");
+                refused += 1;
+            }
+        }
+    }
+    // The healthy browser and program hold two places.
+    assert!(admitted.len() <= 46, "{} admitted", admitted.len());
+    assert!(refused >= 14, "{refused} refused");
+    for seen in join_all(admitted.into_iter().map(Raw::until_end)).await {
+        assert_eq!(seen.close, Some(1008), "{seen:?}");
+    }
+}
+
+/// Every attack on every path, with a healthy browser and program receiving throughout: each
+/// attacker is refused early and closed, and the daemon's peak memory rises at most 64 MB.
+#[actix_web::test]
+async fn hostile_peers_are_closed_early_and_memory_stays_bounded() {
+    let (daemon, addr) = start_daemon();
+    let pid = daemon.pid();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (ready_tx, mut ready) = tokio::sync::mpsc::unbounded_channel();
+    let browser = actix_web::rt::spawn(healthy_browser(
+        addr.clone(),
+        stop.clone(),
+        ready_tx.clone(),
+    ));
+    let program = actix_web::rt::spawn(healthy_program(addr.clone(), stop, ready_tx));
+    // Warm up: both healthy clients served before the baseline is taken.
+    for _ in 0..2 {
+        tokio::time::timeout(EVENT_TIMEOUT, ready.recv())
+            .await
+            .expect("the healthy clients are served");
+    }
+    let (_, baseline) = memory_kb(pid);
+
+    let step = |name: &str| eprintln!("hostile peers: after {name}: {:?} KB", memory_kb(pid));
+    oversize_declared_frames(&addr).await;
+    step("oversize");
+    endless_fragments(&addr).await;
+    step("fragments");
+    invalid_floods(&addr).await;
+    step("invalid");
+    stalled_frames(&addr).await;
+    step("stalled");
+    replies_nobody_reads(&addr).await;
+    step("replies");
+    let pinged = ping_flood(&addr).await;
+    step("pings");
+    many_connections(&addr).await;
+    step("connections");
+
+    let (rss, peak) = memory_kb(pid);
+    stop_tx.send(true).unwrap();
+    let updates = browser.await.expect("the healthy browser ran");
+    let quotes = program.await.expect("the healthy program ran");
+    eprintln!(
+        "hostile peers: baseline {baseline} KB, peak {peak} KB, after {rss} KB; \
+         ping flood sent {pinged} bytes; the healthy browser read {updates} updates, \
+         the program {quotes} quotes"
+    );
+    assert!(
+        peak.saturating_sub(baseline) <= RSS_BOUND_KB,
+        "peak RSS rose {} KB over the run (bound {RSS_BOUND_KB} KB)",
+        peak - baseline
+    );
+    assert!(updates > 0, "the healthy browser kept receiving");
+    assert!(quotes > 0, "the healthy program kept receiving");
+}
