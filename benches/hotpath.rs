@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 use serde::de::IgnoredAny;
-use tickrelay::browser::{price_update, PriceKind, PriceUpdate, PriceView};
+use tickrelay::browser::{price_update, PriceUpdate, PriceView};
 use tickrelay::downstream::delivery::{DeliverKey, FrameKind, SessionStats};
 use tickrelay::downstream::outbox::{Outbox, OutboxLimits, MAX_CHUNK};
 use tickrelay::market::{Code, Codes, Num};
@@ -22,6 +22,7 @@ use tickrelay::symbol::Symbol;
 use tickrelay::throttle::{Offer, SymbolThrottle, ThrottleConfig, Window};
 use tickrelay::time::Timestamp;
 use tickrelay::upstream::protocol::{decode_json, decode_msgpack, Inbound};
+use tickrelay::vocab::PriceKind;
 use tickrelay::wire::{json_frame, msgpack_frame};
 
 /// Runs `op` for about a second (or `HOTPATH_ITERS` times); answers ns per item.

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::upstream::protocol::msgpack::msgpack_value_len;
-use crate::upstream::protocol::{decode, raw, Encoding};
-use crate::upstream::FeedKind;
+use crate::upstream::protocol::{decode, raw};
+use crate::vocab::Encoding;
+use crate::vocab::FeedKind;
 
 /// An upstream frame as JSON text: decoded for browsers, and split and transcoded for SDK
 /// programs on every feed. Every JSON or msgpack message produced must be well formed.
@@ -48,7 +49,7 @@ pub fn upstream_msgpack(data: &[u8]) {
     }
 }
 
-fn check_split(elements: Vec<crate::upstream::tap::RawElement>) {
+fn check_split(elements: Vec<crate::downstream::delivery::RawElement>) {
     for e in elements {
         assert!(
             serde_json::from_slice::<serde::de::IgnoredAny>(&e.json).is_ok(),

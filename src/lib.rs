@@ -29,14 +29,18 @@
 //!   sdk::trading::SdkTradingSession ── one per program on /stream ◄── TradeUpdate (as sent) ── Registry
 //! ```
 //!
-//! - [`upstream`] — feed actor, Alpaca wire protocol, reconnect schedule.
+//! - [`vocab`] — the words every part shares, in leaf modules: [`FeedKind`](vocab::FeedKind),
+//!   [`Channel`](vocab::Channel), [`Encoding`](vocab::Encoding), [`SubscriptionSet`](vocab::SubscriptionSet),
+//!   the browser channels, [`Backoff`](vocab::Backoff), [`Reassembler`](vocab::Reassembler).
+//! - [`upstream`] — feed actor, Alpaca wire protocol, retry policy, the tap for SDK programs.
 //! - [`registry`] — who wants what: ref-counted interest, pins, desired sets, feed status.
 //! - [`throttle`] — per-symbol latest-value conflation (the exact window) and the feed's inlet.
 //! - [`downstream`] — everything facing a client socket, for every kind of peer: the socket layer
 //!   (upgrade split, the reader that enforces the inbound limits, the writer), the peer core each
 //!   session embeds, the outbox under one byte budget, the per-worker hub and the delivery
 //!   contract.
-//! - [`browser`] — the browser protocol and its session actor.
+//! - [`browser`] — the browser protocol (a leaf of pure functions the throttles, registry and
+//!   accounts serialize with) and its session actor.
 //! - [`sdk`] — the Alpaca-compatible endpoint: Alpaca SDK programs on Alpaca's own paths, every
 //!   message unconflated (fed by the feeds' [`tap`](upstream::tap)).
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
@@ -76,4 +80,5 @@ pub mod systemd;
 pub mod throttle;
 pub mod time;
 pub mod upstream;
+pub mod vocab;
 pub mod wire;

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::{Credentials, Secret};
 use crate::symbol::Symbol;
-use crate::upstream::protocol::Encoding;
+use crate::vocab::backoff::BackoffSettings;
+use crate::vocab::Encoding;
 
 /// Environment variable prefix for overrides (`TICKRELAY__HTTP__PORT=9000`).
 pub const ENV_PREFIX: &str = "TICKRELAY";
@@ -271,36 +272,6 @@ impl Default for UpstreamSettings {
             circuit_breaker_threshold: 5,
             circuit_breaker_cooldown_ms: 60_000,
             backoff: BackoffSettings::default(),
-        }
-    }
-}
-
-/// Exponential reconnect backoff with jitter.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BackoffSettings {
-    /// Delay before the first reconnect attempt.
-    pub initial_ms: u64,
-    /// Multiplier per further failed attempt.
-    pub factor: f64,
-    /// Upper bound of the delay.
-    pub max_ms: u64,
-    /// Random spread as a fraction of the delay (0.2 = ±20 %).
-    pub jitter: f64,
-    /// A connection that stays up this long once ready resets the backoff to `initial_ms`. Short
-    /// enough that an upstream dropping every half minute is reconnected at once each time; a
-    /// connection that dies sooner keeps backing off.
-    pub reset_after_ms: u64,
-}
-
-impl Default for BackoffSettings {
-    fn default() -> Self {
-        Self {
-            initial_ms: 500,
-            factor: 2.0,
-            max_ms: 60_000,
-            jitter: 0.2,
-            reset_after_ms: 10_000,
         }
     }
 }

@@ -42,9 +42,10 @@ use crate::throttle::ThrottleConfig;
 use crate::upstream::feed::{FeedConfig, FeedOutputs, UpstreamFeed};
 use crate::upstream::gate::Gate;
 use crate::upstream::policy::PolicyConfig;
-use crate::upstream::protocol::Encoding;
 use crate::upstream::tap::Taps;
-use crate::upstream::{FeedCounters, FeedId, FeedKind, FeedStatus};
+use crate::upstream::{FeedCounters, FeedId, FeedStatus};
+use crate::vocab::Encoding;
+use crate::vocab::FeedKind;
 
 /// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
 pub fn install_crypto_provider() {

@@ -24,15 +24,14 @@ use actix::dev::SendError;
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::browser::{
-    self, ChannelMask, ClientChannel, PriceFrame, PriceKind, PriceUpdate, PriceView,
-};
+use crate::browser::{self, PriceFrame, PriceUpdate, PriceView};
 use crate::downstream::delivery::{FrameKind, HubId, Publish};
 use crate::market::{Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, Trade, TradeFix};
 use crate::quote_book::QuoteBook;
 use crate::scaleout::sink::SinkPrice;
 use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
+use crate::vocab::{ChannelMask, ClientChannel, PriceKind};
 
 /// Bars that may wait in an inlet; older ones are dropped (counted) past it.
 const MAX_PENDING_BARS: usize = 64;

@@ -33,16 +33,16 @@ use crate::credentials::Credentials;
 use crate::downstream::delivery::{DeliverKey, FrameKind};
 use crate::registry::{AccountEvent, PinOwner, Registry, SyncPins, TradeUpdate};
 use crate::rng::SplitMix64;
-use crate::settings::BackoffSettings;
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
-use crate::upstream::backoff::Backoff;
 use crate::upstream::connection::{Link, Liveness, Received, Upstream};
 use crate::upstream::feed::StopFeed;
 use crate::upstream::gate::{Gate, GateChanged};
 use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
-use crate::upstream::protocol::Encoding;
 use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus};
+use crate::vocab::backoff::BackoffSettings;
+use crate::vocab::Backoff;
+use crate::vocab::Encoding;
 
 /// A failed REST load is retried this long later.
 const RELOAD_AFTER_ERROR: Duration = Duration::from_secs(5);

@@ -26,12 +26,9 @@ use bytestring::ByteString;
 use log::{debug, info, warn};
 
 use crate::auth::Principal;
-use crate::browser::{
-    self, ChannelMask, ClientChannel, ClientError, ClientRequest, ErrorCode, PriceKind,
-    PriceUpdate, Rejection,
-};
+use crate::browser::{self, ClientError, ClientRequest, ErrorCode, PriceUpdate, Rejection};
 use crate::downstream::delivery::{DeliverKey, SessionCommand};
-use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
+use crate::downstream::outbox::{BatchFrame, CLOSE_SLOW_CLIENT};
 use crate::downstream::peer::{ConnectionLost, Input, Peer};
 use crate::downstream::socket::ReadError;
 use crate::market::Num;
@@ -40,6 +37,7 @@ use crate::registry::{Connect, Disconnect, Registry, Subscribe, Unsubscribe};
 use crate::settings::SessionSettings;
 use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
+use crate::vocab::{ChannelMask, ClientChannel, PriceKind};
 
 /// What every session needs to know.
 #[derive(Debug)]
@@ -188,7 +186,8 @@ impl ClientSession {
             }
             ClientRequest::Configure { batch } => {
                 if let Some(on) = batch {
-                    self.peer.outbox.borrow_mut().set_batching(on);
+                    let batch = on.then_some(browser::price_batch as BatchFrame);
+                    self.peer.outbox.borrow_mut().set_batching(batch);
                 }
             }
             ClientRequest::Ping { id } => self.send(browser::pong(id.as_ref())),

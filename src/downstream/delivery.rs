@@ -16,13 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use bytestring::ByteString;
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
-use crate::browser::{ClientChannel, PriceKind};
 use crate::market::BarKind;
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
+use crate::vocab::{Channel, ClientChannel, Encoding, FeedKind, PriceKind};
 
 /// Identifies a browser session.
 pub type SessionId = u64;
@@ -259,6 +261,112 @@ impl LatencyHistogram {
     }
 }
 
+// The SDK half of the contract: the feeds' tap sends every market message, as Alpaca sent it,
+// to the hubs, which filter it per program.
+
+/// One market message of an upstream frame, in each encoding someone wants.
+#[derive(Debug, Clone)]
+pub struct RawElement {
+    /// The subscription channel that carries it (corrections and cancel/errors: trades).
+    pub channel: Channel,
+    /// Its symbol as Alpaca wrote it (a slice of the frame when it can be: no allocation); for
+    /// news, empty (see `news_symbols`).
+    pub symbol: ByteString,
+    /// News only: every symbol of the article (empty: only `*` subscribers get it).
+    pub news_symbols: Option<Box<[ByteString]>>,
+    /// The message as one msgpack map (`T` first), or empty when no program wants msgpack.
+    pub msgpack: Bytes,
+    /// The message as one JSON object, or empty when no program wants JSON.
+    pub json: Bytes,
+}
+
+impl RawElement {
+    /// The encoded message for `encoding`.
+    pub fn encoded(&self, encoding: Encoding) -> &Bytes {
+        match encoding {
+            Encoding::Json => &self.json,
+            Encoding::Msgpack => &self.msgpack,
+        }
+    }
+}
+
+/// The market messages of one upstream frame, for the SDK programs on one worker.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct RawBatch {
+    pub feed: FeedKind,
+    pub elements: Arc<[RawElement]>,
+}
+
+/// What one SDK program receives of a stream: per channel, symbols or everything (`*`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RawFilter {
+    channels: [ChannelFilter; Channel::COUNT],
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct ChannelFilter {
+    all: bool,
+    symbols: FxHashSet<Symbol>,
+}
+
+impl RawFilter {
+    /// Whether the program wants this message.
+    pub fn wants(&self, element: &RawElement) -> bool {
+        let f = &self.channels[element.channel as usize];
+        if f.all {
+            return true;
+        }
+        if f.symbols.is_empty() {
+            return false;
+        }
+        match &element.news_symbols {
+            Some(symbols) => symbols.iter().any(|s| f.symbols.contains(&**s)),
+            None => f.symbols.contains(&*element.symbol),
+        }
+    }
+
+    /// Adds `symbol` (or `*`) on `channel`.
+    pub fn insert(&mut self, channel: Channel, symbol: Symbol) {
+        let f = &mut self.channels[channel as usize];
+        if symbol.is_wildcard() {
+            f.all = true;
+        } else {
+            f.symbols.insert(symbol);
+        }
+    }
+
+    /// Removes `symbol` (or `*`) from `channel`.
+    pub fn remove(&mut self, channel: Channel, symbol: &Symbol) {
+        let f = &mut self.channels[channel as usize];
+        if symbol.is_wildcard() {
+            f.all = false;
+        } else {
+            f.symbols.remove(symbol);
+        }
+    }
+
+    /// The symbols of `channel`, sorted, `*` first when set.
+    pub fn symbols(&self, channel: Channel) -> Vec<Symbol> {
+        let f = &self.channels[channel as usize];
+        let mut out: Vec<Symbol> = f.symbols.iter().cloned().collect();
+        out.sort();
+        if f.all {
+            out.insert(0, Symbol::wildcard());
+        }
+        out
+    }
+
+    /// Distinct symbols over every channel (`*` not counted).
+    pub fn symbol_count(&self) -> usize {
+        let mut all: FxHashSet<&Symbol> = FxHashSet::default();
+        for f in &self.channels {
+            all.extend(f.symbols.iter());
+        }
+        all.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +384,48 @@ mod tests {
         assert_eq!(buckets[0], (0.0005, 1));
         assert_eq!(buckets[3], (0.005, 1));
         assert_eq!(*buckets.last().unwrap(), (f64::MAX, 1));
+    }
+
+    fn element(channel: Channel, symbol: &str) -> RawElement {
+        RawElement {
+            channel,
+            symbol: ByteString::from(symbol.to_owned()),
+            news_symbols: None,
+            msgpack: Bytes::new(),
+            json: Bytes::new(),
+        }
+    }
+
+    fn sym(s: &str) -> Symbol {
+        Symbol::parse(s).unwrap()
+    }
+
+    #[test]
+    fn filters_by_channel_and_symbol() {
+        let mut f = RawFilter::default();
+        f.insert(Channel::Quotes, sym("AAPL"));
+        assert!(f.wants(&element(Channel::Quotes, "AAPL")));
+        assert!(!f.wants(&element(Channel::Trades, "AAPL")));
+        assert!(!f.wants(&element(Channel::Quotes, "MSFT")));
+        f.insert(Channel::Trades, Symbol::wildcard());
+        assert!(f.wants(&element(Channel::Trades, "MSFT")));
+        f.remove(Channel::Quotes, &sym("AAPL"));
+        assert!(!f.wants(&element(Channel::Quotes, "AAPL")));
+        assert_eq!(f.symbols(Channel::Trades), vec![Symbol::wildcard()]);
+        assert_eq!(f.symbol_count(), 0);
+    }
+
+    #[test]
+    fn news_goes_to_any_of_its_symbols_and_to_star() {
+        let mut f = RawFilter::default();
+        f.insert(Channel::News, sym("TSLA"));
+        let mut article = element(Channel::News, "AAPL");
+        article.news_symbols = Some(vec!["AAPL".into(), "TSLA".into()].into());
+        assert!(f.wants(&article));
+        let mut general = element(Channel::News, "AAPL");
+        general.news_symbols = Some(Vec::new().into());
+        assert!(!f.wants(&general));
+        f.insert(Channel::News, Symbol::wildcard());
+        assert!(f.wants(&general));
     }
 }

@@ -24,13 +24,13 @@ use bytes::Bytes;
 use log::{info, warn};
 use rustc_hash::FxHashMap;
 
-use crate::browser::ChannelMask;
 use crate::downstream::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
+use crate::downstream::delivery::{RawBatch, RawElement, RawFilter};
 use crate::downstream::outbox::{Outbox, CLOSE_SLOW_CLIENT, OP_BINARY, OP_TEXT};
 use crate::symbol::Symbol;
-use crate::upstream::protocol::Encoding;
-use crate::upstream::tap::{RawBatch, RawElement, RawFilter};
-use crate::upstream::FeedKind;
+use crate::vocab::ChannelMask;
+use crate::vocab::Encoding;
+use crate::vocab::FeedKind;
 
 /// How often slow clients, batch flushes and `behind` flags are looked at.
 const TICK: Duration = Duration::from_millis(25);

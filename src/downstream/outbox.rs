@@ -35,8 +35,8 @@ use bytestring::ByteString;
 use futures_util::Stream;
 use rustc_hash::FxHashMap;
 
-use crate::browser::{self, PriceKind};
 use crate::downstream::delivery::{DeliverKey, SessionStats};
+use crate::vocab::PriceKind;
 
 /// Most bytes encoded per poll of the body; the rest waits for the next one.
 pub const MAX_CHUNK: usize = 64 * 1024;
@@ -108,8 +108,8 @@ pub struct Outbox {
     pending_since: Option<Instant>,
     /// The body's task, to wake when something is queued.
     waker: Option<Waker>,
-    /// Prices go out as `…_price_batch` frames when the hub says a batch is due.
-    batching: bool,
+    /// Prices go out as batch frames, built by this function, when the hub says a batch is due.
+    batching: Option<BatchFrame>,
     /// Batched prices are waiting for the next batch flush.
     batch_waiting: bool,
     /// The close frame is queued: nothing more is accepted.
@@ -128,6 +128,10 @@ pub struct Outbox {
     conflated: u64,
     stats: Arc<SessionStats>,
 }
+
+/// Builds one batch frame of price updates (the browser protocol's `…_price_batch`); handed in
+/// by the session that turns batching on, so the outbox names no protocol.
+pub type BatchFrame = fn(PriceKind, &[ByteString]) -> ByteString;
 
 /// How much may wait for one peer.
 #[derive(Debug, Clone, Copy)]
@@ -152,7 +156,7 @@ impl Outbox {
             pong: None,
             pending_since: None,
             waker: None,
-            batching: false,
+            batching: None,
             batch_waiting: false,
             closed: false,
             receiver_gone: false,
@@ -314,7 +318,11 @@ impl Outbox {
             return;
         }
         // The `update` object is kept only when it may go out in a batch.
-        let batch = if self.batching { batch.clone() } else { None };
+        let batch = if self.batching.is_some() {
+            batch.clone()
+        } else {
+            None
+        };
         let waiting = self.latest.get(key).map(|l| l.frame.len());
         let grows = match waiting {
             // A replacement costs only what it adds (the entry is already counted).
@@ -410,9 +418,9 @@ impl Outbox {
     }
 
     /// Turns batching of price updates on or off.
-    pub fn set_batching(&mut self, on: bool) {
-        self.batching = on;
-        if !on && self.batch_waiting {
+    pub fn set_batching(&mut self, batch: Option<BatchFrame>) {
+        self.batching = batch;
+        if batch.is_none() && self.batch_waiting {
             self.batch_waiting = false;
             self.wake();
         }
@@ -515,8 +523,12 @@ impl Outbox {
                     self.queued_bytes -= l.frame.len() + ENTRY_COST;
                     updates += 1;
                     match l.batch {
-                        Some((PriceKind::Spot, update)) if self.batching => spot.push(update),
-                        Some((PriceKind::Option, update)) if self.batching => option.push(update),
+                        Some((PriceKind::Spot, update)) if self.batching.is_some() => {
+                            spot.push(update)
+                        }
+                        Some((PriceKind::Option, update)) if self.batching.is_some() => {
+                            option.push(update)
+                        }
                         _ => {
                             frames += 1;
                             encode(&mut out, OP_TEXT, l.frame.as_bytes())
@@ -542,13 +554,13 @@ impl Outbox {
                     self.queued_bytes -= payload.len() + ENTRY_COST;
                     // Batched prices taken in this poll go before the close frame.
                     frames += batch_frames(&spot, &option);
-                    flush_batches(&mut out, &mut spot, &mut option);
+                    flush_batches(&mut out, self.batching, &mut spot, &mut option);
                     encode(&mut out, OP_CLOSE, &payload);
                 }
             }
         }
         frames += batch_frames(&spot, &option);
-        flush_batches(&mut out, &mut spot, &mut option);
+        flush_batches(&mut out, self.batching, &mut spot, &mut option);
         self.batch_waiting = false;
         if self.queue.is_empty() {
             self.pending_since = None;
@@ -576,10 +588,18 @@ fn batch_frames(spot: &[ByteString], option: &[ByteString]) -> u64 {
     u64::from(!spot.is_empty()) + u64::from(!option.is_empty())
 }
 
-fn flush_batches(out: &mut BytesMut, spot: &mut Vec<ByteString>, option: &mut Vec<ByteString>) {
+fn flush_batches(
+    out: &mut BytesMut,
+    batch_frame: Option<BatchFrame>,
+    spot: &mut Vec<ByteString>,
+    option: &mut Vec<ByteString>,
+) {
+    let Some(batch_frame) = batch_frame else {
+        return;
+    };
     for (kind, updates) in [(PriceKind::Spot, spot), (PriceKind::Option, option)] {
         if !updates.is_empty() {
-            let frame = browser::price_batch(kind, updates);
+            let frame = batch_frame(kind, updates);
             encode(out, OP_TEXT, frame.as_bytes());
             updates.clear();
         }
@@ -754,7 +774,7 @@ mod tests {
     #[test]
     fn batched_prices_wait_for_the_flush_and_go_out_as_one_batch() {
         let mut o = outbox();
-        o.set_batching(true);
+        o.set_batching(Some(crate::browser::price_batch));
         let batch = |s: &str| Some((PriceKind::Spot, text(&format!("{{\"symbol\":\"{s}\"}}"))));
         o.push_latest(&key("AAPL"), &text("a"), &batch("AAPL"));
         o.push_latest(&key("MSFT"), &text("m"), &batch("MSFT"));

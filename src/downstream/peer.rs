@@ -26,7 +26,7 @@ use super::delivery::{SessionCommand, SessionId, SessionStats, Subscriber};
 use super::hub::LocalHub;
 use super::outbox::Outbox;
 use super::socket::ReadError;
-use crate::upstream::connection::{FragmentError, Reassembler};
+use crate::vocab::{FragmentError, Reassembler};
 
 /// The window over which invalid messages are counted.
 const INVALID_WINDOW: Duration = Duration::from_secs(60);

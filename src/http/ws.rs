@@ -32,8 +32,8 @@ use crate::sdk::session::{HeaderAuth, SdkSession};
 use crate::sdk::trading::SdkTradingSession;
 use crate::sdk::{Routes, Stream};
 use crate::settings::{ms, SdkSettings, SessionSettings};
-use crate::upstream::protocol::Encoding;
-use crate::upstream::FeedKind;
+use crate::vocab::Encoding;
+use crate::vocab::FeedKind;
 
 /// The path of the browser protocol.
 pub const PATH: &str = "/ws";

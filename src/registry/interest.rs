@@ -20,11 +20,12 @@ use log::{debug, info, warn};
 
 use super::PinOwner;
 use crate::auth::Scopes;
-use crate::browser::{ChannelMask, ClientChannel, ErrorCode, Rejection};
+use crate::browser::{ErrorCode, Rejection};
 use crate::downstream::delivery::{HubId, SessionId};
 use crate::symbol::Symbol;
-use crate::upstream::protocol::{Channel, SubscriptionSet};
-use crate::upstream::FeedKind;
+use crate::vocab::{Channel, ChannelMask, ClientChannel, SubscriptionSet};
+
+use crate::vocab::FeedKind;
 
 /// What the registry actor must do after a change of interest.
 #[derive(Debug, Clone, PartialEq, Eq)]

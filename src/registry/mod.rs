@@ -35,7 +35,7 @@ pub use self::interest::SubscribeOutcome;
 use self::interest::{Change, Interest};
 pub use self::status::{DeliveryTotals, FeedReport, RegistryStatus, SessionSummary, SymbolReport};
 use crate::auth::Scopes;
-use crate::browser::{self, ChannelMask, ClientChannel, ErrorCode, Rejection};
+use crate::browser::{self, ErrorCode, Rejection};
 use crate::downstream::delivery::{
     DeliverKey, FrameKind, HubId, Publish, SessionCommand, SessionId, SessionSnapshot, Subscriber,
 };
@@ -44,10 +44,11 @@ use crate::symbol::Symbol;
 use crate::throttle::{Inlet, SetHub, StopThrottle, SymbolThrottle, ThrottleConfig};
 use crate::time::Timestamp;
 use crate::upstream::feed::{Routes, SetSubscriptions, StopFeed};
-use crate::upstream::protocol::SubscriptionSet;
 use crate::upstream::{
-    FeedCounters, FeedId, FeedKind, FeedStateChanged, FeedStatus, NewsReceived, SymbolsRejected,
+    FeedCounters, FeedId, FeedStateChanged, FeedStatus, NewsReceived, SymbolsRejected,
 };
+use crate::vocab::SubscriptionSet;
+use crate::vocab::{ChannelMask, ClientChannel, FeedKind};
 
 /// Subscription changes are sent upstream this long after the first one, together.
 const FLUSH_DELAY: Duration = Duration::from_millis(5);

@@ -8,7 +8,8 @@ use super::PinOwner;
 use crate::downstream::delivery::SessionSnapshot;
 use crate::symbol::Symbol;
 use crate::upstream::policy::CircuitState;
-use crate::upstream::{FeedCountersSnapshot, FeedKind, FeedState, FeedStatus};
+use crate::upstream::{FeedCountersSnapshot, FeedState, FeedStatus};
+use crate::vocab::FeedKind;
 
 /// One feed in [`RegistryStatus`].
 #[derive(Clone, Debug, Serialize)]

@@ -36,22 +36,23 @@ use tokio::sync::mpsc;
 
 use super::{account_channel, edge_key, encode_set, market_channel, EDGES, EDGES_CHANGED};
 use super::{within, REGISTER_EVERY, REGISTRATION_TTL};
+use crate::downstream::delivery::RawBatch;
 use crate::downstream::delivery::{DeliverKey, FrameKind};
 use crate::market::{Codes, MarketEvent, Num, Quote};
 use crate::registry::AccountEvent;
 use crate::rng::SplitMix64;
-use crate::settings::BackoffSettings;
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
-use crate::upstream::backoff::Backoff;
 use crate::upstream::feed::{deliver_market, Routes, SetSubscriptions, StopFeed};
 use crate::upstream::policy::Failure;
-use crate::upstream::protocol::{self, Channel, Encoding, Inbound, SubscriptionSet};
-use crate::upstream::tap::{RawBatch, Taps};
+use crate::upstream::protocol::{self, Inbound};
+use crate::upstream::tap::Taps;
 use crate::upstream::{
-    FeedCounters, FeedId, FeedKind, FeedState, FeedStateChanged, FeedStatus, MessageType,
-    NewsReceived,
+    FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus, MessageType, NewsReceived,
 };
+use crate::vocab::backoff::BackoffSettings;
+use crate::vocab::Backoff;
+use crate::vocab::{Channel, Encoding, FeedKind, SubscriptionSet};
 
 /// Everything an edge feed needs.
 #[derive(Clone)]

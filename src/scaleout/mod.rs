@@ -21,8 +21,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::symbol::Symbol;
-use crate::upstream::protocol::{Channel, SubscriptionSet};
-use crate::upstream::FeedKind;
+use crate::vocab::{Channel, SubscriptionSet};
+
+use crate::vocab::FeedKind;
 
 /// The set of registration keys of live edge feeds.
 pub const EDGES: &str = "{tickrelay}:edges";

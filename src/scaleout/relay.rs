@@ -35,17 +35,19 @@ use super::{
     REGISTER_EVERY,
 };
 use crate::auth::Scopes;
-use crate::browser::{ChannelMask, ClientChannel};
+use crate::vocab::{ChannelMask, ClientChannel, Encoding, SubscriptionSet};
+
 use crate::downstream::delivery::{
     FrameKind, Publish, SessionCommand, SessionId, SessionStats, Subscriber,
 };
 use crate::registry::{Connect, Registry, SetRawInterest, Subscribe};
 use crate::rng::SplitMix64;
-use crate::settings::BackoffSettings;
-use crate::upstream::backoff::Backoff;
-use crate::upstream::protocol::{Encoding, SubscriptionSet};
-use crate::upstream::tap::{RawBatch, RawFilter, Taps};
-use crate::upstream::FeedKind;
+use crate::vocab::backoff::BackoffSettings;
+use crate::vocab::Backoff;
+
+use crate::downstream::delivery::{RawBatch, RawFilter};
+use crate::upstream::tap::Taps;
+use crate::vocab::FeedKind;
 
 /// Messages waiting for Redis; past it the newest are dropped (counted).
 const MAX_QUEUED: usize = 65_536;

@@ -26,10 +26,10 @@ use tokio::sync::Notify;
 use super::{server_of, within};
 use crate::browser::PriceView;
 use crate::rng::SplitMix64;
-use crate::settings::BackoffSettings;
 use crate::symbol::{AssetClass, Symbol};
 use crate::time::Timestamp;
-use crate::upstream::backoff::Backoff;
+use crate::vocab::backoff::BackoffSettings;
+use crate::vocab::Backoff;
 
 /// The most symbols one pipeline carries (a round trip stays short; the rest go in the next).
 const MAX_PIPELINE: usize = 2_000;

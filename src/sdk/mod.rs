@@ -4,7 +4,7 @@
 //! - [`protocol`] — Alpaca's client messages in (JSON or msgpack, any key order, null lists) and
 //!   its control messages out, as pure functions.
 //! - [`subscriptions`] — one program's subscriptions: validation (410, 413, 400, 405), the
-//!   complete `subscription` ack, and the [`RawFilter`](crate::upstream::tap::RawFilter) its hub
+//!   complete `subscription` ack, and the [`RawFilter`](crate::downstream::delivery::RawFilter) its hub
 //!   reads.
 //! - [`session`] — [`SdkSession`](session::SdkSession), the actor of one program on a market-data
 //!   path; [`trading`] — the actor of one program on `/stream` (`trade_updates`).
@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::settings::{ms, SdkSettings, Settings};
 use crate::upstream::tap::Taps;
-use crate::upstream::FeedKind;
+use crate::vocab::FeedKind;
 
 /// What every SDK session needs: who may connect, the feeds' taps, the limits.
 pub struct SdkContext {

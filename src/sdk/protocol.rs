@@ -10,7 +10,8 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::upstream::protocol::{error_name, Encoding};
+use crate::upstream::protocol::error_name;
+use crate::vocab::Encoding;
 use crate::wire::{json_frame, msgpack_frame, Msg, V};
 
 /// A parsed client message.

@@ -36,8 +36,8 @@ use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
 use crate::downstream::peer::{ConnectionLost, Input, Peer};
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, Registry, SetRawInterest};
-use crate::upstream::protocol::Encoding;
-use crate::upstream::FeedKind;
+use crate::vocab::Encoding;
+use crate::vocab::FeedKind;
 use crate::wire::Msg;
 
 /// Key pair sent as headers on the upgrade (Alpaca's header authentication).

@@ -16,9 +16,10 @@ use std::rc::Rc;
 
 use super::protocol::Lists;
 use crate::symbol::Symbol;
-use crate::upstream::protocol::{Channel, SubscriptionSet};
-use crate::upstream::tap::RawFilter;
-use crate::upstream::FeedKind;
+use crate::vocab::{Channel, SubscriptionSet};
+
+use crate::downstream::delivery::RawFilter;
+use crate::vocab::FeedKind;
 use crate::wire::{Msg, V};
 
 /// A refused request: the Alpaca error code.

@@ -23,8 +23,9 @@ use super::exchange::{
 };
 use super::faults::{Faults, FeedFaults, SimFeed};
 use crate::symbol::{classify, AssetClass, WILDCARD};
-use crate::upstream::connection::Reassembler;
-use crate::upstream::protocol::{error_name, Encoding};
+use crate::upstream::protocol::error_name;
+use crate::vocab::Encoding;
+use crate::vocab::Reassembler;
 use crate::wire::{Msg, V};
 
 /// Channels a stock client may send but which follow `trades` implicitly.

@@ -24,7 +24,7 @@ use super::market::{news_article, Walk};
 use crate::rng::SplitMix64;
 use crate::symbol::WILDCARD;
 use crate::time::Timestamp;
-use crate::upstream::protocol::Encoding;
+use crate::vocab::Encoding;
 use crate::wire::{json_frame, msgpack_frame, Msg};
 
 /// Unwanted walks and history are forgotten every this many ticks.

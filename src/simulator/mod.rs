@@ -64,7 +64,7 @@ use self::exchange::{
 };
 use self::faults::{Faults, SimFeed};
 use crate::settings::SimulatorSettings;
-use crate::upstream::protocol::Encoding;
+use crate::vocab::Encoding;
 
 /// Alpaca's documented auth window.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);

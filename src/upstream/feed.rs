@@ -39,19 +39,20 @@ use bytes::Bytes;
 use log::{debug, error, info, trace, warn};
 use rustc_hash::FxHashMap;
 
-use super::backoff::Backoff;
 use super::connection::{self, Link, Liveness, Received, Upstream};
 use super::gate::{Gate, GateChanged};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
-use super::protocol::{self, Encoding, Inbound, SubscriptionSet};
-use super::tap::{RawBatch, Taps};
-use super::{FeedCounters, FeedId, FeedKind, FeedStatus, MessageType};
+use super::protocol::{self, Inbound};
+use super::tap::Taps;
+use super::{FeedCounters, FeedId, FeedStatus, MessageType};
 use super::{FeedStateChanged, NewsReceived, SymbolsRejected};
 use crate::credentials::Credentials;
+use crate::downstream::delivery::RawBatch;
 use crate::rng::SplitMix64;
-use crate::settings::BackoffSettings;
 use crate::symbol::Symbol;
 use crate::throttle::{Inlet, Offered};
+use crate::vocab::backoff::BackoffSettings;
+use crate::vocab::{Backoff, Encoding, FeedKind, SubscriptionSet};
 
 /// Most (channel, symbol) pairs in one subscribe message.
 const SUBSCRIBE_CHUNK: usize = 1000;

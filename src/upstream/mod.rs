@@ -4,16 +4,14 @@
 //!   decode, route events to symbol throttles, reconnect with backoff under `actix::Supervisor`.
 //! - [`protocol`] — Alpaca's stream protocol as pure decode/encode functions (JSON and msgpack).
 //! - [`policy`] — when to try again: backoff, hold-offs per Alpaca error class, circuit breaker.
-//! - [`backoff`] — the reconnect schedule.
 //! - [`connection`] — opening a WebSocket, reassembling fragments, the dead-peer timer.
 //! - [`gate`] — whether this instance may connect at all (the lease of several primaries).
 //! - [`tap`] — every market message as Alpaca sent it, for the SDK programs on the hubs.
 //!
-//! This file holds what the rest of the daemon sees of a feed: its identity ([`FeedKind`]), its
+//! This file holds what the rest of the daemon sees of a feed: its identity ([`FeedId`]), its
 //! state ([`FeedStatus`], reported to the registry on every change) and its counters
 //! ([`FeedCounters`], shared atomics read by the status endpoints without a message round trip).
 
-pub mod backoff;
 pub mod connection;
 pub mod feed;
 pub mod gate;
@@ -29,10 +27,11 @@ use actix::Message;
 use serde::{Serialize, Serializer};
 
 use self::policy::CircuitState;
-use self::protocol::Channel;
+
 use crate::market::NewsArticle;
-use crate::symbol::{AssetClass, Symbol};
+use crate::symbol::Symbol;
 use crate::time::Timestamp;
+use crate::vocab::FeedKind;
 
 /// A feed's status changed (sent by feeds and trading streams to the registry).
 #[derive(Message)]
@@ -57,53 +56,6 @@ pub struct SymbolsRejected {
     pub symbols: Vec<Symbol>,
     pub code: u16,
     pub reason: String,
-}
-
-/// Which market-data stream a feed actor speaks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FeedKind {
-    Stocks,
-    Crypto,
-    Options,
-    News,
-}
-
-impl FeedKind {
-    pub const ALL: [FeedKind; 4] = [
-        FeedKind::Stocks,
-        FeedKind::Crypto,
-        FeedKind::Options,
-        FeedKind::News,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeedKind::Stocks => "stocks",
-            FeedKind::Crypto => "crypto",
-            FeedKind::Options => "options",
-            FeedKind::News => "news",
-        }
-    }
-
-    /// The feed that carries market data for symbols of `class`.
-    pub fn for_class(class: AssetClass) -> FeedKind {
-        match class {
-            AssetClass::Stock => FeedKind::Stocks,
-            AssetClass::Crypto => FeedKind::Crypto,
-            AssetClass::Option => FeedKind::Options,
-        }
-    }
-
-    /// The channels the stream offers.
-    pub fn channels(self) -> &'static [Channel] {
-        match self {
-            FeedKind::Stocks => Channel::STOCKS,
-            FeedKind::Crypto => Channel::CRYPTO,
-            FeedKind::Options => Channel::OPTIONS,
-            FeedKind::News => Channel::NEWS,
-        }
-    }
 }
 
 /// An upstream connection: a market-data feed or an account's trading stream.

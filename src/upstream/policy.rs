@@ -12,11 +12,10 @@
 //! - The circuit breaker opens after `threshold` consecutive failures: no attempt until the
 //!   cool-down has passed, then one trial (half-open); success closes it, failure reopens it.
 
+use crate::vocab::Backoff;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-
-use super::backoff::Backoff;
 
 /// How a failure should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,7 +194,7 @@ impl ReconnectPolicy {
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
-    use crate::settings::BackoffSettings;
+    use crate::vocab::backoff::BackoffSettings;
 
     fn policy(threshold: u32) -> ReconnectPolicy {
         let backoff = Backoff::new(

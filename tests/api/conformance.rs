@@ -11,7 +11,7 @@ use tickrelay::market::{MarketEvent, TradeFix};
 use tickrelay::symbol::Symbol;
 use tickrelay::upstream::protocol::raw::{msgpack_to_json, split};
 use tickrelay::upstream::protocol::{decode_json, Inbound};
-use tickrelay::upstream::FeedKind;
+use tickrelay::vocab::FeedKind;
 
 #[derive(Deserialize)]
 struct Entry {

@@ -17,13 +17,14 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::msgpack::{msgpack_array_elements, msgpack_value_len};
-use super::{Channel, Encoding, SubscriptionSet};
+
 use crate::market::{
     Bar, BarKind, BookUpdate, Code, Codes, Correction, Level, MarketEvent, NewsArticle, Num, Quote,
     Trade, TradeCancel, TradeFix,
 };
 use crate::symbol::{Symbol, WILDCARD};
 use crate::time::Timestamp;
+use crate::vocab::{Channel, Encoding, SubscriptionSet};
 
 /// One decoded element of a server frame.
 #[derive(Debug, Clone, PartialEq)]

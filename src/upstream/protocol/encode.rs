@@ -1,7 +1,7 @@
 //! Client messages (auth, subscribe, unsubscribe) in the stream's encoding.
 
-use super::{Encoding, SubscriptionSet};
 use crate::credentials::Credentials;
+use crate::vocab::{Encoding, SubscriptionSet};
 
 /// A message for the server, in the stream's encoding.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,116 +9,18 @@
 //! - [`msgpack`] — walking raw msgpack, to salvage the good elements of a damaged frame.
 //! - [`raw`] — market messages as Alpaca sent them, in both encodings, for SDK programs.
 //! - [`encode`] — client messages (auth, subscribe) in the stream's encoding.
-//! - [`subscriptions`] — [`SubscriptionSet`], the (channel, symbol) pairs a stream holds.
 //!
-//! This file holds the shared vocabulary: [`Encoding`], [`Channel`] and Alpaca's error names.
+//! This file holds Alpaca's error names; the stream vocabulary ([`Encoding`](crate::vocab::Encoding),
+//! [`Channel`](crate::vocab::Channel)) lives in [`crate::vocab`].
 
 pub mod decode;
 pub mod encode;
 pub mod msgpack;
 pub mod raw;
-pub mod subscriptions;
 
 pub use self::decode::{decode, decode_json, decode_msgpack, DecodeError, Inbound, InfoKind};
 pub use self::encode::{auth_message, encode_client, subscription_message, ClientFrame};
 pub use self::msgpack::{msgpack_array_elements, msgpack_value_len};
-pub use self::subscriptions::SubscriptionSet;
-
-/// How a stream encodes its frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// JSON text frames (Alpaca's default).
-    Json,
-    /// msgpack binary frames, requested with `Content-Type: application/msgpack`.
-    Msgpack,
-}
-
-impl Encoding {
-    /// The `Content-Type` header that asks the server for this encoding.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Encoding::Json => "application/json",
-            Encoding::Msgpack => "application/msgpack",
-        }
-    }
-}
-
-/// A subscribable upstream channel (the keys of Alpaca's subscribe message).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Channel {
-    Trades,
-    Quotes,
-    Bars,
-    DailyBars,
-    UpdatedBars,
-    Statuses,
-    Lulds,
-    Imbalances,
-    Orderbooks,
-    News,
-}
-
-impl Channel {
-    /// How many channels there are (for per-channel tables indexed by `channel as usize`).
-    pub const COUNT: usize = 10;
-    /// The channels of the stocks streams.
-    pub const STOCKS: &'static [Channel] = &[
-        Channel::Trades,
-        Channel::Quotes,
-        Channel::Bars,
-        Channel::DailyBars,
-        Channel::UpdatedBars,
-        Channel::Statuses,
-        Channel::Lulds,
-        Channel::Imbalances,
-    ];
-    /// The channels of the crypto streams.
-    pub const CRYPTO: &'static [Channel] = &[
-        Channel::Trades,
-        Channel::Quotes,
-        Channel::Bars,
-        Channel::UpdatedBars,
-        Channel::DailyBars,
-        Channel::Orderbooks,
-    ];
-    /// The channels of the options streams.
-    pub const OPTIONS: &'static [Channel] = &[Channel::Trades, Channel::Quotes];
-    /// The channel of the news stream.
-    pub const NEWS: &'static [Channel] = &[Channel::News];
-    const ALL: &'static [Channel] = &[
-        Channel::Trades,
-        Channel::Quotes,
-        Channel::Bars,
-        Channel::DailyBars,
-        Channel::UpdatedBars,
-        Channel::Statuses,
-        Channel::Lulds,
-        Channel::Imbalances,
-        Channel::Orderbooks,
-        Channel::News,
-    ];
-
-    /// The key in subscribe messages and acks.
-    pub fn key(self) -> &'static str {
-        match self {
-            Channel::Trades => "trades",
-            Channel::Quotes => "quotes",
-            Channel::Bars => "bars",
-            Channel::DailyBars => "dailyBars",
-            Channel::UpdatedBars => "updatedBars",
-            Channel::Statuses => "statuses",
-            Channel::Lulds => "lulds",
-            Channel::Imbalances => "imbalances",
-            Channel::Orderbooks => "orderbooks",
-            Channel::News => "news",
-        }
-    }
-
-    pub fn from_key(key: &str) -> Option<Channel> {
-        Channel::ALL.iter().copied().find(|c| c.key() == key)
-    }
-}
 
 /// The name Alpaca gives an error code, for logs and status (`406` → `connection limit exceeded`).
 pub fn error_name(code: u16) -> &'static str {

@@ -26,10 +26,11 @@ use serde_json::Value;
 
 use super::decode::Text;
 use super::msgpack::msgpack_value_len;
-use super::Channel;
+
+use crate::downstream::delivery::RawElement;
 use crate::time::Timestamp;
-use crate::upstream::tap::RawElement;
-use crate::upstream::FeedKind;
+use crate::vocab::Channel;
+use crate::vocab::FeedKind;
 
 /// Deepest nesting written when transcoding (Alpaca's messages nest three levels at most).
 const MAX_DEPTH: usize = 16;

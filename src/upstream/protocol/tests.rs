@@ -7,6 +7,7 @@ use crate::market::{
 };
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
+use crate::vocab::{Channel, Encoding, SubscriptionSet};
 
 fn codes(list: &[&str]) -> Codes {
     let mut c = Codes::default();

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Channel;
+use super::stream::Channel;
 use crate::symbol::Symbol;
 
 /// A set of (channel, symbol) subscriptions.
