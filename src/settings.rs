@@ -1470,14 +1470,14 @@ impl Settings {
                 bad(key, "must be greater than 0".into());
             }
         }
-        // The budget must hold the largest frame the daemon sends a client, or every client
-        // would be closed at once.
-        for (key, value) in [
-            ("session.max_queued_bytes", s.max_queued_bytes),
-            ("sdk.max_queued_bytes", k.max_queued_bytes),
+        // The budget must hold the largest frame the daemon sends a client (an SDK frame is up
+        // to 1 MB), or healthy clients would be closed.
+        for (key, value, min) in [
+            ("session.max_queued_bytes", s.max_queued_bytes, 256 * 1024),
+            ("sdk.max_queued_bytes", k.max_queued_bytes, 1024 * 1024),
         ] {
-            if value < 256 * 1024 {
-                bad(key, "must be at least 262144 (256 KiB)".into());
+            if value < min {
+                bad(key, format!("must be at least {min}"));
             }
         }
         if k.max_message_bytes < 1024 {

@@ -29,7 +29,7 @@ use crate::auth::Principal;
 use crate::browser::{self, ClientError, ClientRequest, ErrorCode, PriceUpdate, Rejection};
 use crate::downstream::delivery::{DeliverKey, SessionCommand};
 use crate::downstream::outbox::{BatchFrame, CLOSE_SLOW_CLIENT};
-use crate::downstream::peer::{ConnectionLost, Input, Peer};
+use crate::downstream::peer::{ConnectionLost, Input, Peer, CLOSING_LIMIT, TOO_MANY_INVALID};
 use crate::downstream::socket::ReadError;
 use crate::market::Num;
 use crate::quote_book::QuoteBook;
@@ -106,16 +106,28 @@ impl ClientSession {
     fn refuse(&mut self, err: &ClientError, ctx: &mut Context<Self>) {
         self.send_error(err);
         if self.peer.strike() {
-            self.peer.close_for_invalid();
-            ctx.stop();
+            self.close(ctx, TOO_MANY_INVALID.0, TOO_MANY_INVALID.1);
         }
     }
 
     /// Queues the close frame (only the first close counts: the outbox accepts nothing after
-    /// one, nor once the connection is gone) and stops.
+    /// one, nor once the connection is gone); the session stops once it has gone out and the
+    /// client has closed its side (or the linger time passed), at most [`CLOSING_LIMIT`] from now.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        self.peer.close(code, reason);
-        ctx.stop();
+        if self.peer.close(code, reason) {
+            self.detach();
+            ctx.run_later(CLOSING_LIMIT, |_, ctx| ctx.stop());
+        }
+    }
+
+    /// Leaves the hub and the registry: from its close on, the session only drains its socket.
+    fn detach(&mut self) {
+        if self.peer.detach() {
+            self.peer.hub.unregister(self.peer.id, self.symbols.keys());
+            self.registry.do_send(Disconnect {
+                session: self.peer.id,
+            });
+        }
     }
 
     /// Forgets symbols the registry says are gone (refused upstream).
@@ -139,6 +151,10 @@ impl ClientSession {
 
     /// Tells the hub which market channels this session now wants for `symbol`.
     fn sync_hub(&self, symbol: &Symbol) {
+        if self.peer.closing() {
+            // Detached from the hub: a late registry answer must not register it again.
+            return;
+        }
         let market = self
             .symbols
             .get(symbol)
@@ -507,10 +523,7 @@ impl Actor for ClientSession {
         // A no-op after an earlier close or once the connection is gone; otherwise the client
         // went away without a close handshake.
         self.peer.outbox.borrow_mut().close(1000, "");
-        self.peer.hub.unregister(self.peer.id, self.symbols.keys());
-        self.registry.do_send(Disconnect {
-            session: self.peer.id,
-        });
+        self.detach();
         debug!("session {}: ended", self.peer.id);
     }
 }
@@ -523,22 +536,10 @@ impl Handler<SessionCommand> for ClientSession {
             SessionCommand::Send(frame) => self.send(frame),
             SessionCommand::Event { key, frame } => {
                 let must = key.kind.must_deliver();
-                if self
-                    .peer
-                    .outbox
-                    .borrow_mut()
-                    .push_event(frame, must)
-                    .is_err()
-                {
-                    warn!(
-                        "session {} ({}): closing with {CLOSE_SLOW_CLIENT}: an account event could not be queued (the client is not reading)",
-                        self.peer.id, self.peer.stats.peer
-                    );
-                    self.close(
-                        ctx,
-                        CLOSE_SLOW_CLIENT,
-                        "slow client: account events could not be delivered",
-                    );
+                let queued = self.peer.outbox.borrow_mut().push_event(frame, must);
+                if queued.is_err() {
+                    // The outbox has queued the 4008 close (the client is not reading).
+                    self.close(ctx, CLOSE_SLOW_CLIENT, "");
                 }
             }
             SessionCommand::Rejected { symbols, frame } => {
@@ -555,7 +556,12 @@ impl Handler<ConnectionLost> for ClientSession {
     type Result = ();
 
     fn handle(&mut self, _: ConnectionLost, ctx: &mut Self::Context) {
-        ctx.stop();
+        if self.peer.closing() {
+            // The close has gone out: a little longer for the peer's side, then stop.
+            ctx.run_later(self.peer.linger(), |_, ctx| ctx.stop());
+        } else {
+            ctx.stop();
+        }
     }
 }
 
@@ -575,8 +581,10 @@ impl StreamHandler<Result<Frame, ReadError>> for ClientSession {
                 self.send_error(&ClientError::new(ErrorCode::InvalidJson, what))
             }
             Input::Handled => {}
+            Input::PeerClosed(code) => self.close(ctx, code, ""),
             Input::Close(1009, _) => self.too_large(ctx),
             Input::Close(code, reason) => self.close(ctx, code, reason),
+            Input::Abort => ctx.stop(),
         }
     }
 

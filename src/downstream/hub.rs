@@ -26,12 +26,15 @@ use rustc_hash::FxHashMap;
 
 use crate::downstream::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
 use crate::downstream::delivery::{RawBatch, RawElement, RawFilter};
-use crate::downstream::outbox::{Outbox, CLOSE_SLOW_CLIENT, OP_BINARY, OP_TEXT};
+use crate::downstream::outbox::{Outbox, CLOSE_SLOW_CLIENT};
+use crate::downstream::socket::frame::{OP_BINARY, OP_TEXT};
 use crate::symbol::Symbol;
 use crate::vocab::ChannelMask;
 use crate::vocab::Encoding;
 use crate::vocab::FeedKind;
 
+/// Freed memory is given back to the system at most this often.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// How often slow clients, batch flushes and `behind` flags are looked at.
 const TICK: Duration = Duration::from_millis(25);
 
@@ -246,6 +249,16 @@ impl Hub {
                 .stats()
                 .behind
                 .store(waiting > behind_after, Ordering::Relaxed);
+            if outbox.overflowed() && !outbox.slow_close_requested {
+                // Its budget ran out (whoever pushed last): the close is queued, the session
+                // has to stop.
+                outbox.slow_close_requested = true;
+                local.commands.do_send(SessionCommand::Close {
+                    code: CLOSE_SLOW_CLIENT,
+                    reason: "slow client".into(),
+                });
+                continue;
+            }
             if waiting > self.config.slow_client_timeout && !outbox.slow_close_requested {
                 outbox.slow_close_requested = true;
                 let stats = outbox.stats();
@@ -297,10 +310,24 @@ impl Hub {
     }
 }
 
-/// Returns free heap memory to the system. glibc's malloc keeps what a thread freed in that
-/// thread's arena for reuse, so the buffers of a session that held megabytes stay resident after
-/// it ends unless trimmed; one trim per heartbeat on a worker where sessions ended costs little.
+/// Returns free heap memory to the system, at most once per [`TRIM_EVERY`] for the whole
+/// process (it walks every arena). glibc's malloc keeps what a thread freed in that thread's
+/// arena for reuse, so the buffers of a session that held megabytes would stay resident after
+/// it ends unless trimmed.
 fn release_freed_memory() {
+    use std::sync::atomic::AtomicU64;
+    static LAST_TRIM_SECS: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_TRIM_SECS.load(Ordering::Relaxed);
+    if now < last + TRIM_EVERY.as_secs()
+        || LAST_TRIM_SECS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
     unsafe {
@@ -421,6 +448,10 @@ impl Handler<RawBatch> for Hub {
         let mut whole: [Option<Vec<Bytes>>; 2] = [None, None];
         let mut picked: Vec<&RawElement> = Vec::with_capacity(msg.elements.len());
         for m in members.iter_mut().filter(|m| !m.overflowed) {
+            if m.outbox.borrow().is_closed() {
+                // Closing: nothing more is queued, so nothing is built for it.
+                continue;
+            }
             picked.clear();
             {
                 // A batch split before this program's encoding was in demand (it has just

@@ -1,8 +1,10 @@
 //! Downstream: everything that faces a client socket, for every kind of peer.
 //!
-//! - [`socket`] — the one socket layer: the upgrade's connection split into a reader and a
-//!   writer, the incremental frame reader that enforces the inbound limits (declared frame
-//!   length, fragmented-message total, a deadline for a started frame), and the writer task.
+//! - [`socket`] — the one socket layer: the upgrade's answer, the connection split into the
+//!   incremental frame reader that enforces the inbound limits (declared frame length,
+//!   fragmented-message total, a deadline for a started message) and the writer task, and the
+//!   encoding of server frames. Fragment reassembly is [`crate::vocab::Reassembler`], shared with
+//!   the upstream feeds' reader.
 //! - [`peer`] — the peer core every session embeds: outbox, stats, reassembly, rate limit,
 //!   invalid-message strikes, ping/pong/close and the last-heard clock. The browser and SDK
 //!   sessions keep only their protocol.

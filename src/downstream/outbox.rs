@@ -35,6 +35,7 @@ use bytestring::ByteString;
 use futures_util::Stream;
 use rustc_hash::FxHashMap;
 
+use super::socket::frame::{encode, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use crate::downstream::delivery::{DeliverKey, SessionStats};
 use crate::vocab::PriceKind;
 
@@ -47,13 +48,6 @@ pub const ENTRY_COST: usize = 64;
 
 /// Close code for a peer that could not keep up (its budget or the slow-client clock ran out).
 pub const CLOSE_SLOW_CLIENT: u16 = 4008;
-
-/// WebSocket opcodes of the frames a server sends.
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 /// A frame did not fit: the outbox has closed itself (the peer is too slow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,9 +176,14 @@ impl Outbox {
         !self.closed && !self.receiver_gone
     }
 
-    /// Whether `bytes` more may wait; if not, the outbox gives up on the peer.
+    /// Whether a new frame of `bytes` fits the budget.
+    fn fits(&self, bytes: usize) -> bool {
+        self.queued_bytes + bytes + ENTRY_COST <= self.max_bytes
+    }
+
+    /// Whether a new frame of `bytes` may wait; if not, the outbox gives up on the peer.
     fn admit(&mut self, bytes: usize) -> Result<(), Overflow> {
-        if self.queued_bytes + bytes + ENTRY_COST <= self.max_bytes {
+        if self.fits(bytes) {
             return Ok(());
         }
         let limit = self.max_bytes;
@@ -285,14 +284,15 @@ impl Outbox {
         Ok(())
     }
 
-    /// An event that must not be conflated. A droppable one (news, bars) past the event limit is
-    /// dropped and counted; one that must be delivered (account events) closes the session
-    /// instead, as does any past the byte budget.
+    /// An event that must not be conflated. A droppable one (news, bars) past the event limit or
+    /// the byte budget is dropped and counted; one that must be delivered (account events)
+    /// closes the session instead.
     pub fn push_event(&mut self, frame: ByteString, must_deliver: bool) -> Result<(), Overflow> {
         if !self.accepting() {
             return Ok(());
         }
-        if self.events >= self.max_events {
+        let n = frame.len();
+        if self.events >= self.max_events || !self.fits(n) {
             if must_deliver {
                 self.give_up("slow client: account events could not be delivered");
                 return Err(Overflow);
@@ -300,8 +300,6 @@ impl Outbox {
             self.count_drop();
             return Ok(());
         }
-        let n = frame.len();
-        self.admit(n)?;
         self.events += 1;
         self.enqueue(Entry::Event(frame), n);
         Ok(())
@@ -323,13 +321,14 @@ impl Outbox {
         } else {
             None
         };
-        let waiting = self.latest.get(key).map(|l| l.frame.len());
-        let grows = match waiting {
-            // A replacement costs only what it adds (the entry is already counted).
-            Some(old) => frame.len().saturating_sub(old).saturating_sub(ENTRY_COST),
-            None => frame.len(),
+        let fits = match self.latest.get(key).map(|l| l.frame.len()) {
+            // A replacement costs only what it adds (its entry is already counted).
+            Some(old) => self.queued_bytes + frame.len().saturating_sub(old) <= self.max_bytes,
+            None => self.fits(frame.len()),
         };
-        if self.admit(grows).is_err() {
+        if !fits {
+            let limit = self.max_bytes;
+            self.give_up(&format!("slow client: more than {limit} bytes waiting"));
             return;
         }
         if let Some(slot) = self.latest.get_mut(key) {
@@ -606,23 +605,6 @@ fn flush_batches(
     }
 }
 
-/// Appends one unmasked, unfragmented server frame.
-pub fn encode(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    let len = payload.len();
-    out.reserve(len + 10);
-    out.put_u8(0x80 | opcode);
-    if len < 126 {
-        out.put_u8(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.put_u8(126);
-        out.put_u16(len as u16);
-    } else {
-        out.put_u8(127);
-        out.put_u64(len as u64);
-    }
-    out.put_slice(payload);
-}
-
 /// What the session's writer task writes: whatever the outbox holds, coalesced into one chunk.
 pub struct OutboxBody {
     outbox: Rc<RefCell<Outbox>>,
@@ -679,6 +661,7 @@ impl Drop for OutboxBody {
 mod tests {
     use super::*;
     use crate::downstream::delivery::FrameKind;
+    use crate::downstream::socket::frame::OP_BINARY;
     use crate::symbol::Symbol;
 
     fn outbox() -> Outbox {

@@ -9,8 +9,16 @@
 //!
 //! Inbound limits, one place for every kind of peer: the socket layer refuses oversize and
 //! stalled frames before buffering them ([`super::socket`]); here, whole messages beyond
-//! `max_messages_per_second` (bursts up to the same number) are not read, and a peer whose
-//! invalid messages reach `max_invalid_messages` within a minute is closed with 1008.
+//! `max_messages_per_second` (bursts up to the same number) are not read, frames that are not a
+//! whole message (pings, pongs, fragments) beyond [`FRAMES_PER_MESSAGE`] times that (at least
+//! [`MIN_FRAMES_PER_SECOND`]) are not read and count as invalid, and a peer whose invalid messages reach `max_invalid_messages` within a minute is
+//! closed with 1008.
+//!
+//! Closing: the session queues its close frame and keeps reading — and dropping — what arrives
+//! until the writer has sent the close, then [`LINGER`](super::socket::reader::LINGER) more or
+//! until the peer closes its side, so the socket is not torn down under unread input (which
+//! would reset it and lose the close). [`CLOSING_LIMIT`] bounds it all: a peer that never reads
+//! holds the writer until the kernel's TCP timeout, and the session no longer than this.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,18 +26,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
-use actix_http::ws::Frame;
+use actix_http::ws::{Frame, Item};
 use bytes::Bytes;
 use log::debug;
 
 use super::delivery::{SessionCommand, SessionId, SessionStats, Subscriber};
 use super::hub::LocalHub;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, CLOSE_SLOW_CLIENT};
+use super::socket::reader::LINGER;
 use super::socket::ReadError;
 use crate::vocab::{FragmentError, Reassembler};
 
 /// The window over which invalid messages are counted.
 const INVALID_WINDOW: Duration = Duration::from_secs(60);
+/// Frames of any kind a peer may send per message of its message rate, and at least
+/// [`MIN_FRAMES_PER_SECOND`]: room for fragmented messages, pings and a client that retries a
+/// rate-limited request, not for floods of empty frames.
+pub const FRAMES_PER_MESSAGE: u32 = 10;
+pub const MIN_FRAMES_PER_SECOND: u32 = 1000;
+/// The longest a closing session lives, whatever the peer does.
+pub const CLOSING_LIMIT: Duration = Duration::from_secs(30);
+/// The close for a peer past `max_invalid_messages`.
+pub const TOO_MANY_INVALID: (u16, &str) = (1008, "too many invalid messages");
 
 /// The socket writer is gone: the peer disconnected or stopped taking data for good.
 #[derive(actix::Message)]
@@ -57,11 +75,26 @@ pub enum Input {
     /// A message that breaks the framing rules (an orphan continuation): already counted as
     /// invalid; the protocol answers it with its own error.
     Invalid(&'static str),
-    /// Nothing for the protocol: a ping answered, a pong, a fragment kept for later.
+    /// Nothing for the protocol: a ping answered, a pong, a fragment kept for later, input
+    /// after the close.
     Handled,
-    /// The connection must close with this code and reason (the peer's close, an oversize or
-    /// stalled message, a protocol error, too many invalid messages).
+    /// The peer closed with this code: echo it.
+    PeerClosed(u16),
+    /// The connection must close with this code and reason (an oversize or stalled message, a
+    /// protocol error, too many invalid messages, a budget that ran out).
     Close(u16, &'static str),
+    /// The peer kept sending after its close: stop now, without waiting for the close to go out.
+    Abort,
+}
+
+/// A frame's payload bytes.
+fn frame_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Text(b) | Frame::Binary(b) | Frame::Ping(b) | Frame::Pong(b) => b.len(),
+        Frame::Continuation(Item::FirstText(b) | Item::FirstBinary(b))
+        | Frame::Continuation(Item::Continue(b) | Item::Last(b)) => b.len(),
+        Frame::Close(_) => 0,
+    }
 }
 
 /// A token bucket.
@@ -131,7 +164,17 @@ pub struct Peer {
     pub stats: Arc<SessionStats>,
     fragments: Reassembler,
     rate: RateLimit,
+    /// Frames of any kind.
+    frames: RateLimit,
     strikes: Strikes,
+    /// The close is queued: the session is lingering until the peer closes or time is up.
+    closing: bool,
+    /// The session has left its hub and the registry (at its close, or when it stopped).
+    detached: bool,
+    /// Bytes read and dropped since the close, and how many may be before the session gives
+    /// up lingering.
+    discarded: usize,
+    max_discarded: usize,
 }
 
 impl Peer {
@@ -149,20 +192,47 @@ impl Peer {
             stats,
             fragments: Reassembler::new(limits.max_message_bytes),
             rate: RateLimit::new(limits.max_messages_per_second),
+            frames: RateLimit::new(
+                limits
+                    .max_messages_per_second
+                    .saturating_mul(FRAMES_PER_MESSAGE)
+                    .max(MIN_FRAMES_PER_SECOND),
+            ),
             strikes: Strikes::new(limits.max_invalid_messages),
+            closing: false,
+            detached: false,
+            discarded: 0,
+            max_discarded: limits.max_message_bytes.saturating_mul(4).max(1 << 20),
         }
     }
 
     /// Reads one item of the socket's frame stream.
     pub fn receive(&mut self, item: Result<Frame, ReadError>) -> Input {
-        if self.outbox.borrow().is_closed() {
-            // Closing (the budget ran out, or a close is on its way): what still arrives is read
-            // and dropped until the writer has sent the close, so the socket is not torn down
-            // with unread input (which would reset it and lose the close frame). The writer's
-            // end, the hub's clocks or the kernel's TCP timeout end the session.
+        if self.closing {
+            // What still arrives after the close is read and dropped, up to a limit: a peer that
+            // keeps sending after it has been closed and does not read is let go at once.
+            self.discarded += item.as_ref().map_or(0, frame_len);
+            if self.discarded > self.max_discarded {
+                return Input::Abort;
+            }
             return Input::Handled;
         }
-        self.outbox.borrow().last_heard.set(Instant::now());
+        if self.outbox.borrow().is_closed() {
+            // The outbox gave up on the peer (its budget ran out): the session closes.
+            return Input::Close(CLOSE_SLOW_CLIENT, "slow client");
+        }
+        let now = Instant::now();
+        self.outbox.borrow().last_heard.set(now);
+        // Frames that are not a whole message (pings, pongs, fragments before the last) are
+        // not covered by the message rate: they have a budget of their own.
+        let partial = match &item {
+            Ok(Frame::Ping(_) | Frame::Pong(_)) => true,
+            Ok(Frame::Continuation(item)) => !matches!(item, Item::Last(_)),
+            _ => false,
+        };
+        if partial && !self.frames.allow(now) {
+            return self.invalid("more frames per second than allowed");
+        }
         match item {
             Ok(Frame::Text(data)) => self.message(false, data),
             Ok(Frame::Binary(data)) => self.message(true, data),
@@ -175,16 +245,13 @@ impl Peer {
                 }
             },
             Ok(Frame::Ping(payload)) => {
-                // Pings share the message budget; one over it is not answered.
-                if self.rate.allow(Instant::now()) {
-                    self.outbox.borrow_mut().push_pong(payload);
-                }
+                self.outbox.borrow_mut().push_pong(payload);
                 Input::Handled
             }
             Ok(Frame::Pong(_)) => Input::Handled,
             Ok(Frame::Close(reason)) => {
                 debug!("session {}: the peer closed ({reason:?})", self.id);
-                Input::Close(reason.map_or(1000, |r| u16::from(r.code)), "")
+                Input::PeerClosed(reason.map_or(1000, |r| u16::from(r.code)))
             }
             Err(e) => {
                 debug!("session {} ({}): {e}", self.id, self.stats.peer);
@@ -203,32 +270,48 @@ impl Peer {
     }
 
     fn invalid(&mut self, what: &'static str) -> Input {
-        if self.strikes.strike(Instant::now()) {
-            Input::Close(1008, "too many invalid messages")
+        if self.strike() {
+            Input::Close(TOO_MANY_INVALID.0, TOO_MANY_INVALID.1)
         } else {
             Input::Invalid(what)
         }
     }
 
-    /// Counts an invalid message the protocol found; `true` when the peer must be closed
-    /// (with [`Peer::close_for_invalid`]).
+    /// Counts an invalid message the protocol found; `true` when the peer must be closed with
+    /// 1008 ([`TOO_MANY_INVALID`]).
     pub fn strike(&mut self) -> bool {
-        self.strikes.strike(Instant::now())
-    }
-
-    /// Closes a peer that sent too many invalid messages.
-    pub fn close_for_invalid(&self) {
-        debug!(
-            "session {} ({}): too many invalid messages; closing with 1008",
-            self.id, self.stats.peer
-        );
-        self.close(1008, "too many invalid messages");
+        let over = self.strikes.strike(Instant::now());
+        if over {
+            debug!(
+                "session {} ({}): too many invalid messages; closing with 1008",
+                self.id, self.stats.peer
+            );
+        }
+        over
     }
 
     /// Queues the close frame (only the first close counts: the outbox accepts nothing after
-    /// one, nor once the connection is gone).
-    pub fn close(&self, code: u16, reason: &str) {
+    /// one, nor once the connection is gone). `true` the first time: the session then stops
+    /// [`LINGER`] after its writer is done, when the peer closes, or at [`CLOSING_LIMIT`].
+    pub fn close(&mut self, code: u16, reason: &str) -> bool {
         self.outbox.borrow_mut().close(code, reason);
+        !std::mem::replace(&mut self.closing, true)
+    }
+
+    /// Whether the close is queued and the session only waits for the peer to go.
+    pub fn closing(&self) -> bool {
+        self.closing
+    }
+
+    /// `true` the first time: the session then leaves its hub and the registry (it is over for
+    /// everyone but its socket).
+    pub fn detach(&mut self) -> bool {
+        !std::mem::replace(&mut self.detached, true)
+    }
+
+    /// How long a closing session whose close has gone out waits for the peer to close.
+    pub fn linger(&self) -> Duration {
+        LINGER
     }
 
     /// Registers the session with its hub (heartbeat, slow-client clock, commands) and answers

@@ -8,26 +8,22 @@
 //! browser costs little more than its session.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use actix::{Actor, AsyncContext};
 use actix_codec::Framed;
-use actix_http::body::BodySize;
-use actix_http::h1::{Codec, Message};
-use actix_http::{header, HttpMessage, Request, Response, StatusCode};
+use actix_http::h1::Codec;
+use actix_http::{header, HttpMessage, Request, StatusCode};
 use actix_web::web;
-use bytes::Bytes;
-use futures_util::SinkExt;
 use log::debug;
 
 use super::limits::Slot;
 use super::AppState;
 use crate::browser::session::ClientSession;
-use crate::downstream::delivery::SessionStats;
 use crate::downstream::hub::LocalHub;
-use crate::downstream::outbox::{Outbox, OutboxBody, OutboxLimits};
-use crate::downstream::peer::{ConnectionLost, InputLimits, Peer};
-use crate::downstream::socket::{spawn_writer, Connection, InboundLimits, IncomingFrames};
+use crate::downstream::outbox::OutboxLimits;
+use crate::downstream::peer::InputLimits;
+use crate::downstream::socket::{
+    self, accept, refuse, Connection, ConnectionLimits, InboundLimits,
+};
 use crate::sdk::session::{HeaderAuth, SdkSession};
 use crate::sdk::trading::SdkTradingSession;
 use crate::sdk::{Routes, Stream};
@@ -64,7 +60,7 @@ pub async fn upgrade<Io: Connection>(
         .and_then(|()| state.guard.origin(header(header::ORIGIN), host));
     if let Err(refusal) = allowed {
         debug!("refused a WebSocket upgrade on {path}: {}", refusal.0);
-        return respond(&mut framed, StatusCode::FORBIDDEN, refusal.0).await;
+        return refuse(&mut framed, StatusCode::FORBIDDEN, refusal.0).await;
     }
     let target = if path == PATH {
         Ok(None)
@@ -77,7 +73,7 @@ pub async fn upgrade<Io: Connection>(
         Ok(stream) => stream,
         Err(reason) => {
             debug!("refused a WebSocket upgrade: {reason}");
-            return respond(&mut framed, StatusCode::NOT_FOUND, reason).await;
+            return refuse(&mut framed, StatusCode::NOT_FOUND, reason).await;
         }
     };
     // A place among the open connections, held until the connection is gone.
@@ -86,50 +82,16 @@ pub async fn upgrade<Io: Connection>(
         Ok(slot) => slot,
         Err(reason) => {
             debug!("refused a WebSocket upgrade on {path}: {reason}");
-            return respond(&mut framed, StatusCode::TOO_MANY_REQUESTS, reason).await;
+            return refuse(&mut framed, StatusCode::TOO_MANY_REQUESTS, reason).await;
         }
     };
-    let res = match actix_http::ws::handshake(req.head()) {
-        Ok(mut builder) => builder.finish().drop_body(),
-        Err(e) => {
-            debug!("refused a WebSocket upgrade: {e}");
-            let res = Response::from(&e).drop_body();
-            framed
-                .send(Message::Item((res, BodySize::Sized(0))))
-                .await?;
-            return Ok(());
-        }
+    let Some((io, early)) = accept(&req, framed).await? else {
+        return Ok(());
     };
-    framed.send(Message::Item((res, BodySize::None))).await?;
-    let parts = framed.into_parts();
     match stream {
-        None => start_session(parts.io, parts.read_buf, &state, hub, slot),
-        Some(stream) => {
-            start_sdk_session(&req, stream, parts.io, parts.read_buf, &state, hub, slot)
-        }
+        None => start_session(io, early, &state, hub, slot),
+        Some(stream) => start_sdk_session(&req, stream, io, early, &state, hub, slot),
     }
-    Ok(())
-}
-
-/// Answers an upgrade request with `status` and a plain-text reason instead of upgrading.
-async fn respond<Io: Connection>(
-    framed: &mut Framed<Io, Codec>,
-    status: StatusCode,
-    reason: String,
-) -> Result<(), actix_web::Error> {
-    let body = Bytes::from(reason);
-    let mut res = Response::new(status);
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    framed
-        .send(Message::Item((
-            res.drop_body(),
-            BodySize::Sized(body.len() as u64),
-        )))
-        .await?;
-    framed.send(Message::Chunk(Some(body))).await?;
     Ok(())
 }
 
@@ -162,102 +124,50 @@ fn header_auth(req: &Request) -> Option<HeaderAuth> {
     })
 }
 
-/// One connection's limits, from its settings section.
-struct Limits {
-    inbound: InboundLimits,
-    input: InputLimits,
-    outbox: OutboxLimits,
-}
-
-impl Limits {
-    fn browser(s: &SessionSettings) -> Limits {
-        Limits {
-            inbound: InboundLimits {
-                max_message_bytes: s.max_frame_bytes,
-                max_fragments: max_fragments(s.max_frame_bytes),
-                message_timeout: ms(s.message_timeout_ms),
-            },
-            input: InputLimits {
-                max_message_bytes: s.max_frame_bytes,
-                max_messages_per_second: s.max_messages_per_second,
-                max_invalid_messages: s.max_invalid_messages,
-            },
-            outbox: OutboxLimits {
-                max_bytes: s.max_queued_bytes,
-                max_events: s.max_queued_events,
-            },
-        }
-    }
-
-    fn sdk(s: &SdkSettings) -> Limits {
-        Limits {
-            inbound: InboundLimits {
-                max_message_bytes: s.max_message_bytes,
-                max_fragments: max_fragments(s.max_message_bytes),
-                message_timeout: ms(s.message_timeout_ms),
-            },
-            input: InputLimits {
-                max_message_bytes: s.max_message_bytes,
-                max_messages_per_second: s.max_messages_per_second,
-                max_invalid_messages: s.max_invalid_messages,
-            },
-            // SDK programs get no droppable events: only data and replies, under the budget.
-            outbox: OutboxLimits {
-                max_bytes: s.max_queued_bytes,
-                max_events: 16,
-            },
-        }
+/// A browser's limits, from `[session]`.
+fn browser_limits(s: &SessionSettings) -> ConnectionLimits {
+    ConnectionLimits {
+        inbound: InboundLimits {
+            max_message_bytes: s.max_frame_bytes,
+            max_fragments: MAX_FRAGMENTS,
+            message_timeout: ms(s.message_timeout_ms),
+        },
+        input: InputLimits {
+            max_message_bytes: s.max_frame_bytes,
+            max_messages_per_second: s.max_messages_per_second,
+            max_invalid_messages: s.max_invalid_messages,
+        },
+        outbox: OutboxLimits {
+            max_bytes: s.max_queued_bytes,
+            max_events: s.max_queued_events,
+        },
     }
 }
 
-/// Most frames one fragmented message may take: enough for fragments of 64 bytes, at least 64.
-fn max_fragments(max_message_bytes: usize) -> usize {
-    (max_message_bytes / 64).max(64)
+/// An SDK program's limits, from `[sdk]`.
+fn sdk_limits(s: &SdkSettings) -> ConnectionLimits {
+    ConnectionLimits {
+        inbound: InboundLimits {
+            max_message_bytes: s.max_message_bytes,
+            max_fragments: MAX_FRAGMENTS,
+            message_timeout: ms(s.message_timeout_ms),
+        },
+        input: InputLimits {
+            max_message_bytes: s.max_message_bytes,
+            max_messages_per_second: s.max_messages_per_second,
+            max_invalid_messages: s.max_invalid_messages,
+        },
+        // SDK programs get no droppable events: only data and replies, under the budget.
+        outbox: OutboxLimits {
+            max_bytes: s.max_queued_bytes,
+            max_events: 16,
+        },
+    }
 }
 
-/// A new session's connection: its peer core and the reader of its socket. The writer is
-/// started by [`start`] once the session's actor exists.
-fn connect<Io: Connection>(
-    io: Io,
-    early: bytes::BytesMut,
-    state: &AppState,
-    hub: LocalHub,
-    (kind, limits): (&'static str, Limits),
-) -> (Peer, IncomingFrames<Io::Reader>, Io::Writer) {
-    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
-    let stats = Arc::new(SessionStats::of_kind(id, kind, io.peer()));
-    let outbox = Outbox::new(limits.outbox, stats.clone()).shared();
-    let (reader, writer) = io.split_io();
-    let frames = IncomingFrames::new(reader, early, limits.inbound);
-    (
-        Peer::new(id, hub, outbox, stats, limits.input),
-        frames,
-        writer,
-    )
-}
-
-/// Starts the actor made by `make` reading `frames`, and the task that writes its outbox out.
-fn start<A, W>(
-    peer: Peer,
-    frames: IncomingFrames<impl tokio::io::AsyncRead + Unpin + 'static>,
-    writer: W,
-    slot: Slot,
-    make: impl FnOnce(Peer) -> A,
-) where
-    A: Actor<Context = actix::Context<A>>
-        + actix::StreamHandler<Result<actix_http::ws::Frame, crate::downstream::socket::ReadError>>
-        + actix::Handler<ConnectionLost>,
-    W: tokio::io::AsyncWrite + Unpin + 'static,
-{
-    let (id, outbox) = (peer.id, peer.outbox.clone());
-    let session = make(peer);
-    let addr = A::create(move |ctx| {
-        ctx.add_stream(frames);
-        session
-    });
-    let body = OutboxBody::new(outbox, Box::new(move || addr.do_send(ConnectionLost)));
-    spawn_writer(id, writer, body, slot);
-}
+/// Most frames one fragmented message may take: room for what clients do (alpaca-py sends a
+/// subscribe in a few fragments), not for floods of tiny fragments.
+const MAX_FRAGMENTS: usize = 256;
 
 /// Starts an SDK session (market data or trading) on its socket.
 fn start_sdk_session<Io: Connection>(
@@ -277,14 +187,15 @@ fn start_sdk_session<Io: Connection>(
         Stream::Market(FeedKind::News) => "sdk:news",
         Stream::Trading => "sdk:trading",
     };
-    let limits = Limits::sdk(&sdk.settings);
-    let (peer, frames, writer) = connect(io, early, state, hub, (kind, limits));
+    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let limits = sdk_limits(&sdk.settings);
+    let (peer, frames, writer) = socket::open(io, early, (id, kind), hub, limits);
     let registry = state.registry.clone();
     match stream {
         Stream::Market(feed) => {
             let encoding = sdk_encoding(req, stream);
             let auth = header_auth(req);
-            start(peer, frames, writer, slot, |peer| {
+            socket::run(peer, frames, writer, slot, |peer| {
                 SdkSession::new(peer, (feed, encoding), sdk, registry, auth)
             });
         }
@@ -294,7 +205,7 @@ fn start_sdk_session<Io: Connection>(
                     .find_map(|kv| kv.strip_prefix("account="))
                     .map(str::to_owned)
             });
-            start(peer, frames, writer, slot, |peer| {
+            socket::run(peer, frames, writer, slot, |peer| {
                 SdkTradingSession::new(peer, sdk, registry, account)
             });
         }
@@ -309,14 +220,15 @@ fn start_session<Io: Connection>(
     hub: LocalHub,
     slot: Slot,
 ) {
-    let limits = Limits::browser(&state.sessions.settings);
-    let (peer, frames, writer) = connect(io, early, state, hub, ("browser", limits));
+    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let limits = browser_limits(&state.sessions.settings);
+    let (peer, frames, writer) = socket::open(io, early, (id, "browser"), hub, limits);
     let (config, registry, book) = (
         state.sessions.clone(),
         state.registry.clone(),
         state.book.clone(),
     );
-    start(peer, frames, writer, slot, |peer| {
+    socket::run(peer, frames, writer, slot, |peer| {
         ClientSession::new(peer, config, registry, book)
     });
 }

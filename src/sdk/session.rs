@@ -33,7 +33,7 @@ use super::SdkContext;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::hub::opcode;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
-use crate::downstream::peer::{ConnectionLost, Input, Peer};
+use crate::downstream::peer::{ConnectionLost, Input, Peer, CLOSING_LIMIT, TOO_MANY_INVALID};
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, Registry, SetRawInterest};
 use crate::vocab::Encoding;
@@ -104,14 +104,32 @@ impl SdkSession {
     fn refuse(&mut self, code: u16, ctx: &mut Context<Self>) {
         self.error(code);
         if self.peer.strike() {
-            self.peer.close_for_invalid();
-            ctx.stop();
+            self.close(ctx, TOO_MANY_INVALID.0, TOO_MANY_INVALID.1);
         }
     }
 
+    /// Queues the close; the session stops once the close has gone out and the program has
+    /// closed its side (or the linger time passed), at most [`CLOSING_LIMIT`] from now.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        self.peer.close(code, reason);
-        ctx.stop();
+        if self.peer.close(code, reason) {
+            self.detach();
+            ctx.run_later(CLOSING_LIMIT, |_, ctx| ctx.stop());
+        }
+    }
+
+    /// Leaves the tap, the hub and the registry: from its close on, the session only drains
+    /// its socket.
+    fn detach(&mut self) {
+        if self.peer.detach() {
+            if self.client.is_some() {
+                self.context.taps.feed(self.feed).unlisten(self.encoding);
+            }
+            self.peer.hub.unregister(self.peer.id, std::iter::empty());
+            self.peer.hub.unregister_raw(self.peer.id, self.feed);
+            self.registry.do_send(Disconnect {
+                session: self.peer.id,
+            });
+        }
     }
 
     fn authenticate(&mut self, key: &str, secret: &str) {
@@ -248,14 +266,7 @@ impl Actor for SdkSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.peer.outbox.borrow_mut().close(1000, "");
-        if self.client.is_some() {
-            self.context.taps.feed(self.feed).unlisten(self.encoding);
-        }
-        self.peer.hub.unregister(self.peer.id, std::iter::empty());
-        self.peer.hub.unregister_raw(self.peer.id, self.feed);
-        self.registry.do_send(Disconnect {
-            session: self.peer.id,
-        });
+        self.detach();
         debug!("SDK session {}: ended", self.peer.id);
     }
 }
@@ -268,7 +279,7 @@ impl Handler<SessionCommand> for SdkSession {
             SessionCommand::Close { code, reason } if code == CLOSE_SLOW_CLIENT => {
                 // What it did not read is let go; Alpaca's 407 goes out, then the close.
                 self.peer.outbox.borrow_mut().give_up(&reason);
-                ctx.stop();
+                self.close(ctx, code, &reason);
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
             SessionCommand::Refused { symbols, code } => {
@@ -290,7 +301,12 @@ impl Handler<ConnectionLost> for SdkSession {
     type Result = ();
 
     fn handle(&mut self, _: ConnectionLost, ctx: &mut Self::Context) {
-        ctx.stop();
+        if self.peer.closing() {
+            // The close has gone out: a little longer for the peer's side, then stop.
+            ctx.run_later(self.peer.linger(), |_, ctx| ctx.stop());
+        } else {
+            ctx.stop();
+        }
     }
 }
 
@@ -302,11 +318,13 @@ impl StreamHandler<Result<Frame, ReadError>> for SdkSession {
             Input::RateLimited => self.error(429),
             Input::Invalid(_) => self.error(400),
             Input::Handled => {}
+            Input::PeerClosed(code) => self.close(ctx, code, ""),
             Input::Close(1009, reason) => {
                 self.error(400);
                 self.close(ctx, 1009, reason);
             }
             Input::Close(code, reason) => self.close(ctx, code, reason),
+            Input::Abort => ctx.stop(),
         }
     }
 

@@ -27,8 +27,9 @@ use serde_json::{json, Value};
 
 use super::SdkContext;
 use crate::downstream::delivery::SessionCommand;
-use crate::downstream::outbox::{CLOSE_SLOW_CLIENT, OP_BINARY};
-use crate::downstream::peer::{ConnectionLost, Input, Peer};
+use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
+use crate::downstream::peer::{ConnectionLost, Input, Peer, CLOSING_LIMIT, TOO_MANY_INVALID};
+use crate::downstream::socket::frame::OP_BINARY;
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, ListenTrades, Registry};
 
@@ -111,9 +112,24 @@ impl SdkTradingSession {
             "action": action, "message": message, "status": "unauthorized"}}));
     }
 
+    /// Queues the close; the session stops once the close has gone out and the program has
+    /// closed its side (or the linger time passed), at most [`CLOSING_LIMIT`] from now.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        self.peer.close(code, reason);
-        ctx.stop();
+        if self.peer.close(code, reason) {
+            self.detach();
+            ctx.run_later(CLOSING_LIMIT, |_, ctx| ctx.stop());
+        }
+    }
+
+    /// Leaves the account's trade updates, the hub and the registry: from its close on, the
+    /// session only drains its socket.
+    fn detach(&mut self) {
+        if self.peer.detach() {
+            self.peer.hub.unregister(self.peer.id, std::iter::empty());
+            self.registry.do_send(Disconnect {
+                session: self.peer.id,
+            });
+        }
     }
 
     fn authenticate(&mut self, key: &str, secret: &str) {
@@ -158,8 +174,7 @@ impl SdkTradingSession {
         let Some(request) = parse(data) else {
             self.error("invalid message");
             if self.peer.strike() {
-                self.peer.close_for_invalid();
-                ctx.stop();
+                self.close(ctx, TOO_MANY_INVALID.0, TOO_MANY_INVALID.1);
             }
             return;
         };
@@ -229,10 +244,7 @@ impl Actor for SdkTradingSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.peer.outbox.borrow_mut().close(1000, "");
-        self.peer.hub.unregister(self.peer.id, std::iter::empty());
-        self.registry.do_send(Disconnect {
-            session: self.peer.id,
-        });
+        self.detach();
         debug!("SDK trading session {}: ended", self.peer.id);
     }
 }
@@ -254,12 +266,12 @@ impl Handler<SessionCommand> for SdkTradingSession {
                     .is_err();
                 if full {
                     // The outbox has let go of what waited and queued the 4008 close.
-                    ctx.stop();
+                    self.close(ctx, CLOSE_SLOW_CLIENT, "");
                 }
             }
             SessionCommand::Close { code, reason } if code == CLOSE_SLOW_CLIENT => {
                 self.peer.outbox.borrow_mut().give_up(&reason);
-                ctx.stop();
+                self.close(ctx, code, &reason);
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
             _ => {}
@@ -271,7 +283,12 @@ impl Handler<ConnectionLost> for SdkTradingSession {
     type Result = ();
 
     fn handle(&mut self, _: ConnectionLost, ctx: &mut Self::Context) {
-        ctx.stop();
+        if self.peer.closing() {
+            // The close has gone out: a little longer for the peer's side, then stop.
+            ctx.run_later(self.peer.linger(), |_, ctx| ctx.stop());
+        } else {
+            ctx.stop();
+        }
     }
 }
 
@@ -283,7 +300,9 @@ impl StreamHandler<Result<Frame, ReadError>> for SdkTradingSession {
             Input::RateLimited => self.error("rate limit exceeded"),
             Input::Invalid(what) => self.error(what),
             Input::Handled => {}
+            Input::PeerClosed(code) => self.close(ctx, code, ""),
             Input::Close(code, reason) => self.close(ctx, code, reason),
+            Input::Abort => ctx.stop(),
         }
     }
 

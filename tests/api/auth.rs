@@ -193,6 +193,27 @@ async fn without_market_scope_nothing_streams_until_the_client_signs_in() {
     assert_eq!(update["update"]["symbol"], "AAPL");
 }
 
+/// With no anonymous scopes, a browser that never signs in is closed with 1008 at
+/// `session.auth_timeout_ms`; one that signed in in time is still served.
+#[actix_web::test]
+async fn a_browser_that_never_signs_in_is_closed_when_sign_in_is_required() {
+    let app = spawn_app_with(|s| {
+        s.auth.anonymous_scopes = vec![];
+        s.session.auth_timeout_ms = 300;
+        client(s, "viewer", &["market"]);
+    })
+    .await;
+    let mut signed = app.ws().await;
+    signed
+        .send(json!({"action":"auth","token": token("viewer")}))
+        .await;
+    signed.expect_type("authenticated").await;
+    let mut silent = app.ws().await;
+    assert_eq!(silent.until_end().await, Ended::Closed(Some(1008)));
+    signed.send(json!({"action":"ping","id":"still"})).await;
+    assert_eq!(signed.expect_type("pong").await["id"], "still");
+}
+
 #[actix_web::test]
 async fn positions_need_the_account_scope_and_bad_credentials_close_the_socket() {
     let app = locked_app().await;

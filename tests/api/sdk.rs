@@ -230,6 +230,52 @@ pub async fn authed(app: &TestApp, path: &str, msgpack: bool) -> SdkClient {
     c
 }
 
+/// Messages past `sdk.max_messages_per_second` are answered 429 and not read.
+#[actix_web::test]
+async fn messages_past_the_rate_are_answered_429() {
+    let app = spawn_app_with(|s| {
+        add_client(s, "algo", KEY, SECRET, &["main"]);
+        s.sdk.max_messages_per_second = 2;
+    })
+    .await;
+    let mut c = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(c.control().await["msg"], "connected");
+    c.auth(KEY, SECRET).await;
+    assert_eq!(c.control().await["msg"], "authenticated");
+    for _ in 0..10 {
+        c.send(json!({"action": "subscribe", "quotes": ["AAPL"]}))
+            .await;
+    }
+    let mut limited = 0;
+    for _ in 0..10 {
+        let reply = c.control().await;
+        if reply["T"] == "error" {
+            assert_eq!(reply, error(429, "rate limit exceeded"));
+            limited += 1;
+        } else {
+            assert_eq!(reply["T"], "subscription", "{reply}");
+        }
+    }
+    // Auth took one of the burst of two; the rest refill at two a second.
+    assert!(limited >= 5, "{limited} of 10 refused");
+}
+
+/// Invalid messages get 400 until `sdk.max_invalid_messages` of them close the connection with
+/// 1008.
+#[actix_web::test]
+async fn invalid_messages_close_the_connection_past_the_limit() {
+    let app = spawn_app_with(|s| s.sdk.max_invalid_messages = 4).await;
+    let mut fresh = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(fresh.control().await["msg"], "connected");
+    for _ in 0..4 {
+        fresh.send(json!({"action": "dance"})).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(fresh.control().await, error(400, "invalid syntax"));
+    }
+    assert_eq!(fresh.until_end().await, Ended::Closed(Some(1008)));
+}
+
 #[actix_web::test]
 async fn session_protocol_and_its_error_codes_in_json() {
     let app = sdk_app().await;

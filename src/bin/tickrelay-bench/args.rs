@@ -58,6 +58,13 @@ MEASUREMENT:
     --warmup-secs S          after every client is subscribed                    [default: 2]
     --secs S                 measured window                                     [default: 10]
 
+FLOOR (instead of a load run):
+    --floor                  no daemon and no upstream: the harness serves the same clients
+                             itself and, on one clock every --throttle-ms, writes each one frame
+                             per subscribed symbol in one write (two threads, as the daemon's two
+                             HTTP workers); the clients measure as always. The latency of this
+                             run is the machine's floor for the same burst.
+
 SOAK (instead of a load run):
     --soak-secs S            run the simulator (`tickrelay simulate`) as the upstream and the
                              daemon against it for S seconds while --clients browsers read
@@ -166,6 +173,8 @@ pub struct Args {
     pub soak_secs: f64,
     /// Also measure the same subscriptions on an edge served through Redis.
     pub edge: bool,
+    /// Measure the floor: the harness bursts to its own clients, no daemon.
+    pub floor: bool,
 }
 
 impl Default for Args {
@@ -195,6 +204,7 @@ impl Default for Args {
             secs: 10.0,
             soak_secs: 0.0,
             edge: false,
+            floor: false,
         }
     }
 }
@@ -207,6 +217,10 @@ impl Args {
         while let Some(arg) = args.next() {
             if arg == "-h" || arg == "--help" {
                 return Ok(None);
+            }
+            if arg == "--floor" {
+                out.floor = true;
+                continue;
             }
             if arg == "--edge" {
                 out.edge = true;

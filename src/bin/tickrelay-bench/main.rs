@@ -11,6 +11,7 @@ mod clients;
 mod clock;
 mod daemon;
 mod flood;
+mod floor;
 mod http;
 mod report;
 mod scan;
@@ -34,6 +35,7 @@ use args::{Args, Encoding, Mode, Protocol, USAGE};
 use clients::{ClientPool, ClientsConfig, Shared};
 use daemon::{Daemon, SpawnOptions};
 use flood::{Flood, FloodConfig};
+use floor::Floor;
 use report::{Connecting, Measurement, Sample, StatusSample, Window};
 
 /// How long the daemon may take to become ready.
@@ -93,6 +95,9 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     raise_fd_limit(args);
     if args.soak_secs > 0.0 {
         return soak::run(args, daemon_binary(args)?).await;
+    }
+    if args.floor {
+        return run_floor(args).await;
     }
     let flood = Flood::start(FloodConfig {
         rate: args.rate,
@@ -159,6 +164,37 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     }
     Ok(report)
 }
+
+/// `--floor`: the same clients, served by the harness's own burst server instead of a daemon.
+async fn run_floor(args: &Args) -> anyhow::Result<Value> {
+    let floor = Floor::start(FLOOR_WORKERS, Duration::from_millis(args.throttle_ms))?;
+    let shared = Arc::new(Shared::default());
+    let pool = ClientPool::start(
+        clients_config(args, &floor.addr.to_string())?,
+        shared.clone(),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.connect_timeout_secs);
+    while !shared.settled(args.clients, 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let acked = shared.acked.load(Ordering::Relaxed);
+    info!(
+        "floor: {acked} clients subscribed; warming up for {} s",
+        args.warmup_secs
+    );
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup_secs)).await;
+    let cpu_start = sys::cpu_secs("self");
+    shared.measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(args.secs)).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let cpu = sys::cpu_secs("self").zip(cpu_start).map(|(e, s)| e - s);
+    let stats = pool.stop();
+    drop(floor);
+    Ok(report::floor_fields(&stats, acked, args.secs, cpu))
+}
+
+/// Burst threads of the floor server: the daemon's HTTP workers on this machine.
+const FLOOR_WORKERS: usize = 2;
 
 /// An edge beside the spawned daemon: the same settings, market data from Redis.
 async fn start_edge(args: &Args, flood_port: u16) -> anyhow::Result<Daemon> {

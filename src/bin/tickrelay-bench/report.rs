@@ -244,8 +244,6 @@ impl Measurement<'_> {
     }
 }
 
-/// `{prefix}_p50_ms`, `_p99_ms`, `_p999_ms`, `_max_ms` and `_samples` of a histogram of
-/// microseconds (null quantiles when it is empty).
 /// The edge's clients (`--edge`): latency and delivered updates, beside the primary's.
 pub fn edge_fields(c: &ClientStats, acked: usize, secs: f64) -> Map<String, Value> {
     let mut out = histogram_fields("edge_latency", &c.latency);
@@ -258,6 +256,25 @@ pub fn edge_fields(c: &ClientStats, acked: usize, secs: f64) -> Map<String, Valu
     out
 }
 
+/// The floor run (`--floor`): the clients' latency and updates, and the harness's CPU (it is
+/// both ends here).
+pub fn floor_fields(c: &ClientStats, acked: usize, secs: f64, bench_cpu: Option<f64>) -> Value {
+    let mut out = histogram_fields("latency", &c.latency);
+    out.insert("mode".into(), json!("floor"));
+    out.insert("clients_acked".into(), json!(acked));
+    out.insert(
+        "delivered_updates_per_sec".into(),
+        json!(round(c.updates as f64 / secs)),
+    );
+    out.insert(
+        "bench_cpu_pct".into(),
+        json!(bench_cpu.map(|c| round(100.0 * c / secs))),
+    );
+    Value::Object(out)
+}
+
+/// `{prefix}_p50_ms`, `_p99_ms`, `_p999_ms`, `_max_ms` and `_samples` of a histogram of
+/// microseconds (null quantiles when it is empty).
 fn histogram_fields(prefix: &str, h: &Histogram) -> Map<String, Value> {
     let ms = |us: u64| round(us as f64 / 1000.0);
     let mut out = Map::new();

@@ -1,9 +1,9 @@
-//! The one socket layer: a client connection after its upgrade, split into the incremental reader
-//! that enforces every inbound limit and the writer task that drains the session's outbox.
+//! The incremental reader of a client connection: its socket read into WebSocket frames within
+//! the connection's [`InboundLimits`].
 //!
 //! Owns: the read buffer of one connection and its inbound limits. Every session kind (browser,
-//! SDK market data, `/stream`) reads its socket through [`IncomingFrames`] and writes it through
-//! [`spawn_writer`], so a limit added here holds for every peer.
+//! SDK market data, `/stream`) reads its socket through [`IncomingFrames`], so a limit added here
+//! holds for every peer.
 //!
 //! The limits are checked on the frame *header*, before its payload is buffered: a frame that
 //! declares more than the message limit, or that would take a fragmented message past it, or a
@@ -11,6 +11,10 @@
 //! [`ReadError::TooLarge`] / [`ReadError::Protocol`] (the session closes with 1009 / 1002). A
 //! message must arrive whole within `message_timeout` of its first byte, or the stream ends
 //! with [`ReadError::Stalled`]: a peer that sends half a frame and stops holds nothing for long.
+//!
+//! After such an error the reader does not stop reading at once: it discards what still arrives
+//! (at most [`LINGER`] and a few times the message limit) until the peer closes, so the socket is
+//! not closed with unread input, which would reset it and lose the close frame on its way out.
 //! The buffer grows only as far as the frame in flight needs and is given back after a large one,
 //! so an idle connection holds almost nothing.
 
@@ -21,21 +25,20 @@ use std::time::Duration;
 
 use actix_codec::Decoder;
 use actix_http::ws::{Codec, Frame, Item, ProtocolError};
-use actix_tls::accept::rustls_0_23::TlsStream;
 use bytes::BytesMut;
-use futures_util::{Stream, StreamExt};
-use log::debug;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use futures_util::Stream;
+use tokio::io::AsyncRead;
 use tokio::time::{sleep, Sleep};
-
-use super::outbox::OutboxBody;
 
 /// Bytes asked of the socket per read when the buffer has no room.
 const READ_CHUNK: usize = 512;
 /// Largest payload of a control frame (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
+/// How long a refused connection's input is still read and discarded, so that its close frame
+/// goes out before the socket closes (also how long a closing session waits for the peer).
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Discarding also ends after this much, or after twice the message limit if that is more.
+const MIN_DRAIN: usize = 1024 * 1024;
 
 /// What one connection may send.
 #[derive(Debug, Clone, Copy)]
@@ -165,9 +168,21 @@ pub struct IncomingFrames<R> {
     buf: BytesMut,
     codec: Codec,
     admission: Admission,
-    /// Armed while a message is incomplete: when it must be whole.
+    /// Armed while a message is incomplete (when it must be whole), or while draining (when
+    /// draining ends).
     deadline: Option<Pin<Box<Sleep>>>,
-    ended: bool,
+    state: State,
+}
+
+/// Where the reader is in a connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Reading,
+    /// A fatal error was reported: input is read and discarded; this much more may be.
+    Draining {
+        left: usize,
+    },
+    Ended,
 }
 
 impl<R> IncomingFrames<R> {
@@ -182,16 +197,66 @@ impl<R> IncomingFrames<R> {
                 message: None,
             },
             deadline: None,
-            ended: false,
+            state: State::Reading,
         }
     }
 
-    /// Ends the stream with `err`, letting the buffer go.
+    /// Reports `err`, lets the buffer go and, unless the socket itself failed, starts discarding
+    /// what still arrives.
     fn fail(&mut self, err: ReadError) -> Poll<Option<Result<Frame, ReadError>>> {
-        self.ended = true;
         self.buf = BytesMut::new();
-        self.deadline = None;
+        if matches!(err, ReadError::Protocol(ProtocolError::Io(_))) {
+            self.state = State::Ended;
+            self.deadline = None;
+        } else {
+            let left = self
+                .admission
+                .limits
+                .max_message_bytes
+                .saturating_mul(2)
+                .max(MIN_DRAIN);
+            self.state = State::Draining { left };
+            self.deadline = Some(Box::pin(sleep(LINGER)));
+        }
         Poll::Ready(Some(Err(err)))
+    }
+
+    /// Reads and discards until the peer closes, the socket fails, the drain allowance is used
+    /// up or the linger deadline passes; then the stream ends.
+    fn drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut left: usize,
+    ) -> Poll<Option<Result<Frame, ReadError>>>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let mut chunk = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut chunk) {
+                Poll::Ready(Ok(()))
+                    if !chunk.filled().is_empty() && chunk.filled().len() < left =>
+                {
+                    left -= chunk.filled().len();
+                    self.state = State::Draining { left };
+                }
+                Poll::Ready(_) => break,
+                Poll::Pending => {
+                    let expired = self
+                        .deadline
+                        .as_mut()
+                        .is_none_or(|d| d.as_mut().poll(cx).is_ready());
+                    if !expired {
+                        return Poll::Pending;
+                    }
+                    break;
+                }
+            }
+        }
+        self.state = State::Ended;
+        self.deadline = None;
+        Poll::Ready(None)
     }
 
     /// One decode step: checks the header of the frame at the buffer's start, then decodes it
@@ -217,13 +282,17 @@ impl<R: AsyncRead + Unpin> Stream for IncomingFrames<R> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
+        match this.state {
+            State::Reading => {}
+            State::Draining { left } => return this.drain(cx, left),
+            State::Ended => return Poll::Ready(None),
         }
         loop {
             match this.decode() {
                 Ok(Some(frame)) => {
-                    if this.buf.is_empty() && !this.admission.in_message() {
+                    // A complete frame outside a fragmented message meets the deadline; a
+                    // partial one after it gets a deadline of its own.
+                    if !this.admission.in_message() {
                         this.deadline = None;
                     }
                     return Poll::Ready(Some(Ok(frame)));
@@ -236,7 +305,7 @@ impl<R: AsyncRead + Unpin> Stream for IncomingFrames<R> {
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
                 Poll::Ready(Ok(0)) => {
-                    this.ended = true;
+                    this.state = State::Ended;
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Ok(_)) => {}
@@ -260,77 +329,10 @@ impl<R: AsyncRead + Unpin> Stream for IncomingFrames<R> {
     }
 }
 
-/// Starts the task that drains a session's outbox into its socket. The connection's `slot`
-/// among the open connections is given back when the task ends, with the connection.
-pub fn spawn_writer<W: AsyncWrite + Unpin + 'static, S: 'static>(
-    id: u64,
-    mut writer: W,
-    mut body: OutboxBody,
-    slot: S,
-) {
-    actix_web::rt::spawn(async move {
-        let _slot = slot;
-        while let Some(Ok(chunk)) = body.next().await {
-            if let Err(e) = writer.write_all(&chunk).await {
-                debug!("session {id}: write failed: {e}");
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-        // Dropping the body tells the session the connection is over.
-    });
-}
-
-/// A client connection, plain or TLS: split into a reader and a writer once the handshake is done.
-pub trait Connection: AsyncRead + AsyncWrite + Unpin + 'static {
-    type Reader: AsyncRead + Unpin + 'static;
-    type Writer: AsyncWrite + Unpin + 'static;
-    fn tcp(&self) -> &TcpStream;
-    fn split_io(self) -> (Self::Reader, Self::Writer);
-
-    /// The peer's address, for logs and the session list.
-    fn peer(&self) -> String {
-        self.tcp()
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "unknown".into())
-    }
-
-    /// The peer's IP address, for the per-address connection limit.
-    fn peer_ip(&self) -> Option<std::net::IpAddr> {
-        self.tcp().peer_addr().ok().map(|a| a.ip())
-    }
-}
-
-impl Connection for TcpStream {
-    type Reader = OwnedReadHalf;
-    type Writer = OwnedWriteHalf;
-
-    fn tcp(&self) -> &TcpStream {
-        self
-    }
-
-    fn split_io(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        self.into_split()
-    }
-}
-
-impl Connection for TlsStream<TcpStream> {
-    type Reader = ReadHalf<Self>;
-    type Writer = WriteHalf<Self>;
-
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-
-    fn split_io(self) -> (ReadHalf<Self>, WriteHalf<Self>) {
-        tokio::io::split(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     fn limits() -> InboundLimits {
         InboundLimits {
@@ -453,8 +455,27 @@ mod tests {
             .await
             .expect("the deadline ends the stream");
         assert!(matches!(first, Some(Err(ReadError::Stalled(_)))));
-        assert!(r.next().await.is_none());
+        // Then it reads on, discarding, until the peer closes.
         drop(client);
+        assert!(r.next().await.is_none());
+    }
+
+    #[actix_web::test]
+    async fn after_a_refusal_what_still_arrives_is_discarded_until_the_peer_closes() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut r = IncomingFrames::new(server, BytesMut::new(), limits());
+        client.write_all(&header(true, 1, 1 << 40)).await.unwrap();
+        assert!(matches!(
+            r.next().await,
+            Some(Err(ReadError::TooLarge { .. }))
+        ));
+        // The declared payload keeps coming: read and dropped, not buffered, not decoded.
+        client.write_all(&[0u8; 30_000]).await.unwrap();
+        drop(client);
+        let end = tokio::time::timeout(Duration::from_secs(5), r.next()).await;
+        assert!(matches!(end, Ok(None)), "ends at the peer's EOF");
+        assert_eq!(r.buf.capacity(), 0, "nothing was buffered");
     }
 
     #[actix_web::test]
