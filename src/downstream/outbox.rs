@@ -321,24 +321,33 @@ impl Outbox {
         } else {
             None
         };
-        let fits = match self.latest.get(key).map(|l| l.frame.len()) {
-            // A replacement costs only what it adds (its entry is already counted).
-            Some(old) => self.queued_bytes + frame.len().saturating_sub(old) <= self.max_bytes,
-            None => self.fits(frame.len()),
-        };
-        if !fits {
-            let limit = self.max_bytes;
-            self.give_up(&format!("slow client: more than {limit} bytes waiting"));
-            return;
-        }
+        // One lookup on the hot path: a replacement costs only what it adds (its entry is
+        // already counted); a new key needs room for the frame and its entry.
         if let Some(slot) = self.latest.get_mut(key) {
-            self.queued_bytes = self.queued_bytes + frame.len() - slot.frame.len();
-            slot.frame = frame.clone();
-            slot.batch = batch;
-            self.dropped += 1;
-            self.conflated += 1;
+            let queued = self.queued_bytes + frame.len() - slot.frame.len();
+            if queued <= self.max_bytes {
+                self.queued_bytes = queued;
+                slot.frame = frame.clone();
+                slot.batch = batch;
+                self.dropped += 1;
+                self.conflated += 1;
+                return;
+            }
+        } else if self.fits(frame.len()) {
+            self.insert_latest(key, frame, batch);
             return;
         }
+        let limit = self.max_bytes;
+        self.give_up(&format!("slow client: more than {limit} bytes waiting"));
+    }
+
+    /// Queues the first unsent conflating frame of `key`.
+    fn insert_latest(
+        &mut self,
+        key: &DeliverKey,
+        frame: &ByteString,
+        batch: Option<(PriceKind, ByteString)>,
+    ) {
         let batched = batch.is_some();
         self.latest.insert(
             key.clone(),

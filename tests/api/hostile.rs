@@ -6,7 +6,7 @@
 //! The attacks: frame headers declaring 2^40 bytes followed by a stream of zeros; endless
 //! fragments; floods of tiny invalid messages from peers that never read; a started frame that
 //! stalls; an authenticated program that asks for replies and never reads them; a ping flood;
-//! more connections from one address than it may open.
+//! half-open connections that go silent; more connections from one address than it may open.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -217,6 +217,8 @@ fn start_daemon() -> (Process, String) {
         .env("TICKRELAY__SDK__MAX_QUEUED_BYTES", "1048576")
         .env("TICKRELAY__SDK__MAX_MESSAGES_PER_SECOND", "2000")
         .env("TICKRELAY__SESSION__SOCKET_SEND_BUFFER_BYTES", "65536")
+        .env("TICKRELAY__SESSION__HEARTBEAT_INTERVAL_MS", "500")
+        .env("TICKRELAY__SESSION__CLIENT_TIMEOUT_MS", "5000")
         .env("TICKRELAY__CLIENTS__HOSTILE__KEY_ID", KEY)
         .env("TICKRELAY_CLIENT_SECRET_HOSTILE", SECRET);
     let daemon = Process::start(cmd);
@@ -261,16 +263,24 @@ async fn healthy_program(addr: String, count: Count) {
             .expect("read");
         assert!(n > 0, "the healthy program was disconnected");
         buf.extend_from_slice(&chunk[..n]);
-        // Count whole frames, keep a partial one.
+        // Count whole frames, answer pings (it is a live program), keep a partial frame.
         let mut rest = &buf[..];
-        while rest.len() >= 4 {
+        let mut pongs = Vec::new();
+        while rest.len() >= 2 {
             let (len, head) = match rest[1] & 0x7F {
-                126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
-                127 => break,
+                126 if rest.len() >= 4 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+                127 if rest.len() >= 10 => (
+                    u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
                 n => (usize::from(n), 2),
             };
             if rest.len() < head + len {
                 break;
+            }
+            if rest[0] & 0x0F == 0x9 {
+                pongs.extend(frame(true, 0xA, &rest[head..head + len]));
             }
             let payload: Value =
                 serde_json::from_slice(&rest[head..head + len]).unwrap_or_default();
@@ -281,6 +291,9 @@ async fn healthy_program(addr: String, count: Count) {
             rest = &rest[head + len..];
         }
         buf = rest.to_vec();
+        if !pongs.is_empty() {
+            raw.send(&pongs).await.expect("pong");
+        }
     }
 }
 
@@ -404,6 +417,22 @@ async fn ping_flood(addr: &str) {
     assert!(matches!(seen.close, None | Some(1008)), "{seen:?}");
 }
 
+/// Half-open connections: upgraded, then nothing at all — no message, no pong, no FIN — as a
+/// peer whose network vanished: each is closed when the client timeout (5 s here) passes.
+async fn half_open(addr: &str) {
+    let silent = PATHS.map(|path| async move {
+        let raw = Raw::upgrade(addr, path).await;
+        let started = Instant::now();
+        let seen = raw.until_end().await;
+        (path, seen, started.elapsed())
+    });
+    for (path, seen, took) in join_all(silent).await {
+        assert_eq!(seen.close, Some(1000), "{path}: {seen:?}");
+        assert_eq!(seen.reason, "client timeout", "{path}");
+        assert!(took < Duration::from_secs(10), "{path}: {took:?}");
+    }
+}
+
 /// More connections from one address than `http.max_connections_per_ip` (48 here): the rest
 /// are refused with 429 at the upgrade, and each admitted one holding a started 60 KB frame is
 /// dropped at the message deadline.
@@ -460,6 +489,8 @@ async fn hostile_peers_are_closed_early_and_memory_stays_bounded() {
     step("replies");
     ping_flood(&addr).await;
     step("pings");
+    half_open(&addr).await;
+    step("half-open");
     many_connections(&addr).await;
     step("connections");
 
