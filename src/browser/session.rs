@@ -29,7 +29,7 @@ use crate::auth::Principal;
 use crate::browser::{self, ClientError, ClientRequest, ErrorCode, PriceUpdate, Rejection};
 use crate::downstream::delivery::{DeliverKey, SessionCommand};
 use crate::downstream::outbox::{BatchFrame, CLOSE_SLOW_CLIENT};
-use crate::downstream::peer::{ConnectionLost, Input, Peer, CLOSING_LIMIT, TOO_MANY_INVALID};
+use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID};
 use crate::downstream::socket::ReadError;
 use crate::market::Num;
 use crate::quote_book::QuoteBook;
@@ -112,11 +112,10 @@ impl ClientSession {
 
     /// Queues the close frame (only the first close counts: the outbox accepts nothing after
     /// one, nor once the connection is gone); the session stops once it has gone out and the
-    /// client has closed its side (or the linger time passed), at most [`CLOSING_LIMIT`] from now.
+    /// client has closed its side (or the linger time passed), at most [`CLOSING_LIMIT`](crate::downstream::peer::CLOSING_LIMIT) from now.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        if self.peer.close(code, reason) {
+        if self.peer.close_session(ctx, code, reason) {
             self.detach();
-            ctx.run_later(CLOSING_LIMIT, |_, ctx| ctx.stop());
         }
     }
 
@@ -556,12 +555,7 @@ impl Handler<ConnectionLost> for ClientSession {
     type Result = ();
 
     fn handle(&mut self, _: ConnectionLost, ctx: &mut Self::Context) {
-        if self.peer.closing() {
-            // The close has gone out: a little longer for the peer's side, then stop.
-            ctx.run_later(self.peer.linger(), |_, ctx| ctx.stop());
-        } else {
-            ctx.stop();
-        }
+        self.peer.connection_lost(ctx);
     }
 }
 

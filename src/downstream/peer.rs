@@ -8,11 +8,12 @@
 //! close) or decided (over the rate, close with a code). The sessions keep only their protocol.
 //!
 //! Inbound limits, one place for every kind of peer: the socket layer refuses oversize and
-//! stalled frames before buffering them ([`super::socket`]); here, whole messages beyond
-//! `max_messages_per_second` (bursts up to the same number) are not read, frames that are not a
-//! whole message (pings, pongs, fragments) beyond [`FRAMES_PER_MESSAGE`] times that (at least
-//! [`MIN_FRAMES_PER_SECOND`]) are not read and count as invalid, and a peer whose invalid messages reach `max_invalid_messages` within a minute is
-//! closed with 1008.
+//! stalled frames before buffering them ([`super::socket`]); here:
+//! - whole messages beyond `max_messages_per_second` (bursts up to the same number) are not read;
+//! - frames that are not a whole message (pings, pongs, fragments) beyond [`FRAMES_PER_MESSAGE`]
+//!   times that, and at least [`MIN_FRAMES_PER_SECOND`], are not read and count as invalid;
+//! - a peer whose invalid messages reach `max_invalid_messages` within a minute is closed with
+//!   1008.
 //!
 //! Closing: the session queues its close frame and keeps reading — and dropping — what arrives
 //! until the writer has sent the close, then [`LINGER`](super::socket::reader::LINGER) more or
@@ -25,7 +26,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Recipient;
+use actix::{Actor, ActorContext, AsyncContext, Recipient};
 use actix_http::ws::{Frame, Item};
 use bytes::Bytes;
 use log::debug;
@@ -39,10 +40,10 @@ use crate::vocab::{FragmentError, Reassembler};
 
 /// The window over which invalid messages are counted.
 const INVALID_WINDOW: Duration = Duration::from_secs(60);
-/// Frames of any kind a peer may send per message of its message rate, and at least
-/// [`MIN_FRAMES_PER_SECOND`]: room for fragmented messages, pings and a client that retries a
-/// rate-limited request, not for floods of empty frames.
+/// Frames that are not a whole message a peer may send per message of its message rate: room
+/// for fragmented messages and pings, not for floods of empty frames.
 pub const FRAMES_PER_MESSAGE: u32 = 10;
+/// ... and at least this many a second, whatever the message rate.
 pub const MIN_FRAMES_PER_SECOND: u32 = 1000;
 /// The longest a closing session lives, whatever the peer does.
 pub const CLOSING_LIMIT: Duration = Duration::from_secs(30);
@@ -152,7 +153,9 @@ impl Strikes {
             * f64::from(self.max);
         self.level = (self.level - drained).max(0.0) + 1.0;
         self.last = now;
-        self.level >= f64::from(self.max)
+        // Half a strike of slack: the drain since the first one must not make `max` strikes in
+        // quick succession count as `max - 0.0001`.
+        self.level >= f64::from(self.max) - 0.5
     }
 }
 
@@ -309,9 +312,31 @@ impl Peer {
         !std::mem::replace(&mut self.detached, true)
     }
 
-    /// How long a closing session whose close has gone out waits for the peer to close.
-    pub fn linger(&self) -> Duration {
-        LINGER
+    /// Closes the session of `ctx`: queues the close and schedules the session's stop at
+    /// [`CLOSING_LIMIT`]. `true` the first time: the session then leaves its hub and the
+    /// registry (what it registered with differs by kind).
+    pub fn close_session<A>(&mut self, ctx: &mut actix::Context<A>, code: u16, reason: &str) -> bool
+    where
+        A: Actor<Context = actix::Context<A>>,
+    {
+        let first = self.close(code, reason);
+        if first {
+            ctx.run_later(CLOSING_LIMIT, |_, ctx| ctx.stop());
+        }
+        first
+    }
+
+    /// The writer is done. A closing session's close has gone out: it waits [`LINGER`] more
+    /// for the peer's side; any other session has lost its peer and stops.
+    pub fn connection_lost<A>(&self, ctx: &mut actix::Context<A>)
+    where
+        A: Actor<Context = actix::Context<A>>,
+    {
+        if self.closing {
+            ctx.run_later(LINGER, |_, ctx| ctx.stop());
+        } else {
+            ctx.stop();
+        }
     }
 
     /// Registers the session with its hub (heartbeat, slow-client clock, commands) and answers
@@ -331,6 +356,99 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(limits: InputLimits) -> Peer {
+        use crate::downstream::hub::HubConfig;
+        use crate::downstream::outbox::OutboxLimits;
+        let config = HubConfig {
+            slow_client_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
+            batch_interval: Duration::from_millis(100),
+            latency: Arc::default(),
+        };
+        let stats = Arc::new(SessionStats::new(1, "test".into()));
+        let outbox_limits = OutboxLimits {
+            max_bytes: 1 << 20,
+            max_events: 16,
+        };
+        let outbox = Outbox::new(outbox_limits, stats.clone()).shared();
+        Peer::new(1, LocalHub::start(0, config), outbox, stats, limits)
+    }
+
+    fn text(s: &'static str) -> Result<Frame, ReadError> {
+        Ok(Frame::Text(Bytes::from_static(s.as_bytes())))
+    }
+
+    #[actix_web::test]
+    async fn messages_past_the_rate_are_not_read_and_frame_floods_are_invalid() {
+        let mut p = peer(InputLimits {
+            max_message_bytes: 1024,
+            max_messages_per_second: 5,
+            max_invalid_messages: 3,
+        });
+        for _ in 0..5 {
+            assert!(matches!(p.receive(text("x")), Input::Message { .. }));
+        }
+        assert_eq!(p.receive(text("x")), Input::RateLimited);
+        // Pings are not messages: their own budget (at least 1,000), then each is invalid.
+        let ping = || Ok(Frame::Ping(Bytes::from_static(b"p")));
+        let (mut handled, mut invalid) = (0, 0);
+        let closed = loop {
+            match p.receive(ping()) {
+                Input::Handled => handled += 1,
+                Input::Invalid(_) => invalid += 1,
+                Input::Close(code, reason) => break (code, reason),
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                handled < 2 * MIN_FRAMES_PER_SECOND,
+                "the flood was never refused"
+            );
+        };
+        assert!(handled >= MIN_FRAMES_PER_SECOND, "{handled}");
+        assert_eq!(invalid, 2);
+        assert_eq!(closed, TOO_MANY_INVALID);
+    }
+
+    #[actix_web::test]
+    async fn a_closing_peer_is_read_and_dropped_until_it_sends_too_much() {
+        let mut p = peer(InputLimits {
+            max_message_bytes: 1024,
+            max_messages_per_second: 1000,
+            max_invalid_messages: 20,
+        });
+        assert!(p.close(1000, ""), "the first close");
+        assert!(!p.close(1008, "again"), "only the first counts");
+        let chunk = || Ok(Frame::Binary(Bytes::from(vec![0u8; 64 * 1024])));
+        // The allowance is 4 × the message limit, at least 1 MiB: 16 chunks of 64 KiB.
+        for _ in 0..16 {
+            assert_eq!(p.receive(chunk()), Input::Handled);
+        }
+        assert_eq!(p.receive(chunk()), Input::Abort);
+    }
+
+    #[actix_web::test]
+    async fn a_peer_whose_budget_ran_out_is_closed_and_its_close_code_is_echoed() {
+        let mut p = peer(InputLimits {
+            max_message_bytes: 1024,
+            max_messages_per_second: 100,
+            max_invalid_messages: 20,
+        });
+        let close = actix_http::ws::CloseReason {
+            code: actix_http::ws::CloseCode::Away,
+            description: None,
+        };
+        assert_eq!(
+            p.receive(Ok(Frame::Close(Some(close)))),
+            Input::PeerClosed(1001)
+        );
+        p.outbox.borrow_mut().give_up("slow client");
+        assert_eq!(
+            p.receive(text("x")),
+            Input::Close(CLOSE_SLOW_CLIENT, "slow client")
+        );
+    }
 
     #[test]
     fn the_rate_limit_allows_a_burst_then_refills() {

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use super::SdkContext;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
-use crate::downstream::peer::{ConnectionLost, Input, Peer, CLOSING_LIMIT, TOO_MANY_INVALID};
+use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID};
 use crate::downstream::socket::frame::OP_BINARY;
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, ListenTrades, Registry};
@@ -113,11 +113,10 @@ impl SdkTradingSession {
     }
 
     /// Queues the close; the session stops once the close has gone out and the program has
-    /// closed its side (or the linger time passed), at most [`CLOSING_LIMIT`] from now.
+    /// closed its side (or the linger time passed), at most [`CLOSING_LIMIT`](crate::downstream::peer::CLOSING_LIMIT) from now.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        if self.peer.close(code, reason) {
+        if self.peer.close_session(ctx, code, reason) {
             self.detach();
-            ctx.run_later(CLOSING_LIMIT, |_, ctx| ctx.stop());
         }
     }
 
@@ -283,12 +282,7 @@ impl Handler<ConnectionLost> for SdkTradingSession {
     type Result = ();
 
     fn handle(&mut self, _: ConnectionLost, ctx: &mut Self::Context) {
-        if self.peer.closing() {
-            // The close has gone out: a little longer for the peer's side, then stop.
-            ctx.run_later(self.peer.linger(), |_, ctx| ctx.stop());
-        } else {
-            ctx.stop();
-        }
+        self.peer.connection_lost(ctx);
     }
 }
 
