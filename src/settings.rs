@@ -41,19 +41,31 @@ const LIST_KEYS: &[&str] = &[
     "auth.anonymous_scopes",
 ];
 
-/// Why `url` may not carry the Alpaca keys: a clear-text scheme to another machine without the
-/// opt-in. Loopback hosts are exempt (the keys do not leave the machine).
+/// Why `url` may not carry the Alpaca keys: a user name or password before its host (which
+/// can make a host check read the wrong part: `ws://127.0.0.1:80@elsewhere` goes to
+/// `elsewhere`), or a clear-text scheme to another machine without the opt-in. The URL is parsed
+/// as the connection will read it; loopback hosts are exempt from the scheme rule (the keys do
+/// not leave the machine).
 fn insecure(url: &str, clear_scheme: &str, allowed: bool) -> Option<String> {
-    let rest = url.strip_prefix(clear_scheme)?;
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("{url:?} is not a valid URL: {e}")),
     };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Some(format!(
+            "{url:?} has a user name or password before its host; the host would be {:?}",
+            parsed.host_str().unwrap_or_default()
+        ));
+    }
+    if format!("{}://", parsed.scheme()) != clear_scheme {
+        return None;
+    }
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
     (!allowed && !loopback).then(|| {
         format!(
             "{url:?} would send the Alpaca keys in clear text; use {}s:// or set upstream.allow_insecure_upstream = true",
@@ -1563,6 +1575,20 @@ mod tests {
         assert!(problem.contains("allow_insecure_upstream"), "{problem}");
         assert!(insecure("ws://10.0.0.5:8765", "ws://", true).is_none());
         assert!(insecure("http://paper.example", "http://", false).is_some());
+        // The host is what follows the userinfo, as the connection reads it: refused.
+        for sneaky in [
+            "ws://127.0.0.1:80@stream.evil.example",
+            "ws://127.0.0.1:1@vm",
+            "wss://user:pass@stream.data.alpaca.markets",
+            "http://localhost@paper.example",
+        ] {
+            let problem = insecure(sneaky, "ws://", true).unwrap_or_default();
+            assert!(
+                problem.contains("user name or password"),
+                "{sneaky}: {problem}"
+            );
+        }
+        assert!(insecure("ws://", "ws://", false).is_some(), "no host");
         let keys = [
             ("TICKRELAY__UPSTREAM__PROVIDER", "alpaca"),
             ("TICKRELAY__UPSTREAM__DATA_URL", "ws://proxy.example:8765"),

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use awc::http::header::HeaderValue;
 use log::warn;
 use serde_json::Value;
 
@@ -111,8 +112,14 @@ impl RestClient {
             let request = self
                 .http
                 .get(format!("{}{path}", self.base_url))
-                .insert_header(("APCA-API-KEY-ID", self.credentials.key_id.expose()))
-                .insert_header(("APCA-API-SECRET-KEY", self.credentials.secret_key.expose()));
+                .insert_header(key_header(
+                    "APCA-API-KEY-ID",
+                    self.credentials.key_id.expose(),
+                ))
+                .insert_header(key_header(
+                    "APCA-API-SECRET-KEY",
+                    self.credentials.secret_key.expose(),
+                ));
             let mut response = request.send().await.map_err(|e| RestError::Transport {
                 path: path.to_owned(),
                 reason: e.to_string(),
@@ -154,9 +161,32 @@ impl RestClient {
     }
 }
 
+/// An Alpaca key header, marked sensitive: the HTTP client leaves it out of its debug and trace
+/// output (including HTTP/2's), so the keys never reach a log. A key that is not a valid header
+/// value is sent empty, and Alpaca refuses it.
+fn key_header(name: &'static str, value: &str) -> (&'static str, HeaderValue) {
+    let mut value = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    (name, value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alpaca_key_headers_are_marked_sensitive() {
+        for name in ["APCA-API-KEY-ID", "APCA-API-SECRET-KEY"] {
+            let (header, value) = key_header(name, "PKSECRET123");
+            assert_eq!(header, name);
+            assert!(value.is_sensitive(), "{name}");
+            assert_eq!(value.to_str().unwrap(), "PKSECRET123");
+            assert!(
+                !format!("{value:?}").contains("PKSECRET123"),
+                "debug output hides it"
+            );
+        }
+    }
 
     #[test]
     fn the_bucket_spends_its_burst_then_paces() {
