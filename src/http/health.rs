@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::registry::{FeedReport, GetStatus, RegistryStatus};
+use crate::registry::{FeedReport, GetStatus, PinOwner, RegistryStatus, SymbolReport};
 use crate::time::Timestamp;
 use crate::upstream::FeedState;
 
@@ -164,7 +164,10 @@ const DEFAULT_SESSION_PAGE: usize = 100;
 const MAX_SESSION_PAGE: usize = 1000;
 
 /// `GET /api/v1/status`: everything an operator wants to see, no secrets. Sessions are summed up,
-/// and, for the `admin` scope, a page of them is listed in full.
+/// and, for the `admin` scope, a page of them is listed in full. Without `admin` a caller gets
+/// what a health probe needs — feeds (without their URLs) and counts — and of the symbols only
+/// those pinned by an account its scopes may see: which symbols are followed, by whom, and who
+/// pins what is for operators.
 pub async fn status(
     state: web::Data<AppState>,
     who: Principal,
@@ -204,7 +207,14 @@ pub async fn status(
         })
         .collect();
     let summary = &status.session_summary;
-    let body = serde_json::json!({
+    let admin = who.scopes.admin();
+    let symbols = visible_symbols(&status.symbols, &who);
+    let pinned: Vec<&serde_json::Value> = if admin {
+        Vec::new()
+    } else {
+        symbols.iter().map(|s| &s["symbol"]).collect()
+    };
+    let mut body = serde_json::json!({
         "server": "tickrelay",
         "version": env!("CARGO_PKG_VERSION"),
         "provider": state.provider,
@@ -225,16 +235,54 @@ pub async fn status(
             "list": status.sessions,
             "list_needs": if who.scopes.admin() { None } else { Some("admin") },
         },
-        "symbols": status.symbols,
+        "symbols": if admin { serde_json::json!(status.symbols) } else { serde_json::json!(symbols) },
+        "symbols_count": status.symbols.len(),
         "throttles": status.throttles,
-        "pinned": status.pinned,
-        "news_subscriptions": status.news,
+        "pinned": if admin { serde_json::json!(status.pinned) } else { serde_json::json!(pinned) },
+        "news_subscriptions": if admin { serde_json::json!(status.news) } else { serde_json::Value::Null },
         "positions_subscribers": status.positions_subscribers,
         "cached_quotes": status.cached_quotes,
         "redis": state.sink.as_ref().map(|s| s.status()),
         "lease": state.lease.as_ref().map(|l| l.status()),
         "relay": state.relay.as_ref().map(|r| r.status()),
         "timestamp": now,
+        "details_need": if admin { None } else { Some("admin") },
     });
+    if !admin {
+        for part in ["feeds", "redis", "lease", "relay"] {
+            strip_urls(&mut body[part]);
+        }
+    }
     HttpResponse::Ok().json(body)
+}
+
+/// The symbols a caller without `admin` may see: those pinned by an account its scopes allow,
+/// with those accounts alone as owners.
+fn visible_symbols(symbols: &[SymbolReport], who: &Principal) -> Vec<serde_json::Value> {
+    symbols
+        .iter()
+        .filter_map(|s| {
+            let owners: Vec<String> = s
+                .pinned_by
+                .iter()
+                .filter(|o| matches!(o, PinOwner::Account(a) if who.scopes.account(a)))
+                .map(ToString::to_string)
+                .collect();
+            (!owners.is_empty()).then(|| {
+                serde_json::json!({"symbol": s.symbol, "feed": s.feed, "pinned": true, "pinned_by": owners})
+            })
+        })
+        .collect()
+}
+
+/// Removes every `url` field (upstream and Redis addresses are for operators).
+fn strip_urls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("url");
+            map.values_mut().for_each(strip_urls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_urls),
+        _ => {}
+    }
 }

@@ -265,6 +265,65 @@ async fn positions_need_the_account_scope_and_bad_credentials_close_the_socket()
     assert_eq!(anon.until_end().await, Ended::Closed(Some(1008)));
 }
 
+/// Without `admin`, `/api/v1/status` shows feeds and counts but no symbols, pins, owners or
+/// URLs, except the pins of an account the caller's scopes allow.
+#[actix_web::test]
+async fn the_status_shows_symbols_pins_and_owners_only_to_those_allowed() {
+    let app = spawn_app_with(|s| {
+        s.auth.anonymous_scopes = vec![];
+        s.trading.auto_subscribe_positions_ms = 100;
+        client(s, "pinner", &["pin"]);
+        client(s, "trader", &["market", "account:main"]);
+    })
+    .await;
+    let (code, _) = call(
+        &app,
+        "POST",
+        "/api/v1/subscriptions",
+        Some(&bearer("pinner")),
+        Some(json!({"symbols":["AMD"]})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    app.sim(
+        "order",
+        json!({"symbol": "NVDA", "qty": 5, "side": "buy", "price": 120.0}),
+    )
+    .await;
+    let ops = format!("Bearer {OPS_TOKEN}");
+    wait_for(
+        "NVDA pinned by the account and AMD by the client",
+        || async {
+            let (_, s) = call(&app, "GET", "/api/v1/status", Some(&ops), None).await;
+            let text = s["symbols"].to_string();
+            (text.contains("account:main") && text.contains("client:pinner")).then_some(())
+        },
+    )
+    .await;
+
+    let (code, anon) = call(&app, "GET", "/api/v1/status", None, None).await;
+    assert_eq!(code, 200);
+    let text = anon.to_string();
+    for secret in ["NVDA", "AMD", "pinner", "account:main", "ws://", "wss://"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} in the anonymous status: {anon}"
+        );
+    }
+    assert_eq!(anon["details_need"], "admin");
+    assert!(anon["symbols_count"].as_u64() >= Some(2), "{anon}");
+    assert!(anon["feeds"]["stocks"]["state"].is_string(), "{anon}");
+
+    let (_, trader) = call(&app, "GET", "/api/v1/status", Some(&bearer("trader")), None).await;
+    assert_eq!(
+        trader["symbols"],
+        json!([{"symbol": "NVDA", "feed": "stocks", "pinned": true, "pinned_by": ["account:main"]}]),
+        "{trader}"
+    );
+    assert_eq!(trader["pinned"], json!(["NVDA"]));
+    assert!(!trader.to_string().contains("pinner"));
+}
+
 #[actix_web::test]
 async fn pins_need_the_pin_scope_belong_to_their_owner_and_expire() {
     let app = locked_app().await;
