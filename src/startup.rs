@@ -304,6 +304,7 @@ impl Daemon {
                 let app = App::new()
                     .app_data(state.clone())
                     .wrap(actix_web::middleware::from_fn(http::guard::check))
+                    .wrap(http::security_headers())
                     .configure(http::routes);
                 let upgrade_state = state.clone();
                 let upgrades = actix_service::fn_factory(move || {

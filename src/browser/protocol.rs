@@ -612,6 +612,23 @@ pub fn news(article: &NewsArticle) -> ByteString {
         news: &'a NewsArticle,
         timestamp: Timestamp,
     }
+    // Only web links reach a page: a `javascript:` or `data:` URL from the upstream or from
+    // Redis is sent as no URL at all.
+    let web_link = |u: &str| {
+        let lower = u.get(..8).unwrap_or(u).to_ascii_lowercase();
+        lower.starts_with("https://") || lower.starts_with("http://")
+    };
+    let cleaned;
+    let article = match &article.url {
+        Some(url) if !web_link(url) => {
+            cleaned = NewsArticle {
+                url: None,
+                ..article.clone()
+            };
+            &cleaned
+        }
+        _ => article,
+    };
     frame(&Frame {
         r#type: "news",
         news: article,
@@ -860,6 +877,36 @@ pub fn bar(symbol: &Symbol, b: &Bar) -> ByteString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn news_links_that_are_not_web_links_are_dropped() {
+        let article = |url: &str| NewsArticle {
+            id: 1,
+            headline: "h".into(),
+            summary: String::new(),
+            author: String::new(),
+            url: Some(url.into()),
+            symbols: vec!["AAPL".into()],
+            source: "benzinga".into(),
+            content: String::new(),
+            created_at: None,
+            updated_at: None,
+        };
+        let url_of = |url: &str| {
+            let v: serde_json::Value = serde_json::from_str(&news(&article(url))).unwrap();
+            v["news"]["url"].clone()
+        };
+        assert_eq!(url_of("https://example.com/a"), "https://example.com/a");
+        assert_eq!(url_of("HTTP://example.com/a"), "HTTP://example.com/a");
+        for hostile in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:text/html,x",
+            "//evil",
+        ] {
+            assert!(url_of(hostile).is_null(), "{hostile}");
+        }
+    }
 
     fn parse_one(text: &str) -> Result<ClientRequest, ClientError> {
         parse_request(text, usize::MAX)

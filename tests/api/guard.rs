@@ -145,3 +145,43 @@ async fn the_per_ip_connection_limit_holds_and_frees_with_the_connections() {
     })
     .await;
 }
+
+/// Every response carries the security headers, and the dashboard's policy allows no inline
+/// code and no framing: its script and style are files of the daemon's own.
+#[actix_web::test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/", "/api/v1/health", "/dashboard.js", "/no/such/route"] {
+        let res = app.anonymous.get(app.url(path)).send().await.unwrap();
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = header("content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp:?}");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp:?}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp:?}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+    }
+    let mut page = app.anonymous.get(app.url("/")).send().await.unwrap();
+    let html = String::from_utf8(page.body().await.unwrap().to_vec()).unwrap();
+    assert!(html.contains(r#"<script src="/dashboard.js">"#));
+    assert!(!html.contains("<script>"), "no inline script");
+    assert!(!html.contains("<style>"), "no inline style");
+    let script = app
+        .anonymous
+        .get(app.url("/dashboard.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(script
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/javascript")));
+}

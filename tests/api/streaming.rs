@@ -199,8 +199,14 @@ async fn probes_status_and_dashboard_answer() {
     assert_eq!(resp.status().as_u16(), 200);
     let page = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
     assert!(
-        page.contains("\"AAPL\"") && page.contains("/ws"),
-        "dashboard page lacks its config"
+        page.contains("\"AAPL\"") && page.contains("/dashboard.js"),
+        "dashboard page lacks its config or its script"
+    );
+    let mut script = app.http.get(app.url("/dashboard.js")).send().await.unwrap();
+    let script = String::from_utf8(script.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        script.contains("/ws"),
+        "the script opens the browser protocol"
     );
 
     let (code, body) = app.get(&app.url("/no/such/route")).await;
