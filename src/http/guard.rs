@@ -147,7 +147,9 @@ pub async fn check(
         Some(state) => {
             let headers = req.headers();
             let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
-            let host = get(header::HOST);
+            // HTTP/2 carries the host as `:authority`, which becomes the URI's authority; an
+            // HTTP/1.1 request carries a Host header.
+            let host = get(header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
             let guard = &state.guard;
             guard.host(host).and_then(|()| {
                 if changes_state(req.method()) {

@@ -699,6 +699,57 @@ pub fn tls_client() -> awc::Client {
         .finish()
 }
 
+/// A client that speaks HTTP/2 when the listener offers it (ALPN `h2`, then `http/1.1`).
+pub fn tls_client_h2() -> awc::Client {
+    use rustls::pki_types::pem::PemObject;
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/tls/ca.pem"
+    ))
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(config)))
+        .timeout(EVENT_TIMEOUT)
+        .finish()
+}
+
+/// Over HTTPS the dashboard and REST answer on HTTP/2 (the Host guard reads `:authority`: before,
+/// every HTTP/2 request got 403) and on HTTP/1.1, where a foreign Host is still refused.
+#[actix_web::test]
+async fn https_serves_http2_and_http1_and_the_host_guard_holds_on_both() {
+    let app = crate::helpers::spawn_unready(use_test_tls).await;
+    let port = app.addr.port();
+    for (client, version) in [
+        (tls_client_h2(), actix_web::http::Version::HTTP_2),
+        (tls_client(), actix_web::http::Version::HTTP_11),
+    ] {
+        for path in ["/", "/api/v1/health", "/dashboard.js"] {
+            let res = client
+                .get(format!("https://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .expect("https");
+            assert_eq!(res.status().as_u16(), 200, "{version:?} {path}");
+            assert_eq!(res.version(), version, "{path}");
+        }
+    }
+    // On HTTP/1.1 the Host header names a foreign host: refused (on HTTP/2 the authority is the
+    // URL's, which the certificate already pins to this host).
+    let foreign = tls_client()
+        .get(format!("https://127.0.0.1:{port}/api/v1/health"))
+        .insert_header(("Host", "evil.example"))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(foreign.status().as_u16(), 403);
+}
+
 pub fn use_test_tls(s: &mut Settings) {
     s.http.tls_cert_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/cert.pem").into();
     s.http.tls_key_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/key.pem").into();
