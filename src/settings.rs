@@ -606,6 +606,8 @@ pub struct RegistrySettings {
     pub pinned_symbols: Vec<String>,
     /// Most symbols that may be pinned through REST.
     pub max_pinned_symbols: usize,
+    /// Most of them one client may pin, so that no client takes the whole quota.
+    pub max_pins_per_client: usize,
     /// Most distinct symbols streamed at once, over every browser and pin (a new one past it is
     /// refused with too_many_symbols; Alpaca's plans have their own limits, answered with 405).
     pub max_symbols: usize,
@@ -617,6 +619,7 @@ impl Default for RegistrySettings {
             unsubscribe_grace_ms: 5_000,
             pinned_symbols: Vec::new(),
             max_pinned_symbols: 1_000,
+            max_pins_per_client: 200,
             max_symbols: 10_000,
         }
     }
@@ -1138,6 +1141,11 @@ impl Settings {
                 "sdk.max_message_bytes",
                 self.sdk.max_message_bytes,
                 64 * MIB,
+            ),
+            (
+                "registry.max_pins_per_client",
+                self.registry.max_pins_per_client,
+                1_000_000,
             ),
             (
                 "registry.max_pinned_symbols",

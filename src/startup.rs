@@ -155,6 +155,7 @@ impl Daemon {
             RegistryConfig {
                 unsubscribe_grace: ms(settings.registry.unsubscribe_grace_ms),
                 max_pinned: settings.registry.max_pinned_symbols,
+                max_pins_per_client: settings.registry.max_pins_per_client,
                 max_symbols: settings.registry.max_symbols,
                 throttle,
                 heartbeat: heartbeat.clone(),

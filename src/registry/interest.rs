@@ -114,6 +114,8 @@ pub struct Interest {
     positions: HashMap<SessionId, Arc<Scopes>>,
     /// Most symbols REST callers may pin.
     max_pinned: usize,
+    /// Most of them one client may pin.
+    max_pins_per_client: usize,
     /// Most distinct symbols held at once, over every session and pin.
     max_symbols: usize,
     /// Grace timers issued so far.
@@ -163,6 +165,7 @@ impl Interest {
             news: HashMap::new(),
             positions: HashMap::new(),
             max_pinned,
+            max_pins_per_client: usize::MAX,
             max_symbols: usize::MAX,
             generation: 0,
             expiring: 0,
@@ -175,6 +178,12 @@ impl Interest {
     /// is refused; those already held are not affected).
     pub fn with_max_symbols(mut self, max_symbols: usize) -> Self {
         self.max_symbols = max_symbols;
+        self
+    }
+
+    /// Limits the symbols one client may pin through REST, so no client takes the whole quota.
+    pub fn with_max_pins_per_client(mut self, max: usize) -> Self {
+        self.max_pins_per_client = max;
         self
     }
 
@@ -378,13 +387,34 @@ impl Interest {
         let mut outcome = SubscribeOutcome::default();
         let by_client = |s: &SymbolInterest| s.pins.keys().any(PinOwner::is_client);
         let mut client_pins = self.symbols.values().filter(|s| by_client(s)).count();
+        let mut own_pins = self
+            .symbols
+            .values()
+            .filter(|s| s.pins.contains_key(owner))
+            .count();
         for symbol in symbols {
             let counted = self.symbols.get(&symbol).is_some_and(by_client);
-            if owner.is_client() && !counted && client_pins >= self.max_pinned {
+            let own = self
+                .symbols
+                .get(&symbol)
+                .is_some_and(|s| s.pins.contains_key(owner));
+            let refusal = if !owner.is_client() || own {
+                None
+            } else if own_pins >= self.max_pins_per_client {
+                Some(format!(
+                    "at most {} symbols may be pinned by one client",
+                    self.max_pins_per_client
+                ))
+            } else if !counted && client_pins >= self.max_pinned {
+                Some(format!("at most {} symbols may be pinned", self.max_pinned))
+            } else {
+                None
+            };
+            if let Some(message) = refusal {
                 outcome.rejected.push(Rejection {
                     symbol: symbol.to_string(),
                     code: ErrorCode::TooManySymbols,
-                    message: format!("at most {} symbols may be pinned", self.max_pinned),
+                    message,
                 });
                 continue;
             }
@@ -396,6 +426,9 @@ impl Interest {
                 entry.pins.insert(owner.clone(), expires);
                 if owner.is_client() && !counted {
                     client_pins += 1;
+                }
+                if owner.is_client() && !own {
+                    own_pins += 1;
                 }
                 if expires.is_some() {
                     self.expiring += 1;
@@ -979,6 +1012,34 @@ mod tests {
         assert!(out.is_empty(), "still pinned by config: {out:?}");
         i.unpin(&[sym("AAPL")], &PinOwner::Config, &mut out);
         assert!(out.iter().any(|c| matches!(c, Change::Grace { .. })));
+    }
+
+    #[test]
+    fn one_client_cannot_take_the_whole_pin_quota() {
+        let mut i = Interest::new(10).with_max_pins_per_client(2);
+        let mut out = Vec::new();
+        let symbols = || vec![sym("AAPL"), sym("MSFT"), sym("TSLA")];
+        let r = i.pin(symbols(), &client("greedy"), None, all_feeds, &mut out);
+        assert_eq!(r.accepted, [sym("AAPL"), sym("MSFT")]);
+        assert!(
+            r.rejected[0].message.contains("by one client"),
+            "{:?}",
+            r.rejected
+        );
+        // Renewing its own pins is not a new pin; another client still has its own quota.
+        let r = i.pin(
+            vec![sym("AAPL")],
+            &client("greedy"),
+            None,
+            all_feeds,
+            &mut out,
+        );
+        assert_eq!(r.accepted, [sym("AAPL")]);
+        let r = i.pin(symbols(), &client("other"), None, all_feeds, &mut out);
+        assert_eq!(r.accepted, [sym("AAPL"), sym("MSFT")]);
+        // Configured pins have no quota.
+        let r = i.pin(symbols(), &PinOwner::Config, None, all_feeds, &mut out);
+        assert_eq!(r.accepted.len(), 3);
     }
 
     #[test]

@@ -231,6 +231,8 @@ pub struct Shutdown;
 pub struct RegistryConfig {
     pub unsubscribe_grace: Duration,
     pub max_pinned: usize,
+    /// Most of them one client may pin.
+    pub max_pins_per_client: usize,
     /// Most distinct symbols held at once, over every session and pin.
     pub max_symbols: usize,
     pub throttle: ThrottleConfig,
@@ -305,7 +307,9 @@ pub struct Registry {
 impl Registry {
     pub fn new(config: RegistryConfig, quotes: QuoteBook) -> Self {
         Registry {
-            interest: Interest::new(config.max_pinned).with_max_symbols(config.max_symbols),
+            interest: Interest::new(config.max_pinned)
+                .with_max_symbols(config.max_symbols)
+                .with_max_pins_per_client(config.max_pins_per_client),
             config,
             quotes,
             throttles: HashMap::new(),
