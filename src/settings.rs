@@ -74,6 +74,10 @@ fn insecure(url: &str, clear_scheme: &str, allowed: bool) -> Option<String> {
     })
 }
 
+/// Fewest characters of a client secret: shorter ones are refused with a real account (provider
+/// `alpaca` or `redis`) and warned about with the simulator.
+pub const MIN_SECRET_LEN: usize = 16;
+
 /// A key made of letters, digits, `_` and `-` (what every settings key, client id and account
 /// id is).
 fn plain_key(key: &str) -> bool {
@@ -1400,6 +1404,23 @@ impl Settings {
                     ),
                 );
             }
+            let len = client
+                .secret
+                .as_ref()
+                .map_or(0, |s| s.expose().chars().count());
+            if client.secret.is_some()
+                && len < MIN_SECRET_LEN
+                && self.upstream.provider != Provider::Simulator
+            {
+                // A real account (or an edge serving one): guessable secrets are refused.
+                bad(
+                    &key,
+                    format!(
+                        "its secret has {len} characters; with provider = {} use at least {MIN_SECRET_LEN} random ones",
+                        self.upstream.provider.as_str()
+                    ),
+                );
+            }
             if client.key_id.contains(':') {
                 bad(
                     &format!("{key}.key_id"),
@@ -1742,6 +1763,34 @@ mod tests {
         assert!(err.contains("already uses this key id"), "{err}");
         assert!(err.contains("clients.colon.key_id"), "{err}");
         assert!(err.contains("names callers without credentials"), "{err}");
+    }
+
+    #[test]
+    fn short_client_secrets_are_refused_with_a_real_account_and_allowed_with_the_simulator() {
+        let toml = "[clients.algo]\nkey_id = \"algo\"\n";
+        let short = ("TICKRELAY_CLIENT_SECRET_ALGO", "s3cret");
+        let real = [
+            short,
+            ("TICKRELAY__UPSTREAM__PROVIDER", "alpaca"),
+            ("APCA_API_KEY_ID", "k"),
+            ("APCA_API_SECRET_KEY", "s"),
+        ];
+        let err = Settings::from_toml_str(toml, env(&real))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clients.algo") && err.contains("6 characters"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("s3cret"),
+            "the secret itself is never printed: {err}"
+        );
+        assert!(Settings::from_toml_str(toml, env(&[short])).is_ok());
+        let long = ("TICKRELAY_CLIENT_SECRET_ALGO", "a-long-random-secret");
+        let mut real = real;
+        real[0] = long;
+        assert!(Settings::from_toml_str(toml, env(&real)).is_ok());
     }
 
     #[test]

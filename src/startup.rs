@@ -36,7 +36,7 @@ use crate::scaleout::lease::Lease;
 use crate::scaleout::relay::{EdgeRelay, RelayShared};
 use crate::scaleout::sink::{Exchanges, PriceSink};
 use crate::sdk::SdkContext;
-use crate::settings::{ms, Provider, Settings};
+use crate::settings::{ms, Provider, Settings, MIN_SECRET_LEN};
 use crate::simulator::{self, SimulatorHandle};
 use crate::throttle::ThrottleConfig;
 use crate::upstream::feed::{FeedConfig, FeedOutputs, UpstreamFeed};
@@ -54,8 +54,6 @@ pub fn install_crypto_provider() {
 
 /// How long shutdown waits for the registry to close the sessions and stop the feeds.
 const REGISTRY_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
-/// Client secrets shorter than this get a warning at start-up.
-const MIN_SECRET_LEN: usize = 16;
 
 /// A running daemon.
 pub struct Daemon {
@@ -167,7 +165,11 @@ impl Daemon {
         let taps = Taps::new();
         let auth = Arc::new(settings.auth());
         for (id, client) in &settings.clients {
-            let len = client.secret.as_ref().map_or(0, |s| s.expose().len());
+            // With a real account a short secret is refused by the settings check.
+            let len = client
+                .secret
+                .as_ref()
+                .map_or(0, |s| s.expose().chars().count());
             if len < MIN_SECRET_LEN {
                 warn!("client {id}: its secret has {len} characters; use at least {MIN_SECRET_LEN} random ones (REST calls may guess without limit)");
             }

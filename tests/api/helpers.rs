@@ -31,7 +31,7 @@ pub struct TestApp {
 
 /// The operator client every test daemon has: `market`, `pin`, `admin` and `account:main`.
 pub const OPS: &str = "ops";
-pub const OPS_TOKEN: &str = "ops-key:ops-secret-123";
+pub const OPS_TOKEN: &str = "ops-key:ops-secret-123456";
 
 /// The committed settings with every interval shortened for tests.
 pub fn test_settings() -> Settings {
@@ -69,7 +69,7 @@ pub fn test_settings() -> Settings {
                     .map(String::from)
                     .to_vec(),
             ),
-            secret: Some(Secret::new("ops-secret-123")),
+            secret: Some(Secret::new("ops-secret-123456")),
         },
     );
     s

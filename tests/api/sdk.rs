@@ -19,7 +19,7 @@ use tickrelay::time::Timestamp;
 use crate::helpers::{spawn_app_with, wait_for, Ended, TestApp, EVENT_TIMEOUT};
 
 pub const KEY: &str = "algo-key";
-pub const SECRET: &str = "algo-secret-123";
+pub const SECRET: &str = "algo-secret-123456";
 
 /// Adds a client `id` with its key pair, the market scope and the scopes of `accounts`.
 pub fn add_client(s: &mut Settings, id: &str, key: &str, secret: &str, accounts: &[&str]) {
