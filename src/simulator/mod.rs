@@ -16,7 +16,7 @@
 //! - [`broker`] — the fake account, its REST views and its trading stream.
 //! - [`faults`] — the fault switches, per stream.
 //!
-//! Fault commands (`/control/…`, JSON; `"feed"` names one stream — `stocks`, `crypto`, `options`,
+//! Fault commands (`/control/…`, JSON, loopback Host, no `Origin`: see [`control_refusal`]; `"feed"` names one stream — `stocks`, `crypto`, `options`,
 //! `news`, `trading` — and defaults to all):
 //!
 //! | request | effect |
@@ -159,6 +159,7 @@ pub fn start(
             .route("/stream/", web::get().to(trading_stream))
             .service(
                 web::scope("/control")
+                    .wrap(actix_web::middleware::from_fn(control_guard))
                     .route("/connections", web::get().to(connections))
                     .route("/history", web::get().to(history))
                     .route("/drop", web::post().to(drop_connections))
@@ -194,6 +195,73 @@ pub fn start(
             broker,
         },
     ))
+}
+
+/// Why a control request is refused: the control API answers this machine's own tools only, so
+/// a web page the operator happens to open cannot drive it (a foreign Host is DNS rebinding, an
+/// `Origin` is a browser page, a body that is not JSON is a cross-site form or `text/plain` POST).
+fn control_refusal(
+    host: Option<&str>,
+    origin: Option<&str>,
+    content_type: Option<&str>,
+    post: bool,
+) -> Option<(u16, &'static str)> {
+    let name = host.map(|h| match h.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => h.rsplit_once(':').map_or(h, |(name, _)| name),
+    });
+    let loopback = name.is_some_and(|n| {
+        n.eq_ignore_ascii_case("localhost")
+            || n.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if !loopback {
+        return Some((403, "the control API answers only a loopback Host"));
+    }
+    if origin.is_some() {
+        return Some((403, "the control API answers no browser page (Origin)"));
+    }
+    let json = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if post && !json {
+        return Some((415, "control commands are application/json"));
+    }
+    None
+}
+
+/// Applies [`control_refusal`] to every `/control` request.
+async fn control_guard(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<
+        actix_web::body::EitherBody<impl actix_web::body::MessageBody, actix_web::body::BoxBody>,
+    >,
+    actix_web::Error,
+> {
+    let headers = req.headers();
+    let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let refusal = control_refusal(
+        get(header::HOST),
+        get(header::ORIGIN),
+        get(header::CONTENT_TYPE),
+        req.method() == actix_web::http::Method::POST,
+    );
+    match refusal {
+        None => next
+            .call(req)
+            .await
+            .map(actix_web::dev::ServiceResponse::map_into_left_body),
+        Some((status, reason)) => {
+            let status = actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::FORBIDDEN);
+            let response = HttpResponse::build(status).json(serde_json::json!({"error": reason}));
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
 }
 
 fn requested_encoding(req: &HttpRequest) -> Encoding {
@@ -608,4 +676,32 @@ async fn raw(state: web::Data<SimState>, body: web::Json<RawRequest>) -> HttpRes
 
 async fn order(state: web::Data<SimState>, body: web::Json<PlaceOrder>) -> HttpResponse {
     reply(state.broker.send(body.into_inner()).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_api_answers_only_local_tools() {
+        let json = Some("application/json");
+        assert_eq!(
+            control_refusal(Some("127.0.0.1:8765"), None, json, true),
+            None
+        );
+        assert_eq!(control_refusal(Some("localhost:1"), None, json, true), None);
+        assert_eq!(control_refusal(Some("[::1]:8765"), None, None, false), None);
+        for (host, origin, content_type) in [
+            (Some("evil.example:8765"), None, json),
+            (None, None, json),
+            (Some("127.0.0.1:8765"), Some("https://evil.example"), json),
+            (Some("127.0.0.1:8765"), None, Some("text/plain")),
+            (Some("127.0.0.1:8765"), None, None),
+        ] {
+            assert!(
+                control_refusal(host, origin, content_type, true).is_some(),
+                "{host:?} {origin:?} {content_type:?}"
+            );
+        }
+    }
 }

@@ -185,3 +185,44 @@ async fn every_response_carries_the_security_headers() {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/javascript")));
 }
+
+/// The embedded simulator's control API answers local tools only: a cross-site `text/plain`
+/// POST, a request with a browser `Origin` and a foreign Host are refused, and nothing is dropped.
+#[actix_web::test]
+async fn the_simulator_control_api_refuses_pages_and_forms() {
+    let app = spawn_app().await;
+    let drop_url = app.sim_url("/control/drop");
+    let form = app
+        .anonymous
+        .post(&drop_url)
+        .insert_header(("Content-Type", "text/plain"))
+        .send_body(r#"{"feed":"stocks","mode":"abort"}"#)
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 415);
+    let page = app
+        .anonymous
+        .post(&drop_url)
+        .insert_header(("Origin", "https://evil.example"))
+        .send_json(&json!({"feed": "stocks", "mode": "abort"}))
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 403);
+    let rebound = app
+        .anonymous
+        .get(app.sim_url("/control/connections"))
+        .insert_header(("Host", "evil.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status().as_u16(), 403);
+    // The stocks connection was never dropped: still the first one.
+    let (code, connections) = app.get(&app.sim_url("/control/connections")).await;
+    assert_eq!(code, 200);
+    assert!(
+        connections["connections"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{connections}"
+    );
+}
