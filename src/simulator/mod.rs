@@ -16,8 +16,9 @@
 //! - [`broker`] — the fake account, its REST views and its trading stream.
 //! - [`faults`] — the fault switches, per stream.
 //!
-//! Fault commands (`/control/…`, JSON, loopback Host, no `Origin`: see [`control_refusal`]; `"feed"` names one stream — `stocks`, `crypto`, `options`,
-//! `news`, `trading` — and defaults to all):
+//! Fault commands (`/control/…`, JSON, from a loopback Host and no `Origin`: only local tools;
+//! `"feed"` names one stream — `stocks`, `crypto`, `options`, `news`, `trading` — and defaults to
+//! all):
 //!
 //! | request | effect |
 //! |---|---|
