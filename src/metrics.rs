@@ -3,7 +3,7 @@
 //! Owns nothing that lasts. Everything is counted by its owner — feeds
 //! ([`FeedCounters`](crate::upstream::FeedCounters)), sessions (their stats, summed with the
 //! ended ones by the registry), the hubs (the pipeline latency,
-//! [`LatencyHistogram`](crate::downstream::delivery::LatencyHistogram)), the Redis sink and relay, the lease —
+//! [`LatencyHistogram`]), the Redis sink and relay, the lease —
 //! and [`Snapshot`] gathers it for one scrape. Talks to: nobody; the `/metrics` handler builds the
 //! snapshot and calls [`Snapshot::encode`], which writes the text format through the
 //! `prometheus-client` crate.

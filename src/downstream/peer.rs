@@ -16,7 +16,7 @@
 //!   1008.
 //!
 //! Closing: the session queues its close frame and keeps reading — and dropping — what arrives
-//! until the writer has sent the close, then [`LINGER`](super::socket::reader::LINGER) more or
+//! until the writer has sent the close, then [`LINGER`] more or
 //! until the peer closes its side, so the socket is not torn down under unread input (which
 //! would reset it and lose the close). [`CLOSING_LIMIT`] bounds it all: a peer that never reads
 //! holds the writer until the kernel's TCP timeout, and the session no longer than this.

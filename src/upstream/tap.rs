@@ -4,9 +4,10 @@
 //! endpoint get *every* message, field for field. Owns: per feed, how many SDK programs want each
 //! encoding ([`Tap::demand`]) and where to send the messages (one [`RawBatch`] per HTTP worker
 //! hub, whatever the number of programs on it). Talks to: the feed, which splits each frame into
-//! [`RawElement`]s only while someone listens, encoding each once per encoding in demand
+//! [`RawElement`](crate::downstream::delivery::RawElement)s only while someone listens, encoding each once per encoding in demand
 //! ([`protocol::raw`](super::protocol::raw)); the hubs, which filter them per program with a
-//! [`RawFilter`] and queue one frame per program. Nothing here blocks or awaits: a hub whose
+//! [`RawFilter`](crate::downstream::delivery::RawFilter) and queue one frame per program. The
+//! messages themselves are the delivery contract's ([`crate::downstream::delivery`]). Nothing here blocks or awaits: a hub whose
 //! mailbox is full loses the batch (counted) rather than stall the reader.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
