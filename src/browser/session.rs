@@ -29,7 +29,7 @@ use crate::auth::Principal;
 use crate::browser::{self, ClientError, ClientRequest, ErrorCode, PriceUpdate, Rejection};
 use crate::downstream::delivery::{DeliverKey, SessionCommand};
 use crate::downstream::outbox::{BatchFrame, CLOSE_SLOW_CLIENT};
-use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID};
+use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED};
 use crate::downstream::socket::ReadError;
 use crate::market::Num;
 use crate::quote_book::QuoteBook;
@@ -63,14 +63,9 @@ pub struct ClientSession {
     symbols: HashMap<Symbol, ChannelMask>,
     /// Who the client is (anonymous until an `auth` frame names a client) and what it may do.
     principal: Principal,
-    /// Refused `auth` frames so far; the connection closes at [`MAX_FAILED_AUTHS`].
-    failed_auths: u32,
     /// Subscribed to the positions channel (its account filter follows the principal).
     follows_positions: bool,
 }
-
-/// Refused credentials one connection may send before it is closed with 1008.
-const MAX_FAILED_AUTHS: u32 = 3;
 
 impl ClientSession {
     pub fn new(
@@ -85,7 +80,6 @@ impl ClientSession {
             quotes,
             symbols: HashMap::new(),
             principal: config.auth.anonymous(),
-            failed_auths: 0,
             follows_positions: false,
             config,
         }
@@ -244,18 +238,18 @@ impl ClientSession {
                 }
             }
             Err(refusal) => {
-                self.failed_auths += 1;
+                let (attempt, over) = self.peer.refused_credentials();
                 // The token may be a secret: never logged.
                 info!(
-                    "session {} ({}): auth refused ({refusal}), attempt {}",
-                    self.peer.id, self.peer.stats.peer, self.failed_auths
+                    "session {} ({}): auth refused ({refusal}), attempt {attempt}",
+                    self.peer.id, self.peer.stats.peer
                 );
                 self.send_error(&ClientError::new(
                     ErrorCode::Unauthorized,
                     format!("auth refused: {refusal}"),
                 ));
-                if self.failed_auths >= MAX_FAILED_AUTHS {
-                    self.close(ctx, 1008, "too many refused credentials");
+                if over {
+                    self.close(ctx, TOO_MANY_REFUSED.0, TOO_MANY_REFUSED.1);
                 }
             }
         }

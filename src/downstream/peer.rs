@@ -47,6 +47,10 @@ pub const FRAMES_PER_MESSAGE: u32 = 10;
 pub const MIN_FRAMES_PER_SECOND: u32 = 1000;
 /// The longest a closing session lives, whatever the peer does.
 pub const CLOSING_LIMIT: Duration = Duration::from_secs(30);
+/// Refused credentials one connection may send, on any path, before it is closed.
+pub const MAX_REFUSED_CREDENTIALS: u32 = 3;
+/// The close for a peer past [`MAX_REFUSED_CREDENTIALS`].
+pub const TOO_MANY_REFUSED: (u16, &str) = (1008, "too many refused credentials");
 /// The close for a peer past `max_invalid_messages`.
 pub const TOO_MANY_INVALID: (u16, &str) = (1008, "too many invalid messages");
 
@@ -170,6 +174,8 @@ pub struct Peer {
     /// Frames of any kind.
     frames: RateLimit,
     strikes: Strikes,
+    /// Credentials refused so far on this connection.
+    refused_credentials: u32,
     /// The close is queued: the session is lingering until the peer closes or time is up.
     closing: bool,
     /// The session has left its hub and the registry (at its close, or when it stopped).
@@ -202,6 +208,7 @@ impl Peer {
                     .max(MIN_FRAMES_PER_SECOND),
             ),
             strikes: Strikes::new(limits.max_invalid_messages),
+            refused_credentials: 0,
             closing: false,
             detached: false,
             discarded: 0,
@@ -291,6 +298,16 @@ impl Peer {
             );
         }
         over
+    }
+
+    /// Counts refused credentials; answers how many so far and whether the connection must be
+    /// closed ([`TOO_MANY_REFUSED`]): no connection guesses without limit, on any path.
+    pub fn refused_credentials(&mut self) -> (u32, bool) {
+        self.refused_credentials += 1;
+        (
+            self.refused_credentials,
+            self.refused_credentials >= MAX_REFUSED_CREDENTIALS,
+        )
     }
 
     /// Queues the close frame (only the first close counts: the outbox accepts nothing after

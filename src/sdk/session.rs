@@ -33,7 +33,7 @@ use super::SdkContext;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::hub::opcode;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
-use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID};
+use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED};
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, Registry, SetRawInterest};
 use crate::vocab::Encoding;
@@ -131,7 +131,7 @@ impl SdkSession {
         }
     }
 
-    fn authenticate(&mut self, key: &str, secret: &str) {
+    fn authenticate(&mut self, key: &str, secret: &str, ctx: &mut Context<Self>) {
         if self.client.is_some() {
             self.error(403);
             return;
@@ -159,6 +159,7 @@ impl SdkSession {
                 self.send(&protocol::success("authenticated"));
             }
             None => {
+                let (attempt, over) = self.peer.refused_credentials();
                 if auth.is_empty() {
                     warn!(
                         "SDK session {} ({}): auth refused (402): no client is configured; add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>",
@@ -167,11 +168,14 @@ impl SdkSession {
                 } else {
                     // The key id may be a secret pasted in the wrong place: never logged.
                     info!(
-                        "SDK session {} ({}): auth refused (402): unknown key pair",
+                        "SDK session {} ({}): auth refused (402): unknown key pair, attempt {attempt}",
                         self.peer.id, self.peer.stats.peer
                     );
                 }
                 self.error(402);
+                if over {
+                    self.close(ctx, TOO_MANY_REFUSED.0, TOO_MANY_REFUSED.1);
+                }
             }
         }
     }
@@ -185,7 +189,7 @@ impl SdkSession {
             }
         };
         match msg {
-            ClientMessage::Auth { key, secret } => self.authenticate(&key, &secret),
+            ClientMessage::Auth { key, secret } => self.authenticate(&key, &secret, ctx),
             ClientMessage::Subscribe(_) | ClientMessage::Unsubscribe(_)
                 if self.client.is_none() =>
             {
@@ -252,7 +256,7 @@ impl Actor for SdkSession {
             subscriber: self.peer.attach(commands),
         });
         if let Some(auth) = self.header_auth.take() {
-            self.authenticate(&auth.key, &auth.secret);
+            self.authenticate(&auth.key, &auth.secret, ctx);
         }
         ctx.run_later(self.context.auth_timeout(), |act, ctx| {
             if act.client.is_none() {

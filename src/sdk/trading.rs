@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use super::SdkContext;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
-use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID};
+use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED};
 use crate::downstream::socket::frame::OP_BINARY;
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, ListenTrades, Registry};
@@ -131,16 +131,20 @@ impl SdkTradingSession {
         }
     }
 
-    fn authenticate(&mut self, key: &str, secret: &str) {
+    fn authenticate(&mut self, key: &str, secret: &str, ctx: &mut Context<Self>) {
         // A new authentication starts over: whatever it listened to under the old one stops.
         self.set_listening(false);
         self.account = None;
         let Some(client) = self.context.auth.authenticate(key, secret) else {
+            let (attempt, over) = self.peer.refused_credentials();
             info!(
-                "SDK trading session {} ({}): unknown key pair",
+                "SDK trading session {} ({}): unknown key pair, attempt {attempt}",
                 self.peer.id, self.peer.stats.peer
             );
             self.unauthorized("authenticate", "access key verification failed");
+            if over {
+                self.close(ctx, TOO_MANY_REFUSED.0, TOO_MANY_REFUSED.1);
+            }
             return;
         };
         let accounts = client.scopes.accounts();
@@ -178,7 +182,7 @@ impl SdkTradingSession {
             return;
         };
         match request {
-            Request::Authenticate { key, secret } => self.authenticate(&key, &secret),
+            Request::Authenticate { key, secret } => self.authenticate(&key, &secret, ctx),
             Request::Listen(_) | Request::Unlisten(_) if self.account.is_none() => {
                 self.unauthorized("listen", "not authenticated");
             }

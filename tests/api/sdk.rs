@@ -230,6 +230,27 @@ pub async fn authed(app: &TestApp, path: &str, msgpack: bool) -> SdkClient {
     c
 }
 
+/// Guessing is bounded on every path: three refused key pairs close an SDK connection with 1008,
+/// on the market-data stream and on `/stream` alike.
+#[actix_web::test]
+async fn three_refused_key_pairs_close_an_sdk_connection() {
+    let app = sdk_app().await;
+    let mut c = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(c.control().await["msg"], "connected");
+    for _ in 0..3 {
+        c.auth(KEY, "a-wrong-guess").await;
+        assert_eq!(c.control().await, error(402, "auth failed"));
+    }
+    assert_eq!(c.until_end().await, Ended::Closed(Some(1008)));
+
+    let mut t = SdkClient::connect(&app, "/stream", false).await;
+    for _ in 0..3 {
+        t.send(json!({"action": "authenticate", "data": {"key_id": KEY, "secret_key": "guess"}}))
+            .await;
+    }
+    assert_eq!(t.until_end().await, Ended::Closed(Some(1008)));
+}
+
 /// Messages past `sdk.max_messages_per_second` are answered 429 and not read.
 #[actix_web::test]
 async fn messages_past_the_rate_are_answered_429() {
