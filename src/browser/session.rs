@@ -144,10 +144,6 @@ impl ClientSession {
 
     /// Tells the hub which market channels this session now wants for `symbol`.
     fn sync_hub(&self, symbol: &Symbol) {
-        if self.peer.closing() {
-            // Detached from the hub: a late registry answer must not register it again.
-            return;
-        }
         let market = self
             .symbols
             .get(symbol)

@@ -198,7 +198,9 @@ impl LocalHub {
         }
     }
 
-    /// Sets the market channels `session` receives for `symbol` (empty: none).
+    /// Sets the market channels `session` receives for `symbol` (empty: none). A session that is
+    /// not registered (gone, or closing and detached) is ignored, so a late registry answer
+    /// cannot register it again.
     pub fn set_channels(&self, session: SessionId, symbol: &Symbol, channels: ChannelMask) {
         let mut state = self.state.borrow_mut();
         if channels.is_empty() {

@@ -318,11 +318,6 @@ impl Peer {
         !std::mem::replace(&mut self.closing, true)
     }
 
-    /// Whether the close is queued and the session only waits for the peer to go.
-    pub fn closing(&self) -> bool {
-        self.closing
-    }
-
     /// `true` the first time: the session then leaves its hub and the registry (it is over for
     /// everyone but its socket).
     pub fn detach(&mut self) -> bool {

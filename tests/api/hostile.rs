@@ -168,28 +168,32 @@ impl Raw {
     }
 }
 
-/// The server's (unmasked) frames in `buf`.
+/// The first whole (unmasked) server frame in `buf`: its opcode, its payload and the bytes it
+/// takes; `None` while it is incomplete.
+fn server_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (len, head) = match *buf.get(1)? & 0x7F {
+        126 => (
+            usize::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    let payload = buf.get(head..head + len)?;
+    Some((buf[0] & 0x0F, payload, head + len))
+}
+
+/// The server's frames in `buf`.
 fn parse_server_frames(mut buf: &[u8]) -> Seen {
     let mut seen = Seen {
         messages: Vec::new(),
         close: None,
         reason: String::new(),
     };
-    while buf.len() >= 2 {
-        let opcode = buf[0] & 0x0F;
-        let (len, head) = match buf[1] & 0x7F {
-            126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-            127 if buf.len() >= 10 => (
-                u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            126 | 127 => break,
-            n => (usize::from(n), 2),
-        };
-        if buf.len() < head + len {
-            break;
-        }
-        let payload = &buf[head..head + len];
+    while let Some((opcode, payload, taken)) = server_frame(buf) {
         match opcode {
             0x1 | 0x2 => seen
                 .messages
@@ -200,7 +204,7 @@ fn parse_server_frames(mut buf: &[u8]) -> Seen {
             }
             _ => {}
         }
-        buf = &buf[head + len..];
+        buf = &buf[taken..];
     }
     seen
 }
@@ -266,29 +270,16 @@ async fn healthy_program(addr: String, count: Count) {
         // Count whole frames, answer pings (it is a live program), keep a partial frame.
         let mut rest = &buf[..];
         let mut pongs = Vec::new();
-        while rest.len() >= 2 {
-            let (len, head) = match rest[1] & 0x7F {
-                126 if rest.len() >= 4 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
-                127 if rest.len() >= 10 => (
-                    u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
-                    10,
-                ),
-                126 | 127 => break,
-                n => (usize::from(n), 2),
-            };
-            if rest.len() < head + len {
-                break;
+        while let Some((opcode, payload, taken)) = server_frame(rest) {
+            if opcode == 0x9 {
+                pongs.extend(frame(true, 0xA, payload));
             }
-            if rest[0] & 0x0F == 0x9 {
-                pongs.extend(frame(true, 0xA, &rest[head..head + len]));
-            }
-            let payload: Value =
-                serde_json::from_slice(&rest[head..head + len]).unwrap_or_default();
+            let payload: Value = serde_json::from_slice(payload).unwrap_or_default();
             let quotes = payload
                 .as_array()
                 .map_or(0, |a| a.iter().filter(|m| m["T"] == "q").count());
             count.set(count.get() + quotes);
-            rest = &rest[head + len..];
+            rest = &rest[taken..];
         }
         buf = rest.to_vec();
         if !pongs.is_empty() {

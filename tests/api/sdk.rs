@@ -702,26 +702,16 @@ async fn trading_stream_serves_only_permitted_accounts() {
 
 /// A client that trusts the test CA in `tests/tls/`.
 pub fn tls_client() -> awc::Client {
-    use rustls::pki_types::pem::PemObject;
-    let ca = rustls::pki_types::CertificateDer::from_pem_file(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/tls/ca.pem"
-    ))
-    .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    awc::Client::builder()
-        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(config)))
-        .timeout(EVENT_TIMEOUT)
-        .finish()
+    tls_client_offering(&[b"http/1.1"])
 }
 
 /// A client that speaks HTTP/2 when the listener offers it (ALPN `h2`, then `http/1.1`).
 pub fn tls_client_h2() -> awc::Client {
+    tls_client_offering(&[b"h2", b"http/1.1"])
+}
+
+/// An HTTPS client trusting the test CA and offering `protocols` by ALPN.
+fn tls_client_offering(protocols: &[&[u8]]) -> awc::Client {
     use rustls::pki_types::pem::PemObject;
     let ca = rustls::pki_types::CertificateDer::from_pem_file(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -733,7 +723,7 @@ pub fn tls_client_h2() -> awc::Client {
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     awc::Client::builder()
         .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(config)))
         .timeout(EVENT_TIMEOUT)
