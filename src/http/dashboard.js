@@ -203,7 +203,11 @@ async function loadAccount() {
     pick.value = account || "";
     if (!account) { showAccount(null); return; }
     showAccount(await api(`/api/v1/accounts/${encodeURIComponent(account)}/dashboard`));
-  } catch (e) { showAccount(null); }
+  } catch (e) {
+    showAccount(null);
+    // 503: the account has not been loaded yet (the daemon has just started): look again soon.
+    if (e === 503) { clearTimeout(accountTimer); accountTimer = setTimeout(loadAccount, 1000); }
+  }
 }
 function reloadAccountSoon() { clearTimeout(accountTimer); accountTimer = setTimeout(loadAccount, 300); }
 
