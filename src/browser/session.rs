@@ -483,10 +483,8 @@ impl Actor for ClientSession {
             ctx.run_later(self.config.settings.auth_timeout(), |act, ctx| {
                 if act.principal.client.is_none() {
                     debug!("session {}: no auth in time; closing", act.peer.id);
-                    act.send_error(&ClientError::new(
-                        ErrorCode::Unauthorized,
-                        "no auth frame in time; sign in right after connecting",
-                    ));
+                    // The close reason says why. No `unauthorized` error frame: pages read that
+                    // as a refused credential and forget the one they may be sending right now.
                     act.close(ctx, 1008, "auth timeout");
                 }
             });

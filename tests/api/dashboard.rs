@@ -189,7 +189,16 @@ impl Page {
             if !(v.is_null() || v == false || v == "" || v == 0) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                // What the page says about itself, for whoever reads the failure.
+                let shown = self
+                    .try_eval(
+                        "['conn', 'who', 'messages', 'acct-empty'].map((id) => \
+                         id + ': ' + (document.getElementById(id) || {}).textContent).join(' | ')",
+                    )
+                    .await;
+                panic!("timed out waiting for {what}; the page shows {shown:?}");
+            }
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
     }
