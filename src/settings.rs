@@ -28,10 +28,10 @@ pub const KEY_ID_ENV: &str = "APCA_API_KEY_ID";
 /// Environment variable holding the Alpaca API secret key.
 pub const SECRET_KEY_ENV: &str = "APCA_API_SECRET_KEY";
 
-/// Keys whose environment values are comma-separated lists.
 /// Default environment variable of a client's secret: this prefix and the client id in capitals.
 pub const CLIENT_SECRET_ENV_PREFIX: &str = "TICKRELAY_CLIENT_SECRET_";
 
+/// Keys whose environment values are comma-separated lists.
 const LIST_KEYS: &[&str] = &[
     "dashboard.symbols",
     "registry.pinned_symbols",
@@ -519,12 +519,33 @@ pub struct AuthSettings {
     /// Scopes of anonymous callers (see [`crate::auth`]). An account scope here is refused with
     /// the Alpaca provider: a real account is never served anonymously.
     pub anonymous_scopes: Vec<String>,
+    /// Refused credentials an address (or a client's key id) may have before each further one
+    /// delays it, twice as long as the last time (see [`crate::auth::failures`]).
+    pub failures_before_delay: u32,
+    /// The first of those delays, in milliseconds.
+    pub first_failure_delay_ms: u64,
+    /// The longest of those delays, in seconds.
+    pub max_failure_delay_secs: u64,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
+        let limits = crate::auth::failures::FailureLimits::default();
         Self {
             anonymous_scopes: vec!["market".into()],
+            failures_before_delay: limits.free,
+            first_failure_delay_ms: limits.first_delay.as_millis() as u64,
+            max_failure_delay_secs: limits.max_delay.as_secs(),
+        }
+    }
+}
+
+impl AuthSettings {
+    pub fn failure_limits(&self) -> crate::auth::failures::FailureLimits {
+        crate::auth::failures::FailureLimits {
+            free: self.failures_before_delay,
+            first_delay: ms(self.first_failure_delay_ms),
+            max_delay: Duration::from_secs(self.max_failure_delay_secs),
         }
     }
 }
@@ -1031,7 +1052,7 @@ impl Settings {
                 Some(Client::new(id, &c.key_id, c.secret.clone()?, scopes))
             })
             .collect();
-        Auth::new(clients, anonymous)
+        Auth::new(clients, anonymous, self.auth.failure_limits())
     }
 
     /// What is wrong with a list of scope names: an unknown scope or an account not configured.
@@ -1444,6 +1465,18 @@ impl Settings {
                     ),
                 );
             }
+        }
+        let auth = &self.auth;
+        if !(1..=3600).contains(&auth.max_failure_delay_secs) {
+            bad(
+                "auth.max_failure_delay_secs",
+                "must be between 1 and 3600 (an hour)".into(),
+            );
+        } else if !(1..=auth.max_failure_delay_secs * 1000).contains(&auth.first_failure_delay_ms) {
+            bad(
+                "auth.first_failure_delay_ms",
+                "must be at least 1 and at most auth.max_failure_delay_secs".into(),
+            );
         }
         if self.trading.rest_requests_per_minute == 0 {
             bad(

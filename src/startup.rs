@@ -72,11 +72,14 @@ pub struct DaemonHandle {
     lease: Option<(Arc<Lease>, String)>,
     http: ServerHandle,
     simulator: Option<ServerHandle>,
+    /// Its refused credentials not logged yet are summed up at the stop.
+    auth: Arc<crate::auth::Auth>,
 }
 
 impl DaemonHandle {
     /// Graceful stop: sessions get 1001, feeds close without reconnecting, servers stop.
     pub async fn shutdown(&self) {
+        self.auth.log_refusals();
         // A stuck registry must not hold the stop forever: the servers stop regardless.
         match tokio::time::timeout(REGISTRY_SHUTDOWN_TIMEOUT, self.registry.send(Shutdown)).await {
             Ok(Ok(n)) => info!("shutting down: closed {n} browser sessions, stopping feeds"),
@@ -171,9 +174,18 @@ impl Daemon {
                 .as_ref()
                 .map_or(0, |s| s.expose().chars().count());
             if len < MIN_SECRET_LEN {
-                warn!("client {id}: its secret has {len} characters; use at least {MIN_SECRET_LEN} random ones (REST calls may guess without limit)");
+                warn!("client {id}: its secret has {len} characters; use at least {MIN_SECRET_LEN} random ones (a short secret is guessed in spite of the delays)");
             }
         }
+        let refusals = auth.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(crate::auth::failures::LOG_INTERVAL);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                refusals.log_refusals();
+            }
+        });
         if auth.is_empty() {
             info!("no client is configured: callers get only the anonymous scopes [{}] and every SDK auth is refused (402); add one with [clients.<id>] key_id, or TICKRELAY__CLIENTS__<ID>__KEY_ID and TICKRELAY_CLIENT_SECRET_<ID>", auth.anonymous().scopes.names().join(", "));
         } else {
@@ -236,7 +248,7 @@ impl Daemon {
                 stale_after: ms(settings.throttle.stale_after_ms),
                 auth: auth.clone(),
             }),
-            auth,
+            auth: auth.clone(),
             sink,
             lease: lease.clone(),
             relay,
@@ -356,6 +368,7 @@ impl Daemon {
                 lease: lease.map(|l| (l, settings.redis.url.clone())),
                 http: server.handle(),
                 simulator: sim_server,
+                auth,
             },
             server,
             addr,

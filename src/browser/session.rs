@@ -25,7 +25,7 @@ use actix_http::ws::Frame;
 use bytestring::ByteString;
 use log::{debug, info, warn};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Refusal};
 use crate::browser::{self, ClientError, ClientRequest, ErrorCode, PriceUpdate, Rejection};
 use crate::downstream::delivery::{DeliverKey, SessionCommand};
 use crate::downstream::outbox::{BatchFrame, CLOSE_SLOW_CLIENT};
@@ -209,7 +209,7 @@ impl ClientSession {
             self.send_error(&ClientError::new(ErrorCode::Unauthorized, message));
             return;
         }
-        match self.config.auth.token(token) {
+        match self.config.auth.token(self.peer.attempt(), token) {
             Ok(principal) => {
                 info!(
                     "session {} ({}): signed in as client {}",
@@ -235,15 +235,17 @@ impl ClientSession {
             }
             Err(refusal) => {
                 let (attempt, over) = self.peer.refused_credentials();
-                // The token may be a secret: never logged.
-                info!(
+                // The token may be a secret: never logged. The auth table logs refusals per
+                // address, counted.
+                debug!(
                     "session {} ({}): auth refused ({refusal}), attempt {attempt}",
                     self.peer.id, self.peer.stats.peer
                 );
-                self.send_error(&ClientError::new(
-                    ErrorCode::Unauthorized,
-                    format!("auth refused: {refusal}"),
-                ));
+                let code = match refusal {
+                    Refusal::Delayed(_) => ErrorCode::RateLimited,
+                    _ => ErrorCode::Unauthorized,
+                };
+                self.send_error(&ClientError::new(code, format!("auth refused: {refusal}")));
                 if over {
                     self.close(ctx, TOO_MANY_REFUSED.0, TOO_MANY_REFUSED.1);
                 }

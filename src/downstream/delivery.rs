@@ -136,6 +136,8 @@ pub struct SessionStats {
     /// The client id an SDK program authenticated as.
     pub client: std::sync::OnceLock<Arc<str>>,
     pub peer: String,
+    /// The peer's IP address, for the limits that count per address.
+    pub ip: Option<std::net::IpAddr>,
     pub connected_at: Timestamp,
     /// Encoded bytes handed to the socket.
     pub sent_bytes: AtomicU64,
@@ -168,6 +170,7 @@ impl SessionStats {
             kind,
             client: std::sync::OnceLock::new(),
             peer,
+            ip: None,
             connected_at: Timestamp::now(),
             sent_bytes: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -180,6 +183,11 @@ impl SessionStats {
             symbols: AtomicUsize::new(0),
             behind: AtomicBool::new(false),
         }
+    }
+
+    /// The same, for a peer at `ip`.
+    pub fn at(self, ip: Option<std::net::IpAddr>) -> Self {
+        SessionStats { ip, ..self }
     }
 
     pub fn snapshot(&self) -> SessionSnapshot {

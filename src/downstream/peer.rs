@@ -216,6 +216,14 @@ impl Peer {
         }
     }
 
+    /// Where this connection's credentials come from, for the per-address delays and the log.
+    pub fn attempt(&self) -> crate::auth::Attempt<'static> {
+        crate::auth::Attempt {
+            from: self.stats.ip,
+            via: self.stats.kind,
+        }
+    }
+
     /// Reads one item of the socket's frame stream.
     pub fn receive(&mut self, item: Result<Frame, ReadError>) -> Input {
         if self.closing {

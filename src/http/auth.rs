@@ -4,7 +4,9 @@
 //!
 //! A malformed or unknown credential is refused with 401 before the handler runs (it never falls
 //! back to anonymous, so a typo is not silently a weaker caller); a missing scope is 401 for an
-//! anonymous caller (sign in) and 403 for a client (ask for the scope).
+//! anonymous caller (sign in) and 403 for a client (ask for the scope). While the caller's
+//! address is delayed for its refused credentials the answer is 429 with `Retry-After`. Every
+//! refused credential also closes the connection, so guesses cannot be pipelined on one.
 
 use std::future::{ready, Ready};
 
@@ -14,7 +16,7 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 
 use super::{ApiError, AppState};
-use crate::auth::Principal;
+use crate::auth::{retry_after, Attempt, Principal, Refusal};
 
 fn unauthorized(message: String) -> HttpResponse {
     HttpResponse::Unauthorized()
@@ -23,6 +25,25 @@ fn unauthorized(message: String) -> HttpResponse {
             error: "unauthorized",
             message,
         })
+}
+
+/// The answer to a refused credential; the connection closes after it.
+fn refused(refusal: Refusal) -> HttpResponse {
+    let mut response = match refusal {
+        Refusal::Delayed(left) => HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, retry_after(left).to_string()))
+            .json(ApiError {
+                error: "too_many_failures",
+                message: format!("{refusal}; wait and send the right credential"),
+            }),
+        _ => unauthorized(format!(
+            "{refusal}; send Authorization: Bearer <key_id>:<secret>"
+        )),
+    };
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
 }
 
 impl FromRequest for Principal {
@@ -38,19 +59,23 @@ impl FromRequest for Principal {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
             return ready(Ok(state.auth.anonymous()));
         };
-        let result = value
-            .to_str()
-            .map_err(|_| crate::auth::Refusal::Malformed)
-            .and_then(|v| state.auth.bearer(v));
+        let at = Attempt {
+            from: req.peer_addr().map(|a| a.ip()),
+            via: "REST",
+        };
+        let result = match value.to_str() {
+            Ok(v) => state.auth.bearer(at, v),
+            Err(_) => Err(state.auth.malformed(at)),
+        };
         ready(result.map_err(|refusal| {
-            // The header may hold a secret pasted in the wrong place: never logged.
-            log::info!(
+            // The header may hold a secret pasted in the wrong place: never logged. The auth
+            // table logs refusals per address, counted.
+            log::debug!(
                 "REST {} {}: credential refused ({refusal})",
                 req.method(),
                 req.path()
             );
-            let message = format!("{refusal}; send Authorization: Bearer <key_id>:<secret>");
-            InternalError::from_response(refusal.to_string(), unauthorized(message)).into()
+            InternalError::from_response(refusal.to_string(), refused(refusal)).into()
         }))
     }
 }

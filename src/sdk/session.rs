@@ -30,6 +30,7 @@ use log::{debug, info, warn};
 use super::protocol::{self, ClientMessage};
 use super::subscriptions::Subscriptions;
 use super::SdkContext;
+use crate::auth::Refusal;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::hub::opcode;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
@@ -137,15 +138,15 @@ impl SdkSession {
             return;
         }
         let auth = &self.context.auth;
-        match auth.authenticate(key, secret) {
-            Some(client) if !client.scopes.market() => {
+        match auth.sign_in(self.peer.attempt(), key, secret) {
+            Ok(client) if !client.scopes.market() => {
                 info!(
                     "SDK session {} ({}): client {} has no market scope: 409",
                     self.peer.id, self.peer.stats.peer, client.id
                 );
                 self.error(409);
             }
-            Some(client) => {
+            Ok(client) => {
                 info!(
                     "SDK session {} ({}): authenticated as client {} on the {} stream",
                     self.peer.id,
@@ -158,7 +159,7 @@ impl SdkSession {
                 self.context.taps.feed(self.feed).listen(self.encoding);
                 self.send(&protocol::success("authenticated"));
             }
-            None => {
+            Err(refusal) => {
                 let (attempt, over) = self.peer.refused_credentials();
                 if auth.is_empty() {
                     warn!(
@@ -166,13 +167,18 @@ impl SdkSession {
                         self.peer.id, self.peer.stats.peer
                     );
                 } else {
-                    // The key id may be a secret pasted in the wrong place: never logged.
-                    info!(
-                        "SDK session {} ({}): auth refused (402): unknown key pair, attempt {attempt}",
+                    // The key id may be a secret pasted in the wrong place: never logged. The
+                    // auth table logs refusals per address, counted.
+                    debug!(
+                        "SDK session {} ({}): auth refused ({refusal}), attempt {attempt}",
                         self.peer.id, self.peer.stats.peer
                     );
                 }
-                self.error(402);
+                // Alpaca's answer to too many requests while delayed, its auth failure otherwise.
+                self.error(match refusal {
+                    Refusal::Delayed(_) => 429,
+                    _ => 402,
+                });
                 if over {
                     self.close(ctx, TOO_MANY_REFUSED.0, TOO_MANY_REFUSED.1);
                 }

@@ -26,6 +26,7 @@ use log::{debug, info};
 use serde_json::{json, Value};
 
 use super::SdkContext;
+use crate::auth::Refusal;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
 use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED};
@@ -135,17 +136,25 @@ impl SdkTradingSession {
         // A new authentication starts over: whatever it listened to under the old one stops.
         self.set_listening(false);
         self.account = None;
-        let Some(client) = self.context.auth.authenticate(key, secret) else {
-            let (attempt, over) = self.peer.refused_credentials();
-            info!(
-                "SDK trading session {} ({}): unknown key pair, attempt {attempt}",
-                self.peer.id, self.peer.stats.peer
-            );
-            self.unauthorized("authenticate", "access key verification failed");
-            if over {
-                self.close(ctx, TOO_MANY_REFUSED.0, TOO_MANY_REFUSED.1);
+        let client = match self.context.auth.sign_in(self.peer.attempt(), key, secret) {
+            Ok(client) => client,
+            Err(refusal) => {
+                let (attempt, over) = self.peer.refused_credentials();
+                // The auth table logs refusals per address, counted.
+                debug!(
+                    "SDK trading session {} ({}): {refusal}, attempt {attempt}",
+                    self.peer.id, self.peer.stats.peer
+                );
+                let message = match refusal {
+                    Refusal::Delayed(_) => "too many refused credentials, retry later",
+                    _ => "access key verification failed",
+                };
+                self.unauthorized("authenticate", message);
+                if over {
+                    self.close(ctx, TOO_MANY_REFUSED.0, TOO_MANY_REFUSED.1);
+                }
+                return;
             }
-            return;
         };
         let accounts = client.scopes.accounts();
         let account = match &self.requested_account {

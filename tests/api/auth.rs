@@ -542,3 +542,168 @@ async fn no_secret_reaches_a_log_line_or_a_status_body() {
         }
     }
 }
+
+/// `GET` `path` with `Authorization: <auth>`: (status, `Retry-After`).
+async fn get_with(app: &TestApp, path: &str, auth: &str) -> (u16, Option<u64>) {
+    let resp = app
+        .anonymous
+        .get(app.url(path))
+        .insert_header(("Authorization", auth.to_owned()))
+        .send()
+        .await
+        .expect("request");
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (resp.status().as_u16(), retry)
+}
+
+/// Guessing costs time on every path: past `auth.failures_before_delay` refused credentials from
+/// one address — whichever paths they came by — REST, browsers, SDK streams and `/stream` all
+/// refuse even the right credential, unchecked, until the delay is over (REST says how long in
+/// `Retry-After`); then the right one signs in again.
+#[actix_web::test]
+async fn refused_credentials_delay_their_address_on_every_path() {
+    let app = spawn_app_with(|s| {
+        client(s, "trader", &["market", "account:main"]);
+        s.auth.failures_before_delay = 2;
+        s.auth.first_failure_delay_ms = 4_000;
+    })
+    .await;
+    // Two refusals on two paths cost nothing; the third, on a third path, starts the delay.
+    let status = "/api/v1/status";
+    assert_eq!(
+        get_with(&app, status, "Bearer trader-key:guess").await.0,
+        401
+    );
+    let mut browser = app.ws().await;
+    browser
+        .send(json!({"action":"auth","token":"trader-key:guess"}))
+        .await;
+    assert_eq!(browser.expect_type("error").await["code"], "unauthorized");
+    let mut sdk = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(sdk.control().await["msg"], "connected");
+    sdk.auth("trader-key", "guess").await;
+    assert_eq!(sdk.control().await["code"], 402);
+
+    let (code, retry) = get_with(&app, status, &bearer("trader")).await;
+    assert_eq!(code, 429, "the right credential waits out the delay");
+    let retry = retry.expect("Retry-After");
+    assert!((1..=4).contains(&retry), "Retry-After: {retry}");
+    browser
+        .send(json!({"action":"auth","token": token("trader")}))
+        .await;
+    let delayed = browser.expect_type("error").await;
+    assert_eq!(delayed["code"], "rate_limited", "{delayed}");
+    let mut fresh = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(fresh.control().await["msg"], "connected");
+    fresh.auth("trader-key", "trader-secret").await;
+    assert_eq!(fresh.control().await["code"], 429);
+    let mut trading = SdkClient::connect(&app, "/stream", false).await;
+    trading
+        .send(json!({"action": "authenticate", "data": {"key_id": "trader-key", "secret_key": "trader-secret"}}))
+        .await;
+    let answer = trading.expect(|m| m["stream"] == "authorization").await;
+    assert_eq!(answer["data"]["status"], "unauthorized", "{answer}");
+
+    // Attempts during the delay do not make it longer: it ends, and the right pair signs in.
+    wait_for("the delay to end", || async {
+        (get_with(&app, status, &bearer("trader")).await.0 == 200).then_some(())
+    })
+    .await;
+    let mut later = SdkClient::connect(&app, "/v2/iex", false).await;
+    assert_eq!(later.control().await["msg"], "connected");
+    later.auth("trader-key", "trader-secret").await;
+    assert_eq!(later.control().await["msg"], "authenticated");
+}
+
+/// Pipelining does not multiply guesses: of 1000 guesses sent at once on one connection, only
+/// the free ones and the one that starts the delay are checked (401); the rest are refused
+/// unchecked (429), and every refusal asks the client to close the connection.
+#[actix_web::test]
+async fn pipelined_guesses_are_refused_unchecked_past_the_free_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| {
+        client(s, "viewer", &["market"]);
+        s.auth.first_failure_delay_ms = 60_000;
+    })
+    .await;
+    let request = format!(
+        "GET /api/v1/status HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer viewer-key:guess\r\n\r\n",
+        app.addr
+    );
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(request.repeat(1000).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the daemon closes the connection")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let count = |needle: &str| answer.matches(needle).count();
+    let free = tickrelay::auth::failures::FailureLimits::default().free as usize;
+    assert_eq!(count("http/1.1 401"), free + 1);
+    assert_eq!(count("http/1.1 429"), 1000 - free - 1);
+    assert_eq!(count("connection: close"), 1000);
+}
+
+/// Refusals are logged once per address per interval with a count, not once each: 300 guesses
+/// (the real binary, at info level) make four lines — the first refusal of the address and of
+/// the client whose key id was guessed at, and a count of the rest of each, written at the stop.
+#[actix_web::test]
+async fn guesses_are_logged_once_per_address_with_a_count() {
+    use crate::helpers::{tickrelay, Process};
+
+    let mut cmd = tickrelay();
+    cmd.env("TICKRELAY__HTTP__PORT", "0")
+        .env("RUST_LOG", "info")
+        .env("TICKRELAY__AUTH__FIRST_FAILURE_DELAY_MS", "60000")
+        .env("TICKRELAY__CLIENTS__OPS__KEY_ID", "ops-key")
+        .env("TICKRELAY_CLIENT_SECRET_OPS", "ops-secret-123456");
+    let mut daemon = Process::start(cmd);
+    let addr = daemon.address_after("listening on http://");
+    let http = awc::Client::new();
+    let get = |auth: &'static str| {
+        let req = http
+            .get(format!("http://{addr}/api/v1/status"))
+            .insert_header(("Authorization", auth));
+        async move { req.send().await.expect("GET").status().as_u16() }
+    };
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..300 {
+        *codes.entry(get("Bearer ops-key:guess").await).or_insert(0) += 1;
+    }
+    assert_eq!(codes.get(&401), Some(&6), "{codes:?}");
+    assert_eq!(codes.get(&429), Some(&294), "{codes:?}");
+
+    let pid = daemon.pid().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(daemon
+        .wait_exit(std::time::Duration::from_secs(10))
+        .success());
+    let refusals: Vec<String> = daemon
+        .logs
+        .iter()
+        .filter(|l| l.contains("auth refused"))
+        .collect();
+    assert_eq!(refusals.len(), 4, "{refusals:#?}");
+    let count = |needle: &str| refusals.iter().any(|l| l.contains(needle));
+    assert!(
+        count("127.0.0.1: 299 more refused credentials since the last line (294 refused unchecked while delayed)"),
+        "{refusals:#?}"
+    );
+    assert!(
+        count("client ops: 5 more refused credentials"),
+        "{refusals:#?}"
+    );
+}

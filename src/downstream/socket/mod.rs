@@ -101,7 +101,7 @@ pub fn open<Io: Connection>(
     hub: LocalHub,
     limits: ConnectionLimits,
 ) -> (Peer, IncomingFrames<Io::Reader>, Io::Writer) {
-    let stats = Arc::new(SessionStats::of_kind(id, kind, io.peer()));
+    let stats = Arc::new(SessionStats::of_kind(id, kind, io.peer()).at(io.peer_ip()));
     let outbox = Outbox::new(limits.outbox, stats.clone()).shared();
     let (reader, writer) = io.split_io();
     let frames = IncomingFrames::new(reader, early, limits.inbound);
@@ -174,7 +174,7 @@ pub trait Connection: AsyncRead + AsyncWrite + Unpin + 'static {
             .unwrap_or_else(|_| "unknown".into())
     }
 
-    /// The peer's IP address, for the per-address connection limit.
+    /// The peer's IP address, for the limits that count per address.
     fn peer_ip(&self) -> Option<std::net::IpAddr> {
         self.tcp().peer_addr().ok().map(|a| a.ip())
     }

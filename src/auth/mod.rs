@@ -7,6 +7,11 @@
 //! module. Secrets are compared in constant time and never logged; with no client configured
 //! every authentication is refused.
 //!
+//! Refused credentials are counted per client address and per client ([`failures`]): past a
+//! few, every attempt from that address (or for that client's key id) waits out a growing delay
+//! and is refused unchecked until it has; the refusals are logged once per address per minute,
+//! with a count, so guessing fills neither the CPU nor the disk.
+//!
 //! Scopes:
 //! - `market` — quotes, trades, bars, order books and news (browsers, REST quotes, SDK data streams);
 //! - `account:<id>` — that account's REST views, its `positions` channel events and its SDK
@@ -14,9 +19,16 @@
 //! - `pin` — pinning symbols through REST (`POST`/`DELETE /api/v1/subscriptions`);
 //! - `admin` — the session list of `/api/v1/status` and other owners' pins.
 
-use std::fmt;
-use std::sync::Arc;
+pub mod failures;
 
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use log::info;
+
+use self::failures::{FailureBook, FailureLimits, Refused, Subject};
 use crate::credentials::Secret;
 
 /// One permission.
@@ -192,6 +204,9 @@ pub enum Refusal {
     Malformed,
     /// No client has this key pair.
     Unknown,
+    /// Too many refusals from this address, or for this key id: nothing is checked until the
+    /// delay is over.
+    Delayed(Duration),
 }
 
 impl fmt::Display for Refusal {
@@ -199,8 +214,28 @@ impl fmt::Display for Refusal {
         f.write_str(match self {
             Refusal::Malformed => "expected a credential of the form <key_id>:<secret>",
             Refusal::Unknown => "unknown key pair",
+            Refusal::Delayed(left) => {
+                return write!(
+                    f,
+                    "too many refused credentials; nothing is checked for {} s",
+                    retry_after(*left)
+                )
+            }
         })
     }
+}
+
+/// Whole seconds to wait out `delay` (at least one).
+pub fn retry_after(delay: Duration) -> u64 {
+    delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
+}
+
+/// Where a credential came from: the caller's address (when known) and the path it used
+/// (`REST`, `browser`, `sdk:iex`, …), for the delays and the log.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt<'a> {
+    pub from: Option<IpAddr>,
+    pub via: &'a str,
 }
 
 /// Every configured client and the anonymous scopes.
@@ -208,11 +243,13 @@ impl fmt::Display for Refusal {
 pub struct Auth {
     clients: Vec<Client>,
     anonymous: Arc<Scopes>,
+    failures: Mutex<FailureBook>,
 }
 
 impl Auth {
-    /// `clients`, each of which also gets the `anonymous` scopes.
-    pub fn new(clients: Vec<Client>, anonymous: Scopes) -> Auth {
+    /// `clients`, each of which also gets the `anonymous` scopes; refusals delayed past
+    /// `limits`.
+    pub fn new(clients: Vec<Client>, anonymous: Scopes, limits: FailureLimits) -> Auth {
         let clients = clients
             .into_iter()
             .map(|mut c| {
@@ -223,6 +260,7 @@ impl Auth {
         Auth {
             clients,
             anonymous: Arc::new(anonymous),
+            failures: Mutex::new(FailureBook::new(limits)),
         }
     }
 
@@ -241,34 +279,130 @@ impl Auth {
 
     /// The client whose key pair this is, if any. Every client's secret is compared, in constant
     /// time, so neither which key ids exist nor how much of a secret matched shows in the timing.
-    pub fn authenticate(&self, key_id: &str, secret: &str) -> Option<&Client> {
+    /// Counts nothing: callers use [`Auth::sign_in`].
+    fn find(&self, key_id: &str, secret: &str) -> (Option<&Client>, Option<&Client>) {
         let mut found = None;
+        let mut named = None;
         for client in &self.clients {
             let key_ok = constant_time_eq(client.key_id.as_bytes(), key_id.as_bytes());
             let secret_ok = constant_time_eq(client.secret.expose().as_bytes(), secret.as_bytes());
             if key_ok & secret_ok {
                 found = Some(client);
             }
+            if key_ok {
+                named = Some(client);
+            }
         }
-        found
+        (found, named)
+    }
+
+    /// The client whose key pair this is: refused unchecked while `at`'s address or the client
+    /// the key id names is delayed, and every refusal counted.
+    pub fn sign_in(&self, at: Attempt, key_id: &str, secret: &str) -> Result<&Client, Refusal> {
+        let now = Instant::now();
+        let address = at.from.map(Subject::address);
+        if let Some(refusal) = self.delayed(at, address.as_ref(), now) {
+            return Err(refusal);
+        }
+        let (found, named) = self.find(key_id, secret);
+        let client = named.map(|c| Subject::Client(c.id.clone()));
+        if let Some(refusal) = self.delayed(at, client.as_ref(), now) {
+            return Err(refusal);
+        }
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        self.count(at, address.into_iter().chain(client), Refusal::Unknown, now);
+        Err(Refusal::Unknown)
     }
 
     /// A `<key_id>:<secret>` token (key ids hold no `:`).
-    pub fn token(&self, token: &str) -> Result<Principal, Refusal> {
-        let (key, secret) = token.trim().split_once(':').ok_or(Refusal::Malformed)?;
-        self.authenticate(key, secret)
-            .map(Client::principal)
-            .ok_or(Refusal::Unknown)
+    pub fn token(&self, at: Attempt, token: &str) -> Result<Principal, Refusal> {
+        match token.trim().split_once(':') {
+            Some((key, secret)) => self.sign_in(at, key, secret).map(Client::principal),
+            None => Err(self.malformed(at)),
+        }
     }
 
     /// The value of an `Authorization` header: `Bearer <key_id>:<secret>`.
-    pub fn bearer(&self, header: &str) -> Result<Principal, Refusal> {
-        let (scheme, token) = header.trim().split_once(' ').ok_or(Refusal::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(Refusal::Malformed);
+    pub fn bearer(&self, at: Attempt, header: &str) -> Result<Principal, Refusal> {
+        match header.trim().split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => self.token(at, token),
+            _ => Err(self.malformed(at)),
         }
-        self.token(token)
     }
+
+    /// Counts a credential refused for its form (a REST header that is not text, a token without
+    /// `:`) and says why it was refused.
+    pub fn malformed(&self, at: Attempt) -> Refusal {
+        let now = Instant::now();
+        let address = at.from.map(Subject::address);
+        if let Some(refusal) = self.delayed(at, address.as_ref(), now) {
+            return refusal;
+        }
+        self.count(at, address, Refusal::Malformed, now);
+        Refusal::Malformed
+    }
+
+    /// Logs the refusals counted since the last call, one line per address or client; called
+    /// once per [`failures::LOG_INTERVAL`] and at shutdown.
+    pub fn log_refusals(&self) {
+        for line in self.book().summary(Instant::now()) {
+            info!("auth refused: {line}");
+        }
+    }
+
+    /// `Some` refusal, counted, when `subject` is delayed.
+    fn delayed(&self, at: Attempt, subject: Option<&Subject>, now: Instant) -> Option<Refusal> {
+        let subject = subject?;
+        let mut book = self.book();
+        let left = book.delay_left(subject, now)?;
+        let refusal = Refusal::Delayed(left);
+        let refused = book.refused(subject.clone(), false, now);
+        drop(book);
+        log_refusal(at, subject, refusal, &refused);
+        Some(refusal)
+    }
+
+    fn count(
+        &self,
+        at: Attempt,
+        subjects: impl IntoIterator<Item = Subject>,
+        refusal: Refusal,
+        now: Instant,
+    ) {
+        for subject in subjects {
+            let refused = self.book().refused(subject.clone(), true, now);
+            log_refusal(at, &subject, refusal, &refused);
+        }
+    }
+
+    fn book(&self) -> MutexGuard<'_, FailureBook> {
+        // The book holds counts only: one left half-updated by a panic is still usable.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The line for the first refusal of a log interval (the others are counted for the summary).
+/// Names the address or client id, never what was presented.
+fn log_refusal(at: Attempt, subject: &Subject, refusal: Refusal, refused: &Refused) {
+    if !refused.log {
+        return;
+    }
+    let from = match (subject, at.from) {
+        (Subject::Client(_), Some(ip)) => format!(" from {ip}"),
+        _ => String::new(),
+    };
+    let delay = match refused.delayed {
+        Some(d) => format!("; delayed {} s", retry_after(d)),
+        None => String::new(),
+    };
+    info!(
+        "auth refused: {subject}{from} on {} ({refusal}){delay}; further refusals are counted and logged once a minute",
+        at.via
+    );
 }
 
 /// Whether `a == b`, taking the same time whatever their contents (the time depends only on the
@@ -288,6 +422,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    const AT: Attempt = Attempt {
+        from: None,
+        via: "test",
+    };
+
+    impl Auth {
+        fn authenticate(&self, key_id: &str, secret: &str) -> Option<&Client> {
+            self.find(key_id, secret).0
+        }
+    }
+
     fn auth(anonymous: &[&str]) -> Auth {
         let client = |id: &str, key: &str, secret: &str, scopes: &[&str]| {
             Client::new(id, key, Secret::new(secret), Scopes::parse(scopes).unwrap())
@@ -303,6 +448,7 @@ mod tests {
                 client("notebook", "nb-key", "nb-secret", &["market"]),
             ],
             Scopes::parse(anonymous).unwrap(),
+            FailureLimits::default(),
         )
     }
 
@@ -337,23 +483,23 @@ mod tests {
         let none = Auth::default();
         assert!(none.is_empty());
         assert!(none.authenticate("any", "thing").is_none());
-        assert_eq!(none.token("any:thing").unwrap_err(), Refusal::Unknown);
+        assert_eq!(none.token(AT, "any:thing").unwrap_err(), Refusal::Unknown);
         assert!(!none.anonymous().scopes.market(), "no settings, no scopes");
     }
 
     #[test]
     fn bearer_tokens_name_a_client_and_carry_its_scopes_and_the_anonymous_ones() {
         let a = auth(&["pin"]);
-        let algo = a.bearer("Bearer algo-key:algo-secret").unwrap();
+        let algo = a.bearer(AT, "Bearer algo-key:algo-secret").unwrap();
         assert_eq!(algo.name(), "algo");
         assert!(algo.scopes.market() && algo.scopes.account("main") && algo.scopes.pin());
         assert!(!algo.scopes.admin() && !algo.scopes.account("swing"));
         assert_eq!(
-            a.bearer("bearer  nb-key:nb-secret").unwrap().name(),
+            a.bearer(AT, "bearer  nb-key:nb-secret").unwrap().name(),
             "notebook",
             "the scheme is case-insensitive"
         );
-        let nb = a.token("nb-key:nb-secret").unwrap();
+        let nb = a.token(AT, "nb-key:nb-secret").unwrap();
         assert!(
             nb.scopes.market() && nb.scopes.pin(),
             "its own and the anonymous scopes"
@@ -364,15 +510,72 @@ mod tests {
             "Basic algo-key:algo-secret",
             "Bearer algo-key",
         ] {
-            assert_eq!(a.bearer(bad).unwrap_err(), Refusal::Malformed, "{bad}");
+            assert_eq!(a.bearer(AT, bad).unwrap_err(), Refusal::Malformed, "{bad}");
         }
         assert_eq!(
-            a.bearer("Bearer algo-key:nb-secret").unwrap_err(),
+            a.bearer(AT, "Bearer algo-key:nb-secret").unwrap_err(),
             Refusal::Unknown
         );
         let anon = a.anonymous();
         assert_eq!(anon.name(), ANONYMOUS);
         assert!(anon.scopes.pin() && !anon.scopes.market());
+    }
+
+    fn from(ip: &str) -> Attempt<'static> {
+        Attempt {
+            from: Some(ip.parse().unwrap()),
+            via: "test",
+        }
+    }
+
+    #[test]
+    fn an_address_past_its_free_refusals_is_refused_unchecked_even_with_the_right_pair() {
+        let a = auth(&["market"]);
+        let guesser = from("192.0.2.1");
+        for _ in 0..FailureLimits::default().free {
+            assert_eq!(
+                a.token(guesser, "nb-key:guess").unwrap_err(),
+                Refusal::Unknown
+            );
+        }
+        assert_eq!(a.token(guesser, "nb-key").unwrap_err(), Refusal::Malformed);
+        let Err(Refusal::Delayed(left)) = a.token(guesser, "algo-key:algo-secret") else {
+            panic!("the right pair is not checked during the delay");
+        };
+        assert!(left <= FailureLimits::default().first_delay, "{left:?}");
+        assert_eq!(
+            a.token(from("192.0.2.2"), "algo-key:algo-secret")
+                .unwrap()
+                .name(),
+            "algo",
+            "another address is not delayed"
+        );
+    }
+
+    #[test]
+    fn guesses_at_one_key_from_many_addresses_delay_that_client() {
+        let a = auth(&["market"]);
+        for i in 0..=FailureLimits::default().free {
+            let at = from(&format!("198.51.100.{i}"));
+            assert_eq!(a.token(at, "algo-key:guess").unwrap_err(), Refusal::Unknown);
+        }
+        assert!(matches!(
+            a.token(from("203.0.113.9"), "algo-key:algo-secret"),
+            Err(Refusal::Delayed(_))
+        ));
+        assert_eq!(
+            a.token(from("203.0.113.9"), "nb-key:nb-secret")
+                .unwrap()
+                .name(),
+            "notebook",
+            "other clients are not delayed"
+        );
+        assert!(
+            Refusal::Delayed(Duration::from_millis(1500))
+                .to_string()
+                .contains("for 2 s"),
+            "whole seconds, rounded up"
+        );
     }
 
     #[test]
