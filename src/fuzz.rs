@@ -65,8 +65,8 @@ fn check_split(elements: Vec<crate::downstream::delivery::RawElement>) {
 }
 
 /// What an instance reads from Redis that another wrote: an edge's registration (read by
-/// primaries), an account message and a cached price (read by edges). Relayed market messages
-/// are Alpaca frames and go through [`upstream_json`].
+/// primaries), an account message, a relayed market message and a cached price (read by
+/// edges).
 pub fn redis_message(data: &[u8]) {
     use crate::scaleout::{decode_set, edge};
     if let Ok(text) = std::str::from_utf8(data) {
@@ -79,8 +79,19 @@ pub fn redis_message(data: &[u8]) {
         }
         let _ = edge::cached_quote(text);
     }
-    if let Some((_, _, frame)) = edge::parse_account_message(data) {
+    if let Ok((_, _, frame)) = edge::parse_account_message(data, "main") {
         assert!(serde_json::from_str::<serde::de::IgnoredAny>(frame).is_ok());
+    }
+    // A relayed market message, checked as an edge checks it: what passes is one message.
+    let frame = bytes::Bytes::copy_from_slice(data);
+    for (channel, feed) in [
+        ("tickrelay.stocks.quotes.AAPL", FeedKind::Stocks),
+        ("tickrelay.crypto.trades.BTC/USD", FeedKind::Crypto),
+        ("tickrelay.news", FeedKind::News),
+    ] {
+        if let Ok((elements, messages)) = edge::check_market(channel, feed, &frame, true, true) {
+            assert_eq!((elements.len(), messages.len()), (1, 1));
+        }
     }
 }
 

@@ -155,6 +155,13 @@ fn check_config(path: &std::path::Path, settings: &Settings) -> anyhow::Result<(
             set(client.secret.is_some())
         );
     }
+    if !settings.redis.url.is_empty() {
+        println!(
+            "#   redis password ({}): {}",
+            tickrelay::settings::REDIS_PASSWORD_ENV,
+            set(settings.redis.password.is_some())
+        );
+    }
     Ok(())
 }
 

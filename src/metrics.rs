@@ -144,6 +144,10 @@ impl Snapshot<'_> {
             "tickrelay_feed_malformed_messages",
             "Upstream frames or messages that could not be decoded",
         );
+        let mut refused = Family::counter(
+            "tickrelay_feed_refused_messages",
+            "On an edge: messages read from Redis that failed the checks and were not delivered",
+        );
         let now = crate::time::Timestamp::now();
         for f in &self.registry.feeds {
             let (status, c) = (&f.status, &f.counters);
@@ -178,10 +182,11 @@ impl Snapshot<'_> {
             conflated.push(vec![("feed", feed.into())], c.events_conflated as f64);
             dropped.push(vec![("feed", feed.into())], c.events_dropped as f64);
             malformed.push(vec![("feed", feed.into())], c.malformed as f64);
+            refused.push(vec![("feed", feed.into())], c.refused as f64);
         }
         out.extend([
             state, connects, failures, messages, age_gauge, subscribed, desired, conflated,
-            dropped, malformed,
+            dropped, malformed, refused,
         ]);
 
         let r = self.registry;

@@ -31,6 +31,9 @@ pub const SECRET_KEY_ENV: &str = "APCA_API_SECRET_KEY";
 /// Default environment variable of a client's secret: this prefix and the client id in capitals.
 pub const CLIENT_SECRET_ENV_PREFIX: &str = "TICKRELAY_CLIENT_SECRET_";
 
+/// Environment variable holding the Redis password (of `[redis] username`, or the default user).
+pub const REDIS_PASSWORD_ENV: &str = "TICKRELAY_REDIS_PASSWORD";
+
 /// Keys whose environment values are comma-separated lists.
 const LIST_KEYS: &[&str] = &[
     "dashboard.symbols",
@@ -60,18 +63,49 @@ fn insecure(url: &str, clear_scheme: &str, allowed: bool) -> Option<String> {
     if format!("{}://", parsed.scheme()) != clear_scheme {
         return None;
     }
-    let loopback = match parsed.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    (!allowed && !loopback).then(|| {
+    (!allowed && !loopback(&parsed)).then(|| {
         format!(
             "{url:?} would send the Alpaca keys in clear text; use {}s:// or set upstream.allow_insecure_upstream = true",
             clear_scheme.trim_end_matches("://")
         )
     })
+}
+
+/// Whether `parsed` names this machine (`localhost` or a loopback address).
+fn loopback(parsed: &url::Url) -> bool {
+    match parsed.host() {
+        // A URL of a scheme the parser does not know (`redis:`) keeps its host as text.
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// What is wrong with `[redis] url`: not a Redis URL, or clear text to another machine without
+/// the opt-in.
+fn redis_url_problem(redis: &RedisSettings) -> Option<String> {
+    const FORM: &str = "use redis://host:port[/db] or rediss://host:port[/db] for TLS (or leave it empty for no Redis)";
+    let parsed = match url::Url::parse(&redis.url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("not a URL ({e}); {FORM}")),
+    };
+    match parsed.scheme() {
+        "rediss" => None,
+        "redis" if redis.allow_plaintext || loopback(&parsed) => None,
+        "redis" => Some(format!(
+            "redis:// to {:?} would carry prices, account events and the password in clear text; use rediss:// or set redis.allow_plaintext = true",
+            parsed.host_str().unwrap_or_default()
+        )),
+        _ => Some(FORM.into()),
+    }
 }
 
 /// Fewest characters of a client secret: shorter ones are refused with a real account (provider
@@ -723,9 +757,25 @@ impl SessionSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `redis://[:password@]host:port[/db]`; empty: no Redis. Shown without the password.
+    /// `redis://host:port[/db]`, or `rediss://` for TLS; empty: no Redis. Shown without a
+    /// password.
     #[serde(serialize_with = "without_password")]
     pub url: String,
+    /// The ACL user (Redis 6 and later); empty: the default user. Its password comes from
+    /// `TICKRELAY_REDIS_PASSWORD`.
+    pub username: String,
+    /// `rediss://`: a PEM file with the CA that signed the server's certificate; empty: the
+    /// system's trust store.
+    pub ca_file: String,
+    /// `rediss://`: PEM client certificate and key, for a server with `tls-auth-clients`.
+    pub cert_file: String,
+    pub key_file: String,
+    /// Allows `redis://` (clear text) to a host other than loopback: prices, account events and
+    /// the password would cross the network readable.
+    pub allow_plaintext: bool,
+    /// From `TICKRELAY_REDIS_PASSWORD`, never from a file.
+    #[serde(skip)]
+    pub password: Option<Secret>,
     /// `price:{SYMBOL}` keys expire this long after their last update, so a stale price goes.
     pub price_ttl_secs: u64,
     /// Several primaries: hold the upstream connections only while holding the lease in Redis.
@@ -740,6 +790,12 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: String::new(),
+            username: String::new(),
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            allow_plaintext: false,
+            password: None,
             price_ttl_secs: 300,
             lease: false,
             lease_ttl_ms: 5000,
@@ -748,13 +804,13 @@ impl Default for RedisSettings {
     }
 }
 
-/// A `redis://` URL as shown: the password replaced.
+/// A Redis URL as shown: a user and password replaced.
 fn without_password<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     let shown = match url
-        .strip_prefix("redis://")
-        .and_then(|rest| rest.rsplit_once('@'))
+        .split_once("://")
+        .and_then(|(scheme, rest)| Some((scheme, rest.rsplit_once('@')?.1)))
     {
-        Some((_, host)) => format!("redis://<redacted>@{host}"),
+        Some((scheme, host)) => format!("{scheme}://<redacted>@{host}"),
         None => url.to_owned(),
     };
     s.serialize_str(&shown)
@@ -1031,6 +1087,10 @@ impl Settings {
                 .map(|s| Secret::new(s.trim()))
                 .filter(|s| !s.expose().is_empty());
         }
+        settings.redis.password = env
+            .get(REDIS_PASSWORD_ENV)
+            .map(|s| Secret::new(s.trim()))
+            .filter(|s| !s.expose().is_empty());
         let problems = settings.validate();
         if problems.is_empty() {
             Ok(settings)
@@ -1217,10 +1277,25 @@ impl Settings {
             }
         }
         let redis = &self.redis;
-        if !redis.url.is_empty() && !redis.url.starts_with("redis://") {
+        if !redis.url.is_empty() {
+            if let Some(problem) = redis_url_problem(redis) {
+                bad("redis.url", problem);
+            }
+        }
+        let tls = redis.url.starts_with("rediss://");
+        for (key, value) in [
+            ("redis.ca_file", &redis.ca_file),
+            ("redis.cert_file", &redis.cert_file),
+            ("redis.key_file", &redis.key_file),
+        ] {
+            if !value.is_empty() && !tls {
+                bad(key, "is for TLS: use a rediss:// URL".into());
+            }
+        }
+        if redis.cert_file.is_empty() != redis.key_file.is_empty() {
             bad(
-                "redis.url",
-                "use redis://[:password@]host:port[/db] (or leave it empty for no Redis)".into(),
+                "redis.cert_file",
+                "a client certificate needs both redis.cert_file and redis.key_file".into(),
             );
         }
         if !(1000..=600_000).contains(&redis.lease_ttl_ms) {
@@ -1668,6 +1743,55 @@ mod tests {
         let mut opted = keys.to_vec();
         opted.push(("TICKRELAY__UPSTREAM__ALLOW_INSECURE_UPSTREAM", "true"));
         assert!(Settings::from_toml_str("", env(&opted)).is_ok());
+    }
+
+    #[test]
+    fn redis_needs_tls_off_this_machine_and_its_password_comes_from_the_environment() {
+        let problems = |toml: &str, vars: &[(&str, &str)]| -> Vec<Problem> {
+            match Settings::from_toml_str(toml, env(vars)) {
+                Ok(_) => Vec::new(),
+                Err(SettingsError::Invalid(problems)) => problems,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let url = |u: &str| format!("[redis]\nurl = \"{u}\"\n");
+        for fine in [
+            "redis://127.0.0.1:6379",
+            "redis://localhost:6379/2",
+            "redis://[::1]:6379",
+            "rediss://redis.example:6380",
+        ] {
+            assert_eq!(problems(&url(fine), &[]), Vec::new(), "{fine}");
+        }
+        let clear = problems(&url("redis://10.0.0.5:6379"), &[]);
+        assert!(
+            clear.len() == 1 && clear[0].message.contains("allow_plaintext"),
+            "{clear:?}"
+        );
+        let opted = url("redis://10.0.0.5:6379") + "allow_plaintext = true\n";
+        assert_eq!(problems(&opted, &[]), Vec::new());
+        assert_eq!(problems(&url("http://10.0.0.5"), &[])[0].key, "redis.url");
+        let ca_without_tls = url("redis://127.0.0.1") + "ca_file = \"ca.pem\"\n";
+        assert_eq!(problems(&ca_without_tls, &[])[0].key, "redis.ca_file");
+        let cert_without_key = url("rediss://r.example") + "cert_file = \"c.pem\"\n";
+        assert_eq!(problems(&cert_without_key, &[])[0].key, "redis.cert_file");
+
+        let toml = url("rediss://r.example") + "username = \"edge\"\n";
+        let s =
+            Settings::from_toml_str(&toml, env(&[(REDIS_PASSWORD_ENV, "pw-from-env")])).unwrap();
+        assert_eq!(
+            s.redis.password.as_ref().map(Secret::expose),
+            Some("pw-from-env")
+        );
+        let shown = toml::to_string(&s.redis).unwrap();
+        assert!(!shown.contains("pw-from-env"), "{shown}");
+        let with_password = url("rediss://edge:pw-in-url@r.example");
+        let s = Settings::from_toml_str(&with_password, HashMap::new()).unwrap();
+        let shown = toml::to_string(&s.redis).unwrap();
+        assert!(
+            shown.contains("rediss://<redacted>@r.example") && !shown.contains("pw-in-url"),
+            "{shown}"
+        );
     }
 
     #[test]

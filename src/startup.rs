@@ -35,6 +35,7 @@ use crate::scaleout::edge::{EdgeConfig, EdgeFeed};
 use crate::scaleout::lease::Lease;
 use crate::scaleout::relay::{EdgeRelay, RelayShared};
 use crate::scaleout::sink::{Exchanges, PriceSink};
+use crate::scaleout::target::RedisTarget;
 use crate::sdk::SdkContext;
 use crate::settings::{ms, Provider, Settings, MIN_SECRET_LEN};
 use crate::simulator::{self, SimulatorHandle};
@@ -69,7 +70,7 @@ pub struct Daemon {
 pub struct DaemonHandle {
     registry: Addr<Registry>,
     /// A primary's lease, released at shutdown so a standby takes over at once.
-    lease: Option<(Arc<Lease>, String)>,
+    lease: Option<(Arc<Lease>, RedisTarget)>,
     http: ServerHandle,
     simulator: Option<ServerHandle>,
     /// Its refused credentials not logged yet are summed up at the stop.
@@ -142,8 +143,22 @@ impl Daemon {
 
         let book = QuoteBook::default();
         let edge = provider == Provider::Redis;
+        let redis = if settings.redis.url.is_empty() {
+            None
+        } else {
+            Some(RedisTarget::from_settings(&settings.redis).map_err(anyhow::Error::msg)?)
+        };
+        let needs_redis = || {
+            redis
+                .as_ref()
+                .context("redis.url is needed by an edge and by the lease")
+        };
         // An edge's prices are the primary's: it writes none back.
-        let sink = if edge { None } else { start_sink(&settings) };
+        let sink = if edge {
+            None
+        } else {
+            start_sink(&settings, redis.as_ref())
+        };
         let throttle = ThrottleConfig {
             interval: ms(settings.throttle.interval_ms),
             stale_after: ms(settings.throttle.stale_after_ms),
@@ -198,7 +213,7 @@ impl Daemon {
         let accounts = AccountStore::default();
         let (mut lease, mut relay) = (None, None);
         if edge {
-            start_edge(&settings, &registry, &taps);
+            start_edge(&settings, needs_redis()?, &registry, &taps);
         } else {
             let gate = settings.redis.lease.then(|| Arc::new(Gate::default()));
             for kind in FeedKind::ALL {
@@ -217,8 +232,10 @@ impl Daemon {
                 gate.as_ref(),
             )?;
             // Last: every connection actor watches the gate before the lease can open it.
-            lease = gate.map(|gate| start_lease(&settings, gate));
-            relay = start_relay(&settings, &registry, &taps);
+            if let Some(gate) = gate {
+                lease = Some(start_lease(&settings, needs_redis()?, gate));
+            }
+            relay = start_relay(&settings, &registry, &taps, redis.as_ref());
         }
 
         let pins = Settings::symbols(&settings.registry.pinned_symbols);
@@ -365,7 +382,7 @@ impl Daemon {
             heartbeat: daemon_heartbeat,
             handle: DaemonHandle {
                 registry,
-                lease: lease.map(|l| (l, settings.redis.url.clone())),
+                lease: lease.zip(redis),
                 http: server.handle(),
                 simulator: sim_server,
                 auth,
@@ -476,13 +493,10 @@ fn simulator_credentials() -> Credentials {
     }
 }
 
-/// Starts one supervised trading stream per enabled account, staggered.
 /// The Redis price sink, when `redis.url` is set: created, and its writer started on this system.
-fn start_sink(settings: &Settings) -> Option<Arc<PriceSink>> {
+fn start_sink(settings: &Settings, target: Option<&RedisTarget>) -> Option<Arc<PriceSink>> {
     let redis = &settings.redis;
-    if redis.url.is_empty() {
-        return None;
-    }
+    let target = target?;
     // The feed a price came from, as the consumers' `exchange` field names it: IEX, SIP, OPRA, …
     let label = |path: &str| path.rsplit('/').next().unwrap_or(path).to_ascii_uppercase();
     let exchanges = Exchanges {
@@ -490,7 +504,7 @@ fn start_sink(settings: &Settings) -> Option<Arc<PriceSink>> {
         crypto: "CRYPTO".into(),
         option: label(settings.feeds.options.feed.path()),
     };
-    let sink = PriceSink::new(&redis.url, redis.price_ttl_secs, exchanges);
+    let sink = PriceSink::new(target, redis.price_ttl_secs, exchanges);
     info!(
         "redis: prices go to {} (price:{{SYMBOL}} for {} s, price.updated.{{SYMBOL}})",
         sink.status().server,
@@ -499,7 +513,7 @@ fn start_sink(settings: &Settings) -> Option<Arc<PriceSink>> {
     // Its own thread, below the pipeline's: Redis must never slow what browsers receive.
     let writer = sink
         .clone()
-        .run(redis.url.clone(), settings.upstream.backoff.clone());
+        .run(target.clone(), settings.upstream.backoff.clone());
     Arbiter::new().spawn(async move {
         lower_thread_priority(SINK_NICE);
         writer.await;
@@ -509,7 +523,7 @@ fn start_sink(settings: &Settings) -> Option<Arc<PriceSink>> {
 
 /// A primary's lease (`redis.lease`): its task, on a thread of its own so that a busy pipeline
 /// cannot make it renew late.
-fn start_lease(settings: &Settings, gate: Arc<Gate>) -> Arc<Lease> {
+fn start_lease(settings: &Settings, target: &RedisTarget, gate: Arc<Gate>) -> Arc<Lease> {
     let redis = &settings.redis;
     let lease = Lease::new(redis.instance_name(), ms(redis.lease_ttl_ms), gate);
     info!(
@@ -517,7 +531,7 @@ fn start_lease(settings: &Settings, gate: Arc<Gate>) -> Arc<Lease> {
         lease.status().instance,
         redis.lease_ttl_ms
     );
-    let task = lease.clone().run(redis.url.clone());
+    let task = lease.clone().run(target.clone());
     Arbiter::new().spawn(task);
     lease
 }
@@ -527,11 +541,9 @@ fn start_relay(
     settings: &Settings,
     registry: &Addr<Registry>,
     taps: &Arc<Taps>,
+    target: Option<&RedisTarget>,
 ) -> Option<Arc<RelayShared>> {
-    let url = settings.redis.url.clone();
-    if url.is_empty() {
-        return None;
-    }
+    let target = target?.clone();
     let accounts: Vec<Arc<str>> = enabled_accounts(settings)
         .map(|(id, _)| Arc::from(id.as_str()))
         .collect();
@@ -543,14 +555,19 @@ fn start_relay(
     let shared = Arc::new(RelayShared::default());
     let counters = shared.clone();
     Arbiter::new().spawn(async move {
-        EdgeRelay::run(counters, registry, taps, accounts, url, backoff);
+        EdgeRelay::run(counters, registry, taps, accounts, target, backoff);
     });
     Some(shared)
 }
 
 /// An edge (`provider = "redis"`): one Redis link per enabled feed and account, each reporting
 /// to the registry as that feed would.
-fn start_edge(settings: &Settings, registry: &Addr<Registry>, taps: &Arc<Taps>) {
+fn start_edge(
+    settings: &Settings,
+    target: &RedisTarget,
+    registry: &Addr<Registry>,
+    taps: &Arc<Taps>,
+) {
     let instance = settings.redis.instance_name();
     info!("edge {instance}: market data, news and account events from Redis");
     let feeds = &settings.feeds;
@@ -572,7 +589,7 @@ fn start_edge(settings: &Settings, registry: &Addr<Registry>, taps: &Arc<Taps>) 
     for (id, account_index) in ids {
         let config = EdgeConfig {
             feed: id.clone(),
-            url: settings.redis.url.clone(),
+            target: target.clone(),
             instance: instance.clone(),
             account_index,
             backoff: settings.upstream.backoff.clone(),

@@ -34,10 +34,11 @@ use futures_util::StreamExt;
 use log::{debug, info, warn};
 use tokio::sync::mpsc;
 
+use super::target::RedisTarget;
 use super::{account_channel, edge_key, encode_set, market_channel, EDGES, EDGES_CHANGED};
 use super::{within, REGISTER_EVERY, REGISTRATION_TTL};
-use crate::downstream::delivery::RawBatch;
 use crate::downstream::delivery::{DeliverKey, FrameKind};
+use crate::downstream::delivery::{RawBatch, RawElement};
 use crate::market::{Codes, MarketEvent, Num, Quote};
 use crate::registry::AccountEvent;
 use crate::rng::SplitMix64;
@@ -58,8 +59,8 @@ use crate::vocab::{Channel, Encoding, FeedKind, SubscriptionSet};
 #[derive(Clone)]
 pub struct EdgeConfig {
     pub feed: FeedId,
-    /// `redis://…` (with any password: used, never shown).
-    pub url: String,
+    /// Where Redis is and how to sign in.
+    pub target: RedisTarget,
     /// This edge's name in its registrations.
     pub instance: String,
     /// An account link: the account's position among the configured ones (keys its positions).
@@ -101,16 +102,17 @@ pub struct EdgeFeed {
     attempts: u32,
     orders: u64,
     stopping: bool,
+    /// A refused message has been logged at warn (the rest go to debug and the counter).
+    refused_logged: bool,
 }
 
 impl EdgeFeed {
     pub fn new(config: EdgeConfig, counters: Arc<FeedCounters>) -> Self {
-        let server = super::server_of(&config.url);
-        let status = FeedStatus::new(config.feed.clone(), "redis", format!("redis://{server}"));
+        let status = FeedStatus::new(config.feed.clone(), "redis", config.target.shown());
         let seed = SplitMix64::from_entropy().next_u64();
         EdgeFeed {
             backoff: Backoff::new(config.backoff.clone(), SplitMix64::new(seed)),
-            client: redis::Client::open(config.url.as_str()).ok(),
+            client: config.target.client().ok(),
             config,
             counters,
             status,
@@ -125,6 +127,7 @@ impl EdgeFeed {
             attempts: 0,
             orders: 0,
             stopping: false,
+            refused_logged: false,
         }
     }
 
@@ -341,26 +344,37 @@ impl EdgeFeed {
         }));
     }
 
-    /// A market or news message: the same path as a frame from Alpaca.
-    fn on_market(&mut self, kind: FeedKind, payload: &[u8]) {
+    /// A message from Redis that failed the checks: counted, logged (the first one at warn),
+    /// never delivered.
+    fn refuse(&mut self, channel: &str, why: &str) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        if std::mem::replace(&mut self.refused_logged, true) {
+            debug!("{}: refused a message on {channel}: {why}", self.name());
+        } else {
+            warn!(
+                "{}: refused a message on {channel}: {why} (something other than a primary's relay publishes there; further refusals are counted in tickrelay_feed_refused_messages_total)",
+                self.name()
+            );
+        }
+    }
+
+    /// A market or news message: checked, then the same path as a frame from Alpaca.
+    fn on_market(&mut self, kind: FeedKind, channel: &str, payload: &[u8]) {
         self.counters.frame_received();
         let data = Bytes::copy_from_slice(payload);
         let tap = self.config.tap.feed(kind);
         let (json, msgpack) = tap.demand();
+        let (elements, messages) = match check_market(channel, kind, &data, json, msgpack) {
+            Ok(checked) => checked,
+            Err(why) => return self.refuse(channel, why),
+        };
         if json || msgpack {
-            let elements = protocol::raw::split(&data, false, kind, json, msgpack);
-            if !elements.is_empty() {
-                tap.publish(RawBatch {
-                    feed: kind,
-                    elements: elements.into(),
-                });
-            }
+            tap.publish(RawBatch {
+                feed: kind,
+                elements: elements.into(),
+            });
         }
         let now = std::time::Instant::now();
-        let Ok(messages) = protocol::decode(&data, false, Encoding::Json) else {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
         for msg in messages {
             self.counters.messages.fetch_add(1, Ordering::Relaxed);
             self.counters.count(MessageType::of_inbound(&msg));
@@ -383,12 +397,12 @@ impl EdgeFeed {
         }
     }
 
-    /// An account event from the primary's relay.
-    fn on_account(&mut self, account: &Arc<str>, payload: &[u8]) {
+    /// An account event from the primary's relay: checked against its channel's account.
+    fn on_account(&mut self, account: &Arc<str>, channel: &str, payload: &[u8]) {
         self.counters.frame_received();
-        let Some((tag, symbol, frame)) = parse_account_message(payload) else {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
+        let (tag, symbol, frame) = match parse_account_message(payload, account) {
+            Ok(parsed) => parsed,
+            Err(why) => return self.refuse(channel, why),
         };
         let kind = match tag {
             AccountTag::Position => FrameKind::Position(self.config.account_index),
@@ -413,20 +427,94 @@ pub enum AccountTag {
     Order,
 }
 
-/// An account message as the relay writes it: `<P|O> <SYMBOL>\n<frame>`, the frame a JSON
-/// object. `None` for anything else (counted as malformed, never delivered).
-pub fn parse_account_message(payload: &[u8]) -> Option<(AccountTag, Symbol, &str)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (head, frame) = text.split_once('\n')?;
-    let (tag, symbol) = head.split_once(' ')?;
-    let tag = match tag {
-        "P" => AccountTag::Position,
-        "O" => AccountTag::Order,
-        _ => return None,
+/// The checked messages of a market channel: what the SDK tap gets, and the decoded messages.
+pub type Checked<'a> = (Vec<RawElement>, Vec<Inbound<'a>>);
+
+/// Checks a message read from the Redis channel `channel` of feed `kind` as an edge trusts
+/// nothing else: one market message (the relay publishes each on its own), of the type and
+/// symbol the channel carries (the news channel: one article), every field decoding as it must
+/// from Alpaca. `json`/`msgpack`: which encodings the SDK tap wants of it. The error says why
+/// it was refused.
+pub fn check_market<'a>(
+    channel: &str,
+    kind: FeedKind,
+    data: &'a Bytes,
+    json: bool,
+    msgpack: bool,
+) -> Result<Checked<'a>, &'static str> {
+    let elements = protocol::raw::split(data, false, kind, json, msgpack);
+    let [element] = elements.as_slice() else {
+        return Err("not exactly one market message of this feed");
     };
-    serde_json::from_str::<serde::de::IgnoredAny>(frame).ok()?;
-    frame.starts_with('{').then_some(())?;
-    Some((tag, Symbol::parse(symbol).ok()?, frame))
+    if market_channel(kind, element.channel, &element.symbol) != channel {
+        return Err("a message of another type or symbol than its channel carries");
+    }
+    let messages = protocol::decode(data, false, Encoding::Json).map_err(|_| "not a JSON frame")?;
+    match messages.as_slice() {
+        [Inbound::Market { .. } | Inbound::News(_) | Inbound::Info { .. }] => {
+            Ok((elements, messages))
+        }
+        _ => Err("fields that do not decode as Alpaca's"),
+    }
+}
+
+/// An account message as the relay writes it: `<P|O> <SYMBOL>\n<frame>`, the frame a JSON
+/// object of the right type (`position_update` for `P`, `order_update` for `O`) naming
+/// `account` and `SYMBOL`. Anything else is refused, with the reason.
+pub fn parse_account_message<'a>(
+    payload: &'a [u8],
+    account: &str,
+) -> Result<(AccountTag, Symbol, &'a str), &'static str> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        #[serde(borrow)]
+        account: Option<&'a str>,
+        #[serde(borrow)]
+        symbol: Option<&'a str>,
+        #[serde(borrow)]
+        position: Option<Inner<'a>>,
+        #[serde(borrow)]
+        order: Option<Inner<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner<'a> {
+        #[serde(borrow)]
+        account: Option<&'a str>,
+        #[serde(borrow)]
+        symbol: Option<&'a str>,
+    }
+    const FORM: &str = "not an account event as the relay writes it";
+    let text = std::str::from_utf8(payload).map_err(|_| FORM)?;
+    let (head, frame) = text.split_once('\n').ok_or(FORM)?;
+    let (tag, symbol) = head.split_once(' ').ok_or(FORM)?;
+    let (tag, kind) = match tag {
+        "P" => (AccountTag::Position, "position_update"),
+        "O" => (AccountTag::Order, "order_update"),
+        _ => return Err(FORM),
+    };
+    let symbol = Symbol::parse(symbol).map_err(|_| "an invalid symbol")?;
+    let parsed: Frame = serde_json::from_str(frame).map_err(|_| FORM)?;
+    if parsed.kind != kind {
+        return Err("a frame of another type than its tag");
+    }
+    let inner = parsed.position.or(parsed.order);
+    let named_account = parsed
+        .account
+        .or_else(|| inner.as_ref().and_then(|i| i.account));
+    if named_account != Some(account) {
+        return Err("an event of another account than its channel's");
+    }
+    // The trading API writes crypto pairs without the slash (`BTCUSD` for `BTC/USD`).
+    let bare = |s: &str| s.replace('/', "");
+    let named_symbol = parsed
+        .symbol
+        .or_else(|| inner.as_ref().and_then(|i| i.symbol));
+    if named_symbol.map(bare) != Some(bare(symbol.as_str())) {
+        return Err("an event of another symbol than its head names");
+    }
+    Ok((tag, symbol, frame))
 }
 
 /// A `price:<SYMBOL>` value as a quote (sizes unknown).
@@ -499,10 +587,12 @@ impl StreamHandler<Incoming> for EdgeFeed {
         match item {
             Incoming::Message { generation, msg } if generation == self.generation => {
                 match (&self.config.feed, self.kind()) {
-                    (_, Some(kind)) => self.on_market(kind, msg.get_payload_bytes()),
+                    (_, Some(kind)) => {
+                        self.on_market(kind, msg.get_channel_name(), msg.get_payload_bytes())
+                    }
                     (FeedId::Trading(account), None) => {
                         let account = account.clone();
-                        self.on_account(&account, msg.get_payload_bytes());
+                        self.on_account(&account, msg.get_channel_name(), msg.get_payload_bytes());
                     }
                     _ => {}
                 }
@@ -564,29 +654,97 @@ mod tests {
 
     #[test]
     fn account_messages_are_checked_before_delivery() {
-        let (tag, symbol, frame) =
-            parse_account_message(b"P AAPL\n{\"type\":\"position_update\"}").unwrap();
+        let position =
+            r#"{"type":"position_update","position":{"account":"main","symbol":"AAPL"}}"#;
+        let message = format!("P AAPL\n{position}");
+        let (tag, symbol, frame) = parse_account_message(message.as_bytes(), "main").unwrap();
         assert_eq!(
             (tag, symbol.as_str(), frame),
-            (
-                AccountTag::Position,
-                "AAPL",
-                r#"{"type":"position_update"}"#
-            )
+            (AccountTag::Position, "AAPL", position)
         );
-        for bad in [
-            &b"X AAPL\n{}"[..],
-            b"P ??\n{}",
-            b"P AAPL\n{not json",
-            b"P AAPL {}",
-            b"O AAPL\n[1]",
+        let fill = r#"O BTC/USD
+{"type":"order_update","account":"main","event":"fill","order":{"symbol":"BTCUSD"}}"#;
+        assert_eq!(
+            parse_account_message(fill.as_bytes(), "main").unwrap().0,
+            AccountTag::Order
+        );
+        for (bad, why) in [
+            ("X AAPL\n{}", "not an account event"),
+            ("P ??\n{}", "an invalid symbol"),
+            ("P AAPL\n{not json", "not an account event"),
+            ("P AAPL {}", "not an account event"),
+            ("O AAPL\n[1]", "not an account event"),
+            (
+                "O AAPL\n{\"type\":\"position_update\",\"position\":{\"account\":\"main\",\"symbol\":\"AAPL\"}}",
+                "another type",
+            ),
+            (
+                "O AAPL\n{\"type\":\"order_update\",\"account\":\"swing\",\"order\":{\"symbol\":\"AAPL\"}}",
+                "another account",
+            ),
+            (
+                "O AAPL\n{\"type\":\"order_update\",\"order\":{\"symbol\":\"AAPL\"}}",
+                "another account",
+            ),
+            (
+                "O AAPL\n{\"type\":\"order_update\",\"account\":\"main\",\"order\":{\"symbol\":\"TSLA\"}}",
+                "another symbol",
+            ),
         ] {
-            assert!(
-                parse_account_message(bad).is_none(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            let refusal = parse_account_message(bad.as_bytes(), "main").unwrap_err();
+            assert!(refusal.contains(why), "{bad:?}: {refusal}");
         }
+    }
+
+    #[test]
+    fn market_messages_must_be_their_channels_type_and_symbol() {
+        let check = |channel: &str, kind: FeedKind, frame: &str| {
+            let data = Bytes::from(frame.to_owned());
+            check_market(channel, kind, &data, true, false)
+                .map(|(elements, messages)| (elements.len(), messages.len()))
+        };
+        let quote =
+            r#"[{"T":"q","S":"AAPL","bp":1.0,"bs":1,"ap":1.1,"as":1,"t":"2024-10-19T14:30:00Z"}]"#;
+        let stocks = FeedKind::Stocks;
+        assert_eq!(
+            check("tickrelay.stocks.quotes.AAPL", stocks, quote),
+            Ok((1, 1))
+        );
+        let refusals = [
+            ("tickrelay.stocks.trades.AAPL", quote, "another type"),
+            (
+                "tickrelay.stocks.quotes.TSLA",
+                quote,
+                "another type or symbol",
+            ),
+            (
+                "tickrelay.stocks.quotes.AAPL",
+                &format!("[{0},{0}]", &quote[1..quote.len() - 1]),
+                "not exactly one",
+            ),
+            (
+                "tickrelay.stocks.quotes.AAPL",
+                r#"[{"T":"q","S":"AAPL","bp":"a lot"}]"#,
+                "do not decode",
+            ),
+            (
+                "tickrelay.stocks.quotes.AAPL",
+                r#"[{"T":"error","code":500,"msg":"x"}]"#,
+                "not exactly one",
+            ),
+            (
+                "tickrelay.stocks.quotes.AAPL",
+                "not json",
+                "not exactly one",
+            ),
+        ];
+        for (channel, frame, why) in refusals {
+            let refusal = check(channel, stocks, frame).unwrap_err();
+            assert!(refusal.contains(why), "{channel} {frame}: {refusal}");
+        }
+        let news = r#"[{"T":"n","id":1,"headline":"h","summary":"","author":"","created_at":"2024-10-19T14:30:00Z","updated_at":"2024-10-19T14:30:00Z","url":"https://example.com","content":"","symbols":["AAPL"],"source":"s"}]"#;
+        assert_eq!(check("tickrelay.news", FeedKind::News, news), Ok((1, 1)));
+        assert!(check("tickrelay.news", FeedKind::News, quote).is_err());
     }
 
     #[test]

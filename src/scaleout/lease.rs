@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde::Serialize;
 
+use super::target::RedisTarget;
 use super::{timed, IO_TIMEOUT, LEASE, LEASE_WINS};
 use crate::time::Timestamp;
 use crate::upstream::gate::Gate;
@@ -191,8 +192,8 @@ impl Lease {
     }
 
     /// Runs for as long as the daemon does: win, renew, and close the gate in time.
-    pub async fn run(self: Arc<Self>, url: String) {
-        let client = match redis::Client::open(url.as_str()) {
+    pub async fn run(self: Arc<Self>, target: RedisTarget) {
+        let client = match target.client() {
             Ok(c) => c,
             Err(e) => {
                 self.state().last_error = Some(format!("invalid redis.url: {e}"));
@@ -287,7 +288,7 @@ impl Lease {
 
     /// Daemon shutdown: stop renewing, close the gate and let the lease go so a standby takes
     /// over at once (best effort: if Redis does not answer, the lease expires by itself).
-    pub async fn release(&self, url: &str) {
+    pub async fn release(&self, target: &RedisTarget) {
         self.stopping.store(true, Ordering::SeqCst);
         let was_leader = self.gate.is_open();
         self.gate.set(false);
@@ -296,7 +297,7 @@ impl Lease {
         }
         let mine = self.mine.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let release = async {
-            let client = redis::Client::open(url)?;
+            let client = target.client()?;
             let mut c = client.get_multiplexed_async_connection().await?;
             redis::cmd("EVAL")
                 .arg(RELEASE)

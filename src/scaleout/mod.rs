@@ -6,6 +6,7 @@
 //! - [`lease`] — which of several primaries holds the upstream connections (`SET NX PX`, renewed).
 //! - [`relay`] — on a primary: the market messages, news and account events the edges want,
 //!   published to Redis.
+//! - [`target`] — where Redis is and how to sign in (URL, ACL user, password, TLS files).
 //! - [`edge`] — on an edge (`provider = "redis"`): one link per feed that subscribes to what its
 //!   clients want and feeds it into the same pipeline an Alpaca connection would.
 //!
@@ -16,6 +17,7 @@ pub mod edge;
 pub mod lease;
 pub mod relay;
 pub mod sink;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,9 +63,10 @@ pub async fn within<T>(
     timed(IO_TIMEOUT, fut).await
 }
 
-/// `host:port/db` of a `redis://` URL, without the user and password (for logs and status).
+/// `host:port/db` of a `redis://` or `rediss://` URL, without the user and password (for logs
+/// and status).
 pub fn server_of(url: &str) -> String {
-    let rest = url.strip_prefix("redis://").unwrap_or(url);
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     rest.to_owned()
 }

@@ -30,6 +30,7 @@ use log::{debug, info, warn};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::target::RedisTarget;
 use super::{
     account_channel, decode_set, market_channel, union, within, EDGES, EDGES_CHANGED,
     REGISTER_EVERY,
@@ -145,7 +146,7 @@ pub struct EdgeRelay {
     sets: Vec<SubscriptionSet>,
     filters: Vec<RawFilter>,
     listening: Vec<bool>,
-    url: String,
+    target: RedisTarget,
     backoff: BackoffSettings,
 }
 
@@ -156,7 +157,7 @@ impl EdgeRelay {
         registry: Addr<Registry>,
         taps: Arc<Taps>,
         accounts: Vec<Arc<str>>,
-        url: String,
+        target: RedisTarget,
         backoff: BackoffSettings,
     ) {
         let n = FeedKind::ALL.len();
@@ -168,7 +169,7 @@ impl EdgeRelay {
             sets: vec![SubscriptionSet::new(); n],
             filters: vec![RawFilter::default(); n],
             listening: vec![false; n],
-            url,
+            target,
             backoff,
         }
         .start();
@@ -216,11 +217,11 @@ impl Actor for EdgeRelay {
             };
             ctx.spawn(connect.into_actor(self));
         }
-        let (url, backoff) = (self.url.clone(), self.backoff.clone());
-        actix::spawn(write(self.shared.clone(), url.clone(), backoff.clone()));
+        let (target, backoff) = (self.target.clone(), self.backoff.clone());
+        actix::spawn(write(self.shared.clone(), target.clone(), backoff.clone()));
         actix::spawn(watch_registrations(
             self.shared.clone(),
-            url,
+            target,
             backoff,
             ctx.address().recipient(),
         ));
@@ -353,8 +354,8 @@ impl Handler<Publish> for EdgeRelay {
 }
 
 /// Pipelines the queue to Redis for as long as the daemon runs.
-async fn write(shared: Arc<RelayShared>, url: String, backoff: BackoffSettings) {
-    let Ok(client) = redis::Client::open(url.as_str()) else {
+async fn write(shared: Arc<RelayShared>, target: RedisTarget, backoff: BackoffSettings) {
+    let Ok(client) = target.client() else {
         shared.fail("invalid redis.url".into());
         return;
     };
@@ -414,12 +415,12 @@ async fn write(shared: Arc<RelayShared>, url: String, backoff: BackoffSettings) 
 /// [`REGISTER_EVERY`] and whenever an edge announces a change.
 async fn watch_registrations(
     shared: Arc<RelayShared>,
-    url: String,
+    target: RedisTarget,
     backoff: BackoffSettings,
     relay: Recipient<Wanted>,
 ) {
     use futures_util::StreamExt;
-    let Ok(client) = redis::Client::open(url.as_str()) else {
+    let Ok(client) = target.client() else {
         return;
     };
     let mut backoff = Backoff::new(backoff, SplitMix64::new(0x9e1a));

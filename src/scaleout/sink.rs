@@ -23,7 +23,8 @@ use log::{info, warn};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::{server_of, within};
+use super::target::RedisTarget;
+use super::within;
 use crate::browser::PriceView;
 use crate::rng::SplitMix64;
 use crate::symbol::{AssetClass, Symbol};
@@ -151,7 +152,7 @@ impl std::fmt::Debug for PriceSink {
 }
 
 impl PriceSink {
-    pub fn new(url: &str, ttl_secs: u64, exchanges: Exchanges) -> Arc<PriceSink> {
+    pub fn new(target: &RedisTarget, ttl_secs: u64, exchanges: Exchanges) -> Arc<PriceSink> {
         Arc::new(PriceSink {
             pending: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -161,7 +162,7 @@ impl PriceSink {
             replaced: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             last_error: Mutex::new(None),
-            server: server_of(url),
+            server: target.server(),
             ttl_secs,
             exchanges,
         })
@@ -232,8 +233,8 @@ impl PriceSink {
 
     /// Writes pending prices to Redis for as long as the actor system runs: connects (with
     /// backoff), drains, pipelines, and starts over after any error.
-    pub async fn run(self: Arc<Self>, url: String, backoff: BackoffSettings) {
-        let client = match redis::Client::open(url.as_str()) {
+    pub async fn run(self: Arc<Self>, target: RedisTarget, backoff: BackoffSettings) {
+        let client = match target.client() {
             Ok(c) => c,
             Err(e) => {
                 self.connecting.store(false, Ordering::Relaxed);
@@ -349,7 +350,7 @@ mod tests {
 
     fn sink() -> Arc<PriceSink> {
         PriceSink::new(
-            "redis://:hunter2@127.0.0.1:6379/0",
+            &RedisTarget::url("redis://:hunter2@127.0.0.1:6379/0"),
             300,
             Exchanges {
                 stock: "IEX".into(),

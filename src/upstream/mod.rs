@@ -190,6 +190,9 @@ pub struct FeedCounters {
     pub events_dropped: AtomicU64,
     /// Frames or elements that could not be decoded (skipped).
     pub malformed: AtomicU64,
+    /// On an edge: messages read from Redis and refused (a type or symbol not its channel's, an
+    /// account event naming another account or symbol), never delivered.
+    pub refused: AtomicU64,
     /// Wall-clock time of the last message, in milliseconds since the epoch (0 = never).
     pub last_message_unix_ms: AtomicU64,
     /// Connections that became ready (authenticated and subscribed, or loaded).
@@ -284,6 +287,7 @@ impl FeedCounters {
             events_conflated: self.events_conflated.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             connects: self.connects.load(Ordering::Relaxed),
             disconnects: policy::Failure::ALL
                 .iter()
@@ -321,6 +325,8 @@ pub struct FeedCountersSnapshot {
     pub events_conflated: u64,
     pub events_dropped: u64,
     pub malformed: u64,
+    /// On an edge: messages from Redis refused by the checks.
+    pub refused: u64,
     /// Connections that became ready.
     pub connects: u64,
     /// Connections lost or refused, by reason.

@@ -73,8 +73,9 @@ fn check_config_prints_the_effective_settings_without_secrets() {
         .env("TICKRELAY__HTTP__PORT", "9123")
         .env(
             "TICKRELAY__REDIS__URL",
-            "redis://:hunter2-redis@10.0.0.7:6379/0",
+            "rediss://:hunter2-redis@10.0.0.7:6379/0",
         )
+        .env("TICKRELAY_REDIS_PASSWORD", "redis-pw-from-env")
         .env("TICKRELAY__CLIENTS__ALGO__KEY_ID", "algo-key")
         .env("TICKRELAY_CLIENT_SECRET_ALGO", "s3cret-value-of-algo")
         .output()
@@ -99,13 +100,17 @@ fn check_config_prints_the_effective_settings_without_secrets() {
     );
     assert_eq!(
         parsed["redis"]["url"].as_str(),
-        Some("redis://<redacted>@10.0.0.7:6379/0")
+        Some("rediss://<redacted>@10.0.0.7:6379/0")
     );
-    for secret in ["hunter2-redis", "s3cret-value-of-algo"] {
+    for secret in ["hunter2-redis", "s3cret-value-of-algo", "redis-pw-from-env"] {
         assert!(!text.contains(secret), "{secret} printed:\n{text}");
     }
     assert!(
         text.contains("client algo (TICKRELAY_CLIENT_SECRET_ALGO): set"),
+        "{text}"
+    );
+    assert!(
+        text.contains("redis password (TICKRELAY_REDIS_PASSWORD): set"),
         "{text}"
     );
 }

@@ -18,6 +18,15 @@ fn redis_server_binary() -> &'static Path {
     BIN.get_or_init(|| provide("redis", "redis").join("bin/redis-server"))
 }
 
+/// A loopback port nobody listens on (the listener that found it is closed).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A redis-server on a free port, with no persistence; killed when dropped.
 pub struct RedisServer {
     child: Child,
@@ -26,17 +35,68 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// A redis-server that speaks only TLS (with the test certificate, no client certificate
+    /// asked) and knows two ACL users, as the README suggests: `primary` with `password` may do
+    /// everything, `edge` (same password) only what an edge needs — it cannot publish market
+    /// data or write the price cache. The default user is off.
+    pub fn start_tls_acl(password: &str) -> RedisServer {
+        let port = free_port();
+        let tls = |name: &str| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/").to_owned() + name;
+        Self::start_with(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &tls("cert.pem"),
+                "--tls-key-file",
+                &tls("key.pem"),
+                "--tls-ca-cert-file",
+                &tls("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+                "--user",
+                "default",
+                "off",
+                "--user",
+                "primary",
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+                "--user",
+                "edge",
+                "on",
+                &format!(">{password}"),
+                "~{tickrelay}:*",
+                "%R~price:*",
+                "&tickrelay.*",
+                "+@connection",
+                "+mget",
+                "+set",
+                "+sadd",
+                "+subscribe",
+                "+unsubscribe",
+                "(+publish",
+                "&tickrelay.edges)",
+            ],
+        )
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> RedisServer {
         let child = Command::new(redis_server_binary())
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(args)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

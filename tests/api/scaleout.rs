@@ -16,9 +16,18 @@ use crate::redis_sink::RedisServer;
 /// Starts an edge named `instance` on `redis`, beside `primary` (whose simulator the helpers
 /// reach); waits until its Redis links are up.
 async fn spawn_edge(redis: &str, instance: &str, primary: &TestApp) -> TestApp {
+    spawn_edge_with(instance, primary, |s| s.redis.url = redis.to_owned()).await
+}
+
+/// [`spawn_edge`] with the Redis settings `redis` makes.
+async fn spawn_edge_with(
+    instance: &str,
+    primary: &TestApp,
+    redis: impl FnOnce(&mut tickrelay::settings::Settings),
+) -> TestApp {
     let mut s = test_settings();
     s.upstream.provider = Provider::Redis;
-    s.redis.url = redis.to_owned();
+    redis(&mut s);
     s.redis.instance = instance.to_owned();
     // An edge cannot know whether the account it relays is simulated: no anonymous account.
     s.auth.anonymous_scopes = vec!["market".into()];
@@ -196,6 +205,188 @@ async fn an_edge_takes_its_first_price_from_the_cache() {
     let first = price_of(&mut browser, "AAPL").await;
     assert_eq!(first["update"]["bid_price"], 101.25, "{first}");
     assert_eq!(first["update"]["ask_price"], 101.5, "{first}");
+}
+
+/// An edge trusts only what fits the channel it read it from: a quote published on a trades
+/// channel, another symbol's quote, and an order event naming another account are refused and
+/// counted, never delivered; a news item with a `javascript:` link arrives without the link.
+#[actix_web::test]
+async fn an_edge_refuses_what_does_not_belong_on_a_channel() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let primary = spawn_app_with(|s| {
+        s.redis.url = url;
+        s.simulator.generate = false;
+    })
+    .await;
+    let edge = spawn_edge(&redis.url(), "edge-checks", &primary).await;
+    let mut browser = edge.ws().await;
+    browser
+        .send(json!({"action":"auth","token":OPS_TOKEN}))
+        .await;
+    browser.expect_type("authenticated").await;
+    for subscribe in [
+        json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades"]}),
+        json!({"action":"subscribe","channels":["positions"]}),
+        json!({"action":"subscribe","channels":["news"],"symbols":["*"]}),
+    ] {
+        browser.send(subscribe).await;
+        browser.expect_type("subscribed").await;
+    }
+    // The edge hears the primary: its links are subscribed.
+    wait_for("news subscribed upstream", || async {
+        (primary.upstream_symbols_of(Some("news"), "news").await == ["*"]).then_some(())
+    })
+    .await;
+    primary.wait_upstream(&["AAPL"]).await;
+    primary.inject_quotes(&[("AAPL", 101.25, 101.5)]).await;
+    price_of(&mut browser, "AAPL").await;
+
+    let quote = |symbol: &str| {
+        format!(
+            r#"[{{"T":"q","S":"{symbol}","bp":999.0,"bs":1,"ap":999.5,"as":1,"t":"2026-12-07T14:30:00Z"}}]"#
+        )
+    };
+    let forged_fill = r#"O AAPL
+{"type":"order_update","account":"swing","event":"fill","order":{"symbol":"AAPL"},"price":"1","qty":"1"}"#;
+    let news = r#"[{"T":"n","id":7,"headline":"Click me","summary":"","author":"","created_at":"2026-12-07T14:30:00Z","updated_at":"2026-12-07T14:30:00Z","url":"javascript:alert(1)","content":"","symbols":["AAPL"],"source":"forged"}]"#;
+    let mut writer = redis.client().await;
+    for (channel, message) in [
+        ("tickrelay.stocks.trades.AAPL", quote("AAPL")),
+        ("tickrelay.stocks.quotes.AAPL", quote("TSLA")),
+        ("tickrelay.account.main", forged_fill.to_owned()),
+        ("tickrelay.news", news.to_owned()),
+    ] {
+        let heard: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query_async(&mut writer)
+            .await
+            .unwrap();
+        assert!(heard >= 1, "the edge listens on {channel}");
+    }
+    wait_for("the refusals counted", || async {
+        let feeds = edge.status().await["feeds"].clone();
+        (feeds["stocks"]["refused"] == 2 && feeds["trading:main"]["refused"] == 1).then_some(())
+    })
+    .await;
+    let article = browser.expect_type("news").await;
+    assert_eq!(article["news"]["headline"], "Click me");
+    assert!(article["news"]["url"].is_null(), "{article}");
+
+    // What the primary relays still arrives, and nothing forged came before it.
+    primary.inject_quotes(&[("AAPL", 102.0, 102.25)]).await;
+    loop {
+        let m = browser.next_json().await;
+        assert_ne!(m["type"], "order_update", "{m}");
+        assert_ne!(m["type"], "trade", "{m}");
+        if m["type"] == "spot_price_update" {
+            assert_eq!(m["update"]["symbol"], "AAPL", "{m}");
+            assert_ne!(m["update"]["bid_price"], 999.0, "{m}");
+            if m["update"]["bid_price"] == 102.0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Redis over TLS (`rediss://`, a private CA) as ACL users whose password comes from the
+/// environment, on a server whose default user is off: the primary's sink and relay and the edge
+/// all sign in and serve; the edge's user, as the README suggests it, cannot forge market data
+/// or prices; the status never shows the password.
+#[actix_web::test]
+async fn primaries_and_edges_use_redis_over_tls_as_acl_users() {
+    const PASSWORD: &str = "redis-acl-Pw-77k";
+    let redis = RedisServer::start_tls_acl(PASSWORD);
+    let tls_as = |user: &'static str| {
+        let port = redis.port;
+        move |s: &mut tickrelay::settings::Settings| {
+            s.redis.url = format!("rediss://127.0.0.1:{port}");
+            s.redis.ca_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem").into();
+            s.redis.username = user.into();
+            s.redis.password = Some(tickrelay::credentials::Secret::new(PASSWORD));
+        }
+    };
+    let primary = spawn_app_with(|s| {
+        tls_as("primary")(s);
+        s.simulator.generate = false;
+    })
+    .await;
+    let edge = spawn_edge_with("edge-tls", &primary, tls_as("edge")).await;
+    let mut browser = edge.ws().await;
+    browser.subscribe(&["AAPL"]).await;
+    // A browser of the primary's own: its prices go to the cache.
+    let mut local = primary.ws().await;
+    local.subscribe(&["AAPL"]).await;
+    primary.wait_upstream(&["AAPL"]).await;
+    primary.inject_quotes(&[("AAPL", 103.5, 103.75)]).await;
+    let price = price_of(&mut browser, "AAPL").await;
+    assert_eq!(price["update"]["bid_price"], 103.5, "{price}");
+
+    // The sink wrote the price over TLS too; the edge's user may neither write it nor publish
+    // market data; a client without a user is refused.
+    let connect = |user: &'static str| async move {
+        let mut settings = test_settings();
+        tls_as(user)(&mut settings);
+        tickrelay::scaleout::target::RedisTarget::from_settings(&settings.redis)
+            .unwrap()
+            .client()
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    };
+    let conn = connect("primary").await;
+    let cached: String = wait_for("price:AAPL", || {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("GET")
+                .arg("price:AAPL")
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert!(cached.contains("103.5"), "{cached}");
+    let mut as_edge = connect("edge").await;
+    let forged: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+        .arg("tickrelay.stocks.quotes.AAPL")
+        .arg("[]")
+        .query_async(&mut as_edge)
+        .await;
+    assert!(
+        forged.is_err(),
+        "an edge's user publishes market data: {forged:?}"
+    );
+    let written: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("price:AAPL")
+        .arg("{}")
+        .query_async(&mut as_edge)
+        .await;
+    assert!(written.is_err(), "an edge's user writes the cache");
+    let mut settings = test_settings();
+    tls_as("edge")(&mut settings);
+    settings.redis.username.clear();
+    settings.redis.password = None;
+    let anonymous = tickrelay::scaleout::target::RedisTarget::from_settings(&settings.redis)
+        .unwrap()
+        .client()
+        .unwrap();
+    let refused = match anonymous.get_multiplexed_async_connection().await {
+        Err(_) => true,
+        Ok(mut c) => redis::cmd("GET")
+            .arg("price:AAPL")
+            .query_async::<Option<String>>(&mut c)
+            .await
+            .is_err(),
+    };
+    assert!(refused, "the default user is off");
+    for app in [&primary, &edge] {
+        let status = app.status().await.to_string();
+        assert!(status.contains("127.0.0.1"), "{status}");
+        assert!(!status.contains(PASSWORD), "{status}");
+    }
 }
 
 #[actix_web::test]
