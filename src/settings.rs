@@ -933,6 +933,10 @@ pub struct SimulatorSettings {
     /// Most symbols the simulator keeps a price walk for, and the symbol limit of each
     /// connection (past it a subscribe is refused with 405, as Alpaca's plans do).
     pub max_symbols: usize,
+    /// Most quotes and trades generated per second over all symbols: the configured symbols
+    /// always get theirs, the others take turns in the rest. Bounds the simulator's CPU and
+    /// memory whatever the clients subscribe.
+    pub max_messages_per_second: usize,
 }
 
 impl Default for SimulatorSettings {
@@ -950,6 +954,7 @@ impl Default for SimulatorSettings {
             news_interval_ms: 15_000,
             order_interval_ms: 20_000,
             max_symbols: 20_000,
+            max_messages_per_second: 20_000,
         }
     }
 }
@@ -1332,6 +1337,12 @@ impl Settings {
         }
         if self.simulator.max_symbols == 0 {
             bad("simulator.max_symbols", "must be greater than 0".into());
+        }
+        if self.simulator.max_messages_per_second == 0 {
+            bad(
+                "simulator.max_messages_per_second",
+                "must be greater than 0".into(),
+            );
         }
         let up = &self.upstream;
         if up.provider == Provider::Alpaca {

@@ -31,6 +31,11 @@ use crate::wire::{Msg, V};
 /// Channels a stock client may send but which follow `trades` implicitly.
 const IMPLICIT: &[&str] = &["corrections", "cancelErrors"];
 
+/// Tick frames a connection may have waiting: past them the exchange drops its frames and, if
+/// it stays full, closes it as a slow client (407). With at most
+/// `simulator.max_messages_per_second` messages a second, a frame is a tick's worth.
+pub const MAILBOX_FRAMES: usize = 32;
+
 /// One client connection to a simulated data stream.
 pub struct SimConnection {
     id: u64,
@@ -290,7 +295,7 @@ impl Actor for SimConnection {
     type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(256);
+        ctx.set_mailbox_capacity(MAILBOX_FRAMES);
         if self.feed == SimFeed::Options && self.encoding != Encoding::Msgpack {
             self.error(ctx, 412);
             ctx.close(Some(CloseCode::Policy.into()));

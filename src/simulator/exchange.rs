@@ -30,8 +30,11 @@ use crate::wire::{json_frame, msgpack_frame, Msg};
 /// Unwanted walks and history are forgotten every this many ticks.
 const SWEEP_EVERY_TICKS: u32 = 100;
 
-/// Recent quotes kept per symbol for `GET /control/history`.
-const HISTORY: usize = 256;
+/// Recent quotes kept per symbol for `GET /control/history` (as their JSON text) ...
+const HISTORY: usize = 64;
+/// ... for at most this many symbols at once (the first ones quoted; the sweep frees room): with
+/// quotes of about 200 bytes, history holds at most about 6.5 MB.
+pub const HISTORY_SYMBOLS: usize = 512;
 /// Consecutive ticks with a full mailbox after which a connection is a slow client (Alpaca's 407).
 const SLOW_AFTER_FULL_TICKS: u32 = 50;
 
@@ -88,6 +91,10 @@ pub struct ExchangeConfig {
     pub seed: u64,
     /// Most price walks (and histories) kept at once, whatever the connections ask for.
     pub max_symbols: usize,
+    /// Most quotes and trades generated per tick over all symbols: the configured symbols get
+    /// theirs every tick, the others share the rest in turn. Bounds the CPU, and the frames
+    /// waiting for a connection, whatever the clients subscribe.
+    pub max_messages_per_tick: usize,
 }
 
 /// A new data connection.
@@ -272,7 +279,9 @@ pub struct Exchange {
     faults: Arc<Faults>,
     walks: HashMap<String, Walk>,
     conns: BTreeMap<u64, Conn>,
-    history: HashMap<String, VecDeque<serde_json::Value>>,
+    history: HashMap<String, VecDeque<Box<str>>>,
+    /// Where the next tick's turn starts among the symbols that are not configured.
+    turn: usize,
     rng: SplitMix64,
     bar_start: Timestamp,
     next_news_id: i64,
@@ -298,6 +307,7 @@ impl Exchange {
             walks,
             conns: BTreeMap::new(),
             history: HashMap::new(),
+            turn: 0,
             bar_start: Timestamp::now(),
             next_news_id: 1,
             accepted: 0,
@@ -365,11 +375,44 @@ impl Exchange {
     }
 
     fn remember(&mut self, symbol: &str, quote: &Msg) {
+        if !self.history.contains_key(symbol) && self.history.len() >= HISTORY_SYMBOLS {
+            return;
+        }
         let h = self.history.entry(symbol.to_owned()).or_default();
         if h.len() == HISTORY {
             h.pop_front();
         }
-        h.push_back(quote.to_value());
+        h.push_back(quote.to_value().to_string().into());
+    }
+
+    /// The symbols that get quotes and trades this tick: every configured one, then the others
+    /// in turn, within [`ExchangeConfig::max_messages_per_tick`] (each costs `quotes_per_tick`
+    /// and perhaps a trade).
+    fn this_ticks_symbols(&mut self) -> Vec<(SimFeed, String)> {
+        let mut configured = Vec::new();
+        let mut others = Vec::new();
+        for feed in [SimFeed::Stocks, SimFeed::Crypto, SimFeed::Options] {
+            if self.faults.feed(feed).generation_paused() {
+                continue;
+            }
+            for s in self.wanted(feed, &["quotes", "trades"]) {
+                if self.config.symbols.contains(&s) {
+                    configured.push((feed, s));
+                } else {
+                    others.push((feed, s));
+                }
+            }
+        }
+        let cost = self.config.quotes_per_tick as usize + 1;
+        let room = (self.config.max_messages_per_tick / cost).saturating_sub(configured.len());
+        if others.len() > room {
+            let start = self.turn % others.len();
+            others.rotate_left(start);
+            others.truncate(room);
+            self.turn = start + room;
+        }
+        configured.extend(others);
+        configured
     }
 
     fn tick(&mut self) {
@@ -378,33 +421,29 @@ impl Exchange {
         }
         let now = Timestamp::now();
         let mut out = Vec::new();
-        for feed in [SimFeed::Stocks, SimFeed::Crypto, SimFeed::Options] {
-            if self.faults.feed(feed).generation_paused() {
-                continue;
+        let p_trade = self.config.trade_probability;
+        for (_, s) in self.this_ticks_symbols() {
+            let trade_now = self.rng.next_f64() < p_trade;
+            for _ in 0..self.config.quotes_per_tick {
+                let Some(walk) = self.walk(&s) else { break };
+                walk.step();
+                let q = walk.quote(now);
+                self.remember(&s, &q);
+                out.push(Outgoing::new("quotes", s.clone(), q));
             }
-            let p_trade = self.config.trade_probability;
-            for s in self.wanted(feed, &["quotes", "trades"]) {
-                let trade_now = self.rng.next_f64() < p_trade;
-                for _ in 0..self.config.quotes_per_tick {
-                    let Some(walk) = self.walk(&s) else { break };
-                    walk.step();
-                    let q = walk.quote(now);
-                    self.remember(&s, &q);
-                    out.push(Outgoing::new("quotes", s.clone(), q));
-                }
-                if trade_now {
-                    if let Some(walk) = self.walk(&s) {
-                        let t = walk.trade(now, None);
-                        out.push(Outgoing::new("trades", s.clone(), t));
-                    }
+            if trade_now {
+                if let Some(walk) = self.walk(&s) {
+                    let t = walk.trade(now, None);
+                    out.push(Outgoing::new("trades", s.clone(), t));
                 }
             }
-            if feed == SimFeed::Crypto {
-                for s in self.wanted(feed, &["orderbooks"]) {
-                    if let Some(walk) = self.walk(&s) {
-                        let o = walk.book_update(now);
-                        out.push(Outgoing::new("orderbooks", s, o));
-                    }
+        }
+        if !self.faults.feed(SimFeed::Crypto).generation_paused() {
+            let books = self.wanted(SimFeed::Crypto, &["orderbooks"]);
+            for s in books.into_iter().take(self.config.max_messages_per_tick) {
+                if let Some(walk) = self.walk(&s) {
+                    let o = walk.book_update(now);
+                    out.push(Outgoing::new("orderbooks", s, o));
                 }
             }
         }
@@ -706,7 +745,11 @@ impl Handler<GetHistory> for Exchange {
         MessageResult(
             self.history
                 .get(&msg.symbol)
-                .map(|h| h.iter().cloned().collect())
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|q| serde_json::from_str(q).ok())
+                        .collect()
+                })
                 .unwrap_or_default(),
         )
     }

@@ -126,6 +126,8 @@ pub fn start(
         generate: settings.generate,
         seed: settings.seed,
         max_symbols: settings.max_symbols,
+        max_messages_per_tick: (settings.max_messages_per_second as u64 * settings.tick_ms / 1000)
+            .max(1) as usize,
     };
     let exchange = Exchange::new(config, faults.clone()).start();
     let stock_symbols: Vec<String> = symbols

@@ -503,3 +503,93 @@ async fn hostile_peers_are_closed_early_and_memory_stays_bounded() {
         peak - baseline
     );
 }
+
+/// `n` distinct stock symbols (`AAAA`, `AAAB`, …).
+fn symbols(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|mut i| {
+            let mut s = [b'A'; 4];
+            for c in s.iter_mut().rev() {
+                *c = b'A' + (i % 26) as u8;
+                i /= 26;
+            }
+            String::from_utf8(s.to_vec()).unwrap()
+        })
+        .collect()
+}
+
+/// One SDK program subscribing 10,000 symbols' quotes made the embedded simulator's history
+/// grow 1.4 GB in ten seconds and starved everyone else. Now the simulator generates at most
+/// `simulator.max_messages_per_second` (the configured symbols first, the others in turn) and
+/// keeps history for a bounded set: with the greedy program reading everything it is sent, the
+/// healthy clients go on receiving AAPL and the daemon's peak memory rises at most 64 MB.
+#[actix_web::test]
+async fn a_program_that_wants_ten_thousand_symbols_costs_bounded_memory() {
+    let (daemon, addr) = start_daemon();
+    let pid = daemon.pid();
+    let (updates, quotes): (Count, Count) = Default::default();
+    let browser = actix_web::rt::spawn(healthy_browser(addr.clone(), updates.clone()));
+    let program = actix_web::rt::spawn(healthy_program(addr.clone(), quotes.clone()));
+    both_receive_past((&updates, &quotes), (0, 0)).await;
+    let (_, baseline) = memory_kb(pid);
+
+    let mut greedy = Raw::upgrade(&addr, "/v2/iex").await;
+    let auth = format!(r#"{{"action":"auth","key":"{KEY}","secret":"{SECRET}"}}"#);
+    greedy.send(&text(&auth)).await.unwrap();
+    for chunk in symbols(10_000).chunks(1000) {
+        let subscribe = serde_json::json!({"action": "subscribe", "quotes": chunk});
+        greedy.send(&text(&subscribe.to_string())).await.unwrap();
+    }
+    // It reads everything it is sent and answers pings, as a live program does.
+    let received = Rc::new(Cell::new(0usize));
+    let counted = received.clone();
+    let (mut rd, mut wr) = greedy.stream.into_split();
+    let reader = actix_web::rt::spawn(async move {
+        let mut buf = greedy.read;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = rd.read(&mut chunk).await {
+            counted.set(counted.get() + n);
+            buf.extend_from_slice(&chunk[..n]);
+            let mut rest = &buf[..];
+            let mut pongs = Vec::new();
+            while let Some((opcode, payload, taken)) = server_frame(rest) {
+                if opcode == 0x9 {
+                    pongs.extend(frame(true, 0xA, payload));
+                }
+                rest = &rest[taken..];
+            }
+            buf = rest.to_vec();
+            if !pongs.is_empty() && wr.write_all(&pongs).await.is_err() {
+                break;
+            }
+        }
+    });
+    let http = awc::Client::new();
+    crate::helpers::wait_for("10,000 symbols subscribed upstream", || async {
+        let mut resp = http
+            .get(format!("http://{addr}/api/v1/status"))
+            .send()
+            .await
+            .ok()?;
+        let status: Value = resp.json().limit(1 << 24).await.ok()?;
+        (status["feeds"]["stocks"]["subscribed"].as_u64() >= Some(10_000)).then_some(())
+    })
+    .await;
+    // The others are still served while the simulator streams all of them.
+    let during = (updates.get() + 10, quotes.get() + 20);
+    both_receive_past((&updates, &quotes), during).await;
+    let (rss, peak) = memory_kb(pid);
+    browser.abort();
+    program.abort();
+    reader.abort();
+    eprintln!(
+        "greedy program: baseline {baseline} KB, peak {peak} KB, after {rss} KB; it read {} bytes",
+        received.get()
+    );
+    assert!(received.get() > 1 << 20, "the greedy program was served");
+    assert!(
+        peak.saturating_sub(baseline) <= RSS_BOUND_KB,
+        "peak RSS rose {} KB (bound {RSS_BOUND_KB} KB)",
+        peak - baseline
+    );
+}
