@@ -213,9 +213,59 @@ impl ShutdownSignals {
 /// process exits anyway.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 
+/// Keeps the stop's deadline on a thread and runtime of its own: from the first signal, the
+/// process exits 1 once `deadline` has passed, or at once on a second signal. The daemon's own
+/// runtime may be unable to keep time then — swapping under memory pressure, a handler that
+/// blocks — and must not be able to keep the process alive past what the README promises.
+fn keep_the_stop_deadline(deadline: Duration) -> anyhow::Result<()> {
+    // Returns once the thread listens for the signals, so none can slip past it.
+    let (listening, ready) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = listening.send(Err(anyhow::Error::new(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut signals = match ShutdownSignals::register() {
+                    Ok(signals) => signals,
+                    Err(e) => {
+                        let _ = listening.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = listening.send(Ok(()));
+                signals.recv().await;
+                tokio::select! {
+                    () = tokio::time::sleep(deadline) => {
+                        error!("shutdown did not finish within {deadline:?}; exiting now");
+                    }
+                    again = signals.recv() => {
+                        warn!("{again} received during shutdown; exiting now");
+                    }
+                }
+                std::process::exit(1);
+            })
+        })
+        .context("cannot start the stop deadline's thread")?;
+    ready
+        .recv()
+        .context("the stop deadline's thread ended")?
+        .context("cannot keep the stop deadline")
+}
+
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::register()?;
-    let deadline = Duration::from_millis(settings.http.shutdown_timeout_ms) + SHUTDOWN_SLACK;
+    keep_the_stop_deadline(
+        Duration::from_millis(settings.http.shutdown_timeout_ms) + SHUTDOWN_SLACK,
+    )?;
     let daemon = Daemon::build(settings).await?;
     let handle = daemon.handle();
     // Under systemd (Type=notify): ready now that HTTP is bound and the feeds have started; the
@@ -242,19 +292,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let sig = signals.recv().await;
         info!("{sig} received; shutting down (a second signal exits at once)");
         systemd.notify("STOPPING=1");
-        // A graceful stop, bounded: a stuck part cannot keep the process alive, and an operator
-        // who signals again means it.
-        tokio::select! {
-            () = handle.shutdown() => {}
-            () = actix_web::rt::time::sleep(deadline) => {
-                error!("shutdown did not finish within {deadline:?}; exiting now");
-                std::process::exit(1);
-            }
-            again = signals.recv() => {
-                warn!("{again} received during shutdown; exiting now");
-                std::process::exit(1);
-            }
-        }
+        // A graceful stop; its deadline and a second signal are kept by a thread of their own.
+        handle.shutdown().await;
     });
     daemon.run_until_stopped().await?;
     info!("stopped");

@@ -738,6 +738,20 @@ impl Handler<GetReport> for Exchange {
     }
 }
 
+/// Block the exchange's thread for this long (a stalled runtime, for the tests of the stop's
+/// deadline).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stall(pub Duration);
+
+impl Handler<Stall> for Exchange {
+    type Result = ();
+
+    fn handle(&mut self, Stall(how_long): Stall, _: &mut Context<Self>) {
+        std::thread::sleep(how_long);
+    }
+}
+
 impl Handler<GetHistory> for Exchange {
     type Result = MessageResult<GetHistory>;
 

@@ -24,6 +24,7 @@
 //! |---|---|
 //! | `POST /control/drop` `{"feed":…,"mode":"abort"\|"close"}` | drop connections (no close frame) or close them |
 //! | `POST /control/error` `{"feed":…,"code":406,"close":true}` | send `[{"T":"error",…}]` |
+//! | `POST /control/stall` `{"ms":5000}` | block the exchange's thread (embedded: the daemon's main thread) |
 //! | `POST /control/fail_auth` `{"feed":…,"code":402,"count":1}` | refuse the next authentications |
 //! | `POST /control/fail_handshake` `{"feed":…,"status":429,"count":1}` | refuse the next WebSocket upgrades with an HTTP status |
 //! | `POST /control/swallow_acks` `{"feed":…,"count":1}` | apply the next subscription changes without acknowledging them |
@@ -61,7 +62,7 @@ use self::broker::{
 };
 use self::connection::SimConnection;
 use self::exchange::{
-    Broadcast, Encoded, Exchange, ExchangeConfig, GetHistory, GetReport, Inject, SimOutbound,
+    Broadcast, Encoded, Exchange, ExchangeConfig, GetHistory, GetReport, Inject, SimOutbound, Stall,
 };
 use self::faults::{Faults, SimFeed};
 use crate::settings::SimulatorSettings;
@@ -176,7 +177,8 @@ pub fn start(
                     .route("/silence", web::post().to(silence))
                     .route("/inject", web::post().to(inject))
                     .route("/raw", web::post().to(raw))
-                    .route("/order", web::post().to(order)),
+                    .route("/order", web::post().to(order))
+                    .route("/stall", web::post().to(stall)),
             )
     })
     .workers(1)
@@ -658,6 +660,20 @@ async fn silence(state: web::Data<SimState>, body: web::Json<SilenceRequest>) ->
         state.faults.feed(f).frozen.store(frozen, Ordering::Relaxed);
         state.faults.feed(f).paused.store(paused, Ordering::Relaxed);
     }
+    ok()
+}
+
+#[derive(Deserialize)]
+struct StallRequest {
+    ms: u64,
+}
+
+/// Blocks the exchange's thread — in the embedded simulator, the daemon's main thread — for
+/// `ms` (at most a minute), as a runtime stalled by swapping would be.
+async fn stall(state: web::Data<SimState>, body: web::Json<StallRequest>) -> HttpResponse {
+    let ms = body.ms.min(60_000);
+    info!("simulator: stalling the exchange's thread for {ms} ms");
+    state.exchange.do_send(Stall(Duration::from_millis(ms)));
     ok()
 }
 

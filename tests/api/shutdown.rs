@@ -85,3 +85,42 @@ async fn a_second_signal_during_shutdown_exits_at_once() {
         "{logs:?}"
     );
 }
+
+/// The stop's deadline holds when the daemon's runtime cannot keep time, as when memory pressure
+/// has it swapped out: with its main thread blocked for 30 s (the embedded simulator's stall),
+/// SIGTERM still ends the process at `http.shutdown_timeout_ms` + 5 s, with status 1.
+#[actix_web::test]
+async fn the_stop_deadline_holds_while_the_runtime_is_stalled() {
+    let mut cmd = tickrelay();
+    cmd.env("TICKRELAY__HTTP__PORT", "0")
+        .env("TICKRELAY__HTTP__SHUTDOWN_TIMEOUT_MS", "1000");
+    let mut daemon = Process::start(cmd);
+    // The simulator's line comes first.
+    let sim = daemon.address_after("streams on ws://");
+    daemon.address_after("listening on http://");
+    let stalled = awc::Client::new()
+        .post(format!("http://{sim}/control/stall"))
+        .send_json(&serde_json::json!({"ms": 30_000}))
+        .await
+        .expect("stall");
+    assert!(stalled.status().is_success(), "{}", stalled.status());
+
+    let started = std::time::Instant::now();
+    let pid = daemon.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = daemon.wait_exit(Duration::from_secs(40));
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    // The deadline is 6 s; the stall would have held the stop for 30.
+    assert!(took < Duration::from_secs(15), "the stop took {took:?}");
+    let logs: Vec<String> = daemon.logs.try_iter().collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("shutdown did not finish within 6s")),
+        "{logs:?}"
+    );
+}
