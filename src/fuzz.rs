@@ -23,7 +23,24 @@ pub fn upstream_json(data: &[u8]) {
         let _ = decode::decode(data, true, Encoding::Json);
         return;
     };
-    let _ = decode::decode_json(text);
+    if let Ok(messages) = decode::decode_json(text) {
+        for message in messages {
+            if let decode::Inbound::News(article) = message {
+                // Only web links reach a page.
+                let frame: serde_json::Value =
+                    serde_json::from_str(&crate::browser::news(&article)).expect("news is JSON");
+                let url = &frame["news"]["url"];
+                assert!(
+                    url.is_null()
+                        || url.as_str().is_some_and(|u| {
+                            let u = u.to_ascii_lowercase();
+                            u.starts_with("https://") || u.starts_with("http://")
+                        }),
+                    "a news link that is not http(s): {url}"
+                );
+            }
+        }
+    }
     let frame = Bytes::copy_from_slice(data);
     for feed in FeedKind::ALL {
         check_split(raw::split(&frame, false, feed, true, true));
@@ -91,6 +108,55 @@ pub fn redis_message(data: &[u8]) {
     ] {
         if let Ok((elements, messages)) = edge::check_market(channel, feed, &frame, true, true) {
             assert_eq!((elements.len(), messages.len()), (1, 1));
+        }
+    }
+}
+
+/// A request's head as an attacker shapes it: `Host`, `Origin` and `Authorization` values, one
+/// per line, checked by the request guard (the default settings: this machine only) and the auth
+/// table (one client, refusals counted and delayed). An accepted Host names a loopback name or an
+/// IP address; a credential is accepted only when it carries exactly the client's pair.
+pub fn request_head(data: &[u8]) {
+    use crate::auth::{Attempt, Auth, Client, Scopes};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.splitn(3, '\n');
+    let (host, origin, authorization) = (lines.next(), lines.next(), lines.next());
+    let guard = crate::http::guard::RequestGuard::from_settings(&Default::default());
+    if guard.host(host).is_ok() {
+        let name = crate::http::guard::host_name(host.unwrap_or_default().trim());
+        let name = name.to_ascii_lowercase();
+        assert!(
+            name == "localhost"
+                || name == "localhost."
+                || name.ends_with(".localhost")
+                || name.parse::<std::net::IpAddr>().is_ok(),
+            "Host {host:?} accepted"
+        );
+    }
+    let _ = guard.origin(origin, host);
+    const PAIR: &str = "algo-key:algo-secret-123456";
+    let auth = Auth::new(
+        vec![Client::new(
+            "algo",
+            "algo-key",
+            crate::credentials::Secret::new("algo-secret-123456"),
+            Scopes::parse(&["market"]).unwrap_or_default(),
+        )],
+        Scopes::default(),
+        Default::default(),
+    );
+    let at = Attempt {
+        from: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        via: "fuzz",
+    };
+    for value in [authorization, origin, host].into_iter().flatten() {
+        if auth.bearer(at, value).is_ok() {
+            assert!(value.contains(PAIR), "{value:?} signed in");
+        }
+        if auth.token(at, value).is_ok() {
+            assert_eq!(value.trim(), PAIR, "{value:?} signed in");
         }
     }
 }

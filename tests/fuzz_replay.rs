@@ -14,6 +14,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("sdk_message", tickrelay::fuzz::sdk_message),
     ("settings", tickrelay::fuzz::settings),
     ("redis_message", tickrelay::fuzz::redis_message),
+    ("request_head", tickrelay::fuzz::request_head),
 ];
 
 /// Every file under `dir/<target>/`.

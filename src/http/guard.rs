@@ -120,7 +120,7 @@ fn changes_state(method: &Method) -> bool {
 }
 
 /// `name` of `name:port`, `v6` of `[v6]:port`.
-fn host_name(host: &str) -> &str {
+pub(crate) fn host_name(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or_default();
     }
