@@ -857,6 +857,10 @@ pub struct SdkSettings {
     /// A client message must arrive whole this long after its first byte, or the connection is
     /// closed with 1008.
     pub message_timeout_ms: u64,
+    /// When the upstream connection a program's data comes from is lost: `close` its connection
+    /// as Alpaca's would close (1012, so its SDK reconnects and its reconnect hook runs), or
+    /// `keep` it open through the gap.
+    pub on_upstream_loss: UpstreamLoss,
 }
 
 impl Default for SdkSettings {
@@ -869,8 +873,18 @@ impl Default for SdkSettings {
             max_messages_per_second: 100,
             max_invalid_messages: 20,
             message_timeout_ms: 10_000,
+            on_upstream_loss: UpstreamLoss::Close,
         }
     }
+}
+
+/// `[sdk] on_upstream_loss`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamLoss {
+    #[default]
+    Close,
+    Keep,
 }
 
 /// The dashboard page at `GET /`.

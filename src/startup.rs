@@ -43,7 +43,7 @@ use crate::throttle::ThrottleConfig;
 use crate::upstream::feed::{FeedConfig, FeedOutputs, UpstreamFeed};
 use crate::upstream::gate::Gate;
 use crate::upstream::policy::PolicyConfig;
-use crate::upstream::tap::Taps;
+use crate::upstream::tap::{TapHub, Taps};
 use crate::upstream::{FeedCounters, FeedId, FeedStatus};
 use crate::vocab::Encoding;
 use crate::vocab::FeedKind;
@@ -332,7 +332,10 @@ impl Daemon {
                 yield_to_ingest();
                 let hub =
                     LocalHub::start(hub_ids.fetch_add(1, Ordering::Relaxed), hub_config.clone());
-                taps.add_hub(hub.raw_publisher());
+                taps.add_hub(TapHub {
+                    batches: hub.raw_publisher(),
+                    changes: hub.change_publisher(),
+                });
                 let app = App::new()
                     .app_data(state.clone())
                     .wrap(actix_web::middleware::from_fn(http::guard::check))

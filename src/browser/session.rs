@@ -536,7 +536,10 @@ impl Handler<SessionCommand> for ClientSession {
                 self.send(frame);
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
-            SessionCommand::Refused { .. } | SessionCommand::TradeUpdate(_) => {}
+            // SDK programs only: browsers learn of a lost upstream from `alpaca_status`.
+            SessionCommand::Refused { .. }
+            | SessionCommand::TradeUpdate(_)
+            | SessionCommand::UpstreamLost { .. } => {}
         }
     }
 }

@@ -115,6 +115,10 @@ pub enum SessionCommand {
     TradeUpdate(bytes::Bytes),
     /// Close with this code and reason (1001 at shutdown, 4008 for a slow client).
     Close { code: u16, reason: String },
+    /// The upstream connection this SDK program's data comes from was lost (or came back after
+    /// the program connected during the loss): its data has a gap. `error`: the Alpaca error
+    /// code that ended the connection, if one did.
+    UpstreamLost { error: Option<u16> },
 }
 
 /// How the registry and throttles reach a session: its worker's hub for market frames, the
@@ -296,6 +300,18 @@ impl RawElement {
             Encoding::Msgpack => &self.msgpack,
         }
     }
+}
+
+/// A feed's upstream connection was lost after it had streamed (`up: false`), or streams again
+/// after such a loss (`up: true`): sent by the feed's tap to every hub, in order with its
+/// batches, so SDK programs learn of the gap the way Alpaca's own would (their connection
+/// closes). `error`: the Alpaca error code that ended the connection, if one did.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct UpstreamChanged {
+    pub feed: FeedKind,
+    pub up: bool,
+    pub error: Option<u16>,
 }
 
 /// The market messages of one upstream frame, for the SDK programs on one worker.

@@ -5,7 +5,8 @@
 //! throttles send it [`Publish`] (one message per worker per update, whatever the number of
 //! sessions); the feeds' taps send it [`RawBatch`] (every message of an upstream frame, for SDK
 //! programs: filtered per program, one frame per program, the whole-batch frame shared by those
-//! that want all of it; a program whose outbox overflows is closed with 407); sessions on the same
+//! that want all of it; a program whose outbox overflows is closed with 407) and
+//! [`UpstreamChanged`] (a lost upstream: its programs hear [`SessionCommand::UpstreamLost`]); sessions on the same
 //! thread register and change their interest through [`LocalHub`] directly (no message); it sends
 //! [`SessionCommand::Close`] to a session that stays behind too long or goes silent. Lives as long
 //! as its worker.
@@ -25,7 +26,7 @@ use log::{info, warn};
 use rustc_hash::FxHashMap;
 
 use crate::downstream::delivery::{DeliverKey, HubId, Publish, SessionCommand, SessionId};
-use crate::downstream::delivery::{RawBatch, RawElement, RawFilter};
+use crate::downstream::delivery::{RawBatch, RawElement, RawFilter, UpstreamChanged};
 use crate::downstream::outbox::{Outbox, CLOSE_SLOW_CLIENT};
 use crate::downstream::socket::frame::{OP_BINARY, OP_TEXT};
 use crate::symbol::Symbol;
@@ -84,6 +85,9 @@ struct RawMember {
     commands: Recipient<SessionCommand>,
     /// Its outbox overflowed and its close is requested: nothing more is queued.
     overflowed: bool,
+    /// It joined while its feed's upstream was lost: when the upstream is back, it hears of
+    /// the gap too.
+    joined_in_gap: bool,
 }
 
 #[derive(Default)]
@@ -92,6 +96,8 @@ struct HubState {
     sessions: FxHashMap<SessionId, Local>,
     /// SDK programs per stream.
     raw: FxHashMap<FeedKind, Vec<RawMember>>,
+    /// Per feed: its upstream connection is lost (after it had streamed).
+    down: [bool; FeedKind::ALL.len()],
     /// Sessions that ended since the last heartbeat (their memory may be given back).
     ended: usize,
 }
@@ -175,19 +181,22 @@ impl LocalHub {
         outbox: Rc<RefCell<Outbox>>,
         commands: Recipient<SessionCommand>,
     ) {
-        self.state
-            .borrow_mut()
-            .raw
-            .entry(feed)
-            .or_default()
-            .push(RawMember {
-                session,
-                encoding,
-                filter,
-                outbox,
-                commands,
-                overflowed: false,
-            });
+        let mut state = self.state.borrow_mut();
+        let joined_in_gap = state.down[feed as usize];
+        state.raw.entry(feed).or_default().push(RawMember {
+            session,
+            encoding,
+            filter,
+            outbox,
+            commands,
+            overflowed: false,
+            joined_in_gap,
+        });
+    }
+
+    /// Where feeds send this worker's upstream changes.
+    pub fn change_publisher(&self) -> Recipient<UpstreamChanged> {
+        self.addr.clone().recipient()
     }
 
     /// Forgets an SDK program.
@@ -434,6 +443,31 @@ pub fn opcode(encoding: Encoding) -> u8 {
     match encoding {
         Encoding::Json => OP_TEXT,
         Encoding::Msgpack => OP_BINARY,
+    }
+}
+
+impl Handler<UpstreamChanged> for Hub {
+    type Result = ();
+
+    /// A loss reaches every program of the feed; the return reaches those that joined during
+    /// the loss (they have seen no data since they joined).
+    fn handle(&mut self, msg: UpstreamChanged, _: &mut Context<Self>) {
+        let mut state = self.state.borrow_mut();
+        state.down[msg.feed as usize] = !msg.up;
+        let Some(members) = state.raw.get_mut(&msg.feed) else {
+            return;
+        };
+        for m in members.iter_mut() {
+            let gap = if msg.up {
+                std::mem::take(&mut m.joined_in_gap)
+            } else {
+                true
+            };
+            if gap {
+                m.commands
+                    .do_send(SessionCommand::UpstreamLost { error: msg.error });
+            }
+        }
     }
 }
 

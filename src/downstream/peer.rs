@@ -51,6 +51,9 @@ pub const CLOSING_LIMIT: Duration = Duration::from_secs(30);
 pub const MAX_REFUSED_CREDENTIALS: u32 = 3;
 /// The close for a peer past [`MAX_REFUSED_CREDENTIALS`].
 pub const TOO_MANY_REFUSED: (u16, &str) = (1008, "too many refused credentials");
+/// The upstream connection the program's data comes from was lost: "service restart", which
+/// every Alpaca SDK answers by reconnecting (and re-subscribing).
+pub const UPSTREAM_LOST: (u16, &str) = (1012, "upstream connection lost; reconnect");
 /// The close for a peer past `max_invalid_messages`.
 pub const TOO_MANY_INVALID: (u16, &str) = (1008, "too many invalid messages");
 

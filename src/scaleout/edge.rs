@@ -36,7 +36,9 @@ use tokio::sync::mpsc;
 
 use super::target::RedisTarget;
 use super::{account_channel, edge_key, encode_set, market_channel, EDGES, EDGES_CHANGED};
+use super::{upstream_channel, UpstreamMarker};
 use super::{within, REGISTER_EVERY, REGISTRATION_TTL};
+use crate::downstream::delivery::UpstreamChanged;
 use crate::downstream::delivery::{DeliverKey, FrameKind};
 use crate::downstream::delivery::{RawBatch, RawElement};
 use crate::market::{Codes, MarketEvent, Num, Quote};
@@ -47,6 +49,7 @@ use crate::time::Timestamp;
 use crate::upstream::feed::{deliver_market, Routes, SetSubscriptions, StopFeed};
 use crate::upstream::policy::Failure;
 use crate::upstream::protocol::{self, Inbound};
+use crate::upstream::tap::Gap;
 use crate::upstream::tap::Taps;
 use crate::upstream::{
     FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus, MessageType, NewsReceived,
@@ -104,6 +107,8 @@ pub struct EdgeFeed {
     stopping: bool,
     /// A refused message has been logged at warn (the rest go to debug and the counter).
     refused_logged: bool,
+    /// Whether the SDK programs must hear that this link was lost or is back.
+    gap: Gap,
 }
 
 impl EdgeFeed {
@@ -128,6 +133,7 @@ impl EdgeFeed {
             orders: 0,
             stopping: false,
             refused_logged: false,
+            gap: Gap::default(),
         }
     }
 
@@ -153,6 +159,7 @@ impl EdgeFeed {
                         .iter()
                         .map(move |s| market_channel(kind, c, s.as_str()))
                 })
+                .chain([upstream_channel(kind)])
                 .collect(),
             (FeedId::Trading(account), None) => [account_channel(account)].into(),
             _ => BTreeSet::new(),
@@ -237,6 +244,11 @@ impl EdgeFeed {
         self.status.last_error = None;
         info!("{}: connected to Redis", self.name());
         self.report();
+        if let Some(kind) = self.kind() {
+            if let Some(back) = self.gap.streaming(kind) {
+                self.config.tap.feed(kind).changed(back);
+            }
+        }
     }
 
     /// The connection failed or ended: report it and try again after the backoff.
@@ -246,6 +258,11 @@ impl EdgeFeed {
         self.subscribed.clear();
         if self.stopping {
             return;
+        }
+        if let Some(kind) = self.kind() {
+            if let Some(lost) = self.gap.ended(kind) {
+                self.config.tap.feed(kind).changed(lost);
+            }
         }
         self.counters.failures[Failure::Transient as usize].fetch_add(1, Ordering::Relaxed);
         let delay = self.backoff.next_delay();
@@ -355,6 +372,19 @@ impl EdgeFeed {
                 "{}: refused a message on {channel}: {why} (something other than a primary's relay publishes there; further refusals are counted in tickrelay_feed_refused_messages_total)",
                 self.name()
             );
+        }
+    }
+
+    /// The primary's upstream for this feed was lost or is back: the SDK programs here hear it
+    /// as they would from a local feed.
+    fn on_upstream_marker(&mut self, kind: FeedKind, channel: &str, payload: &[u8]) {
+        match serde_json::from_slice::<UpstreamMarker>(payload) {
+            Ok(marker) => self.config.tap.feed(kind).changed(UpstreamChanged {
+                feed: kind,
+                up: marker.up,
+                error: marker.error,
+            }),
+            Err(_) => self.refuse(channel, "not an upstream marker"),
         }
     }
 
@@ -587,6 +617,8 @@ impl StreamHandler<Incoming> for EdgeFeed {
         match item {
             Incoming::Message { generation, msg } if generation == self.generation => {
                 match (&self.config.feed, self.kind()) {
+                    (_, Some(kind)) if msg.get_channel_name() == upstream_channel(kind) => self
+                        .on_upstream_marker(kind, msg.get_channel_name(), msg.get_payload_bytes()),
                     (_, Some(kind)) => {
                         self.on_market(kind, msg.get_channel_name(), msg.get_payload_bytes())
                     }

@@ -84,6 +84,20 @@ pub fn market_channel(feed: FeedKind, channel: Channel, symbol: &str) -> String 
     }
 }
 
+/// The channel on which the primary's relay announces that a feed's upstream connection was lost
+/// or is back ([`UpstreamMarker`]), so an edge's SDK programs hear of the gap too.
+pub fn upstream_channel(feed: FeedKind) -> String {
+    format!("tickrelay.{}.upstream", feed.as_str())
+}
+
+/// What [`upstream_channel`] carries: `{"up":false,"error":406}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamMarker {
+    pub up: bool,
+    pub error: Option<u16>,
+}
+
 /// The channel of one account's `position_update` and `order_update` frames.
 pub fn account_channel(account: &str) -> String {
     format!("tickrelay.account.{account}")

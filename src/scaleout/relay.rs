@@ -32,14 +32,15 @@ use tokio::sync::Notify;
 
 use super::target::RedisTarget;
 use super::{
-    account_channel, decode_set, market_channel, union, within, EDGES, EDGES_CHANGED,
-    REGISTER_EVERY,
+    account_channel, decode_set, market_channel, union, upstream_channel, within, UpstreamMarker,
+    EDGES, EDGES_CHANGED, REGISTER_EVERY,
 };
 use crate::auth::Scopes;
+use crate::upstream::tap::TapHub;
 use crate::vocab::{ChannelMask, ClientChannel, Encoding, SubscriptionSet};
 
 use crate::downstream::delivery::{
-    FrameKind, Publish, SessionCommand, SessionId, SessionStats, Subscriber,
+    FrameKind, Publish, SessionCommand, SessionId, SessionStats, Subscriber, UpstreamChanged,
 };
 use crate::registry::{Connect, Registry, SetRawInterest, Subscribe};
 use crate::rng::SplitMix64;
@@ -182,7 +183,10 @@ impl Actor for EdgeRelay {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A tap batch per upstream frame at most; a full mailbox loses one (counted by the tap).
         ctx.set_mailbox_capacity(4096);
-        self.taps.add_hub(ctx.address().recipient());
+        self.taps.add_hub(TapHub {
+            batches: ctx.address().recipient(),
+            changes: ctx.address().recipient(),
+        });
         if !self.accounts.is_empty() {
             let names: Vec<String> = self
                 .accounts
@@ -265,6 +269,22 @@ impl Handler<Wanted> for EdgeRelay {
             self.sets[i] = set;
         }
         self.shared.wanted.store(wanted, Ordering::Relaxed);
+    }
+}
+
+impl Handler<UpstreamChanged> for EdgeRelay {
+    type Result = ();
+
+    /// A feed's upstream was lost or is back: the edges hear it on the feed's upstream channel.
+    fn handle(&mut self, change: UpstreamChanged, _: &mut Context<Self>) {
+        let marker = UpstreamMarker {
+            up: change.up,
+            error: change.error,
+        };
+        if let Ok(json) = serde_json::to_vec(&marker) {
+            self.shared
+                .push(upstream_channel(change.feed), Bytes::from(json));
+        }
     }
 }
 

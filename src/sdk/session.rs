@@ -8,7 +8,9 @@
 //! after each change — fire and forget — and disconnect), its worker's hub (which delivers the
 //! tap's messages into the outbox without passing through this actor) and the feed's tap (which
 //! encodings to produce). Receives [`SessionCommand`]s: a slow-client close from the hub (sent as
-//! `407 slow client`), symbols the upstream refused, shutdown.
+//! `407 slow client`), symbols the upstream refused, a lost upstream (closed with 1012, after
+//! the Alpaca error that ended the upstream connection if one did, unless
+//! `sdk.on_upstream_loss = "keep"`), shutdown.
 //!
 //! The sequence, as Alpaca's: `connected` first; `auth` (also before the welcome is read, and by
 //! `APCA-API-KEY-ID`/`APCA-API-SECRET-KEY` headers on the upgrade) → `authenticated` or `402`;
@@ -34,9 +36,12 @@ use crate::auth::Refusal;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::hub::opcode;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
-use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED};
+use crate::downstream::peer::{
+    ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED, UPSTREAM_LOST,
+};
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, Registry, SetRawInterest};
+use crate::settings::UpstreamLoss;
 use crate::vocab::Encoding;
 use crate::vocab::FeedKind;
 use crate::wire::Msg;
@@ -291,6 +296,23 @@ impl Handler<SessionCommand> for SdkSession {
                 self.close(ctx, code, &reason);
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
+            SessionCommand::UpstreamLost { error } => {
+                if self.context.settings.on_upstream_loss == UpstreamLoss::Keep {
+                    return;
+                }
+                info!(
+                    "SDK session {} ({}): the {} upstream was lost; closing with 1012 so the program reconnects",
+                    self.peer.id,
+                    self.peer.stats.peer,
+                    self.feed.as_str()
+                );
+                // Alpaca's error first when one ended the upstream connection, unless it is one
+                // the SDKs take as final (the program's own credentials are fine).
+                if let Some(code) = error.filter(|c| !matches!(c, 401..=404)) {
+                    self.error(code);
+                }
+                self.close(ctx, UPSTREAM_LOST.0, UPSTREAM_LOST.1);
+            }
             SessionCommand::Refused { symbols, code } => {
                 self.subscriptions.drop_symbols(&symbols);
                 self.error(code);

@@ -43,7 +43,7 @@ use super::connection::{self, Link, Liveness, Received, Upstream};
 use super::gate::{Gate, GateChanged};
 use super::policy::{Failure, PolicyConfig, ReconnectPolicy};
 use super::protocol::{self, Inbound};
-use super::tap::Taps;
+use super::tap::{Gap, Taps};
 use super::{FeedCounters, FeedId, FeedStatus, MessageType};
 use super::{FeedStateChanged, NewsReceived, SymbolsRejected};
 use crate::credentials::Credentials;
@@ -181,6 +181,8 @@ pub struct UpstreamFeed {
     last_data: Instant,
     /// Multiplier of the data-idle timeout; grows after idle reconnects that bring no data.
     idle_factor: u32,
+    /// Whether the SDK programs must hear of a loss or a return.
+    gap: Gap,
 }
 
 impl UpstreamFeed {
@@ -210,6 +212,7 @@ impl UpstreamFeed {
             pending: VecDeque::new(),
             last_data: Instant::now(),
             idle_factor: 1,
+            gap: Gap::default(),
         }
     }
 
@@ -302,6 +305,9 @@ impl UpstreamFeed {
     }
 
     fn mark_ready(&mut self, ctx: &mut Context<Self>) {
+        if let Some(back) = self.gap.streaming(self.config.kind) {
+            self.config.tap.feed(self.config.kind).changed(back);
+        }
         self.phase = Phase::Streaming;
         self.last_data = Instant::now();
         self.link.mark_ready();
@@ -438,6 +444,8 @@ impl UpstreamFeed {
             self.on_refused_request(code, &what, ctx);
             return;
         }
+        // Any other error ends the connection.
+        self.gap.error(code);
         match Failure::from_alpaca_code(code) {
             Failure::Fatal => {
                 let hint = match code {
@@ -594,6 +602,11 @@ impl Actor for UpstreamFeed {
 
 impl Supervised for UpstreamFeed {
     fn restarting(&mut self, _: &mut Context<Self>) {
+        if !self.link.stopping {
+            if let Some(lost) = self.gap.ended(self.config.kind) {
+                self.config.tap.feed(self.config.kind).changed(lost);
+            }
+        }
         self.link.reset();
         self.phase = Phase::Idle;
         self.requested = SubscriptionSet::new();

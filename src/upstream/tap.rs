@@ -8,14 +8,16 @@
 //! ([`protocol::raw`](super::protocol::raw)); the hubs, which filter them per program with a
 //! [`RawFilter`](crate::downstream::delivery::RawFilter) and queue one frame per program. The
 //! messages themselves are the delivery contract's ([`crate::downstream::delivery`]). Nothing here blocks or awaits: a hub whose
-//! mailbox is full loses the batch (counted) rather than stall the reader.
+//! mailbox is full loses the batch (counted) rather than stall the reader. A lost upstream
+//! connection, and its return, go the same way ([`Tap::changed`]), so the hubs can close the
+//! programs whose data has a gap.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 
-use crate::downstream::delivery::RawBatch;
+use crate::downstream::delivery::{RawBatch, UpstreamChanged};
 use crate::vocab::{Encoding, FeedKind};
 
 /// One feed's tap: who listens, in which encodings, and the hubs to send to.
@@ -23,9 +25,59 @@ use crate::vocab::{Encoding, FeedKind};
 pub struct Tap {
     json: AtomicUsize,
     msgpack: AtomicUsize,
-    hubs: RwLock<Vec<Recipient<RawBatch>>>,
+    hubs: RwLock<Vec<TapHub>>,
     /// Batches a full hub mailbox refused.
     pub dropped: AtomicU64,
+}
+
+/// When a feed's consumers must hear of a gap: its connection ending after it had streamed, and
+/// streaming again after that. One per feed actor, kept across the actor's restarts; a plain
+/// struct the tests drive.
+#[derive(Debug, Default)]
+pub struct Gap {
+    streamed: bool,
+    lost: bool,
+    error: Option<u16>,
+}
+
+impl Gap {
+    /// An Alpaca error `code` is ending the connection.
+    pub fn error(&mut self, code: u16) {
+        self.error = Some(code);
+    }
+
+    /// The connection streams: the change to announce if it comes back from a loss.
+    pub fn streaming(&mut self, feed: FeedKind) -> Option<UpstreamChanged> {
+        self.streamed = true;
+        self.error = None;
+        std::mem::take(&mut self.lost).then_some(UpstreamChanged {
+            feed,
+            up: true,
+            error: None,
+        })
+    }
+
+    /// The connection ended: the change to announce if it had streamed (a failed attempt
+    /// during a loss is not news).
+    pub fn ended(&mut self, feed: FeedKind) -> Option<UpstreamChanged> {
+        let error = self.error.take();
+        if !std::mem::take(&mut self.streamed) {
+            return None;
+        }
+        self.lost = true;
+        Some(UpstreamChanged {
+            feed,
+            up: false,
+            error,
+        })
+    }
+}
+
+/// Where a tap sends: a worker's hub (or the relay), for batches and for upstream changes.
+#[derive(Clone)]
+pub struct TapHub {
+    pub batches: Recipient<RawBatch>,
+    pub changes: Recipient<UpstreamChanged>,
 }
 
 /// The taps of every feed, shared by the feeds, the hubs and the SDK sessions.
@@ -62,7 +114,7 @@ impl Taps {
     }
 
     /// A worker's hub joins every tap (called once per worker at start-up).
-    pub fn add_hub(&self, hub: Recipient<RawBatch>) {
+    pub fn add_hub(&self, hub: TapHub) {
         for tap in &self.taps {
             tap.hubs
                 .write()
@@ -102,9 +154,58 @@ impl Tap {
     pub fn publish(&self, batch: RawBatch) {
         let hubs = self.hubs.read().unwrap_or_else(|e| e.into_inner());
         for hub in hubs.iter() {
-            if hub.try_send(batch.clone()).is_err() {
+            if hub.batches.try_send(batch.clone()).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The feed's upstream connection was lost after streaming, or streams again: every hub
+    /// hears it, after the batches sent before (never dropped, unlike a batch).
+    pub fn changed(&self, change: UpstreamChanged) {
+        let hubs = self.hubs.read().unwrap_or_else(|e| e.into_inner());
+        for hub in hubs.iter() {
+            hub.changes.do_send(change);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_is_a_loss_after_streaming_and_the_return_after_it() {
+        let feed = FeedKind::Stocks;
+        let mut gap = Gap::default();
+        assert_eq!(
+            gap.ended(feed),
+            None,
+            "a first attempt that fails is no gap"
+        );
+        assert_eq!(gap.streaming(feed), None, "the first stream is no return");
+        gap.error(406);
+        assert_eq!(
+            gap.ended(feed),
+            Some(UpstreamChanged {
+                feed,
+                up: false,
+                error: Some(406)
+            })
+        );
+        assert_eq!(gap.ended(feed), None, "failed attempts during the loss");
+        assert_eq!(
+            gap.streaming(feed),
+            Some(UpstreamChanged {
+                feed,
+                up: true,
+                error: None
+            })
+        );
+        assert_eq!(
+            gap.ended(feed).map(|c| c.error),
+            Some(None),
+            "the old error is forgotten"
+        );
     }
 }

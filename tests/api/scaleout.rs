@@ -389,6 +389,29 @@ async fn primaries_and_edges_use_redis_over_tls_as_acl_users() {
     }
 }
 
+/// The primary's upstream lost: an SDK program on an edge is closed with 1012 like one on the
+/// primary, through the relay's marker on `tickrelay.<feed>.upstream`.
+#[actix_web::test]
+async fn an_edges_programs_hear_of_the_primarys_lost_upstream() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let primary = spawn_app_with(|s| s.redis.url = url).await;
+    let edge = spawn_edge(&redis.url(), "edge-gap", &primary).await;
+    let mut program = crate::sdk::authed(&edge, "/v2/iex", false).await;
+    program
+        .send(json!({"action": "subscribe", "quotes": ["AAPL"]}))
+        .await;
+    assert_eq!(program.control().await["T"], "subscription");
+    program.expect(|m| m["T"] == "q" && m["S"] == "AAPL").await;
+    primary
+        .sim("drop", json!({"feed": "stocks", "mode": "abort"}))
+        .await;
+    assert_eq!(
+        program.until_end().await,
+        crate::helpers::Ended::Closed(Some(1012))
+    );
+}
+
 #[actix_web::test]
 async fn redis_restarts_primary_serves_throughout_and_edges_resume() {
     let redis = RedisServer::start();

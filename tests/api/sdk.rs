@@ -860,3 +860,103 @@ async fn a_program_that_cannot_keep_up_gets_407_and_nobody_waits_for_it() {
     // The healthy one is still served.
     healthy.expect(|m| m["T"] == "q").await;
 }
+
+/// Waits until the stocks feed's upstream is down (the simulator refuses its upgrades).
+async fn stocks_down(app: &TestApp) {
+    wait_for("the stocks feed down", || async {
+        (app.feed_status("stocks").await["state"] != "connected").then_some(())
+    })
+    .await;
+}
+
+/// A lost upstream closes the SDK programs on that feed with 1012, as a restarting Alpaca
+/// would: every SDK reconnects on it. A program that connects during the loss has seen no data
+/// since: it is closed when the upstream is back. Programs on other feeds are untouched.
+#[actix_web::test]
+async fn a_lost_upstream_closes_its_programs_with_1012() {
+    let app = sdk_app().await;
+    let mut before = authed(&app, "/v2/iex", false).await;
+    before
+        .send(json!({"action": "subscribe", "quotes": ["AAPL"]}))
+        .await;
+    assert_eq!(before.control().await["T"], "subscription");
+    let mut crypto = authed(&app, "/v1beta3/crypto/us", false).await;
+    app.wait_upstream(&["AAPL"]).await;
+
+    // Down, and kept down: every upgrade refused until the test lets it through.
+    app.sim(
+        "fail_handshake",
+        json!({"feed": "stocks", "status": 503, "count": 1_000_000}),
+    )
+    .await;
+    app.sim("drop", json!({"feed": "stocks", "mode": "abort"}))
+        .await;
+    assert_eq!(before.until_end().await, Ended::Closed(Some(1012)));
+    stocks_down(&app).await;
+    let mut during = authed(&app, "/v2/iex", false).await;
+    during
+        .send(json!({"action": "subscribe", "quotes": ["AAPL"]}))
+        .await;
+    assert_eq!(during.control().await["T"], "subscription");
+
+    app.sim(
+        "fail_handshake",
+        json!({"feed": "stocks", "status": 503, "count": 0}),
+    )
+    .await;
+    assert_eq!(during.until_end().await, Ended::Closed(Some(1012)));
+    // The crypto program heard nothing of it.
+    crypto
+        .send(json!({"action": "subscribe", "quotes": ["BTC/USD"]}))
+        .await;
+    assert_eq!(crypto.control().await["T"], "subscription");
+}
+
+/// When an Alpaca error ended the upstream connection, the programs get it in Alpaca's shape
+/// before the close.
+#[actix_web::test]
+async fn the_error_that_ended_the_upstream_reaches_its_programs() {
+    let app = sdk_app().await;
+    let mut program = authed(&app, "/v2/iex", false).await;
+    app.sim(
+        "error",
+        json!({"feed": "stocks", "code": 406, "close": true}),
+    )
+    .await;
+    let error = program.expect(|m| m["T"] == "error").await;
+    assert_eq!(
+        error,
+        json!({"T": "error", "code": 406, "msg": "connection limit exceeded"})
+    );
+    assert_eq!(program.until_end().await, Ended::Closed(Some(1012)));
+}
+
+/// `sdk.on_upstream_loss = "keep"`: the program stays connected through the loss and gets data
+/// again once the upstream is back.
+#[actix_web::test]
+async fn keep_mode_keeps_programs_through_a_lost_upstream() {
+    let app = spawn_app_with(|s| {
+        add_client(s, "algo", KEY, SECRET, &["main"]);
+        s.sdk.on_upstream_loss = tickrelay::settings::UpstreamLoss::Keep;
+        s.simulator.generate = false;
+    })
+    .await;
+    let mut program = authed(&app, "/v2/iex", false).await;
+    program
+        .send(json!({"action": "subscribe", "quotes": ["AAPL"]}))
+        .await;
+    assert_eq!(program.control().await["T"], "subscription");
+    app.wait_upstream(&["AAPL"]).await;
+    let connects = app.feed_status("stocks").await["connects"].as_u64();
+    app.sim("drop", json!({"feed": "stocks", "mode": "abort"}))
+        .await;
+    wait_for("the stocks feed back", || async {
+        let feed = app.feed_status("stocks").await;
+        (feed["connects"].as_u64() > connects && feed["state"] == "connected").then_some(())
+    })
+    .await;
+    app.wait_upstream(&["AAPL"]).await;
+    app.inject_quotes(&[("AAPL", 150.0, 150.5)]).await;
+    let q = program.expect(|m| m["T"] == "q").await;
+    assert_eq!(q["bp"], 150.0, "{q}");
+}

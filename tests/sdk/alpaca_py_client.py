@@ -76,6 +76,9 @@ def parse_args():
     p.add_argument("--unsubscribe-after", type=int, default=0, metavar="K",
                    help="stocks only: after K items unsubscribe quotes of the first symbol")
     p.add_argument("--show-control", action="store_true")
+    p.add_argument("--reconnect", action="store_true",
+                   help="expect the server to close the connection: count items only after the SDK "
+                        "has reconnected; print {\"type\":\"connected\",\"n\":N} per connection")
     p.add_argument("--verbose", action="store_true", help="copy the SDK's INFO logs to stderr")
     a = p.parse_args()
     if not a.url:
@@ -148,9 +151,22 @@ def observe_control(stream, run):
     stream._dispatch = dispatch
 
 
+def observe_connections(stream, run):
+    """Test instrumentation: alpaca-py has no public reconnect hook; a program that wants to
+    backfill after a reconnect wraps the private _start_ws, which runs (connect and sign in)
+    once per connection. So does this test."""
+    original = stream._start_ws
+
+    async def start_ws():
+        await original()
+        run.connected()
+
+    stream._start_ws = start_ws
+
+
 def main():
     a = parse_args()
-    run = Run(a.count)
+    run = Run(a.count, reconnect=a.reconnect)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.addHandler(FailOnWarning(run))
@@ -184,6 +200,8 @@ def main():
             getattr(stream, method)(make_handler(), *a.symbols)
         if a.show_control:
             observe_control(stream, run)
+    if a.reconnect:
+        observe_connections(stream, run)
 
     def run_sdk():
         try:

@@ -45,6 +45,9 @@ def parse_args():
     p.add_argument("--count", type=int, default=int(os.environ.get("SDK_COUNT", "5")))
     p.add_argument("--timeout", type=float, default=float(os.environ.get("SDK_TIMEOUT", "20")))
     p.add_argument("--verbose", action="store_true", help="copy the SDK's INFO logs to stderr")
+    p.add_argument("--reconnect", action="store_true",
+                   help="expect the server to close the connection: count items only after the SDK "
+                        "has reconnected; print {\"type\":\"connected\",\"n\":N} per connection")
     a = p.parse_args()
     if not a.url:
         p.error("--url (or TICKRELAY_URL) is required")
@@ -77,7 +80,7 @@ def fields(kind, item):
 
 def main():
     a = parse_args()
-    run = Run(a.count)
+    run = Run(a.count, reconnect=a.reconnect)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.addHandler(FailOnWarning(run))
@@ -98,6 +101,18 @@ def main():
             return handler
 
         getattr(stream, method)(make_handler(), *a.symbols)
+
+    if a.reconnect:
+        # No public reconnect hook either: _start_ws (connect and sign in) runs once per
+        # connection.
+        data_ws = stream._data_ws
+        original = data_ws._start_ws
+
+        async def start_ws():
+            await original()
+            run.connected()
+
+        data_ws._start_ws = start_ws
 
     def run_sdk():
         try:

@@ -1,5 +1,6 @@
 """What the SDK client programs share: the run's state and the log handler that turns any
-warning the SDK logs into a failure (the Python SDKs log errors and reconnect forever)."""
+warning the SDK logs into a failure (the Python SDKs log errors and reconnect forever), and,
+for the reconnect tests, the count of connections the SDK opened."""
 import json
 import logging
 import sys
@@ -9,8 +10,11 @@ import threading
 class Run:
     """Shared state between the SDK's event-loop thread and the main thread."""
 
-    def __init__(self, count):
+    def __init__(self, count, reconnect=False):
         self.count = count
+        # With `reconnect`, items count only once the SDK has connected a second time.
+        self.reconnect = reconnect
+        self.connections = 0
         self.received = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -18,10 +22,13 @@ class Run:
         self.unsubscribe_now = threading.Event()
 
     def emit(self, obj, counts=True):
-        line = json.dumps(obj, default=str)
         with self.lock:
             if self.done.is_set():
                 return
+            if counts and self.reconnect:
+                obj = dict(obj, connection=self.connections)
+                counts = self.connections >= 2
+            line = json.dumps(obj, default=str)
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
             if counts:
@@ -29,6 +36,14 @@ class Run:
                 if self.received >= self.count:
                     self.done.set()
         return self.received
+
+    def connected(self):
+        """The SDK opened (and signed in on) a connection: its reconnect hook, if it is not
+        the first."""
+        with self.lock:
+            self.connections += 1
+            n = self.connections
+        self.emit({"type": "connected", "n": n}, counts=False)
 
     def fail(self, message):
         with self.lock:
@@ -47,6 +62,10 @@ class FailOnWarning(logging.Handler):
 
     def emit(self, record):
         msg = record.getMessage()
+        if self.run.reconnect and "restarting connection" in msg:
+            # Expected in a reconnect test: the SDK saw the server close the connection.
+            self.run.emit({"type": "reconnecting", "log": msg}, counts=False)
+            return
         if record.exc_info and record.exc_info[1] is not None:
             msg += " [%s]" % type(record.exc_info[1]).__name__
         self.run.fail("SDK logged %s from %s: %s" % (record.levelname, record.name, msg))

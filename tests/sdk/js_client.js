@@ -4,7 +4,7 @@
 // Usage:
 //   node js_client.js MODE --url BASE [--sdk v3|v4] [--symbols A,B]
 //        [--channels quotes,trades] [--count N] [--timeout S] [--insecure]
-//        [--no-check] [--verbose]
+//        [--no-check] [--reconnect] [--verbose]
 //
 // MODE: stocks | crypto.  --sdk picks one of the two pinned SDK versions that
 // setup.sh installs side by side (npm aliases "alpaca-v3" and "alpaca-v4").
@@ -28,6 +28,12 @@
 // with a message on stderr on timeout, on any error the SDK reports, when the
 // connection drops (the SDK would silently reconnect), or when an item fails
 // the sanity checks below (the JS SDKs validate nothing; --no-check skips them).
+//
+// --reconnect: the server is expected to close the connection. The SDK must reconnect by
+// itself; items count only once it has signed in a second time, and carry "connection": N.
+// Prints {"type":"connected","n":N} per sign-in and {"type":"reconnect_hook"} when the
+// SDK's own reconnect hook runs (v4: onReconnected; v3 has none: its "authenticated" state
+// after "waiting to reconnect", with session.isReconnected).
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -60,6 +66,7 @@ function parseArgs(argv) {
     insecure: false,
     verbose: false,
     check: true,
+    reconnect: false,
   };
   const flags = {
     "--sdk": "sdk", "--url": "url", "--key-id": "keyId", "--secret-key": "secretKey",
@@ -71,6 +78,7 @@ function parseArgs(argv) {
     if (arg === "--insecure") a.insecure = true;
     else if (arg === "--verbose") a.verbose = true;
     else if (arg === "--no-check") a.check = false;
+    else if (arg === "--reconnect") a.reconnect = true;
     else if (flags[arg]) {
       if (i + 1 >= argv.length) usage(`${arg} needs a value`);
       a[flags[arg]] = argv[++i];
@@ -98,6 +106,19 @@ if (args.insecure) process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
 
 let received = 0;
 let finished = false;
+let connections = 0;
+
+// A sign-in: the first, or a reconnect.
+function connected() {
+  connections += 1;
+  if (args.reconnect) out(JSON.stringify({ type: "connected", n: connections }));
+}
+
+// The server closed the connection: a failure unless the test expects it.
+function closed(state) {
+  if (args.reconnect) out(JSON.stringify({ type: "disconnected", state }));
+  else fail(`connection closed (state: ${state}); the SDK would silently reconnect`);
+}
 
 function out(line) {
   fs.writeSync(1, line + "\n"); // synchronous: nothing is lost on process.exit
@@ -186,11 +207,13 @@ function emit(type, item) {
       delete fields.timestamp_raw;
     }
     const { symbol, ...rest } = fields;
-    out(JSON.stringify({ type, symbol, ...rest }));
+    const connection = args.reconnect ? { connection: connections } : {};
+    out(JSON.stringify({ type, symbol, ...rest, ...connection }));
   } catch (err) {
     fail(`could not print a ${type}: ${err && err.stack ? err.stack : err}`);
     return;
   }
+  if (args.reconnect && connections < 2) return;
   received += 1;
   if (received >= args.count) finish(0);
 }
@@ -224,7 +247,11 @@ function startV3() {
   stream.onError((err) => fail(`SDK reported error: ${err === undefined ? "(unmapped server error code)" : err}`));
   stream.onStateChange((state) => {
     if (args.verbose) process.stderr.write(`state: ${state}\n`);
-    if (state === "waiting to reconnect") fail("connection closed; the SDK is reconnecting");
+    if (state === "waiting to reconnect") closed(state);
+    if (state === "authenticated") {
+      connected();
+      if (stream.session.isReconnected) out(JSON.stringify({ type: "reconnect_hook" }));
+    }
   });
   stream.connect();
 }
@@ -245,8 +272,10 @@ function startV4() {
   stream.onError((err) => fail(`SDK reported error: ${err}`));
   stream.onStateChange((state) => {
     if (args.verbose) process.stderr.write(`state: ${state}\n`);
-    if (state === "disconnected" || state === "waiting to reconnect") fail(`connection closed (state: ${state})`);
+    if (state === "disconnected" || state === "waiting to reconnect") closed(state);
+    if (state === "authenticated") connected();
   });
+  stream.onReconnected(() => out(JSON.stringify({ type: "reconnect_hook" })));
   stream.connect();
 }
 
