@@ -491,12 +491,14 @@ impl PriceView {
     }
 }
 
-/// The `update` object of a price update, also served by `/api/v1/quotes`.
+/// The `update` object of a price update, also served by `/api/v1/quotes`. A side with no
+/// price — no quote yet (a symbol that has only traded), or a quote without that side — is
+/// `null`, never `0.0`, which a page would show as a price.
 #[derive(Serialize)]
 pub struct PriceUpdate<'a> {
     pub symbol: &'a Symbol,
-    pub bid_price: f64,
-    pub ask_price: f64,
+    pub bid_price: Option<f64>,
+    pub ask_price: Option<f64>,
     pub mid_price: Option<f64>,
     pub last_price: Option<f64>,
     pub bid_size: Num,
@@ -520,8 +522,8 @@ impl<'a> PriceUpdate<'a> {
     pub fn new(symbol: &'a Symbol, p: &PriceView, stale: bool) -> Self {
         PriceUpdate {
             symbol,
-            bid_price: p.bid_price,
-            ask_price: p.ask_price,
+            bid_price: Some(p.bid_price).filter(|b| *b > 0.0),
+            ask_price: Some(p.ask_price).filter(|a| *a > 0.0),
             mid_price: p.mid_price(),
             last_price: p.last_price,
             bid_size: p.bid_size,

@@ -331,8 +331,15 @@ impl UpstreamFeed {
             }
         };
         for msg in messages {
-            if self.phase == Phase::Idle {
-                break; // a message earlier in this frame ended the connection
+            // A message earlier in this frame may have ended the connection (an Alpaca error):
+            // the data after it arrived all the same and is delivered; the control messages
+            // belong to a connection that is gone.
+            let data = matches!(
+                msg,
+                Inbound::Market { .. } | Inbound::News(_) | Inbound::Info { .. }
+            );
+            if self.phase == Phase::Idle && !data {
+                continue;
             }
             self.on_message(msg, now, ctx);
         }

@@ -149,3 +149,54 @@ async fn the_replaced_services_routes_answer() {
     let (code, _) = app.get(&app.url("/api/v1/realtime/account/nobody")).await;
     assert_eq!(code, 403, "no scope names an unknown account");
 }
+
+/// A symbol that has only traded has no bid or ask: `null`, never `0.0` (a page would show it
+/// as a price); the mid is `null` too.
+#[actix_web::test]
+async fn a_symbol_without_a_quote_has_null_bid_and_ask() {
+    let app = spawn_app().await;
+    app.sim("silence", json!({"feed": "stocks", "paused": true}))
+        .await;
+    let mut c = app.ws().await;
+    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades"]}))
+        .await;
+    c.expect_type("subscribed").await;
+    app.wait_upstream(&["AAPL"]).await;
+    send_stocks(&app, &[trade(41, 190.5)]).await;
+    let u = last_price(&mut c, 190.5).await;
+    let update = &u["update"];
+    assert!(update["bid_price"].is_null(), "{u}");
+    assert!(update["ask_price"].is_null(), "{u}");
+    assert!(update["mid_price"].is_null(), "{u}");
+}
+
+/// An error element between data elements of one frame (here a 500, which ends the upstream
+/// connection) loses nothing: the browser gets the data before and after it.
+#[actix_web::test]
+async fn data_after_an_error_element_in_the_same_frame_is_delivered() {
+    let app = spawn_app().await;
+    app.sim("silence", json!({"feed": "stocks", "paused": true}))
+        .await;
+    let mut c = app.ws().await;
+    c.send(json!({"action":"subscribe","symbols":["AAPL","MSFT"],"channels":["quotes","trades"]}))
+        .await;
+    c.expect_type("subscribed").await;
+    app.wait_upstream(&["AAPL", "MSFT"]).await;
+    let msft =
+        json!({"T":"t","S":"MSFT","i":77,"x":"V","p":415.25,"s":10,"c":["@"],"z":"C","t":now()});
+    send_stocks(
+        &app,
+        &[
+            trade(42, 191.0),
+            json!({"T":"error","code":500,"msg":"internal error"}),
+            msft,
+        ],
+    )
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        let m = c.expect_type("trade").await;
+        seen.insert(m["trade"]["symbol"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["AAPL".to_owned(), "MSFT".to_owned()].into());
+}
