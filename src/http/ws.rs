@@ -95,18 +95,19 @@ pub async fn upgrade<Io: Connection>(
     Ok(())
 }
 
-/// Which encoding an SDK program asked for (`Content-Type: application/msgpack`); options always
-/// use msgpack, as Alpaca's do.
-fn sdk_encoding(req: &Request, stream: Stream) -> Encoding {
+/// Which encoding an SDK program asked for (`Content-Type: application/msgpack`), and whether it
+/// asked: options always use msgpack, as Alpaca's do (a client that did not ask is told 412 if it
+/// then speaks JSON).
+fn sdk_encoding(req: &Request, stream: Stream) -> (Encoding, bool) {
     let msgpack = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("msgpack"));
     if msgpack || stream == Stream::Market(FeedKind::Options) {
-        Encoding::Msgpack
+        (Encoding::Msgpack, msgpack)
     } else {
-        Encoding::Json
+        (Encoding::Json, false)
     }
 }
 
@@ -193,10 +194,10 @@ fn start_sdk_session<Io: Connection>(
     let registry = state.registry.clone();
     match stream {
         Stream::Market(feed) => {
-            let encoding = sdk_encoding(req, stream);
+            let (encoding, asked) = sdk_encoding(req, stream);
             let auth = header_auth(req);
             socket::run(peer, frames, writer, slot, |peer| {
-                SdkSession::new(peer, (feed, encoding), sdk, registry, auth)
+                SdkSession::new(peer, (feed, encoding), sdk, registry, auth).msgpack_asked(asked)
             });
         }
         Stream::Trading => {

@@ -39,6 +39,7 @@ use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
 use crate::downstream::peer::{
     ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED, UPSTREAM_LOST,
 };
+use crate::downstream::socket::frame::OP_TEXT;
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, Registry, SetRawInterest};
 use crate::settings::UpstreamLoss;
@@ -65,6 +66,10 @@ pub struct SdkSession {
     /// The client id it authenticated as.
     client: Option<Arc<str>>,
     header_auth: Option<HeaderAuth>,
+    /// On options without `Content-Type: application/msgpack`, until the first message: a
+    /// JSON one is answered 412, as Alpaca does (a binary one is a msgpack client that could
+    /// not set the header, as cs-sdk's).
+    msgpack_unasked: bool,
 }
 
 impl SdkSession {
@@ -89,7 +94,14 @@ impl SdkSession {
             registry,
             client: None,
             header_auth,
+            msgpack_unasked: false,
         }
+    }
+
+    /// Whether the program asked for msgpack (`Content-Type`) on the upgrade.
+    pub fn msgpack_asked(mut self, asked: bool) -> Self {
+        self.msgpack_unasked = self.feed == FeedKind::Options && !asked;
+        self
     }
 
     /// Queues a control message; past the byte budget the outbox closes the connection itself.
@@ -192,6 +204,16 @@ impl SdkSession {
     }
 
     fn on_message(&mut self, data: &[u8], binary: bool, ctx: &mut Context<Self>) {
+        if std::mem::take(&mut self.msgpack_unasked) && !binary {
+            // A JSON client on options: Alpaca's 412, in JSON, and the close.
+            let error = protocol::control(&protocol::error(412), Encoding::Json);
+            let _ = self.peer.outbox.borrow_mut().push_frame(OP_TEXT, error);
+            return self.close(
+                ctx,
+                1008,
+                "option messages are only available in MsgPack format",
+            );
+        }
         let msg = match protocol::parse(data, binary) {
             Ok(m) => m,
             Err(e) => {

@@ -118,7 +118,9 @@ impl Subscriptions {
         set
     }
 
-    /// The complete `subscription` message: every channel key of the stream, in Alpaca's order.
+    /// The complete `subscription` message: every channel key of the stream, in Alpaca's order
+    /// (the stocks ack has Alpaca's nine keys, and `imbalances` only when the program holds some,
+    /// as go-sdk and cs-sdk read it if present).
     pub fn ack(&self) -> Msg {
         let filter = self.filter.borrow();
         let list = |c: Channel| {
@@ -141,7 +143,6 @@ impl Subscriptions {
                 ("lulds", Channel::Lulds),
                 ("corrections", Channel::Trades),
                 ("cancelErrors", Channel::Trades),
-                ("imbalances", Channel::Imbalances),
             ],
             FeedKind::Crypto => &[
                 ("trades", Channel::Trades),
@@ -156,6 +157,9 @@ impl Subscriptions {
         };
         let mut msg = vec![("T", V::from("subscription"))];
         msg.extend(keys.iter().map(|(k, c)| (*k, list(*c))));
+        if self.feed == FeedKind::Stocks && !filter.symbols(Channel::Imbalances).is_empty() {
+            msg.push(("imbalances", list(Channel::Imbalances)));
+        }
         Msg(msg)
     }
 }
@@ -208,7 +212,20 @@ mod tests {
         );
         assert_eq!(keys(FeedKind::Options), "T,quotes,trades");
         assert_eq!(keys(FeedKind::News), "T,news");
-        assert_eq!(keys(FeedKind::Stocks).split(',').count(), 11);
+        assert_eq!(
+            keys(FeedKind::Stocks),
+            "T,bars,cancelErrors,corrections,dailyBars,lulds,quotes,statuses,trades,updatedBars",
+            "Alpaca's nine"
+        );
+        let mut imbalances = Subscriptions::new(FeedKind::Stocks, 10);
+        imbalances
+            .apply(true, &lists(&[("imbalances", &["AAPL"])]))
+            .unwrap();
+        assert_eq!(
+            imbalances.ack().to_value()["imbalances"],
+            serde_json::json!(["AAPL"]),
+            "and imbalances when it holds some"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use actix::prelude::*;
 use actix_http::ws::Frame;
 use bytes::Bytes;
 use log::{debug, info};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::SdkContext;
 use crate::auth::Refusal;
@@ -98,19 +98,20 @@ impl SdkTradingSession {
         }
     }
 
-    fn send(&mut self, v: &Value) {
-        let bytes = Bytes::from(v.to_string());
+    /// `{"stream":…,"data":…}`, keys in Alpaca's order.
+    fn send(&mut self, reply: &Reply<'_>) {
+        // Serializing strings and lists of strings into a Vec cannot fail.
+        let bytes = Bytes::from(serde_json::to_vec(reply).unwrap_or_default());
         // Past the byte budget the outbox closes the connection itself.
         let _ = self.peer.outbox.borrow_mut().push_frame(OP_BINARY, bytes);
     }
 
     fn error(&mut self, message: &str) {
-        self.send(&json!({"stream": "error", "data": {"error_message": message}}));
+        self.send(&Reply::error(message));
     }
 
     fn unauthorized(&mut self, action: &str, message: &str) {
-        self.send(&json!({"stream": "authorization", "data": {
-            "action": action, "message": message, "status": "unauthorized"}}));
+        self.send(&Reply::authorization("unauthorized", action, Some(message)));
     }
 
     /// Queues the close; the session stops once the close has gone out and the program has
@@ -178,8 +179,7 @@ impl SdkTradingSession {
         );
         self.account = Some(account.clone());
         let _ = self.peer.stats.client.set(client.id.clone());
-        self.send(&json!({"stream": "authorization", "data": {
-            "action": "authenticate", "status": "authorized"}}));
+        self.send(&Reply::authorization("authorized", "authenticate", None));
     }
 
     fn on_message(&mut self, data: &[u8], ctx: &mut Context<Self>) {
@@ -198,23 +198,13 @@ impl SdkTradingSession {
             Request::Listen(streams) => {
                 let wanted = streams.iter().any(|s| s == "trade_updates");
                 self.set_listening(wanted);
-                let streams: Vec<&str> = if wanted {
-                    vec!["trade_updates"]
-                } else {
-                    vec![]
-                };
-                self.send(&json!({"stream": "listening", "data": {"streams": streams}}));
+                self.send(&Reply::listening(wanted));
             }
             Request::Unlisten(streams) => {
                 if streams.iter().any(|s| s == "trade_updates") {
                     self.set_listening(false);
                 }
-                let streams: Vec<&str> = if self.listening {
-                    vec!["trade_updates"]
-                } else {
-                    vec![]
-                };
-                self.send(&json!({"stream": "listening", "data": {"streams": streams}}));
+                self.send(&Reply::listening(self.listening));
             }
         }
     }
@@ -318,6 +308,62 @@ impl StreamHandler<Result<Frame, ReadError>> for SdkTradingSession {
     }
 }
 
+/// A reply on `/stream`, serialized with Alpaca's key order: `stream` first, then `data`
+/// (`status` before `action` in an authorization).
+#[derive(serde::Serialize)]
+pub struct Reply<'a> {
+    stream: &'static str,
+    data: ReplyData<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ReplyData<'a> {
+    Authorization {
+        status: &'static str,
+        action: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<&'a str>,
+    },
+    Listening {
+        streams: &'static [&'static str],
+    },
+    Error {
+        error_message: &'a str,
+    },
+}
+
+impl<'a> Reply<'a> {
+    fn authorization(status: &'static str, action: &'a str, message: Option<&'a str>) -> Self {
+        Reply {
+            stream: "authorization",
+            data: ReplyData::Authorization {
+                status,
+                action,
+                message,
+            },
+        }
+    }
+
+    fn listening(on: bool) -> Self {
+        Reply {
+            stream: "listening",
+            data: ReplyData::Listening {
+                streams: if on { &["trade_updates"] } else { &[] },
+            },
+        }
+    }
+
+    fn error(message: &'a str) -> Self {
+        Reply {
+            stream: "error",
+            data: ReplyData::Error {
+                error_message: message,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +389,22 @@ mod tests {
         );
         assert_eq!(parse(b"nope"), None);
         assert_eq!(parse(br#"{"action":"dance"}"#), None);
+    }
+
+    #[test]
+    fn replies_keep_alpacas_key_order() {
+        let text = |r: &Reply| serde_json::to_string(r).unwrap();
+        assert_eq!(
+            text(&Reply::authorization("authorized", "authenticate", None)),
+            r#"{"stream":"authorization","data":{"status":"authorized","action":"authenticate"}}"#
+        );
+        assert_eq!(
+            text(&Reply::listening(true)),
+            r#"{"stream":"listening","data":{"streams":["trade_updates"]}}"#
+        );
+        assert_eq!(
+            text(&Reply::error("invalid message")),
+            r#"{"stream":"error","data":{"error_message":"invalid message"}}"#
+        );
     }
 }

@@ -346,7 +346,7 @@ async fn session_protocol_and_its_error_codes_in_json() {
         ack,
         json!({"T": "subscription", "trades": ["MSFT"], "quotes": ["AAPL"], "bars": [],
             "updatedBars": [], "dailyBars": [], "statuses": [], "lulds": [],
-            "corrections": ["MSFT"], "cancelErrors": ["MSFT"], "imbalances": []})
+            "corrections": ["MSFT"], "cancelErrors": ["MSFT"]})
     );
     // Only what was asked arrives: AAPL quotes and MSFT trades, nothing else.
     let msgs = c.collect_for(Duration::from_millis(800)).await;
@@ -959,4 +959,70 @@ async fn keep_mode_keeps_programs_through_a_lost_upstream() {
     app.inject_quotes(&[("AAPL", 150.0, 150.5)]).await;
     let q = program.expect(|m| m["T"] == "q").await;
     assert_eq!(q["bp"], 150.0, "{q}");
+}
+
+/// The next data frame's bytes, as sent.
+async fn raw_frame(c: &mut SdkClient) -> (bool, Bytes) {
+    loop {
+        let frame = actix_web::rt::time::timeout(EVENT_TIMEOUT, c.framed.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("valid");
+        match frame {
+            Frame::Text(b) => return (false, b),
+            Frame::Binary(b) => return (true, b),
+            _ => continue,
+        }
+    }
+}
+
+/// Alpaca's options stream speaks only msgpack: a client that did not ask for it and speaks JSON
+/// gets `412` (in JSON) and the close, where it used to get msgpack it could not read. One that
+/// sends msgpack without the header (as cs-sdk must) is served.
+#[actix_web::test]
+async fn options_answer_412_to_a_json_client() {
+    let app = sdk_app().await;
+    let mut json_client = SdkClient::connect(&app, "/v1beta1/indicative", false).await;
+    let (_, welcome) = json_client.next_frame().await;
+    assert_eq!(welcome[0]["msg"], "connected");
+    json_client.auth(KEY, SECRET).await;
+    let (binary, error) = raw_frame(&mut json_client).await;
+    assert!(!binary, "the 412 goes out as JSON text");
+    let error: Value = serde_json::from_slice(&error).unwrap();
+    assert_eq!(
+        error,
+        json!([{"T": "error", "code": 412, "msg": "option messages are only available in MsgPack format"}])
+    );
+    assert_eq!(json_client.until_end().await, Ended::Closed(Some(1008)));
+
+    let mut no_header = SdkClient::try_connect(&app, "/v1beta1/indicative", false, &[])
+        .await
+        .unwrap();
+    no_header.msgpack = true;
+    assert_eq!(no_header.control().await["msg"], "connected");
+    no_header.auth(KEY, SECRET).await;
+    assert_eq!(no_header.control().await["msg"], "authenticated");
+}
+
+/// `/stream` replies keep Alpaca's key order: `stream` first, then `data` (an authorization's
+/// `status` before its `action`), byte for byte.
+#[actix_web::test]
+async fn trading_stream_replies_keep_alpacas_key_order() {
+    let app = sdk_app().await;
+    let mut t = SdkClient::connect(&app, "/stream", false).await;
+    t.send(json!({"action": "authenticate", "data": {"key_id": KEY, "secret_key": SECRET}}))
+        .await;
+    let (_, reply) = raw_frame(&mut t).await;
+    assert_eq!(
+        &reply[..],
+        br#"{"stream":"authorization","data":{"status":"authorized","action":"authenticate"}}"#
+    );
+    t.send(json!({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        .await;
+    let (_, reply) = raw_frame(&mut t).await;
+    assert_eq!(
+        &reply[..],
+        br#"{"stream":"listening","data":{"streams":["trade_updates"]}}"#
+    );
 }

@@ -483,8 +483,9 @@ fn is_float_key(t: &str, key: &str, crypto: bool) -> bool {
 /// One JSON message as a msgpack map, `T` first, typed as Alpaca types it.
 ///
 /// Alpaca writes `T` first: such a message is transcoded in one streaming pass, each value written
-/// as it is read (maps and arrays get 16-bit length headers, patched once their length is known —
-/// valid msgpack, if not the shortest). Any other message goes through a `serde_json::Value`.
+/// as it is read (maps and arrays get a one-byte header, completed once their length is known:
+/// fixmap or fixarray as Alpaca writes them, or 16-bit lengths for the rare longer ones).
+/// Any other message goes through a `serde_json::Value`.
 pub fn json_to_msgpack(text: &str, t: &str, crypto: bool) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len());
     let mut de = serde_json::Deserializer::from_str(text);
@@ -520,15 +521,24 @@ fn json_to_msgpack_slowly(text: &str, t: &str, crypto: bool) -> Option<Vec<u8>> 
     Some(out)
 }
 
-/// Writes a header for a map or array whose length is not known yet; answers where to patch it.
+/// Writes a one-byte header for a map (`0xde`) or array (`0xdc`) whose length is not known yet;
+/// answers where it is, for [`close_container`].
 fn open_container(out: &mut Vec<u8>, marker: u8) -> usize {
-    out.extend_from_slice(&[marker, 0, 0]);
-    out.len() - 2
+    out.push(marker);
+    out.len() - 1
 }
 
-fn close_container<E: de::Error>(out: &mut [u8], at: usize, count: usize) -> Result<(), E> {
+fn close_container<E: de::Error>(out: &mut Vec<u8>, at: usize, count: usize) -> Result<(), E> {
+    let map = out[at] == 0xde;
+    if count < 16 {
+        // The shortest header, as Alpaca writes it: fixmap (0x80 | n) or fixarray (0x90 | n).
+        out[at] = if map { 0x80 } else { 0x90 } | count as u8;
+        return Ok(());
+    }
+    // Rare (16 entries or more): map16 or array16, the content moved two bytes on (containers
+    // opened before this one start before it, so their positions hold).
     let n = u16::try_from(count).map_err(|_| E::custom("more than 65535 entries"))?;
-    out[at..at + 2].copy_from_slice(&n.to_be_bytes());
+    out.splice(at + 1..at + 1, n.to_be_bytes());
     Ok(())
 }
 
@@ -806,6 +816,42 @@ mod tests {
     }
 
     #[test]
+    fn json_to_msgpack_writes_the_shortest_headers_as_alpaca_does() {
+        let book = r#"{"T":"o","S":"BTC/USD","t":"2024-03-12T10:39:39.445492807Z","b":[{"p":71000,"s":1}],"a":[],"r":true}"#;
+        let many = format!(
+            r#"{{"T":"t","S":"AAPL","i":1,"x":"V","p":1.5,"s":1,"c":[{}],"z":"C","t":"2021-02-22T19:15:00Z"}}"#,
+            (0..20)
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for (text, t, crypto) in [
+            (TRADE, "t", false),
+            (BAR, "b", false),
+            (book, "o", true),
+            (&many, "t", false),
+        ] {
+            // The slow path (rmp's writers, which know the lengths and pick the shortest
+            // headers) orders keys differently: the same values in as many bytes.
+            let fast = json_to_msgpack(text, t, crypto).unwrap();
+            let slow = json_to_msgpack_slowly(text, t, crypto).unwrap();
+            assert_eq!(fast.len(), slow.len(), "{text}: the shortest headers");
+            let decode = |b: &[u8]| rmpv::decode::read_value(&mut &b[..]).unwrap();
+            let sorted = |v: rmpv::Value| {
+                let mut m = v.as_map().unwrap().clone();
+                m.sort_by_key(|(k, _)| k.as_str().map(str::to_owned));
+                m
+            };
+            assert_eq!(sorted(decode(&fast)), sorted(decode(&slow)), "{text}");
+        }
+        let packed = json_to_msgpack(TRADE, "t", false).unwrap();
+        assert_eq!(packed[0] & 0xf0, 0x80, "a fixmap: {:#x}", packed[0]);
+        // 20 conditions: array16.
+        let packed = json_to_msgpack(&many, "t", false).unwrap();
+        assert!(packed.windows(3).any(|w| w == [0xdc, 0, 20]));
+    }
+
+    #[test]
     fn crypto_sizes_are_floats_and_book_levels_too() {
         let book = r#"{"T":"o","S":"BTC/USD","t":"2024-03-12T10:39:39.445492807Z","b":[{"p":71000,"s":1}],"a":[],"r":true}"#;
         let out = split(&json_frame(&[book]), false, FeedKind::Crypto, false, true);
@@ -880,5 +926,21 @@ mod tests {
         .is_empty());
         let mut deep = String::new();
         assert!(msgpack_to_json(&[0x91; 64], &mut deep).is_none());
+    }
+}
+/// The instruction count of a transcoded quote, under callgrind (BENCHMARKS.md).
+#[cfg(test)]
+mod transcode_cost {
+    #[test]
+    #[ignore]
+    fn transcode_many() {
+        let q = r#"{"T":"q","S":"AAPL","bx":"V","bp":190.12,"bs":2,"ax":"Q","ap":190.16,"as":3,"c":["R"],"z":"C","t":"2026-01-20T15:04:05.123456789Z"}"#;
+        let mut n = 0;
+        for _ in 0..200_000 {
+            n += super::json_to_msgpack(std::hint::black_box(q), "q", false)
+                .unwrap()
+                .len();
+        }
+        assert!(n > 0);
     }
 }
