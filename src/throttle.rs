@@ -159,6 +159,8 @@ struct Pending {
     read_at: Option<Instant>,
     /// A [`Drain`] is on its way to the throttle.
     notified: bool,
+    /// The feed lost its upstream connection: the next price update says so.
+    gap: bool,
 }
 
 /// What happened to an event handed to an [`Inlet`].
@@ -182,6 +184,12 @@ pub struct Inlet {
 }
 
 impl Inlet {
+    /// The feed lost its upstream connection: the symbol's next price update carries `gap`
+    /// (taken with the next event; nothing is woken).
+    pub fn mark_gap(&self) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).gap = true;
+    }
+
     /// `read_at`: when the feed read the frame that carried it.
     pub fn offer(&self, event: MarketEvent, read_at: Instant) -> Offered {
         // A poisoned lock only means a panic elsewhere mid-update; the slot is still usable.
@@ -316,6 +324,8 @@ pub struct SymbolThrottle {
     wanted: ChannelMask,
     /// Written on every price emission.
     quotes: QuoteBook,
+    /// The feed lost its upstream since the last price update went out: the next one says so.
+    gap: bool,
 }
 
 impl SymbolThrottle {
@@ -346,6 +356,7 @@ impl SymbolThrottle {
             previous_trade: None,
             fixes_sent: 0,
             book: OrderBook::default(),
+            gap: false,
             read_at: None,
             hubs: Vec::new(),
             wanted: ChannelMask::EMPTY,
@@ -371,6 +382,7 @@ impl SymbolThrottle {
 
     fn price_frame(&self) -> PriceFrame {
         let mut update = PriceUpdate::new(&self.symbol, &self.price, self.stale());
+        update.gap = self.gap;
         if self.kind == PriceKind::Option {
             update.volume = Some(Num::Int(self.volume));
         }
@@ -417,7 +429,8 @@ impl SymbolThrottle {
     fn emit_price(&mut self) {
         self.quotes.put(&self.symbol, &self.price, self.volume);
         if let Some(sink) = &self.config.sink {
-            if let Some(price) = SinkPrice::of(&self.price, self.symbol.class()) {
+            if let Some(mut price) = SinkPrice::of(&self.price, self.symbol.class()) {
+                price.gap = self.gap;
                 sink.offer(&self.symbol, price);
             }
         }
@@ -425,6 +438,7 @@ impl SymbolThrottle {
             let PriceFrame { frame, update } = self.price_frame();
             self.publish(FrameKind::Price, frame, Some((self.kind, update)));
         }
+        self.gap = false;
     }
 
     fn emit_trade(&mut self) {
@@ -494,6 +508,7 @@ impl SymbolThrottle {
         if p.read_at.is_some() {
             self.read_at = p.read_at;
         }
+        self.gap |= p.gap;
         if let Some(q) = p.quote {
             self.price.bid_price = q.bid_price;
             self.price.ask_price = q.ask_price;

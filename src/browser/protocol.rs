@@ -449,6 +449,8 @@ pub struct StatusDetails {
     pub circuit_state: &'static str,
     pub last_error: Option<String>,
     pub next_retry_ms: Option<u64>,
+    /// The latest gap in the feed's data (`start`, and `end` once it streams again).
+    pub last_outage: Option<crate::upstream::Outage>,
 }
 
 /// `alpaca_status` for one feed.
@@ -516,6 +518,10 @@ pub struct PriceUpdate<'a> {
     pub conditions: Codes,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tape: Option<Code>,
+    /// The first update of the symbol after its feed lost the upstream connection: updates may
+    /// be missing before it (the feed's `alpaca_status` has the outage's start and end).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
 }
 
 impl<'a> PriceUpdate<'a> {
@@ -535,6 +541,7 @@ impl<'a> PriceUpdate<'a> {
             ask_exchange: p.ask_exchange,
             conditions: p.conditions,
             tape: p.tape,
+            gap: false,
         }
     }
 }

@@ -7,6 +7,7 @@ const SPARK_SECONDS = 300;
 // ---- state -------------------------------------------------------------------------------
 const stored = JSON.parse(localStorage.getItem("tickrelay.symbols") || "null");
 const symbols = new Set(stored || config.symbols);
+const GAP_MARK_MS = 60000;     // how long a symbol stays marked after a gap
 const quotes = new Map();      // symbol -> {bid, ask, mid, last, ts, stale, first, points: [[t, mid]]}
 const feeds = new Map();       // feed -> {status, details, retryAt}
 let token = sessionStorage.getItem("tickrelay.token") || "";
@@ -74,6 +75,8 @@ function showPrice(u) {
   Object.assign(q, { bid: u.bid_price, ask: u.ask_price, mid: u.mid_price, last: u.last_price,
                      volume: u.volume, ts: u.timestamp ? Date.parse(u.timestamp) : null, stale: !!u.stale });
   if (q.first === null && Number.isFinite(u.mid_price) && u.mid_price > 0) q.first = u.mid_price;
+  // The upstream was lost before this update: prices may be missing; marked for a minute.
+  if (u.gap) q.gapAt = Date.now();
   const now = Date.now();
   if (Number.isFinite(u.mid_price) && u.mid_price > 0) {
     const lastPoint = q.points[q.points.length - 1];
@@ -353,6 +356,12 @@ setInterval(() => {
   for (const tr of $("watchlist").tBodies[0].rows) {
     const q = quotes.get(tr.dataset.symbol);
     tr.cells[7].textContent = q && q.ts ? Math.max(0, (now - q.ts) / 1000).toFixed(1) + " s" : "–";
+    const gap = !!(q && q.gapAt && now - q.gapAt < GAP_MARK_MS);
+    if (tr.classList.contains("gap") !== gap) {
+      tr.classList.toggle("gap", gap);
+      tr.cells[0].title = gap ? "the upstream connection was lost: updates may be missing before " +
+        new Date(q.gapAt).toLocaleTimeString() : "";
+    }
   }
   renderStatus();
 }, 250);

@@ -247,6 +247,8 @@ impl EdgeFeed {
         if let Some(kind) = self.kind() {
             if let Some(back) = self.gap.streaming(kind) {
                 self.config.tap.feed(kind).changed(back);
+                self.status.outage_ended();
+                self.report();
             }
         }
     }
@@ -262,6 +264,7 @@ impl EdgeFeed {
         if let Some(kind) = self.kind() {
             if let Some(lost) = self.gap.ended(kind) {
                 self.config.tap.feed(kind).changed(lost);
+                self.gap_began();
             }
         }
         self.counters.failures[Failure::Transient as usize].fetch_add(1, Ordering::Relaxed);
@@ -378,14 +381,30 @@ impl EdgeFeed {
     /// The primary's upstream for this feed was lost or is back: the SDK programs here hear it
     /// as they would from a local feed.
     fn on_upstream_marker(&mut self, kind: FeedKind, channel: &str, payload: &[u8]) {
-        match serde_json::from_slice::<UpstreamMarker>(payload) {
-            Ok(marker) => self.config.tap.feed(kind).changed(UpstreamChanged {
-                feed: kind,
-                up: marker.up,
-                error: marker.error,
-            }),
-            Err(_) => self.refuse(channel, "not an upstream marker"),
+        let Ok(marker) = serde_json::from_slice::<UpstreamMarker>(payload) else {
+            return self.refuse(channel, "not an upstream marker");
+        };
+        self.config.tap.feed(kind).changed(UpstreamChanged {
+            feed: kind,
+            up: marker.up,
+            error: marker.error,
+        });
+        if marker.up {
+            self.status.outage_ended();
+            self.report();
+        } else {
+            self.gap_began();
         }
+    }
+
+    /// This feed's data has a gap (the primary's upstream, or this link, was lost): each
+    /// symbol's next price update says so, and the status has the outage.
+    fn gap_began(&mut self) {
+        for inlet in self.routes.values() {
+            inlet.mark_gap();
+        }
+        self.status.outage_began();
+        self.report();
     }
 
     /// A market or news message: checked, then the same path as a frame from Alpaca.

@@ -43,6 +43,8 @@ pub struct SinkPrice {
     pub mid: f64,
     pub timestamp: Timestamp,
     pub class: AssetClass,
+    /// The first price after the feed lost its upstream: prices may be missing before it.
+    pub gap: bool,
 }
 
 impl SinkPrice {
@@ -54,6 +56,7 @@ impl SinkPrice {
             mid: view.mid_price()?,
             timestamp: view.timestamp.unwrap_or_else(Timestamp::now),
             class,
+            gap: false,
         })
     }
 }
@@ -76,7 +79,11 @@ pub fn write_payloads(out: &mut Vec<u8>, symbol: &str, p: &SinkPrice, exchange: 
     number(out, p.mid);
     out.extend_from_slice(b",\"timestamp\":\"");
     out.extend_from_slice(p.timestamp.to_rfc3339_micros().as_bytes());
-    out.extend_from_slice(b"\"}");
+    out.push(b'"');
+    if p.gap {
+        out.extend_from_slice(b",\"gap\":true");
+    }
+    out.push(b'}');
     let event_end = out.len();
     out.extend_from_within(start..event_end - 1);
     out.extend_from_slice(b",\"exchange\":\"");
@@ -169,10 +176,21 @@ impl PriceSink {
     }
 
     /// A throttle's new price for `symbol`: replaces any unwritten one. Never waits on Redis.
-    pub fn offer(&self, symbol: &Symbol, price: SinkPrice) {
+    pub fn offer(&self, symbol: &Symbol, mut price: SinkPrice) {
         let replaced = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.insert(symbol.clone(), price).is_some()
+            match pending.get_mut(symbol) {
+                Some(old) => {
+                    // A gap is news until it is written.
+                    price.gap |= old.gap;
+                    *old = price;
+                    true
+                }
+                None => {
+                    pending.insert(symbol.clone(), price);
+                    false
+                }
+            }
         };
         if replaced {
             self.replaced.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +233,12 @@ impl PriceSink {
     fn restore(&self, batch: Vec<(Symbol, SinkPrice)>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for (symbol, price) in batch {
-            pending.entry(symbol).or_insert(price);
+            match pending.get_mut(&symbol) {
+                Some(newer) => newer.gap |= price.gap,
+                None => {
+                    pending.insert(symbol, price);
+                }
+            }
         }
     }
 
@@ -337,6 +360,7 @@ mod tests {
             mid: crate::market::mid_price(bid, ask).unwrap(),
             timestamp: Timestamp::parse_rfc3339("2024-10-19T14:30:00.123456Z").unwrap(),
             class: AssetClass::Stock,
+            gap: false,
         }
     }
 
@@ -373,6 +397,38 @@ mod tests {
         let event: serde_json::Value = serde_json::from_str(&event).unwrap();
         assert_eq!(event["timestamp"], "2024-10-19T14:30:00.123456+00:00");
         assert!(event.get("exchange").is_none());
+        assert!(event.get("gap").is_none(), "gap only when there was one");
+    }
+
+    #[test]
+    fn a_gap_is_written_and_survives_a_newer_price() {
+        let s = sink();
+        let aapl = Symbol::parse("AAPL").unwrap();
+        s.offer(
+            &aapl,
+            SinkPrice {
+                gap: true,
+                ..price(150.0, 150.5)
+            },
+        );
+        s.offer(&aapl, price(151.0, 151.5));
+        let taken = s.take();
+        assert_eq!(taken.len(), 1);
+        let (_, p) = &taken[0];
+        assert_eq!(
+            (p.bid, p.gap),
+            (151.0, true),
+            "the newest price, still marked"
+        );
+        let (cached, event) = payloads("AAPL", p, "IEX");
+        for payload in [cached, event] {
+            let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            assert_eq!(v["gap"], true, "{payload}");
+        }
+        // A failed write put back under a newer price keeps the mark too.
+        s.offer(&aapl, price(152.0, 152.5));
+        s.restore(taken);
+        assert!(s.take()[0].1.gap);
     }
 
     #[test]

@@ -307,6 +307,7 @@ impl UpstreamFeed {
     fn mark_ready(&mut self, ctx: &mut Context<Self>) {
         if let Some(back) = self.gap.streaming(self.config.kind) {
             self.config.tap.feed(self.config.kind).changed(back);
+            self.link.status.outage_ended();
         }
         self.phase = Phase::Streaming;
         self.last_data = Instant::now();
@@ -612,6 +613,11 @@ impl Supervised for UpstreamFeed {
         if !self.link.stopping {
             if let Some(lost) = self.gap.ended(self.config.kind) {
                 self.config.tap.feed(self.config.kind).changed(lost);
+                // Browsers and the Redis sink: each symbol's next price update says so.
+                for inlet in self.routes.values() {
+                    inlet.mark_gap();
+                }
+                self.link.status.outage_began();
             }
         }
         self.link.reset();

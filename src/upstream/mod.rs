@@ -139,9 +139,35 @@ pub struct FeedStatus {
     pub subscribed: usize,
     /// (channel, symbol) pairs tickrelay wants.
     pub desired: usize,
+    /// The latest loss of a connection that had streamed: data may be missing from `start` to
+    /// `end` (`None` while it lasts).
+    pub last_outage: Option<Outage>,
+}
+
+/// A gap in a feed's data: from the loss of a connection that had streamed to the next one
+/// streaming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Outage {
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
 }
 
 impl FeedStatus {
+    /// The feed's data has a gap from now on ([`Outage`]).
+    pub fn outage_began(&mut self) {
+        self.last_outage = Some(Outage {
+            start: Timestamp::now(),
+            end: None,
+        });
+    }
+
+    /// The gap is over: the feed streams again.
+    pub fn outage_ended(&mut self) {
+        if let Some(outage) = &mut self.last_outage {
+            outage.end.get_or_insert_with(Timestamp::now);
+        }
+    }
+
     pub fn new(feed: FeedId, provider: &'static str, url: String) -> Self {
         FeedStatus {
             feed,
@@ -156,6 +182,7 @@ impl FeedStatus {
             connected_since: None,
             subscribed: 0,
             desired: 0,
+            last_outage: None,
         }
     }
 
@@ -168,6 +195,7 @@ impl FeedStatus {
             circuit_state: self.circuit_state.as_str(),
             last_error: self.last_error.clone(),
             next_retry_ms: self.next_retry_ms,
+            last_outage: self.last_outage,
         }
     }
 }

@@ -356,6 +356,15 @@ async fn the_dashboard_in_headless_chromium() {
         )
         .await;
     assert!(states.as_array().unwrap().len() >= 2, "{states}");
+    // AAPL's first update after the drop carries `gap`: the row is marked, and says why.
+    let why = page
+        .wait(
+            "AAPL marked with a gap",
+            "(() => { const r = document.querySelector('#watchlist tr[data-symbol=\"AAPL\"]'); \
+             return r.classList.contains('gap') && r.cells[0].title; })()",
+        )
+        .await;
+    assert!(why.as_str().unwrap().contains("may be missing"), "{why}");
 
     // A symbol added through the box streams.
     page.eval(

@@ -236,3 +236,59 @@ async fn repeated_failures_back_off_exponentially() {
     let feed = app.feed_status("stocks").await;
     assert!(feed["reconnect_attempts"].as_u64() >= Some(4), "{feed}");
 }
+
+/// After the upstream was lost, each symbol's first price update carries `gap: true`, and the
+/// feed's `alpaca_status` the outage's start and end; the updates after it carry no mark.
+#[actix_web::test]
+async fn the_first_update_after_a_lost_upstream_is_marked_as_a_gap() {
+    let app = crate::helpers::spawn_app_with(|s| s.simulator.generate = false).await;
+    let mut c = app.ws().await;
+    c.subscribe(&["AAPL"]).await;
+    app.wait_upstream(&["AAPL"]).await;
+    app.inject_quotes(&[("AAPL", 100.0, 100.5)]).await;
+    let before = c
+        .expect(|m| m["type"] == "spot_price_update" && m["update"]["bid_price"] == 100.0)
+        .await;
+    assert!(before["update"].get("gap").is_none(), "{before}");
+
+    let connects = app.feed_status("stocks").await["connects"].as_u64();
+    app.sim(
+        "drop",
+        serde_json::json!({"feed": "stocks", "mode": "abort"}),
+    )
+    .await;
+    crate::helpers::wait_for("the stocks feed back", || async {
+        let feed = app.feed_status("stocks").await;
+        (feed["connects"].as_u64() > connects && feed["state"] == "connected").then_some(())
+    })
+    .await;
+    app.wait_upstream(&["AAPL"]).await;
+    app.inject_quotes(&[("AAPL", 101.0, 101.5)]).await;
+    let (mut marked, mut outage) = (None, None);
+    while marked.is_none() || outage.is_none() {
+        let m = c.next_json().await;
+        if m["type"] == "spot_price_update" && m["update"]["bid_price"] == 101.0 {
+            marked = Some(m);
+        } else if m["type"] == "alpaca_status"
+            && m["details"]["feed"] == "stocks"
+            && m["details"]["last_outage"]["end"].is_string()
+        {
+            outage = Some(m["details"]["last_outage"].clone());
+        }
+    }
+    let marked = marked.unwrap();
+    assert_eq!(marked["update"]["gap"], true, "{marked}");
+    let outage = outage.unwrap();
+    let at =
+        |k: &str| tickrelay::time::Timestamp::parse_rfc3339(outage[k].as_str().unwrap()).unwrap();
+    assert!(at("start") <= at("end"), "{outage}");
+
+    app.inject_quotes(&[("AAPL", 102.0, 102.5)]).await;
+    let after = c
+        .expect(|m| m["type"] == "spot_price_update" && m["update"]["bid_price"] == 102.0)
+        .await;
+    assert!(
+        after["update"].get("gap").is_none(),
+        "only the first: {after}"
+    );
+}
