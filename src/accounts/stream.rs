@@ -31,7 +31,7 @@ use super::AccountStore;
 use crate::browser;
 use crate::credentials::Credentials;
 use crate::downstream::delivery::{DeliverKey, FrameKind};
-use crate::registry::{AccountEvent, PinOwner, Registry, SyncPins, TradeUpdate};
+use crate::registry::{AccountEvent, PinOwner, Registry, SyncPins, TradeUpdate, TradesChanged};
 use crate::rng::SplitMix64;
 use crate::symbol::Symbol;
 use crate::time::Timestamp;
@@ -39,6 +39,7 @@ use crate::upstream::connection::{Link, Liveness, Received, Upstream};
 use crate::upstream::feed::StopFeed;
 use crate::upstream::gate::{Gate, GateChanged};
 use crate::upstream::policy::{Failure, PolicyConfig, ReconnectPolicy};
+use crate::upstream::tap::Gap;
 use crate::upstream::{FeedCounters, FeedId, FeedState, FeedStateChanged, FeedStatus};
 use crate::vocab::backoff::BackoffSettings;
 use crate::vocab::Backoff;
@@ -112,6 +113,8 @@ pub struct TradingStream {
     loads: Loads,
     /// Sequence of order events (keys their frames so none replaces another).
     order_seq: u64,
+    /// Whether the `/stream` listeners must hear of a loss or a return.
+    gap: Gap,
 }
 
 impl TradingStream {
@@ -152,6 +155,7 @@ impl TradingStream {
             refresh_pending: false,
             loads: Loads::default(),
             order_seq: 0,
+            gap: Gap::default(),
         }
     }
 
@@ -203,6 +207,13 @@ impl TradingStream {
     }
 
     fn mark_ready(&mut self, ctx: &mut Context<Self>) {
+        if self.gap.streaming() {
+            self.link.status.outage_ended();
+            self.registry.do_send(TradesChanged {
+                account: self.config.account.clone(),
+                up: true,
+            });
+        }
         self.link.mark_ready();
         self.link.status.last_error = None;
         self.report();
@@ -487,6 +498,14 @@ impl Actor for TradingStream {
 
 impl Supervised for TradingStream {
     fn restarting(&mut self, _: &mut Context<Self>) {
+        if !self.link.stopping && self.gap.ended().is_some() {
+            // The SDK programs on `/stream` for this account reconnect and reconcile.
+            self.link.status.outage_began();
+            self.registry.do_send(TradesChanged {
+                account: self.config.account.clone(),
+                up: false,
+            });
+        }
         self.link.reset();
         self.phase = Phase::Idle;
         self.refresh_pending = false;

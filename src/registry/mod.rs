@@ -16,11 +16,14 @@
 //!
 //! - [`interest`] — the bookkeeping, with its unit tests.
 //! - [`status`] — what status endpoints see, and readiness in words.
+//! - [`trades`] — who listens to each account's `trade_updates`, and who hears of a lost
+//!   trading stream.
 
 pub mod interest;
 pub mod status;
+pub mod trades;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -107,6 +110,15 @@ pub struct ListenTrades {
     pub session: SessionId,
     pub account: Arc<str>,
     pub listen: bool,
+}
+
+/// An account's trading stream was lost after it streamed (`up: false`), or streams again after
+/// that: its `/stream` listeners hear of the gap.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TradesChanged {
+    pub account: Arc<str>,
+    pub up: bool,
 }
 
 /// A `trade_updates` message of `account`, exactly as Alpaca sent it, for SDK programs.
@@ -297,7 +309,7 @@ pub struct Registry {
     /// What the sessions that ended had sent and lost.
     retired: DeliveryTotals,
     /// SDK programs on `/stream` listening to each account's trade updates.
-    trade_listeners: HashMap<Arc<str>, HashSet<SessionId>>,
+    trade_listeners: trades::TradeListeners,
     /// Feeds whose desired set changed since the last flush.
     dirty: BTreeSet<FeedKind>,
     flush_scheduled: bool,
@@ -318,7 +330,7 @@ impl Registry {
             sessions: HashMap::new(),
             hubs: HashMap::new(),
             retired: DeliveryTotals::default(),
-            trade_listeners: HashMap::new(),
+            trade_listeners: trades::TradeListeners::default(),
             dirty: BTreeSet::new(),
             flush_scheduled: false,
             shutting_down: false,
@@ -544,9 +556,7 @@ impl Handler<Disconnect> for Registry {
         if let Some(s) = self.sessions.remove(&msg.session) {
             self.retired.add(&s.stats);
         }
-        for listeners in self.trade_listeners.values_mut() {
-            listeners.remove(&msg.session);
-        }
+        self.trade_listeners.forget(msg.session);
         self.apply(out, ctx);
         debug!(
             "registry: session {} gone, released {released} symbols",
@@ -598,11 +608,20 @@ impl Handler<ListenTrades> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: ListenTrades, _: &mut Context<Self>) {
-        let listeners = self.trade_listeners.entry(msg.account).or_default();
-        if msg.listen {
-            listeners.insert(msg.session);
-        } else {
-            listeners.remove(&msg.session);
+        self.trade_listeners
+            .listen(msg.session, msg.account, msg.listen);
+    }
+}
+
+impl Handler<TradesChanged> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: TradesChanged, _: &mut Context<Self>) {
+        for id in self.trade_listeners.changed(msg.account, msg.up) {
+            if let Some(sess) = self.sessions.get(&id) {
+                sess.commands
+                    .do_send(SessionCommand::UpstreamLost { error: None });
+            }
         }
     }
 }
@@ -611,10 +630,7 @@ impl Handler<TradeUpdate> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: TradeUpdate, _: &mut Context<Self>) {
-        let Some(listeners) = self.trade_listeners.get(&msg.account) else {
-            return;
-        };
-        for id in listeners {
+        for id in self.trade_listeners.of(&msg.account) {
             if let Some(sess) = self.sessions.get(id) {
                 sess.commands
                     .do_send(SessionCommand::TradeUpdate(msg.frame.clone()));

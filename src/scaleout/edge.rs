@@ -245,7 +245,7 @@ impl EdgeFeed {
         info!("{}: connected to Redis", self.name());
         self.report();
         if let Some(kind) = self.kind() {
-            if let Some(back) = self.gap.streaming(kind) {
+            if let Some(back) = self.gap.feed_streaming(kind) {
                 self.config.tap.feed(kind).changed(back);
                 self.status.outage_ended();
                 self.report();
@@ -262,7 +262,7 @@ impl EdgeFeed {
             return;
         }
         if let Some(kind) = self.kind() {
-            if let Some(lost) = self.gap.ended(kind) {
+            if let Some(lost) = self.gap.feed_ended(kind) {
                 self.config.tap.feed(kind).changed(lost);
                 self.gap_began();
             }

@@ -29,10 +29,13 @@ use super::SdkContext;
 use crate::auth::Refusal;
 use crate::downstream::delivery::SessionCommand;
 use crate::downstream::outbox::CLOSE_SLOW_CLIENT;
-use crate::downstream::peer::{ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED};
+use crate::downstream::peer::{
+    ConnectionLost, Input, Peer, TOO_MANY_INVALID, TOO_MANY_REFUSED, UPSTREAM_LOST,
+};
 use crate::downstream::socket::frame::OP_BINARY;
 use crate::downstream::socket::ReadError;
 use crate::registry::{Connect, Disconnect, ListenTrades, Registry};
+use crate::settings::UpstreamLoss;
 
 /// The actor of one SDK program on the trading stream.
 pub struct SdkTradingSession {
@@ -276,6 +279,16 @@ impl Handler<SessionCommand> for SdkTradingSession {
                 self.close(ctx, code, &reason);
             }
             SessionCommand::Close { code, reason } => self.close(ctx, code, &reason),
+            SessionCommand::UpstreamLost { .. } => {
+                if self.context.settings.on_upstream_loss == UpstreamLoss::Keep {
+                    return;
+                }
+                info!(
+                    "SDK trading session {} ({}): the account's trading stream was lost; closing with 1012 so the program reconnects",
+                    self.peer.id, self.peer.stats.peer
+                );
+                self.close(ctx, UPSTREAM_LOST.0, UPSTREAM_LOST.1);
+            }
             _ => {}
         }
     }

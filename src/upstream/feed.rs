@@ -305,7 +305,7 @@ impl UpstreamFeed {
     }
 
     fn mark_ready(&mut self, ctx: &mut Context<Self>) {
-        if let Some(back) = self.gap.streaming(self.config.kind) {
+        if let Some(back) = self.gap.feed_streaming(self.config.kind) {
             self.config.tap.feed(self.config.kind).changed(back);
             self.link.status.outage_ended();
         }
@@ -611,7 +611,7 @@ impl Actor for UpstreamFeed {
 impl Supervised for UpstreamFeed {
     fn restarting(&mut self, _: &mut Context<Self>) {
         if !self.link.stopping {
-            if let Some(lost) = self.gap.ended(self.config.kind) {
+            if let Some(lost) = self.gap.feed_ended(self.config.kind) {
                 self.config.tap.feed(self.config.kind).changed(lost);
                 // Browsers and the Redis sink: each symbol's next price update says so.
                 for inlet in self.routes.values() {

@@ -46,26 +46,36 @@ impl Gap {
         self.error = Some(code);
     }
 
-    /// The connection streams: the change to announce if it comes back from a loss.
-    pub fn streaming(&mut self, feed: FeedKind) -> Option<UpstreamChanged> {
+    /// The connection streams: whether it comes back from a loss (news to announce).
+    pub fn streaming(&mut self) -> bool {
         self.streamed = true;
         self.error = None;
-        std::mem::take(&mut self.lost).then_some(UpstreamChanged {
+        std::mem::take(&mut self.lost)
+    }
+
+    /// The connection ended: `Some(error)` if it had streamed (a failed attempt during a loss is
+    /// not news), with the Alpaca error code that ended it, if one did.
+    pub fn ended(&mut self) -> Option<Option<u16>> {
+        let error = self.error.take();
+        if !std::mem::take(&mut self.streamed) {
+            return None;
+        }
+        self.lost = true;
+        Some(error)
+    }
+
+    /// [`Gap::streaming`] as the change a feed's tap announces.
+    pub fn feed_streaming(&mut self, feed: FeedKind) -> Option<UpstreamChanged> {
+        self.streaming().then_some(UpstreamChanged {
             feed,
             up: true,
             error: None,
         })
     }
 
-    /// The connection ended: the change to announce if it had streamed (a failed attempt
-    /// during a loss is not news).
-    pub fn ended(&mut self, feed: FeedKind) -> Option<UpstreamChanged> {
-        let error = self.error.take();
-        if !std::mem::take(&mut self.streamed) {
-            return None;
-        }
-        self.lost = true;
-        Some(UpstreamChanged {
+    /// [`Gap::ended`] as the change a feed's tap announces.
+    pub fn feed_ended(&mut self, feed: FeedKind) -> Option<UpstreamChanged> {
+        self.ended().map(|error| UpstreamChanged {
             feed,
             up: false,
             error,
@@ -179,33 +189,37 @@ mod tests {
         let feed = FeedKind::Stocks;
         let mut gap = Gap::default();
         assert_eq!(
-            gap.ended(feed),
+            gap.feed_ended(feed),
             None,
             "a first attempt that fails is no gap"
         );
-        assert_eq!(gap.streaming(feed), None, "the first stream is no return");
+        assert_eq!(
+            gap.feed_streaming(feed),
+            None,
+            "the first stream is no return"
+        );
         gap.error(406);
         assert_eq!(
-            gap.ended(feed),
+            gap.feed_ended(feed),
             Some(UpstreamChanged {
                 feed,
                 up: false,
                 error: Some(406)
             })
         );
-        assert_eq!(gap.ended(feed), None, "failed attempts during the loss");
         assert_eq!(
-            gap.streaming(feed),
+            gap.feed_ended(feed),
+            None,
+            "failed attempts during the loss"
+        );
+        assert_eq!(
+            gap.feed_streaming(feed),
             Some(UpstreamChanged {
                 feed,
                 up: true,
                 error: None
             })
         );
-        assert_eq!(
-            gap.ended(feed).map(|c| c.error),
-            Some(None),
-            "the old error is forgotten"
-        );
+        assert_eq!(gap.ended(), Some(None), "the old error is forgotten");
     }
 }

@@ -1026,3 +1026,26 @@ async fn trading_stream_replies_keep_alpacas_key_order() {
         br#"{"stream":"listening","data":{"streams":["trade_updates"]}}"#
     );
 }
+
+/// A lost account trading stream closes the `/stream` programs listening to it with 1012,
+/// so they reconnect and reconcile their orders.
+#[actix_web::test]
+async fn a_lost_trading_stream_closes_its_stream_programs_with_1012() {
+    let app = sdk_app().await;
+    let mut t = SdkClient::connect(&app, "/stream", false).await;
+    t.send(json!({"action": "authenticate", "data": {"key_id": KEY, "secret_key": SECRET}}))
+        .await;
+    assert_eq!(
+        t.expect(|m| m["stream"] == "authorization").await["data"]["status"],
+        "authorized"
+    );
+    t.send(json!({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        .await;
+    t.expect(|m| m["stream"] == "listening").await;
+    wait_for("the account streaming", || async {
+        (app.feed_status("trading:main").await["state"] == "connected").then_some(())
+    })
+    .await;
+    app.sim("drop", json!({"feed": "trading"})).await;
+    assert_eq!(t.until_end().await, Ended::Closed(Some(1012)));
+}
