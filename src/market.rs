@@ -148,6 +148,15 @@ pub struct Trade {
     /// Stocks: the SIP tape.
     pub tape: Option<Code>,
     pub timestamp: Timestamp,
+    /// Alpaca's `u`: this print updates an earlier one (`corrected`, `canceled`, `incorrect`).
+    pub update: Option<Box<str>>,
+}
+
+impl Trade {
+    /// A canceled or incorrect print is not a price anyone traded at.
+    pub fn sets_last_price(&self) -> bool {
+        !matches!(self.update.as_deref(), Some("canceled" | "incorrect"))
+    }
 }
 
 /// A correction of an earlier trade (`T:"c"`): the original print and what it became.

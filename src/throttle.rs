@@ -154,6 +154,9 @@ struct Pending {
     bars: VecDeque<Bar>,
     /// Trade corrections and cancels, in order (a few; the oldest go first when more arrive).
     fixes: VecDeque<TradeFix>,
+    /// Canceled or incorrect prints (Alpaca's `u`), in order, likewise: never conflated with
+    /// the trades that set the last price.
+    voided: VecDeque<Trade>,
     book: Option<BookUpdate>,
     /// When the feed read the newest of these events (the pipeline latency starts there).
     read_at: Option<Instant>,
@@ -197,6 +200,14 @@ impl Inlet {
         p.read_at = Some(read_at);
         let replaced = match event {
             MarketEvent::Quote(q) => p.quote.replace(q).is_some(),
+            MarketEvent::Trade(t) if !t.sets_last_price() => {
+                p.voided.push_back(t);
+                let over = p.voided.len() > MAX_PENDING_BARS;
+                if over {
+                    p.voided.pop_front();
+                }
+                over
+            }
             MarketEvent::Trade(t) => {
                 if let Num::Int(n) = t.size {
                     p.volume = p.volume.saturating_add(n);
@@ -520,6 +531,14 @@ impl SymbolThrottle {
             self.price.conditions = q.conditions;
             self.price.tape = q.tape;
             price_changed = true;
+        }
+        for t in &p.voided {
+            // A canceled or incorrect print: shown as such, never the last price.
+            if self.wants(ClientChannel::Trades) {
+                self.fixes_sent += 1;
+                let frame = browser::trade(&self.symbol, t);
+                self.publish(FrameKind::TradeFix(self.fixes_sent), frame, None);
+            }
         }
         if let Some(t) = p.trade {
             self.price.last_price = Some(t.price);

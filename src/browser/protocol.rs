@@ -748,6 +748,10 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
         tape: Option<Code>,
         #[serde(skip_serializing_if = "Option::is_none")]
         taker_side: Option<&'a str>,
+        /// Alpaca's `u`: `corrected`, `canceled` or `incorrect` when this print updates an
+        /// earlier one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        update: Option<&'a str>,
         timestamp: Timestamp,
     }
     #[derive(Serialize)]
@@ -767,6 +771,7 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
             id: t.id,
             tape: t.tape,
             taker_side: t.taker_side.as_deref(),
+            update: t.update.as_deref(),
             timestamp: t.timestamp,
         },
         timestamp: Timestamp::now(),

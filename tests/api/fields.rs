@@ -200,3 +200,40 @@ async fn data_after_an_error_element_in_the_same_frame_is_delivered() {
     }
     assert_eq!(seen, ["AAPL".to_owned(), "MSFT".to_owned()].into());
 }
+
+/// A print that updates an earlier one (Alpaca's `u`) reaches browsers as such: a `corrected`
+/// print is a trade with `update` and the new last price; a `canceled` one is shown with its
+/// `update` and never becomes the last price.
+#[actix_web::test]
+async fn trade_updates_are_shown_as_such() {
+    let app = spawn_app().await;
+    app.sim("silence", json!({"feed": "stocks", "paused": true}))
+        .await;
+    let mut c = app.ws().await;
+    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades"]}))
+        .await;
+    c.expect_type("subscribed").await;
+    app.wait_upstream(&["AAPL"]).await;
+    send_stocks(&app, &[trade(50, 190.0)]).await;
+    last_price(&mut c, 190.0).await;
+
+    let mut corrected = trade(51, 190.25);
+    corrected["u"] = json!("corrected");
+    send_stocks(&app, &[corrected]).await;
+    let t = trade_frame(&mut c, 51).await;
+    assert_eq!(t["trade"]["update"], "corrected", "{t}");
+    last_price(&mut c, 190.25).await;
+
+    let mut canceled = trade(52, 999.0);
+    canceled["u"] = json!("canceled");
+    send_stocks(&app, &[canceled, trade(53, 190.5)]).await;
+    let t = trade_frame(&mut c, 52).await;
+    assert_eq!(t["trade"]["update"], "canceled", "{t}");
+    let p = c
+        .expect(|m| m["type"] == "spot_price_update" && m["update"]["last_price"] != 190.25)
+        .await;
+    assert_eq!(
+        p["update"]["last_price"], 190.5,
+        "never the canceled print: {p}"
+    );
+}

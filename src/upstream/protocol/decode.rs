@@ -613,6 +613,9 @@ struct RawMsg<'a> {
     /// Crypto taker side.
     #[serde(borrow, default)]
     tks: Option<Box<Text<'a>>>,
+    /// A trade's update kind (`corrected`, `canceled`, `incorrect`); a LULD's upper band.
+    #[serde(borrow, default)]
+    u: Option<Box<Loose<'a>>>,
 
     // trade corrections (original and corrected id, price, size, conditions)
     #[serde(borrow, default)]
@@ -844,6 +847,10 @@ impl<'a> RawMsg<'a> {
                 taker_side: self.tks.take().map(|x| Box::from(x.0.as_ref())),
                 tape: self.z,
                 timestamp: self.t.ok_or("t")?,
+                update: match self.u.take().as_deref() {
+                    Some(Loose::Str(u)) => Some(Box::from(u.as_ref())),
+                    _ => None,
+                },
             }))
         })();
         self.market(event)

@@ -85,6 +85,7 @@ fn decodes_alpaca_doc_examples() {
                 taker_side: None,
                 tape: Code::new("C"),
                 timestamp: ts("2021-02-22T15:51:44.208Z"),
+                update: None,
             })
         }
     );
@@ -512,4 +513,35 @@ fn a_quote_missing_a_price_is_malformed_and_its_frame_kept() {
         "{out:?}"
     );
     assert!(matches!(&out[1], Inbound::Market { symbol, .. } if symbol == "MSFT"));
+}
+
+#[test]
+fn a_trade_update_keeps_its_kind_and_a_luld_band_does_not_confuse_it() {
+    let msgs = decode_json(
+        r#"[{"T":"t","S":"AAPL","i":7,"x":"V","p":190.5,"s":10,"c":["@"],"z":"C","u":"canceled","t":"2021-02-22T15:51:44.208Z"},
+            {"T":"l","S":"IONM","u":3.24,"d":2.65,"i":"B","t":"2023-04-06T13:34:45.565004401Z","z":"C"}]"#,
+    )
+    .unwrap();
+    let Inbound::Market {
+        event: MarketEvent::Trade(t),
+        ..
+    } = &msgs[0]
+    else {
+        panic!("{:?}", msgs[0]);
+    };
+    assert_eq!(t.update.as_deref(), Some("canceled"));
+    assert!(!t.sets_last_price());
+    assert!(matches!(msgs[1], Inbound::Info { .. }), "{:?}", msgs[1]);
+}
+
+/// The instruction count of a decoded quote and trade, under callgrind (BENCHMARKS.md).
+#[test]
+#[ignore]
+fn decode_many() {
+    let frame = r#"[{"T":"q","S":"AAPL","bx":"V","bp":190.12,"bs":2,"ax":"Q","ap":190.16,"as":3,"c":["R"],"z":"C","t":"2026-01-20T15:04:05.123456789Z"},{"T":"t","S":"AAPL","i":96921,"x":"D","p":126.55,"s":1,"t":"2021-02-22T15:51:44.208Z","c":["@","I"],"z":"C"}]"#;
+    let mut n = 0;
+    for _ in 0..100_000 {
+        n += decode_json(std::hint::black_box(frame)).unwrap().len();
+    }
+    assert_eq!(n, 200_000);
 }
