@@ -221,6 +221,7 @@ fn main() {
         ask_exchange: Code::new("V"),
         conditions: Codes::default(),
         tape: Code::new("C"),
+        halted: false,
     };
     let update = PriceUpdate::new(&symbol, &price, false);
     let frame = price_update(PriceKind::Spot, &update, false);

@@ -270,6 +270,41 @@ pub enum MarketEvent {
     /// A correction or cancel of an earlier trade: fixes `last_price`, reaches `trades` subscribers.
     /// Boxed: rare, and twice the size of the others.
     Fix(Box<TradeFix>),
+    /// A trading status (halt, resumption) or a LULD band: reaches `statuses` subscribers, and a
+    /// halt marks the symbol's price updates. Boxed: rare.
+    Status(Box<StatusEvent>),
+}
+
+/// A stock's trading status (`T:"s"`) or its limit up-limit down band (`T:"l"`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum StatusEvent {
+    Trading {
+        /// Alpaca's `sc`, `sm`, `rc`, `rm`.
+        code: Box<str>,
+        message: Box<str>,
+        reason_code: Box<str>,
+        reason_message: Box<str>,
+        tape: Option<Code>,
+        timestamp: Timestamp,
+    },
+    Luld {
+        limit_up: f64,
+        limit_down: f64,
+        indicator: Box<str>,
+        tape: Option<Code>,
+        timestamp: Timestamp,
+    },
+}
+
+impl StatusEvent {
+    /// Whether trading is halted after it: `Some` for a trading status — halted for a halt
+    /// (`H`, CTA's `2`) or a volatility pause (`P`), trading again otherwise — `None` for a band.
+    pub fn halted(&self) -> Option<bool> {
+        match self {
+            StatusEvent::Trading { code, .. } => Some(matches!(&**code, "H" | "2" | "P")),
+            StatusEvent::Luld { .. } => None,
+        }
+    }
 }
 
 /// A news article (`T:"n"`).

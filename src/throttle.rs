@@ -26,7 +26,9 @@ use bytestring::ByteString;
 
 use crate::browser::{self, PriceFrame, PriceUpdate, PriceView};
 use crate::downstream::delivery::{FrameKind, HubId, Publish};
-use crate::market::{Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, Trade, TradeFix};
+use crate::market::{
+    Bar, BookUpdate, MarketEvent, Num, OrderBook, Quote, StatusEvent, Trade, TradeFix,
+};
 use crate::quote_book::QuoteBook;
 use crate::scaleout::sink::SinkPrice;
 use crate::symbol::{AssetClass, Symbol};
@@ -157,6 +159,8 @@ struct Pending {
     /// Canceled or incorrect prints (Alpaca's `u`), in order, likewise: never conflated with
     /// the trades that set the last price.
     voided: VecDeque<Trade>,
+    /// Trading statuses and LULD bands, in order, likewise.
+    statuses: VecDeque<StatusEvent>,
     book: Option<BookUpdate>,
     /// When the feed read the newest of these events (the pipeline latency starts there).
     read_at: Option<Instant>,
@@ -200,6 +204,14 @@ impl Inlet {
         p.read_at = Some(read_at);
         let replaced = match event {
             MarketEvent::Quote(q) => p.quote.replace(q).is_some(),
+            MarketEvent::Status(s) => {
+                p.statuses.push_back(*s);
+                let over = p.statuses.len() > MAX_PENDING_BARS;
+                if over {
+                    p.statuses.pop_front();
+                }
+                over
+            }
             MarketEvent::Trade(t) if !t.sets_last_price() => {
                 p.voided.push_back(t);
                 let over = p.voided.len() > MAX_PENDING_BARS;
@@ -531,6 +543,17 @@ impl SymbolThrottle {
             self.price.conditions = q.conditions;
             self.price.tape = q.tape;
             price_changed = true;
+        }
+        for status in &p.statuses {
+            if let Some(halted) = status.halted() {
+                price_changed |= self.price.halted != halted;
+                self.price.halted = halted;
+            }
+            if self.wants(ClientChannel::Statuses) {
+                self.fixes_sent += 1;
+                let frame = browser::status(&self.symbol, status);
+                self.publish(FrameKind::Status(self.fixes_sent), frame, None);
+            }
         }
         for t in &p.voided {
             // A canceled or incorrect print: shown as such, never the last price.

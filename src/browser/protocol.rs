@@ -8,7 +8,9 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Secret;
-use crate::market::{mid_price, Bar, Code, Codes, Level, NewsArticle, Num, Trade, TradeFix};
+use crate::market::{
+    mid_price, Bar, Code, Codes, Level, NewsArticle, Num, StatusEvent, Trade, TradeFix,
+};
 use crate::symbol::{Symbol, SymbolError, WILDCARD};
 use crate::time::Timestamp;
 use crate::vocab::{ClientChannel, PriceKind};
@@ -211,7 +213,9 @@ fn parse_channels(value: Option<&serde_json::Value>) -> Result<Vec<ClientChannel
         let channel = ClientChannel::parse(name).ok_or_else(|| {
             ClientError::new(
                 ErrorCode::InvalidJson,
-                format!("unknown channel {item}; expected quotes, trades or bars"),
+                format!(
+                    "unknown channel {item}; expected quotes, trades, bars, orderbooks, statuses, news or positions"
+                ),
             )
         })?;
         if !out.contains(&channel) {
@@ -485,6 +489,8 @@ pub struct PriceView {
     pub ask_exchange: Option<Code>,
     pub conditions: Codes,
     pub tape: Option<Code>,
+    /// The latest trading status was a halt or a pause.
+    pub halted: bool,
 }
 
 impl PriceView {
@@ -522,6 +528,9 @@ pub struct PriceUpdate<'a> {
     /// be missing before it (the feed's `alpaca_status` has the outage's start and end).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gap: bool,
+    /// Trading in the symbol is halted (its latest trading status was a halt or a pause).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub halted: bool,
 }
 
 impl<'a> PriceUpdate<'a> {
@@ -542,6 +551,7 @@ impl<'a> PriceUpdate<'a> {
             conditions: p.conditions,
             tape: p.tape,
             gap: false,
+            halted: p.halted,
         }
     }
 }
@@ -774,6 +784,78 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
             update: t.update.as_deref(),
             timestamp: t.timestamp,
         },
+        timestamp: Timestamp::now(),
+    })
+}
+
+/// `status`: a trading status (halt, pause, resumption) or a LULD band, as Alpaca sent it.
+pub fn status(symbol: &Symbol, s: &StatusEvent) -> ByteString {
+    #[derive(Serialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum Body<'a> {
+        TradingStatus {
+            symbol: &'a Symbol,
+            code: &'a str,
+            message: &'a str,
+            reason_code: &'a str,
+            reason_message: &'a str,
+            halted: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tape: Option<Code>,
+            timestamp: Timestamp,
+        },
+        Luld {
+            symbol: &'a Symbol,
+            limit_up: f64,
+            limit_down: f64,
+            indicator: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tape: Option<Code>,
+            timestamp: Timestamp,
+        },
+    }
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        r#type: &'static str,
+        status: Body<'a>,
+        timestamp: Timestamp,
+    }
+    let body = match s {
+        StatusEvent::Trading {
+            code,
+            message,
+            reason_code,
+            reason_message,
+            tape,
+            timestamp,
+        } => Body::TradingStatus {
+            symbol,
+            code,
+            message,
+            reason_code,
+            reason_message,
+            halted: s.halted() == Some(true),
+            tape: *tape,
+            timestamp: *timestamp,
+        },
+        StatusEvent::Luld {
+            limit_up,
+            limit_down,
+            indicator,
+            tape,
+            timestamp,
+        } => Body::Luld {
+            symbol,
+            limit_up: *limit_up,
+            limit_down: *limit_down,
+            indicator,
+            tape: *tape,
+            timestamp: *timestamp,
+        },
+    };
+    frame(&Frame {
+        r#type: "status",
+        status: body,
         timestamp: Timestamp::now(),
     })
 }
@@ -1066,6 +1148,7 @@ mod tests {
                 c
             },
             tape: Code::new("C"),
+            halted: false,
         };
         let v = json(&spot_price_update(&sym, &p, false, true));
         assert_eq!(v["type"], "spot_price_update");

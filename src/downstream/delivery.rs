@@ -48,6 +48,8 @@ pub enum FrameKind {
     Order(u64),
     /// A trade correction or cancel (keyed by a sequence number).
     TradeFix(u64),
+    /// A trading status or LULD band (keyed by a sequence number).
+    Status(u64),
 }
 
 impl FrameKind {
@@ -60,6 +62,7 @@ impl FrameKind {
             FrameKind::Book => ClientChannel::Orderbooks,
             FrameKind::News(_) => ClientChannel::News,
             FrameKind::Position(_) | FrameKind::Order(_) => ClientChannel::Positions,
+            FrameKind::Status(_) => ClientChannel::Statuses,
         }
     }
 

@@ -7,6 +7,8 @@ const SPARK_SECONDS = 300;
 // ---- state -------------------------------------------------------------------------------
 const stored = JSON.parse(localStorage.getItem("tickrelay.symbols") || "null");
 const symbols = new Set(stored || config.symbols);
+// Prices, and trading statuses so a halted symbol shows as such.
+const PRICE_CHANNELS = ["quotes", "statuses"];
 const GAP_MARK_MS = 60000;     // how long a symbol stays marked after a gap
 const quotes = new Map();      // symbol -> {bid, ask, mid, last, ts, stale, first, points: [[t, mid]]}
 const feeds = new Map();       // feed -> {status, details, retryAt}
@@ -99,6 +101,7 @@ function showPrice(u) {
   if (prevMid !== undefined && q.mid !== prevMid) flash(c[3], q.mid - prevMid);
   if (prevLast !== undefined && q.last !== prevLast && q.last !== null) flash(c[4], q.last - (prevLast || q.last));
   tr.classList.toggle("stale", q.stale);
+  tr.classList.toggle("halted", !!u.halted);
 }
 
 // ---- option chain -------------------------------------------------------------------------
@@ -266,7 +269,7 @@ function onOrder(m) {
 // ---- the connection -----------------------------------------------------------------------
 function send(msg) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); }
 function subscribeAll() {
-  if (symbols.size) send({ action: "subscribe", symbols: [...symbols] });
+  if (symbols.size) send({ action: "subscribe", symbols: [...symbols], channels: PRICE_CHANNELS });
   send({ action: "subscribe", channels: ["news"], symbols: ["*"] });
   if (scopes.some((s) => s.startsWith("account:"))) send({ action: "subscribe", channels: ["positions"] });
 }
@@ -322,7 +325,7 @@ function afterAuth() {
 
 function removeSymbol(s) {
   symbols.delete(s); saveSymbols();
-  send({ action: "unsubscribe", symbols: [s] });
+  send({ action: "unsubscribe", symbols: [s], channels: PRICE_CHANNELS });
   const tr = document.querySelector(`#watchlist tr[data-symbol="${CSS.escape(s)}"]`);
   if (tr) tr.remove();
   quotes.delete(s);
@@ -332,7 +335,7 @@ function removeSymbol(s) {
 $("add-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const s = $("add-symbol").value.trim().toUpperCase();
-  if (s) { symbols.add(s); saveSymbols(); send({ action: "subscribe", symbols: [s] }); if (!isOption(s)) rowOf(s); }
+  if (s) { symbols.add(s); saveSymbols(); send({ action: "subscribe", symbols: [s], channels: PRICE_CHANNELS }); if (!isOption(s)) rowOf(s); }
   $("add-symbol").value = "";
 });
 $("signin").addEventListener("submit", (ev) => {

@@ -141,6 +141,7 @@ pub fn upstream_channels(feed: FeedKind, mask: ChannelMask) -> Vec<Channel> {
                 out.extend([Channel::Bars, Channel::UpdatedBars, Channel::DailyBars])
             }
             ClientChannel::Orderbooks => out.push(Channel::Orderbooks),
+            ClientChannel::Statuses => out.extend([Channel::Statuses, Channel::Lulds]),
             ClientChannel::News | ClientChannel::Positions => {}
         }
     }

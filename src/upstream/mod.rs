@@ -285,6 +285,7 @@ impl MessageType {
             MarketEvent::Bar(_) => MessageType::Bar,
             MarketEvent::Book(_) => MessageType::Orderbook,
             MarketEvent::Fix(_) => MessageType::Correction,
+            MarketEvent::Status(_) => MessageType::Control,
         }
     }
 }

@@ -20,16 +20,19 @@ pub enum ClientChannel {
     News,
     /// Account events (`position_update`, `order_update`); takes no symbols.
     Positions,
+    /// Trading statuses and LULD bands (`status`), every one (stocks).
+    Statuses,
 }
 
 impl ClientChannel {
-    pub const ALL: [ClientChannel; 6] = [
+    pub const ALL: [ClientChannel; 7] = [
         ClientChannel::Quotes,
         ClientChannel::Trades,
         ClientChannel::Bars,
         ClientChannel::Orderbooks,
         ClientChannel::News,
         ClientChannel::Positions,
+        ClientChannel::Statuses,
     ];
 
     /// The channel a client names (`prices` is an alias of `quotes`).
@@ -41,6 +44,7 @@ impl ClientChannel {
             "orderbooks" => Some(ClientChannel::Orderbooks),
             "news" => Some(ClientChannel::News),
             "positions" => Some(ClientChannel::Positions),
+            "statuses" | "status" => Some(ClientChannel::Statuses),
             _ => None,
         }
     }
@@ -53,6 +57,7 @@ impl ClientChannel {
                 | ClientChannel::Trades
                 | ClientChannel::Bars
                 | ClientChannel::Orderbooks
+                | ClientChannel::Statuses
         )
     }
 
@@ -74,10 +79,11 @@ impl ChannelMask {
         ClientChannel::Quotes.bit()
             | ClientChannel::Trades.bit()
             | ClientChannel::Bars.bit()
-            | ClientChannel::Orderbooks.bit(),
+            | ClientChannel::Orderbooks.bit()
+            | ClientChannel::Statuses.bit(),
     );
     pub const NEWS: ChannelMask = ChannelMask(ClientChannel::News.bit());
-    pub const ALL: ChannelMask = ChannelMask(0x3f);
+    pub const ALL: ChannelMask = ChannelMask(0x7f);
 
     pub fn intersect(self, other: ChannelMask) -> ChannelMask {
         ChannelMask(self.0 & other.0)

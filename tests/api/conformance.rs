@@ -164,6 +164,22 @@ fn the_decoder_keeps_what_browsers_are_sent() {
                         assert_eq!(b.bids.len() + b.asks.len(), sides, "{}", e.id);
                         assert_eq!(b.reset, frame["r"] == true, "{}", e.id);
                     }
+                    MarketEvent::Status(s) => match &**s {
+                        tickrelay::market::StatusEvent::Trading {
+                            code: c, message, ..
+                        } => {
+                            assert_eq!(Some(&**c), frame["sc"].as_str(), "{}", e.id);
+                            assert_eq!(Some(&**message), frame["sm"].as_str(), "{}", e.id);
+                        }
+                        tickrelay::market::StatusEvent::Luld {
+                            limit_up,
+                            limit_down,
+                            ..
+                        } => {
+                            assert_eq!(Some(*limit_up), frame["u"].as_f64(), "{}", e.id);
+                            assert_eq!(Some(*limit_down), frame["d"].as_f64(), "{}", e.id);
+                        }
+                    },
                 }
             }
             Inbound::News(n) => {

@@ -365,6 +365,18 @@ async fn the_dashboard_in_headless_chromium() {
         )
         .await;
     assert!(why.as_str().unwrap().contains("may be missing"), "{why}");
+    // A trading halt marks the row "halted".
+    let halt = format!(
+        r#"[{{"T":"s","S":"AAPL","sc":"H","sm":"Trading Halt","rc":"T12","rm":"Halted","t":"{}","z":"C"}}]"#,
+        tickrelay::time::Timestamp::now().to_rfc3339()
+    );
+    app.sim("raw", json!({"feed": "stocks", "text": halt}))
+        .await;
+    page.wait(
+        "AAPL marked halted",
+        "document.querySelector('#watchlist tr[data-symbol=\"AAPL\"]').classList.contains('halted')",
+    )
+    .await;
 
     // A symbol added through the box streams.
     page.eval(

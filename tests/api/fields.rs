@@ -237,3 +237,58 @@ async fn trade_updates_are_shown_as_such() {
         "never the canceled print: {p}"
     );
 }
+
+/// Trading halts, resumptions and LULD bands reach browsers on the `statuses` channel as
+/// `status` frames, and a halt marks the symbol's price updates `halted` until it resumes.
+#[actix_web::test]
+async fn halts_and_bands_reach_the_statuses_channel_and_mark_prices() {
+    let app = spawn_app().await;
+    app.sim("silence", json!({"feed": "stocks", "paused": true}))
+        .await;
+    let mut c = app.ws().await;
+    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","statuses"]}))
+        .await;
+    c.expect_type("subscribed").await;
+    app.wait_upstream(&["AAPL"]).await;
+    send_stocks(&app, &[trade(60, 190.0)]).await;
+    last_price(&mut c, 190.0).await;
+
+    let halt = json!({"T":"s","S":"AAPL","sc":"H","sm":"Trading Halt","rc":"T12",
+        "rm":"Trading Halted; For information requested by NASDAQ","t":now(),"z":"C"});
+    let band = json!({"T":"l","S":"AAPL","u":199.5,"d":180.5,"i":"B","t":now(),"z":"C"});
+    send_stocks(&app, &[halt, band]).await;
+    let s = c.expect_type("status").await;
+    let status = &s["status"];
+    assert_eq!(
+        (
+            status["kind"].clone(),
+            status["code"].clone(),
+            status["halted"].clone()
+        ),
+        (json!("trading_status"), json!("H"), json!(true)),
+        "{s}"
+    );
+    assert_eq!(status["reason_code"], "T12");
+    let s = c.expect_type("status").await;
+    assert_eq!(
+        (
+            s["status"]["kind"].clone(),
+            s["status"]["limit_up"].clone(),
+            s["status"]["limit_down"].clone()
+        ),
+        (json!("luld"), json!(199.5), json!(180.5)),
+        "{s}"
+    );
+    let p = c
+        .expect(|m| m["type"] == "spot_price_update" && m["update"]["halted"] == true)
+        .await;
+    assert_eq!(p["update"]["symbol"], "AAPL");
+
+    let resume = json!({"T":"s","S":"AAPL","sc":"T","sm":"Trading Resumption","rc":"",
+        "rm":"","t":now(),"z":"C"});
+    send_stocks(&app, &[resume, trade(61, 191.0)]).await;
+    let s = c.expect_type("status").await;
+    assert_eq!(s["status"]["halted"], false, "{s}");
+    let p = last_price(&mut c, 191.0).await;
+    assert!(p["update"].get("halted").is_none(), "trading again: {p}");
+}

@@ -221,6 +221,7 @@ fn update_frame(symbol: &Symbol, at: Timestamp) -> String {
         ask_exchange: None,
         conditions: Default::default(),
         tape: None,
+        halted: false,
     };
     let update = PriceUpdate::new(symbol, &view, false);
     price_update(PriceKind::Spot, &update, false)

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::msgpack::{msgpack_array_elements, msgpack_value_len};
 
+use crate::market::StatusEvent;
 use crate::market::{
     Bar, BarKind, BookUpdate, Code, Codes, Correction, Level, MarketEvent, NewsArticle, Num, Quote,
     Trade, TradeCancel, TradeFix,
@@ -616,6 +617,18 @@ struct RawMsg<'a> {
     /// A trade's update kind (`corrected`, `canceled`, `incorrect`); a LULD's upper band.
     #[serde(borrow, default)]
     u: Option<Box<Loose<'a>>>,
+    /// A LULD's lower band.
+    #[serde(borrow, default)]
+    d: Option<Box<Loose<'a>>>,
+    /// A trading status: its code and message, the reason's code and message.
+    #[serde(borrow, default)]
+    sc: Option<Box<Text<'a>>>,
+    #[serde(borrow, default)]
+    sm: Option<Box<Text<'a>>>,
+    #[serde(borrow, default)]
+    rc: Option<Box<Text<'a>>>,
+    #[serde(borrow, default)]
+    rm: Option<Box<Text<'a>>>,
 
     // trade corrections (original and corrected id, price, size, conditions)
     #[serde(borrow, default)]
@@ -722,8 +735,8 @@ impl<'a> RawMsg<'a> {
             "u" => self.bar(BarKind::Updated),
             "o" => self.book(),
             "n" => self.news(),
-            "s" => self.info(InfoKind::TradingStatus),
-            "l" => self.info(InfoKind::Luld),
+            "s" => self.trading_status(),
+            "l" => self.luld(),
             "c" => self.correction(),
             "x" => self.cancel(),
             "i" => self.info(InfoKind::Imbalance),
@@ -910,6 +923,43 @@ impl<'a> RawMsg<'a> {
                 vwap: self.vw,
                 timestamp: self.t.ok_or("t")?,
             }))
+        })();
+        self.market(event)
+    }
+
+    fn trading_status(mut self) -> Inbound<'a> {
+        let text = |t: Option<Box<Text<'a>>>| -> Box<str> {
+            t.map(|t| Box::from(t.0.as_ref())).unwrap_or_default()
+        };
+        let event = (|| {
+            Ok(MarketEvent::Status(Box::new(StatusEvent::Trading {
+                code: self
+                    .sc
+                    .take()
+                    .map(|t| Box::from(t.0.as_ref()))
+                    .ok_or("sc")?,
+                message: text(self.sm.take()),
+                reason_code: text(self.rc.take()),
+                reason_message: text(self.rm.take()),
+                tape: self.z,
+                timestamp: self.t.ok_or("t")?,
+            })))
+        })();
+        self.market(event)
+    }
+
+    fn luld(mut self) -> Inbound<'a> {
+        let event = (|| {
+            Ok(MarketEvent::Status(Box::new(StatusEvent::Luld {
+                limit_up: self.u.take().and_then(|u| u.f64()).ok_or("u")?,
+                limit_down: self.d.take().and_then(|d| d.f64()).ok_or("d")?,
+                indicator: match self.i.take() {
+                    Some(Loose::Str(i)) => Box::from(i.as_ref()),
+                    _ => Box::default(),
+                },
+                tape: self.z,
+                timestamp: self.t.ok_or("t")?,
+            })))
         })();
         self.market(event)
     }
