@@ -509,3 +509,75 @@ async fn every_sdk_reconnects_after_a_lost_upstream_and_its_hook_runs() {
         }
     }
 }
+
+/// `sdk.on_upstream_loss = "keep"`, with the real SDKs: the upstream drops while they stream and
+/// they notice nothing — no close, no reconnect (the drivers fail on either) — and their data
+/// resumes: alpaca-py and the JS SDK v4 each read 150 quotes across the drop.
+#[actix_web::test]
+async fn keep_mode_keeps_real_sdk_programs_through_a_lost_upstream() {
+    let app = spawn_unready(|s| {
+        add_client(s, "algo", KEY, SECRET, &[]);
+        s.sdk.on_upstream_loss = tickrelay::settings::UpstreamLoss::Keep;
+    })
+    .await;
+    app.wait_ready().await;
+    let base = format!("http://{}", app.addr);
+    let programs = [
+        (
+            "alpaca-py",
+            alpaca_py(
+                "stocks",
+                ws(&app, "/v2/iex"),
+                &[
+                    "--symbols",
+                    "AAPL",
+                    "--channels",
+                    "quotes",
+                    "--count",
+                    "150",
+                ],
+            ),
+        ),
+        (
+            "js v4",
+            js(
+                "stocks",
+                base,
+                &[
+                    "--sdk",
+                    "v4",
+                    "--symbols",
+                    "AAPL",
+                    "--channels",
+                    "quotes",
+                    "--count",
+                    "150",
+                ],
+            ),
+        ),
+    ];
+    let runs = futures_util::future::join_all(programs.map(|(name, cmd)| run(name, cmd)));
+    let drop_upstream = async {
+        wait_for("both programs receiving", || async {
+            let (_, status) = app.get(&app.url("/api/v1/status?sessions=100")).await;
+            let receiving = status["sessions"]["list"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["kind"] == "sdk:stocks" && s["sent_bytes"].as_u64() > Some(2_000))
+                .count();
+            (receiving >= 2).then_some(())
+        })
+        .await;
+        let before = app.feed_status("stocks").await["connects"].as_u64();
+        app.sim("drop", json!({"feed": "stocks", "mode": "abort"}))
+            .await;
+        before
+    };
+    let (outputs, connects) = futures_util::future::join(runs, drop_upstream).await;
+    for out in &outputs {
+        assert_eq!(out.of("quote").len(), 150);
+    }
+    // The upstream did reconnect while they read on.
+    assert!(app.feed_status("stocks").await["connects"].as_u64() > connects);
+}
