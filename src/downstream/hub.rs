@@ -6,10 +6,10 @@
 //! sessions); the feeds' taps send it [`RawBatch`] (every message of an upstream frame, for SDK
 //! programs: filtered per program, one frame per program, the whole-batch frame shared by those
 //! that want all of it; a program whose outbox overflows is closed with 407) and
-//! [`UpstreamChanged`] (a lost upstream: its programs hear [`SessionCommand::UpstreamLost`]); sessions on the same
-//! thread register and change their interest through [`LocalHub`] directly (no message); it sends
-//! [`SessionCommand::Close`] to a session that stays behind too long or goes silent. Lives as long
-//! as its worker.
+//! [`UpstreamChanged`] (a lost upstream: its programs hear [`SessionCommand::UpstreamLost`]);
+//! sessions on the same thread register and change their interest through [`LocalHub`] directly
+//! (no message); it sends [`SessionCommand::Close`] to a session that stays behind too long or
+//! goes silent. Lives as long as its worker.
 //!
 //! It also runs the worker's only periodic timers, so an idle session costs nothing: a
 //! housekeeping tick (slow clients, the `behind` flag, batch flushes) and the heartbeat (a ping to
