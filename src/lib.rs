@@ -68,6 +68,7 @@ pub mod http;
 pub mod market;
 pub mod metrics;
 pub mod quote_book;
+pub mod recorder;
 pub mod registry;
 pub mod rng;
 pub mod scaleout;

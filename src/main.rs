@@ -19,6 +19,8 @@ USAGE:
     tickrelay check-config                       validate the settings, print the effective ones
                                                  (secrets redacted) and exit
     tickrelay healthcheck [--url URL]            exit 0 when the daemon's /healthz answers 200
+    tickrelay record cat FILE... [--feed F] [--symbol S] [--from T] [--to T]
+                                                 print recorded frames as JSON lines (T: RFC 3339)
 
 OPTIONS:
     --config PATH   settings file (TOML); TICKRELAY__SECTION__KEY variables override it
@@ -86,8 +88,64 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String>
     Ok(Some(Cli { command, config }))
 }
 
+/// `tickrelay record cat …`: needs no settings.
+fn record(args: &[String]) -> ExitCode {
+    use tickrelay::recorder::cat::{cat, Filter};
+    let parsed = (|| -> Result<(Vec<PathBuf>, Filter), String> {
+        let Some(("cat", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) else {
+            return Err("record: expected `record cat FILE...`".into());
+        };
+        let (mut files, mut filter) = (Vec::new(), Filter::default());
+        let time = |v: &str| {
+            tickrelay::time::Timestamp::parse_rfc3339(v)
+                .map(|t| u64::try_from(t.unix_nanos()).unwrap_or_default())
+                .map_err(|_| format!("{v:?} is not an RFC 3339 time"))
+        };
+        let mut it = rest.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+            match arg.as_str() {
+                "--feed" => filter.feed = Some(value("--feed")?),
+                "--symbol" => filter.symbol = Some(value("--symbol")?.to_ascii_uppercase()),
+                "--from" => filter.from_ns = Some(time(&value("--from")?)?),
+                "--to" => filter.to_ns = Some(time(&value("--to")?)?),
+                other if other.starts_with('-') => {
+                    return Err(format!("unexpected option {other:?}"))
+                }
+                file => files.push(PathBuf::from(file)),
+            }
+        }
+        if files.is_empty() {
+            return Err("record cat: name at least one segment file".into());
+        }
+        Ok((files, filter))
+    })();
+    let (files, filter) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tickrelay: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match cat(&files, &filter, &mut out, &mut stderr.lock()) {
+        Ok(_) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickrelay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = match parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("record") {
+        return record(&args[1..]);
+    }
+    let cli = match parse_args(args.into_iter()) {
         Ok(Some(cli)) => cli,
         Ok(None) => {
             println!("{USAGE}");

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -42,6 +42,8 @@ const LIST_KEYS: &[&str] = &[
     "http.allowed_hosts",
     "http.allowed_origins",
     "auth.anonymous_scopes",
+    "recorder.feeds",
+    "recorder.accounts",
 ];
 
 /// Why `url` may not carry the Alpaca keys: a user name or password before its host (which
@@ -166,6 +168,8 @@ pub struct Settings {
     pub sdk: SdkSettings,
     #[serde(default)]
     pub redis: RedisSettings,
+    #[serde(default)]
+    pub recorder: RecorderSettings,
     #[serde(default)]
     pub dashboard: DashboardSettings,
     #[serde(default)]
@@ -887,6 +891,68 @@ pub enum UpstreamLoss {
     Keep,
 }
 
+/// `[recorder]`: every upstream frame, as received, to segment files (see [`crate::recorder`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderSettings {
+    pub enabled: bool,
+    /// Where the segments go (created if missing).
+    pub dir: String,
+    /// The oldest segments go first past this many bytes in `dir` ...
+    pub max_bytes: u64,
+    /// ... or once they started longer ago than this.
+    pub max_age_hours: u64,
+    /// A new segment starts past this many (compressed) bytes ...
+    pub segment_bytes: u64,
+    /// ... or this many seconds.
+    pub segment_secs: u64,
+    /// The feeds recorded (`stocks`, `crypto`, `options`, `news`); empty: none.
+    pub feeds: Vec<String>,
+    /// The accounts whose `trade_updates` are recorded; empty: every enabled account.
+    pub accounts: Vec<String>,
+    /// Frames that may wait for the writer; past it they are dropped, counted and marked.
+    pub queue: usize,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> Self {
+        RecorderSettings {
+            enabled: false,
+            dir: "records".into(),
+            max_bytes: 10 << 30,
+            max_age_hours: 24 * 7,
+            segment_bytes: 64 << 20,
+            segment_secs: 3600,
+            feeds: ["stocks", "crypto", "options", "news"]
+                .map(String::from)
+                .to_vec(),
+            accounts: Vec::new(),
+            queue: 65_536,
+        }
+    }
+}
+
+impl RecorderSettings {
+    pub fn config(&self) -> crate::recorder::RecorderConfig {
+        crate::recorder::RecorderConfig {
+            dir: PathBuf::from(&self.dir),
+            segment_bytes: self.segment_bytes,
+            segment_age: Duration::from_secs(self.segment_secs),
+            max_bytes: self.max_bytes,
+            max_age: Duration::from_secs(self.max_age_hours.saturating_mul(3600)),
+            queue: self.queue,
+        }
+    }
+
+    /// Whether `source` (`stocks`, …, or `trading:<account>`) is recorded.
+    pub fn records(&self, source: &str) -> bool {
+        match source.strip_prefix("trading:") {
+            Some(account) => self.accounts.is_empty() || self.accounts.iter().any(|a| a == account),
+            None => self.feeds.iter().any(|f| f == source),
+        }
+    }
+}
+
 /// The dashboard page at `GET /`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1348,6 +1414,26 @@ impl Settings {
                 "redis.price_ttl_secs",
                 format!("{} is not between 1 and 86400", redis.price_ttl_secs),
             );
+        }
+        let rec = &self.recorder;
+        if rec.enabled {
+            if rec.dir.trim().is_empty() {
+                bad("recorder.dir", "must name a directory".into());
+            }
+            if rec.segment_bytes < 4096 || rec.segment_secs == 0 || rec.queue == 0 {
+                bad(
+                    "recorder.segment_bytes",
+                    "segment_bytes (at least 4096), segment_secs and queue must be positive".into(),
+                );
+            }
+            for feed in &rec.feeds {
+                if !["stocks", "crypto", "options", "news"].contains(&feed.as_str()) {
+                    bad(
+                        "recorder.feeds",
+                        format!("{feed:?} is not a feed: use stocks, crypto, options or news"),
+                    );
+                }
+            }
         }
         if self.simulator.max_symbols == 0 {
             bad("simulator.max_symbols", "must be greater than 0".into());

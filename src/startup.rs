@@ -30,6 +30,7 @@ use crate::credentials::{Credentials, Secret};
 use crate::downstream::hub::{HubConfig, LocalHub};
 use crate::http::{self, AppState};
 use crate::quote_book::QuoteBook;
+use crate::recorder::{Recorder, Tape};
 use crate::registry::{Heartbeat, Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
 use crate::scaleout::edge::{EdgeConfig, EdgeFeed};
 use crate::scaleout::lease::Lease;
@@ -211,6 +212,22 @@ impl Daemon {
         }
         let sdk = Arc::new(SdkContext::new(&settings, taps.clone(), auth.clone()));
         let accounts = AccountStore::default();
+        // The upstream connections' frames, as received: only where they are (not on an edge).
+        let recorder = if settings.recorder.enabled && !edge {
+            Some(
+                Recorder::start(settings.recorder.config(), accounts.clone()).with_context(
+                    || format!("cannot start the recorder in {}", settings.recorder.dir),
+                )?,
+            )
+        } else {
+            None
+        };
+        let tape = |source: &str| {
+            recorder
+                .as_ref()
+                .filter(|_| settings.recorder.records(source))
+                .map(|r| Tape::new(r, source))
+        };
         let (mut lease, mut relay) = (None, None);
         if edge {
             start_edge(&settings, needs_redis()?, &registry, &taps);
@@ -221,6 +238,7 @@ impl Daemon {
                     feed_config(kind, &settings, &data_url, &credentials, &taps)
                 {
                     config.gate = gate.clone();
+                    config.recorder = tape(kind.as_str());
                     start_feed(&registry, config);
                 }
             }
@@ -230,6 +248,7 @@ impl Daemon {
                 &registry,
                 &accounts,
                 gate.as_ref(),
+                &tape,
             )?;
             // Last: every connection actor watches the gate before the lease can open it.
             if let Some(gate) = gate {
@@ -269,6 +288,7 @@ impl Daemon {
             sink,
             lease: lease.clone(),
             relay,
+            recorder,
             latency: latency.clone(),
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
@@ -486,6 +506,7 @@ fn feed_config(
         policy: policy_config(settings),
         tap: taps.clone(),
         gate: None,
+        recorder: None,
     })
 }
 
@@ -630,6 +651,7 @@ fn start_accounts(
     registry: &Addr<Registry>,
     store: &AccountStore,
     gate: Option<&Arc<Gate>>,
+    tape: &dyn Fn(&str) -> Option<Tape>,
 ) -> anyhow::Result<()> {
     let up = &settings.upstream;
     let trading = &settings.trading;
@@ -683,6 +705,7 @@ fn start_accounts(
             refresh_after_fill: ms(trading.refresh_after_fill_ms),
             auto_subscribe: ms(trading.auto_subscribe_positions_ms),
             gate: gate.cloned(),
+            recorder: tape(&format!("trading:{id}")),
         };
         let counters = Arc::new(FeedCounters::default());
         let feed_id = FeedId::Trading(account_id);

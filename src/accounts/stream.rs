@@ -77,6 +77,8 @@ pub struct TradingConfig {
     pub auto_subscribe: Duration,
     /// Connect only while open (several primaries: the lease); `None`: always.
     pub gate: Option<Arc<Gate>>,
+    /// Where every frame goes as received, when `[recorder]` records this account.
+    pub recorder: Option<crate::recorder::Tape>,
 }
 
 /// The state of an account's REST loads.
@@ -533,7 +535,12 @@ impl Handler<GateChanged> for TradingStream {
 impl StreamHandler<Result<Frame, WsProtocolError>> for TradingStream {
     fn handle(&mut self, item: Result<Frame, WsProtocolError>, ctx: &mut Context<Self>) {
         match self.link.receive(item) {
-            Received::Data { bytes, .. } => self.on_frame(&bytes, ctx),
+            Received::Data { bytes, binary } => {
+                if let Some(tape) = &self.config.recorder {
+                    tape.frame(&bytes, binary);
+                }
+                self.on_frame(&bytes, ctx)
+            }
             Received::Nothing => {}
             Received::Failed(reason) => self.fail(Failure::Transient, reason, ctx),
         }

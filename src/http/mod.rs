@@ -54,6 +54,8 @@ pub struct AppState {
     pub lease: Option<Arc<crate::scaleout::lease::Lease>>,
     /// A primary's relay to the edges, when Redis is configured.
     pub relay: Option<Arc<crate::scaleout::relay::RelayShared>>,
+    /// The recorder, when `[recorder]` is enabled.
+    pub recorder: Option<Arc<crate::recorder::Recorder>>,
     /// Filled by the hubs; read by `/metrics`.
     pub latency: Arc<crate::downstream::delivery::LatencyHistogram>,
     pub provider: &'static str,

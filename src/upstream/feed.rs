@@ -123,6 +123,8 @@ pub struct FeedConfig {
     pub tap: Arc<Taps>,
     /// Connect only while open (several primaries: the lease); `None`: always.
     pub gate: Option<Arc<Gate>>,
+    /// Where every frame goes as received, when `[recorder]` records this feed.
+    pub recorder: Option<crate::recorder::Tape>,
 }
 
 /// Where the current connection is in the Alpaca handshake.
@@ -322,6 +324,9 @@ impl UpstreamFeed {
 
     fn on_frame(&mut self, data: &Bytes, binary: bool, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if let Some(tape) = &self.config.recorder {
+            tape.frame(data, binary);
+        }
         self.counters.frame_received();
         self.tap_frame(data, binary);
         let messages = match protocol::decode(data, binary, self.config.encoding) {

@@ -18,6 +18,7 @@ mod hostile;
 mod ingest;
 mod metrics;
 mod reconnect;
+mod recorder;
 mod redis_sink;
 mod scaleout;
 mod sdk;

@@ -1,0 +1,429 @@
+//! The recorder (`[recorder]`): every upstream frame exactly as received — market feeds and each
+//! account's `trade_updates` — with its receive time and source, appended to segment files.
+//!
+//! Owns: a bounded queue and the writer thread behind it. The feeds and trading streams hand it
+//! each frame ([`Recorder::frame`], a `try_send` of a shared buffer: ingest never waits); when
+//! the queue is full the frame is dropped and counted, and the record gets a gap record with the
+//! count where the frames went missing. The writer batches records into zstd frames (at least
+//! every [`FLUSH_EVERY`]), so a crash loses at most the last moment and every segment stays
+//! readable ([`format`]). Segments rotate by size and age, start with a header and the accounts'
+//! REST state, and the oldest go first past `max_bytes` or `max_age_hours`. A write that fails
+//! (a full disk) stops the recorder, with the reason in the status; the daemon serves on.
+//!
+//! - [`format`] — the record layout, the writer's and reader's halves.
+//! - [`cat`] — `tickrelay record cat`: records as JSON lines, filtered.
+//! - [`segments`] — naming, rotation and retention, a plain struct over a directory.
+
+pub mod cat;
+pub mod format;
+pub mod segments;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{error, info, warn};
+use serde::Serialize;
+
+use self::format::{write_frame, write_record, Kind};
+use self::segments::Segments;
+use crate::accounts::AccountStore;
+use crate::time::Timestamp;
+
+/// Records are compressed and written at least this often.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// ... or when this many bytes of records wait.
+const FLUSH_BYTES: usize = 256 * 1024;
+/// zstd's level: fast, and most of the ratio on these frames.
+const LEVEL: i32 = 3;
+
+/// What the writer is told.
+enum Item {
+    Frame {
+        received_ns: u64,
+        source: Arc<str>,
+        binary: bool,
+        data: Bytes,
+    },
+    Gap {
+        received_ns: u64,
+        lost: u64,
+    },
+}
+
+/// `[recorder]`, as the writer needs it.
+#[derive(Clone, Debug)]
+pub struct RecorderConfig {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub queue: usize,
+}
+
+/// What the status shows.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    pub frames: AtomicU64,
+    pub dropped: AtomicU64,
+    pub gaps: AtomicU64,
+    pub bytes: AtomicU64,
+    pub segments: AtomicU64,
+    pub stopped: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// The status, as `/api/v1/status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecorderStatus {
+    /// `recording`, or `stopped` after a write failed (`last_error` says why).
+    pub state: &'static str,
+    pub dir: String,
+    pub frames: u64,
+    /// Frames lost because the disk fell behind (each loss is a gap record).
+    pub dropped: u64,
+    pub gaps: u64,
+    /// Compressed bytes written.
+    pub bytes: u64,
+    /// Segments started.
+    pub segments: u64,
+    pub last_error: Option<String>,
+}
+
+/// The handle the feeds hold.
+pub struct Recorder {
+    tx: SyncSender<Item>,
+    /// Frames lost since the last gap record was queued.
+    lost: AtomicU64,
+    stats: Arc<RecorderStats>,
+    dir: PathBuf,
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(Timestamp::now().unix_nanos()).unwrap_or_default()
+}
+
+impl Recorder {
+    /// Starts the writer thread; `accounts` is snapshotted at each segment's start.
+    pub fn start(config: RecorderConfig, accounts: AccountStore) -> std::io::Result<Arc<Recorder>> {
+        std::fs::create_dir_all(&config.dir)?;
+        let (tx, rx) = sync_channel(config.queue.max(1));
+        let stats = Arc::new(RecorderStats::default());
+        let recorder = Arc::new(Recorder {
+            tx,
+            lost: AtomicU64::new(0),
+            stats: stats.clone(),
+            dir: config.dir.clone(),
+        });
+        info!(
+            "recorder: every upstream frame goes to {} (segments of {} MB or {:?}, keeping {} MB and {:?})",
+            config.dir.display(),
+            config.segment_bytes >> 20,
+            config.segment_age,
+            config.max_bytes >> 20,
+            config.max_age
+        );
+        std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || Writer::new(config, accounts, stats).run(rx))?;
+        Ok(recorder)
+    }
+
+    /// A frame from `source`, as received. Never waits: with the queue full it is dropped and
+    /// counted, and the next frame that fits is preceded by a gap record.
+    pub fn frame(&self, source: &Arc<str>, data: &Bytes, binary: bool) {
+        if self.stats.stopped.load(Ordering::Relaxed) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let received_ns = now_ns();
+        let lost = self.lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            match self.tx.try_send(Item::Gap { received_ns, lost }) {
+                Ok(()) => {
+                    self.lost.fetch_sub(lost, Ordering::Relaxed);
+                }
+                Err(_) => return self.drop_one(),
+            }
+        }
+        let item = Item::Frame {
+            received_ns,
+            source: source.clone(),
+            binary,
+            data: data.clone(),
+        };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
+            self.drop_one();
+        }
+    }
+
+    fn drop_one(&self) {
+        self.lost.fetch_add(1, Ordering::Relaxed);
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn status(&self) -> RecorderStatus {
+        let s = &self.stats;
+        RecorderStatus {
+            state: if s.stopped.load(Ordering::Relaxed) {
+                "stopped"
+            } else {
+                "recording"
+            },
+            dir: self.dir.display().to_string(),
+            frames: s.frames.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            gaps: s.gaps.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            segments: s.segments.load(Ordering::Relaxed),
+            last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+}
+
+/// A recorder as one upstream connection holds it: its source name goes with every frame.
+#[derive(Clone)]
+pub struct Tape {
+    recorder: Arc<Recorder>,
+    source: Arc<str>,
+}
+
+impl Tape {
+    pub fn new(recorder: &Arc<Recorder>, source: &str) -> Tape {
+        Tape {
+            recorder: recorder.clone(),
+            source: Arc::from(source),
+        }
+    }
+
+    /// A frame as received.
+    pub fn frame(&self, data: &Bytes, binary: bool) {
+        self.recorder.frame(&self.source, data, binary);
+    }
+}
+
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tape({})", self.source)
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    config: RecorderConfig,
+    accounts: AccountStore,
+    stats: Arc<RecorderStats>,
+    segments: Segments,
+    file: Option<File>,
+    written: u64,
+    opened: Instant,
+    batch: Vec<u8>,
+}
+
+impl Writer {
+    fn new(config: RecorderConfig, accounts: AccountStore, stats: Arc<RecorderStats>) -> Writer {
+        Writer {
+            segments: Segments::new(config.dir.clone(), config.max_bytes, config.max_age),
+            config,
+            accounts,
+            stats,
+            file: None,
+            written: 0,
+            opened: Instant::now(),
+            batch: Vec::with_capacity(FLUSH_BYTES * 2),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Item>) {
+        let mut last_flush = Instant::now();
+        loop {
+            let wait = FLUSH_EVERY.saturating_sub(last_flush.elapsed());
+            let item = match rx.recv_timeout(wait) {
+                Ok(item) => Some(item),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.flush();
+                    return;
+                }
+            };
+            if let Some(item) = item {
+                self.add(item);
+            }
+            if self.batch.len() >= FLUSH_BYTES || last_flush.elapsed() >= FLUSH_EVERY {
+                if let Err(e) = self.flush() {
+                    self.stop(e);
+                    // Nothing more is written; the queue is still drained so senders never
+                    // block, and what arrives is counted as dropped.
+                    for _ in rx.iter() {
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                last_flush = Instant::now();
+            }
+        }
+    }
+
+    fn add(&mut self, item: Item) {
+        match item {
+            Item::Frame {
+                received_ns,
+                source,
+                binary,
+                data,
+            } => {
+                let kind = if binary { Kind::Binary } else { Kind::Text };
+                write_record(&mut self.batch, kind, received_ns, &source, &data);
+                self.stats.frames.fetch_add(1, Ordering::Relaxed);
+            }
+            Item::Gap { received_ns, lost } => {
+                write_record(
+                    &mut self.batch,
+                    Kind::Gap,
+                    received_ns,
+                    "",
+                    &lost.to_le_bytes(),
+                );
+                self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes the waiting records as one zstd frame, rotating first when the segment is full or
+    /// old.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let rotate = self.file.is_none()
+            || self.written >= self.config.segment_bytes
+            || self.opened.elapsed() >= self.config.segment_age;
+        if rotate {
+            self.open_segment()?;
+        }
+        let file = self.file.as_mut().expect("a segment is open");
+        let n = write_frame(file, &self.batch, LEVEL)?;
+        file.flush()?;
+        self.batch.clear();
+        self.written += n as u64;
+        self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A new segment: its header and the accounts' state first, in a frame of their own; then
+    /// retention.
+    fn open_segment(&mut self) -> std::io::Result<()> {
+        let now = now_ns();
+        let (path, file) = self.segments.create(now)?;
+        let mut head = Vec::new();
+        let header = serde_json::json!({
+            "format": "tickrelay-record",
+            "version": 1,
+            "started": Timestamp::now(),
+            "tickrelay": env!("CARGO_PKG_VERSION"),
+        });
+        write_record(
+            &mut head,
+            Kind::Header,
+            now,
+            "",
+            header.to_string().as_bytes(),
+        );
+        let accounts: serde_json::Map<String, serde_json::Value> = self
+            .accounts
+            .all()
+            .into_iter()
+            .map(|a| {
+                let state = serde_json::json!({
+                    "account": a.account,
+                    "positions": a.positions.values().collect::<Vec<_>>(),
+                    "orders": a.orders.values().collect::<Vec<_>>(),
+                });
+                (a.id, state)
+            })
+            .collect();
+        write_record(
+            &mut head,
+            Kind::Snapshot,
+            now,
+            "",
+            serde_json::Value::Object(accounts).to_string().as_bytes(),
+        );
+        let mut file = file;
+        let n = write_frame(&mut file, &head, LEVEL)?;
+        self.file = Some(file);
+        self.written = n as u64;
+        self.opened = Instant::now();
+        self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.segments.fetch_add(1, Ordering::Relaxed);
+        info!("recorder: new segment {}", path.display());
+        for (gone, why) in self.segments.enforce_retention(now, &path) {
+            info!("recorder: removed {} ({why})", gone.display());
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, e: std::io::Error) {
+        error!(
+            "recorder: writing to {} failed ({e}); recording stopped, the daemon serves on",
+            self.config.dir.display()
+        );
+        self.stats.stopped.store(true, Ordering::Relaxed);
+        if let Ok(mut last) = self.stats.last_error.lock() {
+            *last = Some(e.to_string());
+        }
+        self.file = None;
+        warn!("recorder: frames from now on are counted as dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorder(queue: usize) -> (Recorder, Receiver<Item>) {
+        let (tx, rx) = sync_channel(queue);
+        let recorder = Recorder {
+            tx,
+            lost: AtomicU64::new(0),
+            stats: Arc::default(),
+            dir: PathBuf::new(),
+        };
+        (recorder, rx)
+    }
+
+    fn what(item: Item) -> String {
+        match item {
+            Item::Frame { data, .. } => String::from_utf8_lossy(&data).into_owned(),
+            Item::Gap { lost, .. } => format!("gap {lost}"),
+        }
+    }
+
+    #[test]
+    fn frames_that_do_not_fit_are_counted_and_marked_where_they_went_missing() {
+        let (r, rx) = recorder(2);
+        let source: Arc<str> = Arc::from("stocks");
+        for i in 1..=4 {
+            r.frame(&source, &Bytes::from(format!("f{i}")), false);
+        }
+        assert_eq!(r.status().dropped, 2);
+        assert_eq!(
+            [what(rx.recv().unwrap()), what(rx.recv().unwrap())],
+            ["f1", "f2"]
+        );
+        r.frame(&source, &Bytes::from("f5"), false);
+        assert_eq!(
+            [what(rx.recv().unwrap()), what(rx.recv().unwrap())],
+            ["gap 2", "f5"],
+            "the gap comes before the next frame that fits"
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(r.lost.load(Ordering::Relaxed), 0);
+    }
+}
