@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ use crate::time::Timestamp;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// ... or when this many bytes of records wait.
 const FLUSH_BYTES: usize = 256 * 1024;
+/// The writer's nap when nothing waits (the queue holds what arrives meanwhile).
+const NAP: Duration = Duration::from_millis(10);
 /// zstd's level: fast, and most of the ratio on these frames.
 const LEVEL: i32 = 3;
 
@@ -240,32 +242,43 @@ impl Writer {
         }
     }
 
+    /// Takes what waits, writes a frame when enough waits or [`FLUSH_EVERY`] has passed, and
+    /// naps when the queue is empty: the writer never waits *on* the queue, so a sender's
+    /// `try_send` never has a sleeping thread to wake (a wake per frame cost the feed a syscall).
     fn run(mut self, rx: Receiver<Item>) {
         let mut last_flush = Instant::now();
         loop {
-            let wait = FLUSH_EVERY.saturating_sub(last_flush.elapsed());
-            let item = match rx.recv_timeout(wait) {
-                Ok(item) => Some(item),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.flush();
-                    return;
+            let mut taken = 0usize;
+            loop {
+                match rx.try_recv() {
+                    Ok(item) => {
+                        self.add(item);
+                        taken += 1;
+                        if self.batch.len() >= FLUSH_BYTES {
+                            break;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        let _ = self.flush();
+                        return;
+                    }
                 }
-            };
-            if let Some(item) = item {
-                self.add(item);
             }
             if self.batch.len() >= FLUSH_BYTES || last_flush.elapsed() >= FLUSH_EVERY {
                 if let Err(e) = self.flush() {
                     self.stop(e);
                     // Nothing more is written; the queue is still drained so senders never
-                    // block, and what arrives is counted as dropped.
+                    // find it full for long, and what arrives is counted as dropped.
                     for _ in rx.iter() {
                         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                     return;
                 }
                 last_flush = Instant::now();
+            }
+            if taken == 0 {
+                std::thread::sleep(NAP);
             }
         }
     }
