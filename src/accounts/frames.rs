@@ -1,4 +1,4 @@
-//! The trading stream's frames (`alpaca-protocol.md` §8) read into what an account's stream acts
+//! The trading stream's frames (Alpaca's `/stream`: `authorization`, `listening`, `trade_updates`) read into what an account's stream acts
 //! on. Plain functions: the [`TradingStream`](super::stream::TradingStream) actor calls them, unit
 //! tests and the fuzzer drive them without a connection. Nothing here panics on any input.
 

@@ -6,11 +6,11 @@
 //! the queue is full the frame is dropped and counted, and the record gets a gap record with the
 //! count where the frames went missing. The writer batches records into zstd frames (at least
 //! every [`FLUSH_EVERY`]), so a crash loses at most the last moment and every segment stays
-//! readable ([`format`]). Segments rotate by size and age, start with a header and the accounts'
+//! readable ([`format`](mod@format)). Segments rotate by size and age, start with a header and the accounts'
 //! REST state, and the oldest go first past `max_bytes` or `max_age_hours`. A write that fails
 //! (a full disk) stops the recorder, with the reason in the status; the daemon serves on.
 //!
-//! - [`format`] — the record layout, the writer's and reader's halves.
+//! - [`format`](mod@format) — the record layout, the writer's and reader's halves.
 //! - [`cat`] — `tickrelay record cat`: records as JSON lines, filtered.
 //! - [`segments`] — naming, rotation and retention, a plain struct over a directory.
 

@@ -1,5 +1,5 @@
 //! The Alpaca-compatible endpoint: unmodified Alpaca SDK programs share tickrelay's upstream
-//! connections by pointing their stream URL at it (`alpaca-protocol.md` §1–§4, §7, §8, §10).
+//! connections by pointing their stream URL at it (the README's "Alpaca SDK programs").
 //!
 //! - [`protocol`] — Alpaca's client messages in (JSON or msgpack, any key order, null lists) and
 //!   its control messages out, as pure functions.

@@ -1,5 +1,5 @@
-//! Alpaca's market-data session protocol, server side, as pure functions (`alpaca-protocol.md`
-//! §3, §4, §6).
+//! Alpaca's market-data session protocol, server side, as pure functions: authentication,
+//! subscriptions and error codes.
 //!
 //! In: a client message — JSON (text frames, or binary ones that hold JSON) or msgpack (binary) —
 //! as a [`ClientMessage`]. Keys come in any order (alpaca-py sends `action` last), lists may be
@@ -164,7 +164,7 @@ mod tests {
         let json = control(&success("connected"), Encoding::Json);
         assert_eq!(&json[..], br#"[{"T":"success","msg":"connected"}]"#);
         let packed = control(&success("connected"), Encoding::Msgpack);
-        // The exact bytes from alpaca-protocol.md §7.
+        // The exact bytes of Alpaca's documented example.
         let expected = [
             0x91, 0x82, 0xa1, 0x54, 0xa7, 0x73, 0x75, 0x63, 0x63, 0x65, 0x73, 0x73, 0xa3, 0x6d,
             0x73, 0x67, 0xa9, 0x63, 0x6f, 0x6e, 0x6e, 0x65, 0x63, 0x74, 0x65, 0x64,

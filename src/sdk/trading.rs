@@ -1,5 +1,5 @@
 //! `SdkTradingSession`: one actor per SDK program on `/stream`, Alpaca's trading stream
-//! (`alpaca-protocol.md` §8), serving the `trade_updates` of one account the program may see.
+//! (`authenticate`, `listen`, `trade_updates`), serving the `trade_updates` of one account the program may see.
 //!
 //! Owns: the program's authentication and whether it listens; its connection is the
 //! [peer core](crate::downstream::peer), as for every session. Talks to: the registry (connect,

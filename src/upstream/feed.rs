@@ -449,7 +449,8 @@ impl UpstreamFeed {
         }
     }
 
-    /// Alpaca's error codes are not all equal; see `alpaca-protocol.md` §6 and [`Failure`].
+    /// Alpaca's error codes are not all equal: [`Failure::from_alpaca_code`] says which end a
+    /// connection, which wait, which are fatal.
     fn on_upstream_error(&mut self, code: u16, msg: String, ctx: &mut Context<Self>) {
         let what = format!("Alpaca error {code} ({msg})");
         let subscribed = matches!(self.phase, Phase::Subscribing | Phase::Streaming);
