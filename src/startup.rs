@@ -56,6 +56,8 @@ pub fn install_crypto_provider() {
 
 /// How long shutdown waits for the registry to close the sessions and stop the feeds.
 const REGISTRY_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the stop waits for the recorder to write what it holds.
+const RECORDER_FINISH_LIMIT: Duration = Duration::from_secs(1);
 
 /// A running daemon.
 pub struct Daemon {
@@ -76,6 +78,8 @@ pub struct DaemonHandle {
     simulator: Option<ServerHandle>,
     /// Its refused credentials not logged yet are summed up at the stop.
     auth: Arc<crate::auth::Auth>,
+    /// What the recorder holds is written at the stop.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl DaemonHandle {
@@ -98,6 +102,10 @@ impl DaemonHandle {
         self.http.stop(true).await;
         if let Some(sim) = &self.simulator {
             sim.stop(true).await;
+        }
+        if let Some(recorder) = self.recorder.clone() {
+            let finish = move || recorder.finish(RECORDER_FINISH_LIMIT);
+            let _ = actix_web::rt::task::spawn_blocking(finish).await;
         }
     }
 }
@@ -213,7 +221,7 @@ impl Daemon {
         let sdk = Arc::new(SdkContext::new(&settings, taps.clone(), auth.clone()));
         let accounts = AccountStore::default();
         // The upstream connections' frames, as received: only where they are (not on an edge).
-        let recorder = if settings.recorder.enabled && !edge {
+        let recorder: Option<Arc<Recorder>> = if settings.recorder.enabled && !edge {
             Some(
                 Recorder::start(settings.recorder.config(), accounts.clone()).with_context(
                     || format!("cannot start the recorder in {}", settings.recorder.dir),
@@ -288,7 +296,7 @@ impl Daemon {
             sink,
             lease: lease.clone(),
             relay,
-            recorder,
+            recorder: recorder.clone(),
             latency: latency.clone(),
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
@@ -409,6 +417,7 @@ impl Daemon {
                 http: server.handle(),
                 simulator: sim_server,
                 auth,
+                recorder,
             },
             server,
             addr,

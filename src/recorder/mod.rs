@@ -56,6 +56,8 @@ enum Item {
         received_ns: u64,
         lost: u64,
     },
+    /// The daemon stops: write what waits, then say so.
+    Finish(SyncSender<()>),
 }
 
 /// `[recorder]`, as the writer needs it.
@@ -163,6 +165,24 @@ impl Recorder {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
             self.drop_one();
         }
+    }
+
+    /// The daemon stops: what waits is written before this returns (or `limit` has passed).
+    pub fn finish(&self, limit: Duration) {
+        let (done, finished) = sync_channel(1);
+        let deadline = Instant::now() + limit;
+        let mut item = Item::Finish(done);
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = finished.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 
     fn drop_one(&self) {
@@ -305,6 +325,12 @@ impl Writer {
                 );
                 self.stats.gaps.fetch_add(1, Ordering::Relaxed);
             }
+            Item::Finish(done) => {
+                if let Err(e) = self.flush() {
+                    self.stop(e);
+                }
+                let _ = done.try_send(());
+            }
         }
     }
 
@@ -415,7 +441,39 @@ mod tests {
         match item {
             Item::Frame { data, .. } => String::from_utf8_lossy(&data).into_owned(),
             Item::Gap { lost, .. } => format!("gap {lost}"),
+            Item::Finish(_) => "finish".into(),
         }
+    }
+
+    #[test]
+    fn finish_writes_what_waits_before_it_returns() {
+        let dir = std::env::temp_dir().join(format!("tickrelay-finish-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = RecorderConfig {
+            dir: dir.clone(),
+            segment_bytes: 1 << 20,
+            segment_age: Duration::from_secs(3600),
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(3600),
+            queue: 1024,
+        };
+        let r = Recorder::start(config, AccountStore::default()).unwrap();
+        let source: Arc<str> = Arc::from("stocks");
+        for i in 0..100 {
+            r.frame(&source, &Bytes::from(format!("[{{\"i\":{i}}}]")), false);
+        }
+        // Well inside the 200 ms flush interval: only `finish` can have written them.
+        r.finish(Duration::from_secs(5));
+        let segments = segments::Segments::new(dir.clone(), u64::MAX, Duration::MAX)
+            .list()
+            .unwrap();
+        assert_eq!(segments.len(), 1);
+        let file = std::fs::File::open(&segments[0].0).unwrap();
+        let (records, truncated) = format::read_segment(file).unwrap();
+        assert!(!truncated);
+        let frames = records.iter().filter(|r| r.kind == Kind::Text).count();
+        assert_eq!(frames, 100);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
