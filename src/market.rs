@@ -297,11 +297,16 @@ pub enum StatusEvent {
 }
 
 impl StatusEvent {
-    /// Whether trading is halted after it: `Some` for a trading status — halted for a halt
-    /// (`H`, CTA's `2`) or a volatility pause (`P`), trading again otherwise — `None` for a band.
+    /// What it says of trading: `Some(true)` for a halt (`H`, CTA's `2`) or a volatility pause
+    /// (`P`), `Some(false)` for a resumption (`T`, CTA's `3`), `None` for anything else — price
+    /// indications, quotation resumptions (`Q`) and LULD bands come while a halt lasts.
     pub fn halted(&self) -> Option<bool> {
         match self {
-            StatusEvent::Trading { code, .. } => Some(matches!(&**code, "H" | "2" | "P")),
+            StatusEvent::Trading { code, .. } => match &**code {
+                "H" | "2" | "P" => Some(true),
+                "T" | "3" => Some(false),
+                _ => None,
+            },
             StatusEvent::Luld { .. } => None,
         }
     }

@@ -912,6 +912,8 @@ pub struct RecorderSettings {
     pub accounts: Vec<String>,
     /// Frames that may wait for the writer; past it they are dropped, counted and marked.
     pub queue: usize,
+    /// Records are written at least this often: a crash loses at most this much.
+    pub flush_ms: u64,
 }
 
 impl Default for RecorderSettings {
@@ -928,6 +930,7 @@ impl Default for RecorderSettings {
                 .to_vec(),
             accounts: Vec::new(),
             queue: 65_536,
+            flush_ms: 200,
         }
     }
 }
@@ -936,6 +939,7 @@ impl RecorderSettings {
     pub fn config(&self) -> crate::recorder::RecorderConfig {
         crate::recorder::RecorderConfig {
             dir: PathBuf::from(&self.dir),
+            flush_every: ms(self.flush_ms.max(1)),
             segment_bytes: self.segment_bytes,
             segment_age: Duration::from_secs(self.segment_secs),
             max_bytes: self.max_bytes,

@@ -94,6 +94,12 @@ impl DaemonHandle {
                 "shutting down: the registry did not answer within {REGISTRY_SHUTDOWN_TIMEOUT:?}; stopping the servers anyway"
             ),
         }
+        // The feeds have stopped: the recorder writes what it holds. Before the servers stop,
+        // whose end also ends the process.
+        if let Some(recorder) = self.recorder.clone() {
+            let finish = move || recorder.finish(RECORDER_FINISH_LIMIT);
+            let _ = actix_web::rt::task::spawn_blocking(finish).await;
+        }
         if let Some((lease, url)) = &self.lease {
             lease.release(url).await;
         }
@@ -102,10 +108,6 @@ impl DaemonHandle {
         self.http.stop(true).await;
         if let Some(sim) = &self.simulator {
             sim.stop(true).await;
-        }
-        if let Some(recorder) = self.recorder.clone() {
-            let finish = move || recorder.finish(RECORDER_FINISH_LIMIT);
-            let _ = actix_web::rt::task::spawn_blocking(finish).await;
         }
     }
 }

@@ -551,7 +551,7 @@ impl SymbolThrottle {
             }
             if self.wants(ClientChannel::Statuses) {
                 self.fixes_sent += 1;
-                let frame = browser::status(&self.symbol, status);
+                let frame = browser::status(&self.symbol, status, self.price.halted);
                 self.publish(FrameKind::Status(self.fixes_sent), frame, None);
             }
         }

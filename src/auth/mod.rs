@@ -296,8 +296,9 @@ impl Auth {
         (found, named)
     }
 
-    /// The client whose key pair this is: refused unchecked while `at`'s address or the client
-    /// the key id names is delayed, and every refusal counted.
+    /// The client whose key pair this is: refused unchecked while `at`'s address is delayed; a
+    /// wrong pair for a client that is delayed (guessed at from many addresses) is answered as
+    /// delayed; every refusal counted.
     pub fn sign_in(&self, at: Attempt, key_id: &str, secret: &str) -> Result<&Client, Refusal> {
         let now = Instant::now();
         let address = at.from.map(Subject::address);
@@ -305,12 +306,16 @@ impl Auth {
             return Err(refusal);
         }
         let (found, named) = self.find(key_id, secret);
-        let client = named.map(|c| Subject::Client(c.id.clone()));
-        if let Some(refusal) = self.delayed(at, client.as_ref(), now) {
-            return Err(refusal);
-        }
+        // The right pair signs in even while its client is delayed: otherwise anyone who knows
+        // a key id could keep its client out with a wrong guess a minute.
         if let Some(found) = found {
             return Ok(found);
+        }
+        let client = named.map(|c| Subject::Client(c.id.clone()));
+        if let Some(refusal) = self.delayed(at, client.as_ref(), now) {
+            // A wrong pair for a delayed client: answered as delayed, counted against its address.
+            self.count(at, address, Refusal::Unknown, now);
+            return Err(refusal);
         }
         self.count(at, address.into_iter().chain(client), Refusal::Unknown, now);
         Err(Refusal::Unknown)
@@ -559,10 +564,20 @@ mod tests {
             let at = from(&format!("198.51.100.{i}"));
             assert_eq!(a.token(at, "algo-key:guess").unwrap_err(), Refusal::Unknown);
         }
-        assert!(matches!(
-            a.token(from("203.0.113.9"), "algo-key:algo-secret"),
-            Err(Refusal::Delayed(_))
-        ));
+        assert!(
+            matches!(
+                a.token(from("203.0.113.9"), "algo-key:guess"),
+                Err(Refusal::Delayed(_))
+            ),
+            "another guess at the delayed client"
+        );
+        assert_eq!(
+            a.token(from("203.0.113.10"), "algo-key:algo-secret")
+                .unwrap()
+                .name(),
+            "algo",
+            "the right pair still signs in: a key id alone cannot lock its client out"
+        );
         assert_eq!(
             a.token(from("203.0.113.9"), "nb-key:nb-secret")
                 .unwrap()

@@ -788,8 +788,9 @@ pub fn trade(symbol: &Symbol, t: &Trade) -> ByteString {
     })
 }
 
-/// `status`: a trading status (halt, pause, resumption) or a LULD band, as Alpaca sent it.
-pub fn status(symbol: &Symbol, s: &StatusEvent) -> ByteString {
+/// `status`: a trading status (halt, pause, resumption) or a LULD band, as Alpaca sent it;
+/// `halted`: whether the symbol is halted after it.
+pub fn status(symbol: &Symbol, s: &StatusEvent, halted: bool) -> ByteString {
     #[derive(Serialize)]
     #[serde(tag = "kind", rename_all = "snake_case")]
     enum Body<'a> {
@@ -834,7 +835,7 @@ pub fn status(symbol: &Symbol, s: &StatusEvent) -> ByteString {
             message,
             reason_code,
             reason_message,
-            halted: s.halted() == Some(true),
+            halted,
             tape: *tape,
             timestamp: *timestamp,
         },

@@ -5,7 +5,7 @@
 //! each frame ([`Recorder::frame`], a `try_send` of a shared buffer: ingest never waits); when
 //! the queue is full the frame is dropped and counted, and the record gets a gap record with the
 //! count where the frames went missing. The writer batches records into zstd frames (at least
-//! every [`FLUSH_EVERY`]), so a crash loses at most the last moment and every segment stays
+//! every `recorder.flush_ms`, 200 ms), so a crash loses at most the last moment and every segment stays
 //! readable ([`format`](mod@format)). Segments rotate by size and age, start with a header and the accounts'
 //! REST state, and the oldest go first past `max_bytes` or `max_age_hours`. A write that fails
 //! (a full disk) stops the recorder, with the reason in the status; the daemon serves on.
@@ -35,12 +35,12 @@ use self::segments::Segments;
 use crate::accounts::AccountStore;
 use crate::time::Timestamp;
 
-/// Records are compressed and written at least this often.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
-/// ... or when this many bytes of records wait.
+/// Records are written when this many bytes of them wait (or the flush interval passed).
 const FLUSH_BYTES: usize = 256 * 1024;
 /// The writer's nap when nothing waits (the queue holds what arrives meanwhile).
 const NAP: Duration = Duration::from_millis(10);
+/// Bytes of frames that may wait for the writer, whatever their number.
+pub const MAX_QUEUED_BYTES: u64 = 64 << 20;
 /// zstd's level: fast, and most of the ratio on these frames.
 const LEVEL: i32 = 3;
 
@@ -64,6 +64,8 @@ enum Item {
 #[derive(Clone, Debug)]
 pub struct RecorderConfig {
     pub dir: PathBuf,
+    /// Records are written at least this often (a crash loses at most this much).
+    pub flush_every: Duration,
     pub segment_bytes: u64,
     pub segment_age: Duration,
     pub max_bytes: u64,
@@ -105,6 +107,8 @@ pub struct Recorder {
     tx: SyncSender<Item>,
     /// Frames lost since the last gap record was queued.
     lost: AtomicU64,
+    /// Bytes of the frames in the queue (the writer takes them off).
+    queued_bytes: Arc<AtomicU64>,
     stats: Arc<RecorderStats>,
     dir: PathBuf,
 }
@@ -119,9 +123,11 @@ impl Recorder {
         std::fs::create_dir_all(&config.dir)?;
         let (tx, rx) = sync_channel(config.queue.max(1));
         let stats = Arc::new(RecorderStats::default());
+        let queued_bytes = Arc::new(AtomicU64::new(0));
         let recorder = Arc::new(Recorder {
             tx,
             lost: AtomicU64::new(0),
+            queued_bytes: queued_bytes.clone(),
             stats: stats.clone(),
             dir: config.dir.clone(),
         });
@@ -135,7 +141,7 @@ impl Recorder {
         );
         std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || Writer::new(config, accounts, stats).run(rx))?;
+            .spawn(move || Writer::new(config, accounts, stats, queued_bytes).run(rx))?;
         Ok(recorder)
     }
 
@@ -146,15 +152,20 @@ impl Recorder {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // Past the byte budget (a stalled disk) the frame is dropped too: the count bounds the
+        // queue's frames, this its bytes.
+        let size = data.len() as u64;
+        if self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size > MAX_QUEUED_BYTES {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            return self.drop_one();
+        }
         let received_ns = now_ns();
-        let lost = self.lost.load(Ordering::Relaxed);
-        if lost > 0 {
-            match self.tx.try_send(Item::Gap { received_ns, lost }) {
-                Ok(()) => {
-                    self.lost.fetch_sub(lost, Ordering::Relaxed);
-                }
-                Err(_) => return self.drop_one(),
-            }
+        // Taken whole (feeds call this from their own threads): one gap record per loss.
+        let lost = self.lost.swap(0, Ordering::Relaxed);
+        if lost > 0 && self.tx.try_send(Item::Gap { received_ns, lost }).is_err() {
+            self.lost.fetch_add(lost, Ordering::Relaxed);
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            return self.drop_one();
         }
         let item = Item::Frame {
             received_ns,
@@ -163,6 +174,7 @@ impl Recorder {
             data: data.clone(),
         };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             self.drop_one();
         }
     }
@@ -246,15 +258,23 @@ struct Writer {
     written: u64,
     opened: Instant,
     batch: Vec<u8>,
+    /// The handle's count of queued bytes: lowered as frames are taken.
+    queued_bytes: Arc<AtomicU64>,
 }
 
 impl Writer {
-    fn new(config: RecorderConfig, accounts: AccountStore, stats: Arc<RecorderStats>) -> Writer {
+    fn new(
+        config: RecorderConfig,
+        accounts: AccountStore,
+        stats: Arc<RecorderStats>,
+        queued_bytes: Arc<AtomicU64>,
+    ) -> Writer {
         Writer {
             segments: Segments::new(config.dir.clone(), config.max_bytes, config.max_age),
             config,
             accounts,
             stats,
+            queued_bytes,
             file: None,
             written: 0,
             opened: Instant::now(),
@@ -262,7 +282,7 @@ impl Writer {
         }
     }
 
-    /// Takes what waits, writes a frame when enough waits or [`FLUSH_EVERY`] has passed, and
+    /// Takes what waits, writes a frame when enough waits or the flush interval has passed, and
     /// naps when the queue is empty: the writer never waits *on* the queue, so a sender's
     /// `try_send` never has a sleeping thread to wake (a wake per frame cost the feed a syscall).
     fn run(mut self, rx: Receiver<Item>) {
@@ -285,7 +305,7 @@ impl Writer {
                     }
                 }
             }
-            if self.batch.len() >= FLUSH_BYTES || last_flush.elapsed() >= FLUSH_EVERY {
+            if self.batch.len() >= FLUSH_BYTES || last_flush.elapsed() >= self.config.flush_every {
                 if let Err(e) = self.flush() {
                     self.stop(e);
                     // Nothing more is written; the queue is still drained so senders never
@@ -296,6 +316,13 @@ impl Writer {
                     return;
                 }
                 last_flush = Instant::now();
+            }
+            if self.stats.stopped.load(Ordering::Relaxed) {
+                // A write failed (on a `Finish`): terminal, as above.
+                for _ in rx.iter() {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
             }
             if taken == 0 {
                 std::thread::sleep(NAP);
@@ -311,6 +338,8 @@ impl Writer {
                 binary,
                 data,
             } => {
+                self.queued_bytes
+                    .fetch_sub(data.len() as u64, Ordering::Relaxed);
                 let kind = if binary { Kind::Binary } else { Kind::Text };
                 write_record(&mut self.batch, kind, received_ns, &source, &data);
                 self.stats.frames.fetch_add(1, Ordering::Relaxed);
@@ -431,6 +460,7 @@ mod tests {
         let recorder = Recorder {
             tx,
             lost: AtomicU64::new(0),
+            queued_bytes: Arc::default(),
             stats: Arc::default(),
             dir: PathBuf::new(),
         };
@@ -453,6 +483,7 @@ mod tests {
             dir: dir.clone(),
             segment_bytes: 1 << 20,
             segment_age: Duration::from_secs(3600),
+            flush_every: Duration::from_secs(3600),
             max_bytes: 1 << 30,
             max_age: Duration::from_secs(3600),
             queue: 1024,
@@ -462,7 +493,7 @@ mod tests {
         for i in 0..100 {
             r.frame(&source, &Bytes::from(format!("[{{\"i\":{i}}}]")), false);
         }
-        // Well inside the 200 ms flush interval: only `finish` can have written them.
+        // Well inside the hour-long flush interval: only `finish` can have written them.
         r.finish(Duration::from_secs(5));
         let segments = segments::Segments::new(dir.clone(), u64::MAX, Duration::MAX)
             .list()

@@ -201,3 +201,43 @@ async fn a_full_disk_stops_the_recorder_and_the_daemon_serves_on() {
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A clean stop writes what the recorder holds: with a flush interval of a minute nothing is
+/// written while the daemon runs, and after SIGTERM every frame it had recorded is on disk.
+#[actix_web::test]
+async fn sigterm_writes_what_the_recorder_holds() {
+    let dir = record_dir("sigterm");
+    let mut cmd = tickrelay();
+    cmd.env("TICKRELAY__HTTP__PORT", "0")
+        .env("TICKRELAY__RECORDER__ENABLED", "true")
+        .env("TICKRELAY__RECORDER__DIR", &dir)
+        .env("TICKRELAY__RECORDER__FLUSH_MS", "60000");
+    let mut daemon = Process::start(cmd);
+    let addr = daemon.address_after("listening on http://");
+    let (_, framed) = awc::Client::new()
+        .ws(format!("ws://{addr}/ws"))
+        .connect()
+        .await
+        .unwrap();
+    let mut browser = crate::helpers::WsClient::from_framed(framed);
+    browser.subscribe(&["AAPL", "BTC/USD"]).await;
+    let recorded = wait_for("frames handed to the recorder", || async {
+        let frames = recorder_status(&addr).await?["frames"].as_u64()?;
+        (frames >= 20).then_some(frames)
+    })
+    .await;
+    assert!(segments(&dir).is_empty(), "nothing written yet");
+    let term = Command::new("kill")
+        .args(["-TERM", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(daemon.wait_exit(Duration::from_secs(15)).success());
+    let (lines, notes) = cat(&segments(&dir), &[]);
+    let frames = lines.iter().filter(|l| l["kind"] == "frame").count() as u64;
+    assert!(
+        frames >= recorded,
+        "{frames} of {recorded} written; {notes}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

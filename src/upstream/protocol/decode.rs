@@ -47,8 +47,8 @@ pub enum Inbound<'a> {
     },
     /// A news article.
     News(NewsArticle),
-    /// A message that is decoded and counted but not forwarded to browsers (statuses, LULDs,
-    /// imbalances; SDK programs get them through the tap).
+    /// A message that is decoded and counted but not forwarded to browsers (imbalances; SDK
+    /// programs get them through the tap).
     Info { kind: InfoKind, symbol: String },
     /// A type tag this version does not know; skipped, as Alpaca asks clients to do.
     Unknown(String),
