@@ -47,10 +47,17 @@ async fn crypto_prices_keep_float_sizes_and_books_start_with_a_snapshot() {
     let b = &book["orderbook"];
     assert_eq!(b["symbol"], "ETH/USD");
     let (bids, asks) = (b["bids"].as_array().unwrap(), b["asks"].as_array().unwrap());
+    // The reset snapshot holds five levels a side (an update carries one level a side). Updates
+    // that arrived before the throttle's first emission are applied with it: a bid level may
+    // already be gone (the simulator's updates can empty one; its asks keep their levels).
     assert_eq!(
-        (bids.len(), asks.len()),
-        (5, 5),
-        "the reset snapshot holds five levels a side: {b}"
+        asks.len(),
+        5,
+        "the book starts from the reset snapshot: {b}"
+    );
+    assert!(
+        (2..=5).contains(&bids.len()),
+        "the book starts from the reset snapshot: {b}"
     );
     assert!(
         bids[0]["p"].as_f64() < asks[0]["p"].as_f64(),
