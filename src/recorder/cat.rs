@@ -29,6 +29,10 @@ impl Filter {
         {
             return false;
         }
+        if r.kind == Kind::Gap {
+            // Lost frames may have been any feed's or symbol's: a gap is never filtered away.
+            return true;
+        }
         if let Some(feed) = &self.feed {
             let matches =
                 r.source == *feed || (feed == "trading" && r.source.starts_with("trading:"));
@@ -180,14 +184,15 @@ mod tests {
                 symbol: Some("AAPL".into()),
                 ..Filter::default()
             }),
-            1
+            2,
+            "the frame, and the gap: the lost frames could have been AAPL's"
         );
         assert_eq!(
             only(Filter {
                 feed: Some("options".into()),
                 ..Filter::default()
             }),
-            1
+            2
         );
         assert_eq!(
             only(Filter {

@@ -110,9 +110,15 @@ impl RelayShared {
     }
 
     fn push(&self, channel: String, payload: Bytes) {
+        self.enqueue(channel, payload, false);
+    }
+
+    /// `must`: never dropped (an upstream marker: an edge's programs must hear of a gap); it
+    /// may take the queue one past its bound.
+    fn enqueue(&self, channel: String, payload: Bytes, must: bool) {
         {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= MAX_QUEUED {
+            if q.len() >= MAX_QUEUED && !must {
                 drop(q);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -283,7 +289,7 @@ impl Handler<UpstreamChanged> for EdgeRelay {
         };
         if let Ok(json) = serde_json::to_vec(&marker) {
             self.shared
-                .push(upstream_channel(change.feed), Bytes::from(json));
+                .enqueue(upstream_channel(change.feed), Bytes::from(json), true);
         }
     }
 }
@@ -541,5 +547,9 @@ mod tests {
         }
         let s = shared.status();
         assert_eq!((s.queued, s.dropped), (MAX_QUEUED, 3));
+        // An upstream marker is never dropped: an edge's programs must hear of a gap.
+        shared.enqueue("tickrelay.stocks.upstream".into(), Bytes::new(), true);
+        let s = shared.status();
+        assert_eq!((s.queued, s.dropped), (MAX_QUEUED + 1, 3));
     }
 }
