@@ -13,6 +13,20 @@ async fn send_stocks(app: &TestApp, messages: &[Value]) {
         .await;
 }
 
+/// A daemon whose stocks feed sends only what the test sends, and a browser subscribed to
+/// `symbols` on `channels`, held upstream.
+async fn quiet_stocks(symbols: &[&str], channels: &[&str]) -> (TestApp, WsClient) {
+    let app = spawn_app().await;
+    app.sim("silence", json!({"feed": "stocks", "paused": true}))
+        .await;
+    let mut c = app.ws().await;
+    c.send(json!({"action": "subscribe", "symbols": symbols, "channels": channels}))
+        .await;
+    c.expect_type("subscribed").await;
+    app.wait_upstream(symbols).await;
+    (app, c)
+}
+
 fn now() -> String {
     Timestamp::now().to_rfc3339()
 }
@@ -34,15 +48,8 @@ async fn last_price(c: &mut WsClient, price: f64) -> Value {
 
 #[actix_web::test]
 async fn quotes_and_trades_keep_their_fields_and_fixes_correct_the_last_price() {
-    let app = spawn_app().await;
     // Only the frames below: the simulator's own AAPL prints would race them.
-    app.sim("silence", json!({"feed": "stocks", "paused": true}))
-        .await;
-    let mut c = app.ws().await;
-    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades"]}))
-        .await;
-    c.expect_type("subscribed").await;
-    app.wait_upstream(&["AAPL"]).await;
+    let (app, mut c) = quiet_stocks(&["AAPL"], &["quotes", "trades"]).await;
 
     send_stocks(
         &app,
@@ -154,14 +161,7 @@ async fn the_replaced_services_routes_answer() {
 /// as a price); the mid is `null` too.
 #[actix_web::test]
 async fn a_symbol_without_a_quote_has_null_bid_and_ask() {
-    let app = spawn_app().await;
-    app.sim("silence", json!({"feed": "stocks", "paused": true}))
-        .await;
-    let mut c = app.ws().await;
-    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades"]}))
-        .await;
-    c.expect_type("subscribed").await;
-    app.wait_upstream(&["AAPL"]).await;
+    let (app, mut c) = quiet_stocks(&["AAPL"], &["quotes", "trades"]).await;
     send_stocks(&app, &[trade(41, 190.5)]).await;
     let u = last_price(&mut c, 190.5).await;
     let update = &u["update"];
@@ -174,14 +174,7 @@ async fn a_symbol_without_a_quote_has_null_bid_and_ask() {
 /// connection) loses nothing: the browser gets the data before and after it.
 #[actix_web::test]
 async fn data_after_an_error_element_in_the_same_frame_is_delivered() {
-    let app = spawn_app().await;
-    app.sim("silence", json!({"feed": "stocks", "paused": true}))
-        .await;
-    let mut c = app.ws().await;
-    c.send(json!({"action":"subscribe","symbols":["AAPL","MSFT"],"channels":["quotes","trades"]}))
-        .await;
-    c.expect_type("subscribed").await;
-    app.wait_upstream(&["AAPL", "MSFT"]).await;
+    let (app, mut c) = quiet_stocks(&["AAPL", "MSFT"], &["quotes", "trades"]).await;
     let msft =
         json!({"T":"t","S":"MSFT","i":77,"x":"V","p":415.25,"s":10,"c":["@"],"z":"C","t":now()});
     send_stocks(
@@ -206,14 +199,7 @@ async fn data_after_an_error_element_in_the_same_frame_is_delivered() {
 /// `update` and never becomes the last price.
 #[actix_web::test]
 async fn trade_updates_are_shown_as_such() {
-    let app = spawn_app().await;
-    app.sim("silence", json!({"feed": "stocks", "paused": true}))
-        .await;
-    let mut c = app.ws().await;
-    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","trades"]}))
-        .await;
-    c.expect_type("subscribed").await;
-    app.wait_upstream(&["AAPL"]).await;
+    let (app, mut c) = quiet_stocks(&["AAPL"], &["quotes", "trades"]).await;
     send_stocks(&app, &[trade(50, 190.0)]).await;
     last_price(&mut c, 190.0).await;
 
@@ -242,14 +228,7 @@ async fn trade_updates_are_shown_as_such() {
 /// `status` frames, and a halt marks the symbol's price updates `halted` until it resumes.
 #[actix_web::test]
 async fn halts_and_bands_reach_the_statuses_channel_and_mark_prices() {
-    let app = spawn_app().await;
-    app.sim("silence", json!({"feed": "stocks", "paused": true}))
-        .await;
-    let mut c = app.ws().await;
-    c.send(json!({"action":"subscribe","symbols":["AAPL"],"channels":["quotes","statuses"]}))
-        .await;
-    c.expect_type("subscribed").await;
-    app.wait_upstream(&["AAPL"]).await;
+    let (app, mut c) = quiet_stocks(&["AAPL"], &["quotes", "statuses"]).await;
     send_stocks(&app, &[trade(60, 190.0)]).await;
     last_price(&mut c, 190.0).await;
 

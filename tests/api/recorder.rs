@@ -16,6 +16,28 @@ fn record_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The daemon's command, recording into a fresh directory named after `name`.
+fn recording(name: &str) -> (PathBuf, Command) {
+    let dir = record_dir(name);
+    let mut cmd = tickrelay();
+    cmd.env("TICKRELAY__HTTP__PORT", "0")
+        .env("TICKRELAY__RECORDER__ENABLED", "true")
+        .env("TICKRELAY__RECORDER__DIR", &dir);
+    (dir, cmd)
+}
+
+/// A browser subscribed to `symbols`: it makes their feeds stream.
+async fn browser(addr: &str, symbols: &[&str]) -> crate::helpers::WsClient {
+    let (_, framed) = awc::Client::new()
+        .ws(format!("ws://{addr}/ws"))
+        .connect()
+        .await
+        .unwrap();
+    let mut browser = crate::helpers::WsClient::from_framed(framed);
+    browser.subscribe(symbols).await;
+    browser
+}
+
 fn segments(dir: &PathBuf) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -63,20 +85,14 @@ fn cat(files: &[PathBuf], args: &[&str]) -> (Vec<Value>, String) {
 /// accounts' snapshot, and filters by feed and symbol.
 #[actix_web::test]
 async fn recorded_segments_survive_kill_9_and_read_back() {
-    let dir = record_dir("kill9");
-    let mut cmd = tickrelay();
-    cmd.env("TICKRELAY__HTTP__PORT", "0")
-        .env("TICKRELAY__RECORDER__ENABLED", "true")
-        .env("TICKRELAY__RECORDER__DIR", &dir)
-        .env("TICKRELAY__RECORDER__SEGMENT_BYTES", "4096");
+    let (dir, mut cmd) = recording("kill9");
+    cmd.env("TICKRELAY__RECORDER__SEGMENT_BYTES", "4096");
     let mut daemon = Process::start(cmd);
     let sim = daemon.address_after("streams on ws://");
     let addr = daemon.address_after("listening on http://");
     let http = awc::Client::new();
     // Browsers make the feeds stream; an order makes trade updates.
-    let (_, framed) = http.ws(format!("ws://{addr}/ws")).connect().await.unwrap();
-    let mut browser = crate::helpers::WsClient::from_framed(framed);
-    browser.subscribe(&["AAPL", "BTC/USD"]).await;
+    let mut browser = browser(&addr, &["AAPL", "BTC/USD"]).await;
     browser.expect_type("spot_price_update").await;
     let order = json!({"symbol": "AAPL", "qty": 3, "side": "buy", "price": 190.0});
     let placed = http
@@ -148,11 +164,7 @@ async fn recorded_segments_survive_kill_9_and_read_back() {
 #[actix_web::test]
 async fn a_full_disk_stops_the_recorder_and_the_daemon_serves_on() {
     use std::os::unix::process::CommandExt;
-    let dir = record_dir("full");
-    let mut cmd = tickrelay();
-    cmd.env("TICKRELAY__HTTP__PORT", "0")
-        .env("TICKRELAY__RECORDER__ENABLED", "true")
-        .env("TICKRELAY__RECORDER__DIR", &dir);
+    let (dir, mut cmd) = recording("full");
     // SAFETY: only async-signal-safe calls between fork and exec. An ignored SIGXFSZ stays
     // ignored across exec, so a write past the limit fails with EFBIG instead of killing.
     unsafe {
@@ -170,15 +182,7 @@ async fn a_full_disk_stops_the_recorder_and_the_daemon_serves_on() {
     }
     let daemon = Process::start(cmd);
     let addr = daemon.address_after("listening on http://");
-    let (_, framed) = awc::Client::new()
-        .ws(format!("ws://{addr}/ws"))
-        .connect()
-        .await
-        .unwrap();
-    let mut browser = crate::helpers::WsClient::from_framed(framed);
-    browser
-        .subscribe(&["AAPL", "MSFT", "BTC/USD", "ETH/USD"])
-        .await;
+    let mut browser = browser(&addr, &["AAPL", "MSFT", "BTC/USD", "ETH/USD"]).await;
     let stopped = wait_for("the recorder stopped", || async {
         let r = recorder_status(&addr).await?;
         (r["state"] == "stopped").then_some(r)
@@ -206,21 +210,11 @@ async fn a_full_disk_stops_the_recorder_and_the_daemon_serves_on() {
 /// written while the daemon runs, and after SIGTERM every frame it had recorded is on disk.
 #[actix_web::test]
 async fn sigterm_writes_what_the_recorder_holds() {
-    let dir = record_dir("sigterm");
-    let mut cmd = tickrelay();
-    cmd.env("TICKRELAY__HTTP__PORT", "0")
-        .env("TICKRELAY__RECORDER__ENABLED", "true")
-        .env("TICKRELAY__RECORDER__DIR", &dir)
-        .env("TICKRELAY__RECORDER__FLUSH_MS", "60000");
+    let (dir, mut cmd) = recording("sigterm");
+    cmd.env("TICKRELAY__RECORDER__FLUSH_MS", "60000");
     let mut daemon = Process::start(cmd);
     let addr = daemon.address_after("listening on http://");
-    let (_, framed) = awc::Client::new()
-        .ws(format!("ws://{addr}/ws"))
-        .connect()
-        .await
-        .unwrap();
-    let mut browser = crate::helpers::WsClient::from_framed(framed);
-    browser.subscribe(&["AAPL", "BTC/USD"]).await;
+    let _browser = browser(&addr, &["AAPL", "BTC/USD"]).await;
     let recorded = wait_for("frames handed to the recorder", || async {
         let frames = recorder_status(&addr).await?["frames"].as_u64()?;
         (frames >= 20).then_some(frames)

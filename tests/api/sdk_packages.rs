@@ -383,6 +383,16 @@ async fn five_programs_share_one_connection_per_feed() {
     assert!(quotes.iter().all(|q| q["symbol"] == "MSFT"), "{quotes:?}");
 }
 
+/// How many SDK programs of `kind` (`sdk:stocks`, …) the status lists as receiving data.
+fn receiving(status: &Value, kind: &str) -> usize {
+    status["sessions"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["kind"] == kind && s["sent_bytes"].as_u64() > Some(2_000))
+        .count()
+}
+
 /// A lost upstream, with the real SDKs: tickrelay closes their connections (1012) as a
 /// restarting Alpaca would, and each SDK reconnects by itself, signs in and subscribes again,
 /// runs its reconnect hook and receives data on the new connection — alpaca-py,
@@ -456,16 +466,12 @@ async fn every_sdk_reconnects_after_a_lost_upstream_and_its_hook_runs() {
     let drop_upstream = async {
         // Every program is receiving data before its upstream goes.
         wait_for("every program receiving", || async {
-            let (_, status) = app.get(&app.url("/api/v1/status?sessions=100")).await;
-            let receiving = |kind: &str| {
-                status["sessions"]["list"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| s["kind"] == kind && s["sent_bytes"].as_u64() > Some(2_000))
-                    .count()
-            };
-            (receiving("sdk:stocks") >= 3 && receiving("sdk:crypto") >= 1).then_some(())
+            let status = app.get(&app.url("/api/v1/status?sessions=100")).await.1;
+            let (stocks, crypto) = (
+                receiving(&status, "sdk:stocks"),
+                receiving(&status, "sdk:crypto"),
+            );
+            (stocks >= 3 && crypto >= 1).then_some(())
         })
         .await;
         for feed in ["stocks", "crypto"] {
@@ -559,14 +565,8 @@ async fn keep_mode_keeps_real_sdk_programs_through_a_lost_upstream() {
     let runs = futures_util::future::join_all(programs.map(|(name, cmd)| run(name, cmd)));
     let drop_upstream = async {
         wait_for("both programs receiving", || async {
-            let (_, status) = app.get(&app.url("/api/v1/status?sessions=100")).await;
-            let receiving = status["sessions"]["list"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["kind"] == "sdk:stocks" && s["sent_bytes"].as_u64() > Some(2_000))
-                .count();
-            (receiving >= 2).then_some(())
+            let status = app.get(&app.url("/api/v1/status?sessions=100")).await.1;
+            (receiving(&status, "sdk:stocks") >= 2).then_some(())
         })
         .await;
         let before = app.feed_status("stocks").await["connects"].as_u64();
