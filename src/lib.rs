@@ -45,6 +45,7 @@
 //!   message unconflated (fed by the feeds' [`tap`](upstream::tap)).
 //! - [`http`] — routes; [`startup`] builds the whole thing; [`settings`] reads the configuration.
 //! - [`accounts`] — one trading stream per account (`trade_updates`), REST loads, the account store.
+//! - [`replay`] — a recording played back on Alpaca's protocol (`provider = "replay"`).
 //! - [`simulator`] — an Alpaca-protocol market simulator (the default provider, and the tests' upstream).
 //! - Plain building blocks: [`market`] (events), [`symbol`],
 //!   [`credentials`], [`auth`] (clients, scopes: who may do what),
@@ -70,6 +71,7 @@ pub mod metrics;
 pub mod quote_book;
 pub mod recorder;
 pub mod registry;
+pub mod replay;
 pub mod rng;
 pub mod scaleout;
 pub mod sdk;

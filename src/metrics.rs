@@ -80,6 +80,8 @@ pub struct Snapshot<'a> {
     pub sink: Option<SinkStatus>,
     pub relay: Option<RelayStatus>,
     pub lease: Option<LeaseStatus>,
+    /// With `provider = "replay"`.
+    pub replay: Option<crate::replay::ReplayStatus>,
     pub process: ProcessSample,
 }
 
@@ -324,6 +326,33 @@ impl Snapshot<'_> {
                 "tickrelay_lease_acquired",
                 "Times this primary won the lease",
                 lease.acquired as f64,
+            ));
+        }
+
+        if let Some(replay) = &self.replay {
+            let mut state = Family::gauge(
+                "tickrelay_replay_state",
+                "1 for the replay's current state (provider = \"replay\")",
+            );
+            for s in crate::replay::ReplayState::ALL {
+                let on = f64::from(u8::from(s == replay.state));
+                state.push(vec![("state", s.as_str().to_owned())], on);
+            }
+            out.push(state);
+            out.push(Family::single_gauge(
+                "tickrelay_replay_clock_seconds",
+                "Recorded receive time of the last frame replayed (Unix seconds)",
+                replay.clock.map_or(0.0, |t| t.unix_nanos() as f64 / 1e9),
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_replay_frames",
+                "Recorded frames replayed",
+                replay.frames as f64,
+            ));
+            out.push(Family::single_counter(
+                "tickrelay_replay_gaps",
+                "Gaps the replay signalled to consumers",
+                replay.gaps as f64,
             ));
         }
 

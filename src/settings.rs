@@ -44,6 +44,7 @@ const LIST_KEYS: &[&str] = &[
     "auth.anonymous_scopes",
     "recorder.feeds",
     "recorder.accounts",
+    "replay.path",
 ];
 
 /// Why `url` may not carry the Alpaca keys: a user name or password before its host (which
@@ -171,6 +172,8 @@ pub struct Settings {
     #[serde(default)]
     pub recorder: RecorderSettings,
     #[serde(default)]
+    pub replay: ReplaySettings,
+    #[serde(default)]
     pub dashboard: DashboardSettings,
     #[serde(default)]
     pub simulator: SimulatorSettings,
@@ -256,6 +259,8 @@ pub enum Provider {
     Alpaca,
     /// An edge: market data, news and account events from a primary, through Redis.
     Redis,
+    /// A recording played back (`[replay]`), served on Alpaca's protocol by an in-process server.
+    Replay,
 }
 
 impl Provider {
@@ -264,6 +269,7 @@ impl Provider {
             Provider::Simulator => "simulator",
             Provider::Alpaca => "alpaca",
             Provider::Redis => "redis",
+            Provider::Replay => "replay",
         }
     }
 }
@@ -935,6 +941,132 @@ impl Default for RecorderSettings {
     }
 }
 
+/// `[replay]`: with `provider = "replay"`, a recording played back (see [`crate::replay`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySettings {
+    /// Segment files, or directories of them (a recorder's `dir`), played in time order.
+    #[serde(deserialize_with = "one_or_many")]
+    pub path: Vec<String>,
+    /// Only what was received at or after this RFC 3339 time ...
+    pub from: Option<String>,
+    /// ... and at or before this one.
+    pub to: Option<String>,
+    /// `1.0` plays at the recorded pace, `10` ten times faster, `"max"` as fast as consumers read.
+    pub speed: ReplaySpeed,
+    /// After the end, start again from the beginning (consumers see a gap between the rounds).
+    #[serde(rename = "loop")]
+    pub repeat: bool,
+    /// When the clock starts: `"subscribe"` at the first market-data subscription, `"now"` at
+    /// once, `"paused"` when `POST /api/v1/replay {"action":"play"}` says so.
+    pub start: ReplayStart,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            path: vec!["records".into()],
+            from: None,
+            to: None,
+            speed: ReplaySpeed::Times(1.0),
+            repeat: false,
+            start: ReplayStart::Subscribe,
+        }
+    }
+}
+
+/// How fast a replay runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReplaySpeed {
+    /// This many recorded seconds a second.
+    Times(f64),
+    /// As fast as the consumers take it.
+    Max,
+}
+
+impl ReplaySpeed {
+    fn parse(text: &str) -> Option<ReplaySpeed> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("max") {
+            return Some(ReplaySpeed::Max);
+        }
+        text.parse().ok().map(ReplaySpeed::Times)
+    }
+
+    /// The factor, `None` for `max`.
+    pub fn factor(self) -> Option<f64> {
+        match self {
+            ReplaySpeed::Times(x) => Some(x),
+            ReplaySpeed::Max => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplaySpeed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(x) => Ok(ReplaySpeed::Times(x)),
+            Raw::Text(t) => ReplaySpeed::parse(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!("{t:?} is not a speed: a number or \"max\""))
+            }),
+        }
+    }
+}
+
+impl Serialize for ReplaySpeed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReplaySpeed::Times(x) => s.serialize_f64(*x),
+            ReplaySpeed::Max => s.serialize_str("max"),
+        }
+    }
+}
+
+/// When a replay's clock starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayStart {
+    Subscribe,
+    Now,
+    Paused,
+}
+
+/// A list, or one string standing for a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(s) => vec![s],
+        Raw::Many(v) => v,
+    })
+}
+
+impl ReplaySettings {
+    /// `from` and `to` in nanoseconds since the Unix epoch.
+    pub fn window(&self) -> Result<(Option<u64>, Option<u64>), String> {
+        let time = |v: &Option<String>, key: &str| -> Result<Option<u64>, String> {
+            v.as_deref()
+                .map(|t| {
+                    crate::time::Timestamp::parse_rfc3339(t.trim())
+                        .map(|t| u64::try_from(t.unix_nanos()).unwrap_or_default())
+                        .map_err(|_| format!("replay.{key}: {t:?} is not an RFC 3339 time"))
+                })
+                .transpose()
+        };
+        Ok((time(&self.from, "from")?, time(&self.to, "to")?))
+    }
+}
+
 impl RecorderSettings {
     pub fn config(&self) -> crate::recorder::RecorderConfig {
         crate::recorder::RecorderConfig {
@@ -1439,6 +1571,35 @@ impl Settings {
                 }
             }
         }
+        if self.upstream.provider == Provider::Replay {
+            let replay = &self.replay;
+            if replay.path.iter().all(|p| p.trim().is_empty()) {
+                bad(
+                    "replay.path",
+                    "name segment files or a directory of them".into(),
+                );
+            }
+            for path in &replay.path {
+                if !Path::new(path).exists() {
+                    bad("replay.path", format!("{path:?} does not exist"));
+                }
+            }
+            match replay.window() {
+                Err(problem) => bad("replay.from", problem),
+                Ok((Some(from), Some(to))) if from > to => {
+                    bad("replay.to", "is before replay.from".into())
+                }
+                Ok(_) => {}
+            }
+            if let ReplaySpeed::Times(x) = replay.speed {
+                if !(x.is_finite() && x > 0.0 && x <= 1e6) {
+                    bad(
+                        "replay.speed",
+                        format!("{x} is not a speed: a number above 0 (up to 1000000) or \"max\""),
+                    );
+                }
+            }
+        }
         if self.simulator.max_symbols == 0 {
             bad("simulator.max_symbols", "must be greater than 0".into());
         }
@@ -1645,7 +1806,10 @@ impl Settings {
         let anonymous = &self.auth.anonymous_scopes;
         if let Some(problem) = self.scope_problem(anonymous) {
             bad("auth.anonymous_scopes", problem);
-        } else if matches!(self.upstream.provider, Provider::Alpaca | Provider::Redis) {
+        } else if matches!(
+            self.upstream.provider,
+            Provider::Alpaca | Provider::Redis | Provider::Replay
+        ) {
             if let Some(account) = anonymous.iter().find(|s| s.trim().starts_with("account:")) {
                 bad(
                     "auth.anonymous_scopes",
@@ -1930,6 +2094,41 @@ mod tests {
         let committed =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/settings.toml")).unwrap();
         assert!(Settings::from_toml_str(&committed, HashMap::new()).is_ok());
+    }
+
+    #[test]
+    fn a_replay_takes_a_path_or_paths_a_speed_or_max_and_checks_its_window() {
+        let dir = std::env::temp_dir().display().to_string();
+        let toml = format!(
+            "[upstream]\nprovider = \"replay\"\n[replay]\npath = \"{dir}\"\nspeed = \"max\"\nloop = true\nstart = \"paused\"\n"
+        );
+        let s = Settings::from_toml_str(&toml, HashMap::new()).unwrap();
+        assert_eq!(s.replay.path, std::slice::from_ref(&dir));
+        assert_eq!(s.replay.speed, ReplaySpeed::Max);
+        assert!(s.replay.repeat);
+        assert_eq!(s.replay.start, ReplayStart::Paused);
+        let env = HashMap::from([
+            ("TICKRELAY__REPLAY__SPEED".to_string(), "10".to_string()),
+            (
+                "TICKRELAY__REPLAY__PATH".to_string(),
+                format!("{dir},{dir}"),
+            ),
+        ]);
+        let s = Settings::from_toml_str(&toml, env).unwrap();
+        assert_eq!(s.replay.speed, ReplaySpeed::Times(10.0));
+        assert_eq!(s.replay.path.len(), 2);
+
+        let bad = "[upstream]\nprovider = \"replay\"\n[replay]\npath = [\"/no/such/records\"]\nspeed = 0\nfrom = \"2026-12-07T10:00:00Z\"\nto = \"2026-12-07T09:00:00Z\"\n";
+        let text = Settings::from_toml_str(bad, HashMap::new())
+            .unwrap_err()
+            .to_string();
+        for key in ["replay.path", "replay.speed", "replay.to"] {
+            assert!(text.contains(key), "{key} in {text}");
+        }
+        let err = Settings::from_toml_str("[replay]\nspeed = \"fast\"\n", HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a speed"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::http::{self, AppState};
 use crate::quote_book::QuoteBook;
 use crate::recorder::{Recorder, Tape};
 use crate::registry::{Heartbeat, Pin, PinOwner, RegisterFeed, Registry, RegistryConfig, Shutdown};
+use crate::replay::{self, ReplayHandle};
 use crate::scaleout::edge::{EdgeConfig, EdgeFeed};
 use crate::scaleout::lease::Lease;
 use crate::scaleout::relay::{EdgeRelay, RelayShared};
@@ -66,6 +67,7 @@ pub struct Daemon {
     addr: SocketAddr,
     handle: DaemonHandle,
     simulator: Option<SimulatorHandle>,
+    replay: Option<ReplayHandle>,
 }
 
 /// Stops a daemon from anywhere (signal handler, tests).
@@ -118,6 +120,7 @@ impl Daemon {
         install_crypto_provider();
         let provider = settings.upstream.provider;
 
+        let mut replaying: Option<ReplayHandle> = None;
         let (data_url, credentials, simulator, sim_server) = match provider {
             Provider::Simulator => {
                 let sim = &settings.simulator;
@@ -131,13 +134,24 @@ impl Daemon {
                 actix_web::rt::spawn(server);
                 (
                     handle.ws_url(),
-                    simulator_credentials(),
+                    local_credentials("simulator"),
                     Some(handle),
                     Some(server_handle),
                 )
             }
+            Provider::Replay => {
+                let listener = TcpListener::bind(("127.0.0.1", 0))
+                    .context("cannot bind the replay server to a loopback port")?;
+                let (server, handle) = replay::start(&settings.replay, listener)
+                    .with_context(|| format!("cannot replay {:?}", settings.replay.path))?;
+                let server_handle = server.handle();
+                actix_web::rt::spawn(server);
+                let url = handle.ws_url();
+                replaying = Some(handle);
+                (url, local_credentials("replay"), None, Some(server_handle))
+            }
             // An edge holds no upstream connection: its feeds read Redis.
-            Provider::Redis => (String::new(), simulator_credentials(), None, None),
+            Provider::Redis => (String::new(), local_credentials("simulator"), None, None),
             Provider::Alpaca => {
                 let creds = settings
                     .credentials
@@ -223,15 +237,17 @@ impl Daemon {
         let sdk = Arc::new(SdkContext::new(&settings, taps.clone(), auth.clone()));
         let accounts = AccountStore::default();
         // The upstream connections' frames, as received: only where they are (not on an edge).
-        let recorder: Option<Arc<Recorder>> = if settings.recorder.enabled && !edge {
-            Some(
-                Recorder::start(settings.recorder.config(), accounts.clone()).with_context(
-                    || format!("cannot start the recorder in {}", settings.recorder.dir),
-                )?,
-            )
-        } else {
-            None
-        };
+        // A replay is not recorded again.
+        let recorder: Option<Arc<Recorder>> =
+            if settings.recorder.enabled && !edge && provider != Provider::Replay {
+                Some(
+                    Recorder::start(settings.recorder.config(), accounts.clone()).with_context(
+                        || format!("cannot start the recorder in {}", settings.recorder.dir),
+                    )?,
+                )
+            } else {
+                None
+            };
         let tape = |source: &str| {
             recorder
                 .as_ref()
@@ -252,14 +268,12 @@ impl Daemon {
                     start_feed(&registry, config);
                 }
             }
-            start_accounts(
-                &settings,
-                simulator.as_ref(),
-                &registry,
-                &accounts,
-                gate.as_ref(),
-                &tape,
-            )?;
+            let local = match (&simulator, &replaying) {
+                (Some(sim), _) => Some(LocalUpstream::Simulator(sim.http_url())),
+                (None, Some(replay)) => Some(LocalUpstream::Replay(replay.http_url())),
+                (None, None) => None,
+            };
+            start_accounts(&settings, local, &registry, &accounts, gate.as_ref(), &tape)?;
             // Last: every connection actor watches the gate before the lease can open it.
             if let Some(gate) = gate {
                 lease = Some(start_lease(&settings, needs_redis()?, gate));
@@ -299,6 +313,7 @@ impl Daemon {
             lease: lease.clone(),
             relay,
             recorder: recorder.clone(),
+            replay: replaying.as_ref().map(|r| r.control.clone()),
             latency: latency.clone(),
             provider: provider.as_str(),
             stale_after: ms(settings.throttle.stale_after_ms),
@@ -424,6 +439,7 @@ impl Daemon {
             server,
             addr,
             simulator,
+            replay: replaying,
         })
     }
 
@@ -439,6 +455,11 @@ impl Daemon {
     /// The in-process simulator, when it is the provider.
     pub fn simulator(&self) -> Option<&SimulatorHandle> {
         self.simulator.as_ref()
+    }
+
+    /// The replay, when it is the provider.
+    pub fn replay(&self) -> Option<&ReplayHandle> {
+        self.replay.as_ref()
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -507,8 +528,10 @@ fn feed_config(
         auth_timeout: ms(up.auth_timeout_ms),
         ping_interval: ms(up.ping_interval_ms),
         pong_timeout: ms(up.pong_timeout_ms),
-        data_idle_timeout: if kind == FeedKind::News {
-            Duration::ZERO // news is quiet for long stretches; silence is not a fault
+        data_idle_timeout: if kind == FeedKind::News || up.provider == Provider::Replay {
+            // News is quiet for long stretches, and a record can be (or end): silence is not a
+            // fault.
+            Duration::ZERO
         } else {
             ms(up.data_idle_timeout_ms)
         },
@@ -521,10 +544,11 @@ fn feed_config(
     })
 }
 
-fn simulator_credentials() -> Credentials {
+/// Keys for an in-process upstream (the simulator, a replay), which takes any.
+fn local_credentials(key_id: &str) -> Credentials {
     Credentials {
-        key_id: Secret::new("simulator"),
-        secret_key: Secret::new("simulator"),
+        key_id: Secret::new(key_id),
+        secret_key: Secret::new("local"),
     }
 }
 
@@ -656,9 +680,15 @@ fn enabled_accounts(
     settings.accounts.iter().filter(|(_, a)| a.enabled)
 }
 
+/// An in-process upstream's trading base URL.
+enum LocalUpstream {
+    Simulator(String),
+    Replay(String),
+}
+
 fn start_accounts(
     settings: &Settings,
-    simulator: Option<&SimulatorHandle>,
+    local: Option<LocalUpstream>,
     registry: &Addr<Registry>,
     store: &AccountStore,
     gate: Option<&Arc<Gate>>,
@@ -670,8 +700,10 @@ fn start_accounts(
     // (started only when an account is enabled).
     let mut trading_thread: Option<ArbiterHandle> = None;
     for (index, (id, account)) in enabled_accounts(settings).enumerate() {
-        let (rest_url, credentials) = match simulator {
-            Some(sim) => (sim.http_url(), simulator_credentials()),
+        let (rest_url, credentials) = match &local {
+            Some(LocalUpstream::Simulator(url)) => (url.clone(), local_credentials("simulator")),
+            // The replay server knows the account by its key id.
+            Some(LocalUpstream::Replay(url)) => (url.clone(), local_credentials(id)),
             None => {
                 let base = account.trading_url.clone().unwrap_or_else(|| {
                     if account.paper {

@@ -362,6 +362,12 @@ impl TradingStream {
             a.has_data = true;
             a.refreshed_at = Some(Timestamp::now());
         });
+        // The record keeps what was loaded, so a replay answers this state after these events.
+        if let (Some(tape), Some(state)) =
+            (&self.config.recorder, self.store.get(&self.config.account))
+        {
+            tape.snapshot(&state);
+        }
         debug!(
             "account {}: refreshed ({count} positions, {} changed)",
             self.id(),

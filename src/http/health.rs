@@ -246,6 +246,7 @@ pub async fn status(
         "lease": state.lease.as_ref().map(|l| l.status()),
         "relay": state.relay.as_ref().map(|r| r.status()),
         "recorder": state.recorder.as_ref().map(|r| r.status()),
+        "replay": state.replay.as_ref().map(|r| r.status()),
         "timestamp": now,
         "details_need": if admin { None } else { Some("admin") },
     });

@@ -32,6 +32,7 @@ pub async fn metrics(state: web::Data<AppState>, who: Principal) -> HttpResponse
         sink: state.sink.as_ref().map(|s| s.status()),
         relay: state.relay.as_ref().map(|r| r.status()),
         lease: state.lease.as_ref().map(|l| l.status()),
+        replay: state.replay.as_ref().map(|r| r.status()),
         process: ProcessSample::read(started_unix),
     };
     match snapshot.encode() {

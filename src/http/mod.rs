@@ -8,6 +8,7 @@
 //! - [`accounts`] — trading accounts and their streams, from memory.
 //! - [`auth`] — who a request comes from (`Authorization: Bearer`) and the scope checks.
 //! - [`metrics`] — `GET /metrics` (Prometheus), for the `admin` scope.
+//! - [`replay`] — `POST /api/v1/replay`: play or pause a replay (`admin`).
 //! - [`limits`] — how many WebSockets may be open, in total and per IP address.
 //! - [`guard`] — which Hosts, Origins and content types are allowed (DNS rebinding, cross-site
 //!   requests), for REST (a middleware) and WebSocket upgrades.
@@ -22,6 +23,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod quotes;
+pub mod replay;
 pub mod subscriptions;
 pub mod ws;
 
@@ -56,6 +58,8 @@ pub struct AppState {
     pub relay: Option<Arc<crate::scaleout::relay::RelayShared>>,
     /// The recorder, when `[recorder]` is enabled.
     pub recorder: Option<Arc<crate::recorder::Recorder>>,
+    /// The replay's control, when the provider is `replay`.
+    pub replay: Option<Arc<crate::replay::ReplayControl>>,
     /// Filled by the hubs; read by `/metrics`.
     pub latency: Arc<crate::downstream::delivery::LatencyHistogram>,
     pub provider: &'static str,
@@ -103,6 +107,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/quotes", web::get().to(quotes::many))
         .route("/api/v1/quotes/{symbol:.+}", web::get().to(quotes::one))
         .route("/api/v1/subscriptions", web::post().to(subscriptions::pin))
+        .route("/api/v1/replay", web::post().to(replay::command))
         .route(
             "/api/v1/subscriptions",
             web::delete().to(subscriptions::unpin),

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use super::format::{read_segment, Kind, Record};
+use super::format::{Kind, Reader, Record};
 use crate::time::Timestamp;
 
 /// Which records to print.
@@ -115,21 +115,24 @@ pub fn cat(
     for path in files {
         let file = std::fs::File::open(path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let (records, truncated) = read_segment(std::io::BufReader::new(file))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        if truncated {
-            writeln!(
-                notes,
-                "{}: cut short after {} records (a crash or a stop mid-write); those are printed",
-                path.display(),
-                records.len()
-            )?;
-        }
-        for r in &records {
-            if let Some(l) = line(r, filter) {
+        let named =
+            |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let mut reader = Reader::new(file).map_err(named)?;
+        let mut read = 0;
+        for r in reader.by_ref() {
+            let r = r.map_err(named)?;
+            read += 1;
+            if let Some(l) = line(&r, filter) {
                 writeln!(out, "{l}")?;
                 printed += 1;
             }
+        }
+        if reader.truncated() {
+            writeln!(
+                notes,
+                "{}: cut short after {read} records (a crash or a stop mid-write); those are printed",
+                path.display(),
+            )?;
         }
     }
     Ok(printed)

@@ -83,50 +83,122 @@ pub fn write_frame(file: &mut impl Write, records: &[u8], level: i32) -> io::Res
     Ok(compressed.len())
 }
 
-/// Reads the records of one segment. A segment cut short ends at its last complete zstd frame:
-/// `truncated` says so. Any other error is returned.
-pub fn read_segment(file: impl Read) -> io::Result<(Vec<Record>, bool)> {
-    let mut data = Vec::new();
-    let mut decoder = zstd::stream::read::Decoder::new(file)?;
-    // The decoder yields what it could decode before an incomplete frame, then an error.
-    let truncated = match decoder.read_to_end(&mut data) {
-        Ok(_) => false,
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::Other => {
-            true
-        }
-        Err(e) => return Err(e),
-    };
-    let mut records = Vec::new();
-    let mut rest = &data[..];
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let Some(body) = rest.get(4..4 + len) else {
-            break;
-        };
-        let parse = || -> Option<Record> {
-            let kind = Kind::of(*body.first()?)?;
-            let received_ns = u64::from_le_bytes(body.get(1..9)?.try_into().ok()?);
-            let source_len = *body.get(9)? as usize;
-            let source = std::str::from_utf8(body.get(10..10 + source_len)?).ok()?;
-            Some(Record {
-                kind,
-                received_ns,
-                source: source.to_owned(),
-                payload: body.get(10 + source_len..)?.to_vec(),
-            })
-        };
-        match parse() {
-            Some(record) => records.push(record),
-            None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("record {} is malformed", records.len() + 1),
-                ))
+/// Longest record a reader accepts: longer is corruption, not a frame (the upstream connections
+/// refuse frames far below this).
+pub const MAX_RECORD_BYTES: usize = 1 << 28;
+
+/// Reads a segment record by record, holding one record at a time (a segment may decompress to
+/// gigabytes). A segment cut short ends at its last complete record, and [`Reader::truncated`]
+/// says so afterwards; a malformed record is an `InvalidData` error, after which it stops.
+pub struct Reader<R: Read> {
+    decoder: zstd::stream::read::Decoder<'static, io::BufReader<R>>,
+    records: usize,
+    truncated: bool,
+    done: bool,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(file: R) -> io::Result<Self> {
+        Ok(Reader {
+            decoder: zstd::stream::read::Decoder::new(file)?,
+            records: 0,
+            truncated: false,
+            done: false,
+        })
+    }
+
+    /// Whether the segment ended inside a record or a compressed frame.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Fills `buf` as far as the data goes: the bytes read, fewer at the end (or a cut).
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.decoder.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The decoder yields what it could decode before an incomplete frame, then this.
+                Err(e)
+                    if e.kind() == io::ErrorKind::UnexpectedEof
+                        || e.kind() == io::ErrorKind::Other =>
+                {
+                    self.truncated = true;
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
-        rest = &rest[4 + len..];
+        Ok(n)
     }
-    Ok((records, truncated || !rest.is_empty()))
+
+    fn read_record(&mut self) -> io::Result<Option<Record>> {
+        let mut len = [0u8; 4];
+        match self.fill(&mut len)? {
+            0 => return Ok(None),
+            4 => {}
+            _ => {
+                self.truncated = true;
+                return Ok(None);
+            }
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        let malformed = |what: &str, records: usize| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("record {} is malformed ({what})", records + 1),
+            )
+        };
+        if !(10..=MAX_RECORD_BYTES).contains(&len) {
+            return Err(malformed("length", self.records));
+        }
+        let mut body = vec![0u8; len];
+        if self.fill(&mut body)? < len {
+            self.truncated = true;
+            return Ok(None);
+        }
+        let kind = Kind::of(body[0]).ok_or_else(|| malformed("kind", self.records))?;
+        let received_ns = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));
+        let source_len = body[9] as usize;
+        let source = body
+            .get(10..10 + source_len)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .ok_or_else(|| malformed("source", self.records))?
+            .to_owned();
+        body.drain(..10 + source_len);
+        self.records += 1;
+        Ok(Some(Record {
+            kind,
+            received_ns,
+            source,
+            payload: body,
+        }))
+    }
+}
+
+impl<R: Read> Iterator for Reader<R> {
+    type Item = io::Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.read_record().transpose();
+        if !matches!(next, Some(Ok(_))) {
+            self.done = true;
+        }
+        next
+    }
+}
+
+/// Reads the records of one segment. A segment cut short ends at its last complete record:
+/// `truncated` says so. Any other error is returned.
+pub fn read_segment(file: impl Read) -> io::Result<(Vec<Record>, bool)> {
+    let mut reader = Reader::new(file)?;
+    let records = reader.by_ref().collect::<io::Result<Vec<_>>>()?;
+    Ok((records, reader.truncated()))
 }
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ enum Item {
     Frame {
         received_ns: u64,
         source: Arc<str>,
-        binary: bool,
+        /// Text, binary, or an account's snapshot.
+        kind: Kind,
         data: Bytes,
     },
     Gap {
@@ -148,6 +149,18 @@ impl Recorder {
     /// A frame from `source`, as received. Never waits: with the queue full it is dropped and
     /// counted, and the next frame that fits is preceded by a gap record.
     pub fn frame(&self, source: &Arc<str>, data: &Bytes, binary: bool) {
+        let kind = if binary { Kind::Binary } else { Kind::Text };
+        self.push(source, kind, data);
+    }
+
+    /// One account's REST state after the trading stream (re)loaded it, as [`account_snapshot`]
+    /// writes it; `source` is the account's trading source. Queued like a frame.
+    pub fn snapshot(&self, source: &Arc<str>, state: &crate::accounts::AccountState) {
+        let data = Bytes::from(account_snapshot(state).to_string());
+        self.push(source, Kind::Snapshot, &data);
+    }
+
+    fn push(&self, source: &Arc<str>, kind: Kind, data: &Bytes) {
         if self.stats.stopped.load(Ordering::Relaxed) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -170,7 +183,7 @@ impl Recorder {
         let item = Item::Frame {
             received_ns,
             source: source.clone(),
-            binary,
+            kind,
             data: data.clone(),
         };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(item) {
@@ -221,6 +234,16 @@ impl Recorder {
     }
 }
 
+/// An account's REST state as a snapshot record holds it: `{"account":…,"positions":[…],
+/// "orders":[…]}` (the open orders).
+pub fn account_snapshot(a: &crate::accounts::AccountState) -> serde_json::Value {
+    serde_json::json!({
+        "account": a.account,
+        "positions": a.positions.values().collect::<Vec<_>>(),
+        "orders": a.orders.values().collect::<Vec<_>>(),
+    })
+}
+
 /// A recorder as one upstream connection holds it: its source name goes with every frame.
 #[derive(Clone)]
 pub struct Tape {
@@ -239,6 +262,11 @@ impl Tape {
     /// A frame as received.
     pub fn frame(&self, data: &Bytes, binary: bool) {
         self.recorder.frame(&self.source, data, binary);
+    }
+
+    /// The account's REST state, just loaded (trading tapes only).
+    pub fn snapshot(&self, state: &crate::accounts::AccountState) {
+        self.recorder.snapshot(&self.source, state);
     }
 }
 
@@ -335,14 +363,15 @@ impl Writer {
             Item::Frame {
                 received_ns,
                 source,
-                binary,
+                kind,
                 data,
             } => {
                 self.queued_bytes
                     .fetch_sub(data.len() as u64, Ordering::Relaxed);
-                let kind = if binary { Kind::Binary } else { Kind::Text };
                 write_record(&mut self.batch, kind, received_ns, &source, &data);
-                self.stats.frames.fetch_add(1, Ordering::Relaxed);
+                if kind != Kind::Snapshot {
+                    self.stats.frames.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Item::Gap { received_ns, lost } => {
                 write_record(
@@ -407,14 +436,7 @@ impl Writer {
             .accounts
             .all()
             .into_iter()
-            .map(|a| {
-                let state = serde_json::json!({
-                    "account": a.account,
-                    "positions": a.positions.values().collect::<Vec<_>>(),
-                    "orders": a.orders.values().collect::<Vec<_>>(),
-                });
-                (a.id, state)
-            })
+            .map(|a| (a.id.clone(), account_snapshot(&a)))
             .collect();
         write_record(
             &mut head,

@@ -156,9 +156,9 @@ pub fn start(
             .route("/v2/account", web::get().to(rest_account))
             .route("/v2/positions", web::get().to(rest_positions))
             .route("/v2/orders", web::get().to(rest_orders))
-            .route("/v2/{feed}", web::get().to(stream_v2))
-            .route("/v1beta1/{feed}", web::get().to(stream_v1beta1))
-            .route("/v1beta3/crypto/{location}", web::get().to(stream_crypto))
+            .route("/v2/{feed}", web::get().to(data_stream))
+            .route("/v1beta1/{feed}", web::get().to(data_stream))
+            .route("/v1beta3/crypto/{location}", web::get().to(data_stream))
             .route("/stream", web::get().to(trading_stream))
             .route("/stream/", web::get().to(trading_stream))
             .service(
@@ -269,7 +269,8 @@ async fn control_guard(
     }
 }
 
-fn requested_encoding(req: &HttpRequest) -> Encoding {
+/// JSON, or msgpack when the upgrade's `Content-Type` asks for it.
+pub fn requested_encoding(req: &HttpRequest) -> Encoding {
     let msgpack = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -282,42 +283,39 @@ fn requested_encoding(req: &HttpRequest) -> Encoding {
     }
 }
 
-async fn stream_v2(
-    req: HttpRequest,
-    feed: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<SimState>,
-) -> actix_web::Result<HttpResponse> {
-    let feed = ["iex", "sip", "delayed_sip", "test"]
-        .contains(&feed.as_str())
-        .then_some(SimFeed::Stocks);
-    open_stream(req, feed, payload, state)
-}
-
-async fn stream_v1beta1(
-    req: HttpRequest,
-    feed: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<SimState>,
-) -> actix_web::Result<HttpResponse> {
-    let feed = match feed.as_str() {
+/// The stream Alpaca serves on `path`: stocks on `/v2/{iex|sip|delayed_sip|test}` and
+/// `/v1beta1/{boats|overnight}`, crypto on `/v1beta3/crypto/{us|us-1|eu-1}`, options on
+/// `/v1beta1/{indicative|opra}`, news on `/v1beta1/news`, the trading stream on `/stream`.
+pub fn stream_at(path: &str) -> Option<SimFeed> {
+    let path = path.trim_end_matches('/');
+    if path == "/stream" {
+        return Some(SimFeed::Trading);
+    }
+    if let Some(location) = path.strip_prefix("/v1beta3/crypto/") {
+        return ["us", "us-1", "eu-1"]
+            .contains(&location)
+            .then_some(SimFeed::Crypto);
+    }
+    if let Some(feed) = path.strip_prefix("/v2/") {
+        return ["iex", "sip", "delayed_sip", "test"]
+            .contains(&feed)
+            .then_some(SimFeed::Stocks);
+    }
+    match path.strip_prefix("/v1beta1/")? {
         "boats" | "overnight" => Some(SimFeed::Stocks),
         "indicative" | "opra" => Some(SimFeed::Options),
         "news" => Some(SimFeed::News),
         _ => None,
-    };
-    open_stream(req, feed, payload, state)
+    }
 }
 
-async fn stream_crypto(
+/// A data stream's upgrade, on any of the paths [`stream_at`] knows.
+async fn data_stream(
     req: HttpRequest,
-    location: web::Path<String>,
     payload: web::Payload,
     state: web::Data<SimState>,
 ) -> actix_web::Result<HttpResponse> {
-    let feed = ["us", "us-1", "eu-1"]
-        .contains(&location.as_str())
-        .then_some(SimFeed::Crypto);
+    let feed = stream_at(req.path()).filter(|f| *f != SimFeed::Trading);
     open_stream(req, feed, payload, state)
 }
 

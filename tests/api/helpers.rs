@@ -21,6 +21,7 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running daemon with its in-process simulator.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The in-process upstream: the simulator, or the replay server.
     pub sim: SocketAddr,
     pub handle: DaemonHandle,
     /// Sends `Authorization: Bearer` for the [`OPS`] client (every scope).
@@ -93,7 +94,11 @@ pub async fn spawn_unready(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let daemon = Daemon::build(settings).await.expect("daemon starts");
     let app = TestApp {
         addr: daemon.addr(),
-        sim: daemon.simulator().expect("simulator provider").addr,
+        sim: match (daemon.simulator(), daemon.replay()) {
+            (Some(sim), _) => sim.addr,
+            (None, Some(replay)) => replay.addr,
+            (None, None) => panic!("tests run on the simulator or a replay"),
+        },
         handle: daemon.handle(),
         http: awc::Client::builder()
             .timeout(EVENT_TIMEOUT)

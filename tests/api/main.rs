@@ -20,6 +20,7 @@ mod metrics;
 mod reconnect;
 mod recorder;
 mod redis_sink;
+mod replay;
 mod scaleout;
 mod sdk;
 mod sdk_packages;

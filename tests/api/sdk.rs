@@ -57,7 +57,7 @@ pub struct SdkClient {
 
 /// msgpack as JSON for assertions: Timestamp extensions become `"ts:<RFC 3339>"`, so a test can
 /// tell them from strings; integers stay integers and floats floats.
-fn to_json(v: rmpv::Value) -> Value {
+pub fn msgpack_to_json(v: rmpv::Value) -> Value {
     match v {
         rmpv::Value::Nil => Value::Null,
         rmpv::Value::Boolean(b) => json!(b),
@@ -69,10 +69,15 @@ fn to_json(v: rmpv::Value) -> Value {
         rmpv::Value::F64(f) => json!(f),
         rmpv::Value::String(s) => json!(s.into_str().expect("msgpack str, not bin")),
         rmpv::Value::Binary(_) => panic!("msgpack bin: the SDKs expect str"),
-        rmpv::Value::Array(a) => Value::Array(a.into_iter().map(to_json).collect()),
+        rmpv::Value::Array(a) => Value::Array(a.into_iter().map(msgpack_to_json).collect()),
         rmpv::Value::Map(m) => Value::Object(
             m.into_iter()
-                .map(|(k, v)| (k.as_str().expect("string key").to_owned(), to_json(v)))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().expect("string key").to_owned(),
+                        msgpack_to_json(v),
+                    )
+                })
                 .collect(),
         ),
         rmpv::Value::Ext(-1, payload) => json!(format!(
@@ -152,7 +157,7 @@ impl SdkClient {
                     let v = if b.first() == Some(&b'{') || b.first() == Some(&b'[') {
                         serde_json::from_slice(&b).expect("JSON in a binary frame")
                     } else {
-                        to_json(rmpv::decode::read_value(&mut &b[..]).expect("msgpack"))
+                        msgpack_to_json(rmpv::decode::read_value(&mut &b[..]).expect("msgpack"))
                     };
                     (true, v)
                 }
@@ -208,6 +213,31 @@ impl SdkClient {
 
     pub async fn until_end(&mut self) -> Ended {
         crate::helpers::read_until_end(&mut self.framed).await
+    }
+
+    /// The first text message matching `pred`, or how the connection ended before one came.
+    pub async fn expect_or_end(&mut self, pred: impl Fn(&Value) -> bool) -> Result<Value, Ended> {
+        loop {
+            let frame = actix_web::rt::time::timeout(EVENT_TIMEOUT, self.framed.next())
+                .await
+                .expect("timed out waiting for a message or the end");
+            match frame {
+                Some(Ok(Frame::Text(b))) => {
+                    let msgs = match serde_json::from_slice::<Value>(&b).expect("JSON") {
+                        Value::Array(items) => items,
+                        one => vec![one],
+                    };
+                    if let Some(m) = msgs.into_iter().find(|m| pred(m)) {
+                        return Ok(m);
+                    }
+                }
+                Some(Ok(Frame::Close(reason))) => {
+                    return Err(Ended::Closed(reason.map(|r| r.code.into())))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Err(Ended::Eof),
+            }
+        }
     }
 }
 
@@ -851,7 +881,7 @@ async fn a_program_that_cannot_keep_up_gets_407_and_nobody_waits_for_it() {
     // When it reads again: the last message before the close is Alpaca's 407.
     let (last, end) = slow.last_message_before_end().await;
     let last = last.expect("a message before the close");
-    let v = to_json(rmpv::decode::read_value(&mut &last[..]).expect("msgpack"));
+    let v = msgpack_to_json(rmpv::decode::read_value(&mut &last[..]).expect("msgpack"));
     assert_eq!(
         v,
         json!([{"T": "error", "code": 407, "msg": "slow client"}])

@@ -1,0 +1,186 @@
+//! The player: plays the records in order, each data frame to the ready connections of its
+//! source, at the pace the [`Clock`] sets.
+//!
+//! Owns: the round (the reader's channel), the clock, which sources have streamed. Talks to: the
+//! stage (targets, kicks, snapshots) and the control (state, position, counts). A frame is sent
+//! to each connection's writer and awaited: a slow consumer slows the replay (at `max` that is
+//! the pace), nothing is dropped. The protocol's own recorded frames are not played (the server
+//! answers those itself), but a recorded `connected` after data means the original connection
+//! was lost there — so is a gap record (the recorder fell behind), and the end of a round
+//! before the next: the player then closes the connections concerned, as a lost upstream would
+//! be, and waits (the clock stopped) until the daemon has reconnected them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{info, warn};
+
+use super::clock::Clock;
+use super::server::ws_frame;
+use super::source::{classify, spawn_reader, Meaning};
+use super::stage::{Shared, Source};
+use super::ReplayState;
+use crate::recorder::format::{Kind, Record};
+
+/// How long the player waits for the connections it closed to come back.
+const RETURN_LIMIT: Duration = Duration::from_secs(30);
+/// How often a looping replay nobody listens to looks again.
+const IDLE_CHECK: Duration = Duration::from_secs(60);
+
+/// Everything a replay needs.
+pub struct Player {
+    pub files: Vec<PathBuf>,
+    pub window: (Option<u64>, Option<u64>),
+    pub factor: Option<f64>,
+    pub repeat: bool,
+    pub shared: Arc<Shared>,
+}
+
+impl Player {
+    pub async fn run(self) {
+        let control = self.shared.control.clone();
+        let mut round = Round {
+            clock: Clock::new(self.factor),
+            position: 0,
+            streamed: BTreeSet::new(),
+            delivered: 0,
+        };
+        loop {
+            let mut rx = match spawn_reader(self.files.clone(), self.window) {
+                Ok(rx) => rx,
+                Err(e) => {
+                    warn!("replay: cannot start reading: {e}");
+                    control.set_state(ReplayState::Finished);
+                    return;
+                }
+            };
+            let mut first = true;
+            while let Some(batch) = rx.recv().await {
+                for record in batch {
+                    if std::mem::take(&mut first) {
+                        // A round starts where its record starts.
+                        round.clock.resume(Some(record.received_ns));
+                        round.position = record.received_ns;
+                    }
+                    self.play(record, &mut round).await;
+                }
+            }
+            if !self.repeat {
+                break;
+            }
+            control.round();
+            info!("replay: the end of the record; playing it again");
+            self.shared.stage().forget_accounts();
+            self.lose(None).await;
+            round.streamed.clear();
+            if std::mem::take(&mut round.delivered) == 0 {
+                // Nobody took a frame: wait for someone rather than loop on an empty stage.
+                while !self
+                    .shared
+                    .wait_for(IDLE_CHECK, |stage| !stage.ready_sources(None).is_empty())
+                    .await
+                {}
+            }
+        }
+        info!("replay: the end of the record");
+        control.set_state(ReplayState::Finished);
+    }
+
+    async fn play(&self, record: Record, round: &mut Round) {
+        match record.kind {
+            Kind::Header => {}
+            Kind::Snapshot => {
+                self.shared
+                    .stage()
+                    .snapshot(&record.source, &record.payload);
+                self.shared.touch();
+            }
+            Kind::Gap => {
+                self.pace(record.received_ns, round).await;
+                warn!("replay: the record has a gap here (the recorder fell behind)");
+                self.lose(None).await;
+                round.clock.resume(Some(record.received_ns));
+                round.streamed.clear();
+            }
+            Kind::Text | Kind::Binary => {
+                let Some(source) = Source::parse(&record.source) else {
+                    return;
+                };
+                let binary = record.kind == Kind::Binary;
+                match classify(&record.source, &record.payload, binary) {
+                    Meaning::Protocol { fresh } => {
+                        if fresh && round.streamed.contains(&source) {
+                            // The recorded connection was lost before this one began.
+                            self.pace(record.received_ns, round).await;
+                            round.streamed.remove(&source);
+                            self.lose(Some(&source)).await;
+                            round.clock.resume(Some(record.received_ns));
+                        }
+                    }
+                    Meaning::Data => {
+                        self.pace(record.received_ns, round).await;
+                        let frame = ws_frame(binary, &record.payload);
+                        let targets = self.shared.stage().targets(&source);
+                        round.delivered += targets.len();
+                        for out in targets {
+                            let _ = out.send(frame.clone()).await;
+                        }
+                        if let Source::Account(account) = &source {
+                            self.shared.stage().updated(account);
+                        }
+                        round.streamed.insert(source);
+                        self.shared.control.played(record.received_ns);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the replay plays and the record's time `t_ns` is due.
+    async fn pace(&self, t_ns: u64, round: &mut Round) {
+        if self.shared.control.wait_until_playing().await {
+            round.clock.resume(Some(round.position));
+        }
+        if let Some(at) = round.clock.due(t_ns, std::time::Instant::now()) {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        round.position = t_ns;
+    }
+
+    /// The connections of `which` (every one when `None`) lose their upstream: they are
+    /// closed, and the player waits until the daemon has them back (or [`RETURN_LIMIT`]).
+    async fn lose(&self, which: Option<&Source>) {
+        self.shared.control.gap();
+        let (kicks, wanted) = {
+            let mut stage = self.shared.stage();
+            let wanted = stage.ready_sources(which);
+            (stage.kick(which), wanted)
+        };
+        for kick in kicks {
+            kick.notify_one();
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let back = self
+            .shared
+            .wait_for(RETURN_LIMIT, |stage| stage.all_ready(&wanted))
+            .await;
+        if !back {
+            warn!("replay: not every connection came back after a gap; playing on");
+        }
+    }
+}
+
+/// Where a round is.
+struct Round {
+    clock: Clock,
+    /// The recorded time of the last record paced.
+    position: u64,
+    /// Sources that have played data since their last loss.
+    streamed: BTreeSet<Source>,
+    /// Frames handed to connections this round.
+    delivered: usize,
+}
