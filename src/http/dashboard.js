@@ -188,6 +188,28 @@ function showNews(n) {
   $("news-empty").hidden = true;
 }
 
+// ---- provider badges ----------------------------------------------------------------------
+let replayTimer = null;
+function showProvider(provider) {
+  $("badge-sim").hidden = provider !== "simulator";
+  $("badge-replay").hidden = provider !== "replay";
+  if (provider === "replay" && !replayTimer) {
+    showReplay();
+    replayTimer = setInterval(showReplay, 1000);
+  }
+}
+
+// The replay's clock (the recorded time of the frame last played), speed and state.
+async function showReplay() {
+  try {
+    const r = (await api("/api/v1/status")).replay;
+    if (!r) return;
+    const clock = r.clock ? new Date(r.clock).toLocaleString() : "–";
+    const speed = r.speed === "max" ? "max" : "×" + r.speed;
+    $("replay-clock").textContent = `${clock} · ${speed} · ${r.state}`;
+  } catch (_) { /* the next tick tries again */ }
+}
+
 // ---- account ------------------------------------------------------------------------------
 function api(path) {
   const headers = token ? { Authorization: "Bearer " + token } : {};
@@ -283,7 +305,7 @@ function connect() {
     switch (m.type) {
       case "welcome":
         scopes = m.scopes || [];
-        $("badge-sim").hidden = m.provider !== "simulator";
+        showProvider(m.provider);
         if (!token) { afterAuth(); }
         break;
       case "authenticated":
@@ -351,7 +373,7 @@ $("signin-toggle").addEventListener("click", () => { $("signin").hidden = !$("si
 function setTheme(t) { document.documentElement.dataset.theme = t; localStorage.setItem("tickrelay.theme", t); }
 $("theme").addEventListener("click", () => setTheme(document.documentElement.dataset.theme === "light" ? "dark" : "light"));
 setTheme(localStorage.getItem("tickrelay.theme") || (matchMedia("(prefers-color-scheme: light)").matches ? "light" : "dark"));
-$("badge-sim").hidden = config.provider !== "simulator";
+showProvider(config.provider);
 
 // Ages, retry countdowns and the account refresh.
 setInterval(() => {

@@ -437,3 +437,56 @@ async fn a_daemon_that_requires_credentials_shows_the_sign_in_box() {
         true
     );
 }
+
+/// A replaying daemon's page says so: the REPLAY badge with the record's clock, and prices
+/// from the record.
+#[actix_web::test]
+async fn a_replay_shows_its_badge_its_clock_and_the_recorded_prices() {
+    let dir = crate::replay::record_dir("dashboard");
+    let quote = |bp: f64| {
+        format!(
+            r#"[{{"T":"q","S":"AAPL","bp":{bp},"ap":{},"bs":1,"as":1,"t":"2027-01-15T15:00:00Z"}}]"#,
+            bp + 1.0
+        )
+    };
+    crate::replay::synthetic(&dir, &[Some(&quote(100.0)), Some(&quote(100.0))]);
+    let app = spawn_app_with(|s| {
+        crate::replay::replaying(&dir, s);
+        s.replay.start = tickrelay::settings::ReplayStart::Now;
+        s.replay.speed = tickrelay::settings::ReplaySpeed::Times(1.0);
+        s.replay.repeat = true;
+        s.auth.anonymous_scopes.clear();
+        s.auth.anonymous_scopes.push("market".into());
+        for account in s.accounts.values_mut() {
+            account.enabled = false;
+        }
+    })
+    .await;
+    let browser = Browser::start();
+    let mut page = Page::open(&browser, &app.url("/")).await;
+    assert_eq!(
+        page.wait(
+            "the REPLAY badge",
+            "!document.getElementById('badge-replay').hidden"
+        )
+        .await,
+        true
+    );
+    assert_eq!(
+        page.eval("document.getElementById('badge-sim').hidden")
+            .await,
+        true
+    );
+    let clock = page
+        .wait(
+            "the replay clock",
+            "(() => { const t = document.getElementById('replay-clock').textContent; \
+             return t.includes('playing') && !t.startsWith('–') ? t : null; })()",
+        )
+        .await;
+    assert!(clock.as_str().unwrap().contains("×1"), "{clock}");
+    assert_eq!(
+        page.wait("the recorded price", &mid_of("AAPL")).await,
+        "100.50"
+    );
+}

@@ -15,7 +15,7 @@ use crate::sdk::{add_client, authed, msgpack_to_json, SdkClient, KEY, SECRET};
 
 const OCC: &str = "SPY261218C00600000";
 
-fn record_dir(name: &str) -> PathBuf {
+pub fn record_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("replay-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -154,7 +154,8 @@ async fn read_n(client: &mut SdkClient, n: usize) -> Vec<Value> {
     got
 }
 
-fn replaying(dir: &Path, s: &mut Settings) {
+/// A daemon replaying `dir` at max, paused until [`play`], with the `algo` client.
+pub fn replaying(dir: &Path, s: &mut Settings) {
     s.upstream.provider = Provider::Replay;
     s.replay.path = vec![dir.display().to_string()];
     s.replay.speed = ReplaySpeed::Max;
@@ -327,7 +328,7 @@ async fn a_recorded_session_replays_message_for_message_on_every_sdk_path() {
 }
 
 /// Writes a one-segment record of `frames` (`None`: a gap) for `stocks`, two seconds apart.
-fn synthetic(dir: &Path, frames: &[Option<&str>]) {
+pub fn synthetic(dir: &Path, frames: &[Option<&str>]) {
     std::fs::create_dir_all(dir).unwrap();
     let start: u64 = 1_800_000_000_000_000_000;
     let mut records = Vec::new();
