@@ -274,7 +274,7 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 /// Keeps the stop's deadline on a thread and runtime of its own: from the first signal, the
 /// process exits 1 once `deadline` has passed, or at once on a second signal. The daemon's own
 /// runtime may be unable to keep time then — swapping under memory pressure, a handler that
-/// blocks — and must not be able to keep the process alive past what the README promises.
+/// blocks — and must not be able to keep the process alive past what docs/operations.md promises.
 fn keep_the_stop_deadline(deadline: Duration) -> anyhow::Result<()> {
     // Returns once the thread listens for the signals, so none can slip past it.
     let (listening, ready) = std::sync::mpsc::sync_channel(1);

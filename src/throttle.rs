@@ -9,7 +9,7 @@
 //! interested hub ([`Publish`], `try_send`) and writes the quote cache.
 //! Stopped by the registry when the last subscriber (and pin) is gone and the grace period ends.
 //!
-//! The window rule (README, "Browser protocol"): the first update goes out at once; updates inside the
+//! The window rule (docs/browser-protocol.md, "Delivery"): the first update goes out at once; updates inside the
 //! window replace the pending one; when the window closes, the latest pending value goes out and
 //! the next window starts at that emission. So at most one update per interval, measured at the
 //! emission, whatever the load and however late timers fire, and the final value is never lost.

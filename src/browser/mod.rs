@@ -5,7 +5,7 @@
 //! - [`session`] — [`ClientSession`](session::ClientSession), one actor per browser, built on
 //!   the shared [peer core](crate::downstream::peer) like the SDK sessions.
 //!
-//! The README lists the frames; the protocol module documents each one.
+//! docs/browser-protocol.md lists the frames; the protocol module documents each one.
 
 pub mod protocol;
 pub mod session;

@@ -1,4 +1,4 @@
-//! The browser protocol on `GET /ws` (README, "Browser protocol"): client messages in, frames out.
+//! The browser protocol on `GET /ws` (docs/browser-protocol.md): client messages in, frames out.
 //!
 //! Pure functions and types only. Parsing turns a client text frame into a [`ClientRequest`] or a
 //! [`ClientError`] carrying the protocol's error code; the frame builders return finished JSON text

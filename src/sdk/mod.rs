@@ -1,5 +1,5 @@
 //! The Alpaca-compatible endpoint: unmodified Alpaca SDK programs share tickrelay's upstream
-//! connections by pointing their stream URL at it (the README's "Alpaca SDK programs").
+//! connections by pointing their stream URL at it (docs/alpaca-endpoint.md).
 //!
 //! - [`protocol`] — Alpaca's client messages in (JSON or msgpack, any key order, null lists) and
 //!   its control messages out, as pure functions.

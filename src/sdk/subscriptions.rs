@@ -1,5 +1,5 @@
-//! One SDK program's subscriptions on one stream, as Alpaca keeps them (the README's "Alpaca SDK
-//! programs" has the rules).
+//! One SDK program's subscriptions on one stream, as Alpaca keeps them (docs/alpaca-endpoint.md,
+//! "Subscriptions", has the rules).
 //!
 //! A subscribe adds, an unsubscribe subtracts, a repeated full-set subscribe changes nothing
 //! (alpaca-py re-sends everything each time). A request is checked whole before anything changes:

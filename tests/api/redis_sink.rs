@@ -43,7 +43,7 @@ impl RedisServer {
     }
 
     /// A redis-server that speaks only TLS (with the test certificate, no client certificate
-    /// asked) and knows two ACL users, as the README suggests: `primary` with `password` may do
+    /// asked) and knows two ACL users, as docs/operations.md suggests: `primary` with `password` may do
     /// everything, `edge` (same password) only what an edge needs — it cannot publish market
     /// data or write the price cache. The default user is off.
     pub fn start_tls_acl(password: &str) -> RedisServer {

@@ -292,7 +292,7 @@ async fn an_edge_refuses_what_does_not_belong_on_a_channel() {
 
 /// Redis over TLS (`rediss://`, a private CA) as ACL users whose password comes from the
 /// environment, on a server whose default user is off: the primary's sink and relay and the edge
-/// all sign in and serve; the edge's user, as the README suggests it, cannot forge market data
+/// all sign in and serve; the edge's user, as docs/operations.md suggests it, cannot forge market data
 /// or prices; the status never shows the password.
 #[actix_web::test]
 async fn primaries_and_edges_use_redis_over_tls_as_acl_users() {

@@ -1,5 +1,5 @@
 //! The Alpaca-compatible endpoint, spoken by a Rust client exactly as the SDKs speak it
-//! (the README's "Alpaca SDK programs"): paths, the session protocol and its error codes, JSON and msgpack,
+//! (docs/alpaca-endpoint.md): paths, the session protocol and its error codes, JSON and msgpack,
 //! fragmented messages, per-program filtering over one upstream connection, the trading stream.
 //! The real SDK packages are driven in `sdk_packages.rs`.
 
