@@ -34,7 +34,12 @@ RUN touch src/main.rs src/lib.rs \
     && strip /tickrelay
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tickrelay
+# The working directory is the user's: the recorder's segments go to records/ there (a volume).
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tickrelay \
+    && mkdir -p /var/lib/tickrelay \
+    && chown 10001:10001 /var/lib/tickrelay
+WORKDIR /var/lib/tickrelay
+VOLUME ["/var/lib/tickrelay"]
 COPY --from=build /tickrelay /usr/local/bin/tickrelay
 COPY settings.toml /etc/tickrelay/settings.toml
 USER 10001:10001

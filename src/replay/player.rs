@@ -60,9 +60,14 @@ impl Player {
             while let Some(batch) = rx.recv().await {
                 for record in batch {
                     if std::mem::take(&mut first) {
-                        // A round starts where its record starts.
-                        round.clock.resume(Some(record.received_ns));
-                        round.position = record.received_ns;
+                        // A round starts where its record starts (or `from`: account snapshots
+                        // from before it come first).
+                        let start = self
+                            .window
+                            .0
+                            .map_or(record.received_ns, |from| from.max(record.received_ns));
+                        round.clock.resume(Some(start));
+                        round.position = start;
                     }
                     self.play(record, &mut round).await;
                 }

@@ -230,6 +230,33 @@ mod tests {
     }
 
     #[test]
+    fn the_window_keeps_its_records_and_the_account_snapshots_before_it() {
+        use crate::recorder::format::{write_frame, write_record};
+        let dir =
+            std::env::temp_dir().join(format!("tickrelay-replay-window-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut records = Vec::new();
+        write_record(&mut records, Kind::Header, 0, "", b"{}");
+        write_record(&mut records, Kind::Snapshot, 0, "", b"{}");
+        for t in 1..=5 {
+            write_record(&mut records, Kind::Text, t, "stocks", b"[]");
+        }
+        let mut file = Vec::new();
+        write_frame(&mut file, &records, 3).unwrap();
+        let path = dir.join(format!("tickrelay-{:020}.rec.zst", 0));
+        std::fs::write(&path, file).unwrap();
+
+        let mut rx = spawn_reader(vec![path], (Some(3), Some(4))).unwrap();
+        let mut got = Vec::new();
+        while let Some(batch) = rx.blocking_recv() {
+            got.extend(batch.into_iter().map(|r| (r.kind, r.received_ns)));
+        }
+        assert_eq!(got, [(Kind::Snapshot, 0), (Kind::Text, 3), (Kind::Text, 4)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_directory_s_segments_come_in_time_order() {
         let dir =
             std::env::temp_dir().join(format!("tickrelay-replay-files-{}", std::process::id()));
