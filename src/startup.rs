@@ -142,7 +142,10 @@ impl Daemon {
             Provider::Replay => {
                 let listener = TcpListener::bind(("127.0.0.1", 0))
                     .context("cannot bind the replay server to a loopback port")?;
-                let (server, handle) = replay::start(&settings.replay, listener)
+                // At `max`, an SDK program a quarter full holds the replay back: far from the
+                // budget that closes a slow program.
+                let max_backlog = settings.sdk.max_queued_bytes / 4;
+                let (server, handle) = replay::start(&settings.replay, listener, max_backlog)
                     .with_context(|| format!("cannot replay {:?}", settings.replay.path))?;
                 let server_handle = server.handle();
                 actix_web::rt::spawn(server);
@@ -234,7 +237,9 @@ impl Daemon {
                 auth.anonymous().scopes.names().join(", ")
             );
         }
-        let sdk = Arc::new(SdkContext::new(&settings, taps.clone(), auth.clone()));
+        let mut sdk = SdkContext::new(&settings, taps.clone(), auth.clone());
+        sdk.backlog = replaying.as_ref().map(|r| r.control.backlog.clone());
+        let sdk = Arc::new(sdk);
         let accounts = AccountStore::default();
         // The upstream connections' frames, as received: only where they are (not on an edge).
         // A replay is not recorded again.

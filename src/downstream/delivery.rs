@@ -12,7 +12,7 @@
 //! their sessions into the shared [`LatencyHistogram`], which `/metrics` reads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -454,5 +454,41 @@ mod tests {
         assert!(!f.wants(&general));
         f.insert(Channel::News, Symbol::wildcard());
         assert!(f.wants(&general));
+    }
+}
+
+/// The outboxes of the SDK programs, watched by a replay at `max` so that it goes no faster than
+/// the slowest program reads: live data cannot wait for a program (a slow one is closed), a replay
+/// can. The SDK sessions register; the replay's player asks [`Backlog::over`] before each frame.
+#[derive(Debug)]
+pub struct Backlog {
+    sessions: Mutex<Vec<Weak<SessionStats>>>,
+    /// Bytes waiting in one outbox past which the replay waits.
+    limit: usize,
+}
+
+impl Backlog {
+    pub fn new(limit: usize) -> Backlog {
+        Backlog {
+            sessions: Mutex::new(Vec::new()),
+            limit,
+        }
+    }
+
+    /// Watches a program's outbox while it lives.
+    pub fn watch(&self, stats: &Arc<SessionStats>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|s| s.strong_count() > 0);
+        sessions.push(Arc::downgrade(stats));
+    }
+
+    /// Whether some program has more than the limit waiting (one that was closed for being slow
+    /// does not hold the replay back).
+    pub fn over(&self) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.iter().filter_map(Weak::upgrade).any(|s| {
+            !s.slow_closed.load(Ordering::Relaxed)
+                && s.queued_bytes.load(Ordering::Relaxed) > self.limit
+        })
     }
 }

@@ -90,6 +90,8 @@ pub struct Outbox {
     max_events: usize,
     /// What waits, counted against `max_bytes`: payloads plus [`ENTRY_COST`] per entry.
     queued_bytes: usize,
+    /// `queued_bytes` as the shared stats last showed it.
+    published: usize,
     /// The byte budget.
     max_bytes: usize,
     /// Sent before the close when the budget runs out (an SDK program's `407 slow client`).
@@ -127,6 +129,9 @@ pub struct Outbox {
 /// by the session that turns batching on, so the outbox names no protocol.
 pub type BatchFrame = fn(PriceKind, &[ByteString]) -> ByteString;
 
+/// Growth of the backlog that is published at once (see [`Outbox::publish_stats`]).
+const PUBLISH_STEP: usize = 64 * 1024;
+
 /// How much may wait for one peer.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxLimits {
@@ -144,6 +149,7 @@ impl Outbox {
             events: 0,
             max_events: limits.max_events.max(1),
             queued_bytes: 0,
+            published: 0,
             max_bytes: limits.max_bytes,
             farewell: None,
             overflowed: false,
@@ -242,6 +248,14 @@ impl Outbox {
         }
         self.queue.push_back(entry);
         self.queued_bytes += bytes + ENTRY_COST;
+        // A growing backlog shows in the stats before the next drain or tick (a replay at `max`
+        // waits on it); one store per PUBLISH_STEP, not per frame.
+        if self.queued_bytes >= self.published + PUBLISH_STEP {
+            self.published = self.queued_bytes;
+            self.stats
+                .queued_bytes
+                .store(self.queued_bytes, Ordering::Relaxed);
+        }
     }
 
     fn wake(&mut self) {
@@ -253,6 +267,7 @@ impl Outbox {
     /// Copies the counters to the shared stats (on every drain and the hub's tick: the hot path
     /// touches no atomics).
     pub fn publish_stats(&mut self) {
+        self.published = self.queued_bytes;
         self.stats
             .queued_bytes
             .store(self.queued_bytes, Ordering::Relaxed);

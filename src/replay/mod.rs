@@ -40,6 +40,7 @@ use tokio::sync::Notify;
 
 use self::player::Player;
 use self::stage::Shared;
+use crate::downstream::delivery::Backlog;
 use crate::settings::{ReplaySettings, ReplaySpeed, ReplayStart};
 use crate::time::Timestamp;
 
@@ -97,6 +98,8 @@ pub struct ReplayControl {
     speed: ReplaySpeed,
     files: usize,
     wake: Notify,
+    /// The SDK programs' outboxes: at `max` the player waits while one holds too much.
+    pub backlog: Arc<Backlog>,
 }
 
 /// The replay in `/api/v1/status`.
@@ -116,7 +119,12 @@ pub struct ReplayStatus {
 }
 
 impl ReplayControl {
-    pub fn new(start: ReplayStart, speed: ReplaySpeed, files: usize) -> ReplayControl {
+    pub fn new(
+        start: ReplayStart,
+        speed: ReplaySpeed,
+        files: usize,
+        backlog: Arc<Backlog>,
+    ) -> ReplayControl {
         let state = match start {
             ReplayStart::Subscribe => ReplayState::Waiting,
             ReplayStart::Now => ReplayState::Playing,
@@ -131,6 +139,7 @@ impl ReplayControl {
             speed,
             files,
             wake: Notify::new(),
+            backlog,
         }
     }
 
@@ -244,9 +253,11 @@ impl ReplayHandle {
 
 /// Starts the replay server on `listener` and the player, in the current actix system. The
 /// returned server must be awaited or spawned by the caller.
+/// `max_backlog`: bytes one SDK program may have waiting before a replay at `max` waits for it.
 pub fn start(
     settings: &ReplaySettings,
     listener: TcpListener,
+    max_backlog: usize,
 ) -> std::io::Result<(Server, ReplayHandle)> {
     let files = source::files(&settings.path)?;
     if files.is_empty() {
@@ -262,6 +273,7 @@ pub fn start(
         settings.start,
         settings.speed,
         files.len(),
+        Arc::new(Backlog::new(max_backlog)),
     ));
     let shared = Arc::new(Shared::new(control.clone()));
     let addr = listener.local_addr()?;
@@ -306,7 +318,8 @@ mod tests {
 
     #[test]
     fn operators_play_and_pause_until_the_end() {
-        let control = ReplayControl::new(ReplayStart::Paused, ReplaySpeed::Max, 1);
+        let backlog = Arc::new(Backlog::new(1));
+        let control = ReplayControl::new(ReplayStart::Paused, ReplaySpeed::Max, 1, backlog.clone());
         assert_eq!(control.state(), ReplayState::Paused);
         control.subscribed();
         assert_eq!(
@@ -320,7 +333,8 @@ mod tests {
         control.set_state(ReplayState::Finished);
         assert!(control.command("play").is_err());
 
-        let waiting = ReplayControl::new(ReplayStart::Subscribe, ReplaySpeed::Times(1.0), 1);
+        let waiting =
+            ReplayControl::new(ReplayStart::Subscribe, ReplaySpeed::Times(1.0), 1, backlog);
         assert_eq!(waiting.state(), ReplayState::Waiting);
         waiting.subscribed();
         assert_eq!(waiting.state(), ReplayState::Playing);

@@ -26,6 +26,8 @@ use crate::recorder::format::{Kind, Record};
 
 /// How long the player waits for the connections it closed to come back.
 const RETURN_LIMIT: Duration = Duration::from_secs(30);
+/// How often a replay at `max` held back by a program's backlog looks again.
+const BACKLOG_CHECK: Duration = Duration::from_millis(1);
 /// How often a looping replay nobody listens to looks again.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
 
@@ -126,6 +128,13 @@ impl Player {
                     }
                     Meaning::Data => {
                         self.pace(record.received_ns, round).await;
+                        if self.factor.is_none() {
+                            // As fast as the consumers read: the SDK programs too, not only the
+                            // daemon's feed.
+                            while self.shared.control.backlog.over() {
+                                tokio::time::sleep(BACKLOG_CHECK).await;
+                            }
+                        }
                         let frame = ws_frame(binary, &record.payload);
                         let targets = self.shared.stage().targets(&source);
                         round.delivered += targets.len();

@@ -32,6 +32,8 @@ pub struct SdkContext {
     pub taps: Arc<Taps>,
     pub routes: Routes,
     pub settings: SdkSettings,
+    /// With a replay: the programs' outboxes it must not outrun at `max`.
+    pub backlog: Option<Arc<crate::downstream::delivery::Backlog>>,
 }
 
 impl SdkContext {
@@ -41,6 +43,7 @@ impl SdkContext {
             taps,
             routes: Routes::from_settings(settings),
             settings: settings.sdk.clone(),
+            backlog: None,
         }
     }
 

@@ -174,6 +174,9 @@ impl SdkSession {
                 self.client = Some(client.id.clone());
                 let _ = self.peer.stats.client.set(client.id.clone());
                 self.context.taps.feed(self.feed).listen(self.encoding);
+                if let Some(backlog) = &self.context.backlog {
+                    backlog.watch(&self.peer.stats);
+                }
                 self.send(&protocol::success("authenticated"));
             }
             Err(refusal) => {
