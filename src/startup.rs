@@ -82,6 +82,8 @@ pub struct DaemonHandle {
     auth: Arc<crate::auth::Auth>,
     /// What the recorder holds is written at the stop.
     recorder: Option<Arc<Recorder>>,
+    /// A replay's player, stopped with the servers.
+    replay: Option<ReplayHandle>,
 }
 
 impl DaemonHandle {
@@ -111,6 +113,9 @@ impl DaemonHandle {
         if let Some(sim) = &self.simulator {
             sim.stop(true).await;
         }
+        if let Some(replay) = &self.replay {
+            replay.stop();
+        }
     }
 }
 
@@ -134,7 +139,7 @@ impl Daemon {
                 actix_web::rt::spawn(server);
                 (
                     handle.ws_url(),
-                    local_credentials("simulator"),
+                    local_credentials("simulator", "simulator"),
                     Some(handle),
                     Some(server_handle),
                 )
@@ -150,11 +155,17 @@ impl Daemon {
                 let server_handle = server.handle();
                 actix_web::rt::spawn(server);
                 let url = handle.ws_url();
+                let credentials = local_credentials("replay", handle.secret());
                 replaying = Some(handle);
-                (url, local_credentials("replay"), None, Some(server_handle))
+                (url, credentials, None, Some(server_handle))
             }
             // An edge holds no upstream connection: its feeds read Redis.
-            Provider::Redis => (String::new(), local_credentials("simulator"), None, None),
+            Provider::Redis => (
+                String::new(),
+                local_credentials("simulator", "simulator"),
+                None,
+                None,
+            ),
             Provider::Alpaca => {
                 let creds = settings
                     .credentials
@@ -275,7 +286,10 @@ impl Daemon {
             }
             let local = match (&simulator, &replaying) {
                 (Some(sim), _) => Some(LocalUpstream::Simulator(sim.http_url())),
-                (None, Some(replay)) => Some(LocalUpstream::Replay(replay.http_url())),
+                (None, Some(replay)) => Some(LocalUpstream::Replay(
+                    replay.http_url(),
+                    replay.secret().to_owned(),
+                )),
                 (None, None) => None,
             };
             start_accounts(&settings, local, &registry, &accounts, gate.as_ref(), &tape)?;
@@ -440,6 +454,7 @@ impl Daemon {
                 simulator: sim_server,
                 auth,
                 recorder,
+                replay: replaying.clone(),
             },
             server,
             addr,
@@ -549,11 +564,11 @@ fn feed_config(
     })
 }
 
-/// Keys for an in-process upstream (the simulator, a replay), which takes any.
-fn local_credentials(key_id: &str) -> Credentials {
+/// Keys for an in-process upstream: the simulator takes any; a replay, any key id with its secret.
+fn local_credentials(key_id: &str, secret: &str) -> Credentials {
     Credentials {
         key_id: Secret::new(key_id),
-        secret_key: Secret::new("local"),
+        secret_key: Secret::new(secret),
     }
 }
 
@@ -685,10 +700,10 @@ fn enabled_accounts(
     settings.accounts.iter().filter(|(_, a)| a.enabled)
 }
 
-/// An in-process upstream's trading base URL.
+/// An in-process upstream's trading base URL (and a replay's secret).
 enum LocalUpstream {
     Simulator(String),
-    Replay(String),
+    Replay(String, String),
 }
 
 fn start_accounts(
@@ -706,9 +721,13 @@ fn start_accounts(
     let mut trading_thread: Option<ArbiterHandle> = None;
     for (index, (id, account)) in enabled_accounts(settings).enumerate() {
         let (rest_url, credentials) = match &local {
-            Some(LocalUpstream::Simulator(url)) => (url.clone(), local_credentials("simulator")),
+            Some(LocalUpstream::Simulator(url)) => {
+                (url.clone(), local_credentials("simulator", "simulator"))
+            }
             // The replay server knows the account by its key id.
-            Some(LocalUpstream::Replay(url)) => (url.clone(), local_credentials(id)),
+            Some(LocalUpstream::Replay(url, secret)) => {
+                (url.clone(), local_credentials(id, secret))
+            }
             None => {
                 let base = account.trading_url.clone().unwrap_or_else(|| {
                     if account.paper {

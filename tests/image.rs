@@ -209,7 +209,7 @@ fn the_image_builds_runs_as_a_user_and_serves_a_browser_then_stops_on_sigterm() 
         podman: &podman,
         name: name.clone(),
     };
-    let _ = podman.run(&["rm", "--force", &name]);
+    let _ = podman.run(&["rm", "--force", "--volumes", &name]);
     let started = Instant::now();
     podman.ok(&[
         "run",

@@ -10,7 +10,7 @@
 //! u8      kind: 0 header, 1 text frame, 2 binary frame, 3 gap, 4 account snapshot
 //! u64 LE  receive time, nanoseconds since the Unix epoch
 //! u8      length of the source, then the source (UTF-8): `stocks`, `crypto`, `options`,
-//!         `news`, `trading:<account>`; empty for headers and snapshots
+//!         `news`, `trading:<account>`; empty for headers, gaps and a segment's snapshot
 //! ...     the payload: the frame exactly as received; for a gap the number of frames lost
 //!         (u64 LE); for a header or a snapshot, JSON
 //! ```
@@ -28,7 +28,8 @@ pub enum Kind {
     Binary = 2,
     /// Frames were lost here (the disk fell behind): the payload counts them.
     Gap = 3,
-    /// The accounts' REST state (account, positions, open orders), at a segment's start.
+    /// REST state (account, positions, open orders): every account's at a segment's start
+    /// (empty source), or one account's after the daemon reloaded it (`trading:<account>`).
     Snapshot = 4,
 }
 

@@ -35,6 +35,14 @@ impl Clock {
         (at > now).then_some(at)
     }
 
+    /// The recorded time the clock shows at `now` (between frames), if it runs at a speed.
+    pub fn recorded_at(&self, now: Instant) -> Option<u64> {
+        let factor = self.factor?;
+        let (wall, base) = self.anchor?;
+        let elapsed = now.saturating_duration_since(wall).as_nanos() as f64 * factor;
+        Some(base.saturating_add(elapsed.min(u64::MAX as f64) as u64))
+    }
+
     /// The replay stood still at recorded time `at` (a pause, a gap, a new round): the next
     /// frame is due its recorded distance from `at` after it goes on, or at once without `at`.
     pub fn resume(&mut self, at: Option<u64>) {
@@ -92,6 +100,19 @@ mod tests {
             clock.due(21 * SEC, after_pause),
             Some(after_pause + Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn between_frames_the_clock_shows_the_recorded_time() {
+        let now = Instant::now();
+        let mut clock = Clock::new(Some(2.0));
+        assert_eq!(clock.recorded_at(now), None, "not started");
+        clock.due(10 * SEC, now);
+        assert_eq!(
+            clock.recorded_at(now + Duration::from_millis(1500)),
+            Some(13 * SEC)
+        );
+        assert_eq!(Clock::new(None).recorded_at(now), None, "max has no clock");
     }
 
     #[test]

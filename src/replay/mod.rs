@@ -154,19 +154,28 @@ impl ReplayControl {
 
     /// `play` or `pause` (an operator's): answers the state after it, or why not.
     pub fn command(&self, action: &str) -> Result<ReplayState, String> {
-        let now = self.state();
-        let next = match (action, now) {
-            (_, ReplayState::Finished) => return Err("the replay has finished".into()),
-            ("play", _) => ReplayState::Playing,
-            ("pause", _) => ReplayState::Paused,
-            (other, _) => {
+        let next = match action {
+            "play" => ReplayState::Playing,
+            "pause" => ReplayState::Paused,
+            other => {
                 return Err(format!(
                     "unknown action {other:?}: use \"play\" or \"pause\""
                 ))
             }
         };
-        self.set_state(next);
-        info!("replay: {action} ({now:?} -> {next:?})");
+        // Never over a finish the player has just set.
+        let finished = ReplayState::Finished.code();
+        let before = self
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                (now != finished).then_some(next.code())
+            })
+            .map_err(|_| "the replay has finished".to_owned())?;
+        self.wake.notify_waiters();
+        info!(
+            "replay: {action} ({:?} -> {next:?})",
+            ReplayState::of(before)
+        );
         Ok(next)
     }
 
@@ -239,6 +248,8 @@ pub struct ReplayHandle {
     /// Where the replay server listens (`ws://{addr}` for data, `http://{addr}` for trading).
     pub addr: SocketAddr,
     pub control: Arc<ReplayControl>,
+    secret: String,
+    player: actix::ArbiterHandle,
 }
 
 impl ReplayHandle {
@@ -248,6 +259,17 @@ impl ReplayHandle {
 
     pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The secret the daemon's connections authenticate with (with any key id: the trading
+    /// streams' names their account).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Stops the player (the daemon stops).
+    pub fn stop(&self) {
+        self.player.stop();
     }
 }
 
@@ -275,7 +297,8 @@ pub fn start(
         files.len(),
         Arc::new(Backlog::new(max_backlog)),
     ));
-    let shared = Arc::new(Shared::new(control.clone()));
+    let secret = random_secret()?;
+    let shared = Arc::new(Shared::new(control.clone(), secret.clone()));
     let addr = listener.local_addr()?;
     let data = web::Data::new(shared.clone());
     let server = HttpServer::new(move || {
@@ -287,6 +310,8 @@ pub fn start(
             .default_service(web::get().to(server::stream))
     })
     .workers(1)
+    // The daemon's feeds and trading streams; nothing else should be here.
+    .max_connections(MAX_CONNECTIONS)
     .client_disconnect_timeout(Duration::ZERO)
     .disable_signals()
     .shutdown_timeout(1)
@@ -308,8 +333,26 @@ pub fn start(
         shared,
     };
     // Its own thread: at `max` it is busy, and the daemon's main thread runs the registry.
-    actix::Arbiter::new().spawn(player.run());
-    Ok((server, ReplayHandle { addr, control }))
+    let thread = actix::Arbiter::new();
+    thread.spawn(player.run());
+    let handle = ReplayHandle {
+        addr,
+        control,
+        secret,
+        player: thread.handle(),
+    };
+    Ok((server, handle))
+}
+
+/// Connections the replay server takes at once: the daemon's few, with room to reconnect.
+const MAX_CONNECTIONS: usize = 64;
+
+/// 128 random bits from the kernel, in hex.
+fn random_secret() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

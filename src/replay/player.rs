@@ -4,28 +4,34 @@
 //! Owns: the round (the reader's channel), the clock, which sources have streamed. Talks to: the
 //! stage (targets, kicks, snapshots) and the control (state, position, counts). A frame is sent
 //! to each connection's writer and awaited: a slow consumer slows the replay (at `max` that is
-//! the pace), nothing is dropped. The protocol's own recorded frames are not played (the server
-//! answers those itself), but a recorded `connected` after data means the original connection
-//! was lost there — so is a gap record (the recorder fell behind), and the end of a round
-//! before the next: the player then closes the connections concerned, as a lost upstream would
-//! be, and waits (the clock stopped) until the daemon has reconnected them.
+//! the pace; the SDK programs' outboxes too, through the control's backlog), and one that takes
+//! nothing for [`SEND_LIMIT`] is closed rather than allowed to stop the replay. A pause stops the
+//! clock where it stands, even between frames. The protocol's own recorded frames are not played
+//! (the server answers those itself), but a recorded `connected` after data means the original
+//! connection was lost there — so is a gap record (the recorder fell behind), and the end of a
+//! round before the next: the player then closes the connections concerned, as a lost upstream
+//! would be, and waits (the clock stopped) until the daemon has reconnected them.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
+use tokio::sync::mpsc;
 
 use super::clock::Clock;
 use super::server::ws_frame;
 use super::source::{classify, spawn_reader, Meaning};
 use super::stage::{Shared, Source};
 use super::ReplayState;
+use crate::accounts::frames::{self as trading, TradingFrame};
 use crate::recorder::format::{Kind, Record};
 
 /// How long the player waits for the connections it closed to come back.
 const RETURN_LIMIT: Duration = Duration::from_secs(30);
+/// How long one connection may take to accept a frame before it is closed.
+const SEND_LIMIT: Duration = Duration::from_secs(10);
 /// How often a replay at `max` held back by a program's backlog looks again.
 const BACKLOG_CHECK: Duration = Duration::from_millis(1);
 /// How often a looping replay nobody listens to looks again.
@@ -47,6 +53,7 @@ impl Player {
             clock: Clock::new(self.factor),
             position: 0,
             streamed: BTreeSet::new(),
+            played: BTreeSet::new(),
             delivered: 0,
         };
         loop {
@@ -74,6 +81,10 @@ impl Player {
                     self.play(record, &mut round).await;
                 }
             }
+            if round.played.is_empty() {
+                warn!("replay: the record holds no market data or trade update in its window: nothing to play");
+                break;
+            }
             if !self.repeat {
                 break;
             }
@@ -83,13 +94,18 @@ impl Player {
             self.lose(None).await;
             round.streamed.clear();
             if std::mem::take(&mut round.delivered) == 0 {
-                // Nobody took a frame: wait for someone rather than loop on an empty stage.
+                // Nobody took a frame: wait for someone who would rather than loop on an empty
+                // stage.
+                let played = std::mem::take(&mut round.played);
                 while !self
                     .shared
-                    .wait_for(IDLE_CHECK, |stage| !stage.ready_sources(None).is_empty())
+                    .wait_for(IDLE_CHECK, |stage| {
+                        !stage.ready_sources(None).is_disjoint(&played)
+                    })
                     .await
                 {}
             }
+            round.played.clear();
         }
         info!("replay: the end of the record");
         control.set_state(ReplayState::Finished);
@@ -138,13 +154,34 @@ impl Player {
                         let frame = ws_frame(binary, &record.payload);
                         let targets = self.shared.stage().targets(&source);
                         round.delivered += targets.len();
-                        for out in targets {
-                            let _ = out.send(frame.clone()).await;
+                        for (id, out) in targets {
+                            // Mostly there is room: no timer then.
+                            let frame = match out.try_send(frame.clone()) {
+                                Err(mpsc::error::TrySendError::Full(frame)) => frame,
+                                _ => continue,
+                            };
+                            let sent = tokio::time::timeout(SEND_LIMIT, out.send(frame));
+                            if sent.await.is_err() {
+                                warn!(
+                                    "replay: a {} connection took no frame for {SEND_LIMIT:?}: closing it",
+                                    record.source
+                                );
+                                if let Some(kick) = self.shared.stage().kick_one(id) {
+                                    kick.notify_one();
+                                }
+                                self.shared.touch();
+                            }
                         }
                         if let Source::Account(account) = &source {
-                            self.shared.stage().updated(account);
+                            // After a fill the original daemon reloaded the account.
+                            if let TradingFrame::TradeUpdate(e) = trading::parse(&record.payload) {
+                                if e.is_fill() {
+                                    self.shared.stage().updated(account);
+                                }
+                            }
                         }
-                        round.streamed.insert(source);
+                        round.streamed.insert(source.clone());
+                        round.played.insert(source);
                         self.shared.control.played(record.received_ns);
                     }
                 }
@@ -152,13 +189,30 @@ impl Player {
         }
     }
 
-    /// Waits until the replay plays and the record's time `t_ns` is due.
+    /// Waits until the replay plays and the record's time `t_ns` is due. A pause stops the clock
+    /// where it stands, even between frames.
     async fn pace(&self, t_ns: u64, round: &mut Round) {
-        if self.shared.control.wait_until_playing().await {
-            round.clock.resume(Some(round.position));
-        }
-        if let Some(at) = round.clock.due(t_ns, std::time::Instant::now()) {
-            tokio::time::sleep_until(at.into()).await;
+        let control = &self.shared.control;
+        loop {
+            if control.wait_until_playing().await {
+                round.clock.resume(Some(round.position));
+            }
+            let Some(at) = round.clock.due(t_ns, Instant::now()) else {
+                break;
+            };
+            let wake = control.wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if control.state() == ReplayState::Playing {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => break,
+                    _ = wake => {}
+                }
+            }
+            // Paused before the frame was due: the clock stands where it got to.
+            if let Some(now) = round.clock.recorded_at(Instant::now()) {
+                round.position = now.clamp(round.position, t_ns);
+            }
         }
         round.position = t_ns;
     }
@@ -175,6 +229,7 @@ impl Player {
         for kick in kicks {
             kick.notify_one();
         }
+        self.shared.touch();
         if wanted.is_empty() {
             return;
         }
@@ -191,10 +246,12 @@ impl Player {
 /// Where a round is.
 struct Round {
     clock: Clock,
-    /// The recorded time of the last record paced.
+    /// The recorded time the replay has reached.
     position: u64,
     /// Sources that have played data since their last loss.
     streamed: BTreeSet<Source>,
+    /// Sources that have played data this round.
+    played: BTreeSet<Source>,
     /// Frames handed to connections this round.
     delivered: usize,
 }

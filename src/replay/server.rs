@@ -4,7 +4,9 @@
 //! Owns: one session per connection. A market-data session greets with `connected`, takes any
 //! key pair (`auth`), answers `subscribe`/`unsubscribe` with the full subscription set, and is
 //! ready for data once it has a subscription; a trading session takes `authenticate` (its key id
-//! names the recorded account) and is ready once it listens to `trade_updates`. Data comes from
+//! names the recorded account) and is ready once it listens to `trade_updates`. Both, and the
+//! REST views, need the secret the replay made at start (only the daemon that started it has
+//! it): a loopback port is open to every local process. Data comes from
 //! the player through the session's writer: a bounded channel of encoded frames drained by the
 //! response body, so a consumer that reads slowly slows the player instead of filling memory.
 //! A session the player kicks (a gap) sends a close frame and ends. The REST views
@@ -35,8 +37,10 @@ use crate::wire::{Msg, V};
 const WRITER_FRAMES: usize = 64;
 /// Largest message a session reads from its client.
 const MAX_CLIENT_MESSAGE: usize = 1 << 20;
-/// How long a REST read waits for the account state recorded after the last trade update.
+/// Recorded time a REST read waits for the account state recorded after the last fill ...
 const REST_CATCH_UP: Duration = Duration::from_secs(2);
+/// ... and the most wall time, well inside the daemon's REST timeout.
+const MAX_REST_CATCH_UP: Duration = Duration::from_secs(8);
 
 /// One encoded frame (for the writer).
 pub fn ws_frame(binary: bool, payload: &[u8]) -> Bytes {
@@ -199,7 +203,8 @@ impl Session {
                         .and_then(Value::as_str)
                         .is_some_and(|v| !v.is_empty())
                 };
-                if !(present("key") && present("secret")) {
+                let secret = msg.get("secret").and_then(Value::as_str);
+                if !(present("key") && secret == Some(self.shared.secret.as_str())) {
                     self.error(402).await;
                     self.close().await;
                     return false;
@@ -292,7 +297,8 @@ impl Session {
                         .filter(|v| !v.is_empty())
                         .map(str::to_owned)
                 };
-                let (Some(account), Some(_)) = (field("key_id"), field("secret_key")) else {
+                let secret = field("secret_key").filter(|s| *s == self.shared.secret);
+                let (Some(account), Some(_)) = (field("key_id"), secret) else {
                     self.send_json(json!({"stream":"authorization","data":{"action":"authenticate","message":"access key verification failed","status":"unauthorized"}})).await;
                     self.close().await;
                     return false;
@@ -335,14 +341,20 @@ impl Session {
     }
 }
 
-/// The REST views of the account whose key id the request carries.
+/// The REST views of the account whose key id the request carries (with the replay's secret).
 pub async fn rest(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    let account = req
-        .headers()
-        .get("APCA-API-KEY-ID")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if header("APCA-API-SECRET-KEY") != shared.secret {
+        return HttpResponse::Unauthorized()
+            .json(json!({"code": 40110000, "message": "request is not authorized"}));
+    }
+    let account = header("APCA-API-KEY-ID");
     let path = req.path().trim_end_matches('/');
     let view = match path {
         "/v2/account" => "account",
@@ -350,10 +362,17 @@ pub async fn rest(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpRespo
         "/v2/orders" => "orders",
         _ => return HttpResponse::NotFound().finish(),
     };
-    // After a trade update the original daemon reloaded the account; the record holds what it
-    // got, a moment later: wait for it rather than answer the state from before the update.
+    // After a fill the original daemon reloaded the account; the record holds what it got, a
+    // moment later: wait for it (that moment at the replay's speed) rather than answer the state
+    // from before the fill.
+    let limit = match shared.control.speed.factor() {
+        Some(x) => REST_CATCH_UP
+            .div_f64(x)
+            .clamp(REST_CATCH_UP, MAX_REST_CATCH_UP),
+        None => REST_CATCH_UP,
+    };
     shared
-        .wait_for(REST_CATCH_UP, |stage| {
+        .wait_for(limit, |stage| {
             stage.view(&account).is_none_or(|(_, behind)| !behind)
         })
         .await;

@@ -39,6 +39,8 @@ struct Conn {
     out: mpsc::Sender<Bytes>,
     /// Authenticated and subscribed (market data) or listening (trading).
     ready: bool,
+    /// Told to close: never ready again (a subscribe it had already read changes nothing).
+    kicked: bool,
     /// Told when the connection must close (a gap).
     kick: Arc<Notify>,
 }
@@ -47,6 +49,9 @@ struct Conn {
 #[derive(Debug, Clone)]
 struct AccountView {
     state: Value,
+    /// The record has this account's state after its reloads (records made before those were
+    /// recorded hold only each segment's): only then is there something to wait for.
+    reloads: bool,
     /// A trade update was played after this state was recorded: the state recorded after it
     /// (the original daemon's reload) is still to come.
     behind: bool,
@@ -70,6 +75,7 @@ impl Stage {
             source,
             out,
             ready: false,
+            kicked: false,
             kick,
         };
         self.conns.insert(self.next_id, conn);
@@ -79,7 +85,7 @@ impl Stage {
     /// Whether connection `id` is ready for data; answers whether this is the first market-data
     /// subscription ever.
     pub fn set_ready(&mut self, id: u64, ready: bool) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = self.conns.get_mut(&id).filter(|c| !c.kicked) else {
             return false;
         };
         conn.ready = ready;
@@ -92,12 +98,12 @@ impl Stage {
         self.conns.remove(&id);
     }
 
-    /// The writers of the ready connections of `source`.
-    pub fn targets(&self, source: &Source) -> Vec<mpsc::Sender<Bytes>> {
+    /// The ready connections of `source`: ids and writers.
+    pub fn targets(&self, source: &Source) -> Vec<(u64, mpsc::Sender<Bytes>)> {
         self.conns
-            .values()
-            .filter(|c| c.ready && c.source == *source)
-            .map(|c| c.out.clone())
+            .iter()
+            .filter(|(_, c)| c.ready && c.source == *source)
+            .map(|(id, c)| (*id, c.out.clone()))
             .collect()
     }
 
@@ -117,16 +123,25 @@ impl Stage {
     }
 
     /// The connections of `which` (every one when `None`) are to close: they are no longer
-    /// ready; answers what tells each.
+    /// ready, nor can become so; answers what tells each.
     pub fn kick(&mut self, which: Option<&Source>) -> Vec<Arc<Notify>> {
         self.conns
             .values_mut()
-            .filter(|c| which.is_none_or(|w| c.source == *w))
+            .filter(|c| !c.kicked && which.is_none_or(|w| c.source == *w))
             .map(|c| {
                 c.ready = false;
+                c.kicked = true;
                 c.kick.clone()
             })
             .collect()
+    }
+
+    /// Connection `id` is to close (it stopped taking frames); answers what tells it.
+    pub fn kick_one(&mut self, id: u64) -> Option<Arc<Notify>> {
+        let conn = self.conns.get_mut(&id).filter(|c| !c.kicked)?;
+        conn.ready = false;
+        conn.kicked = true;
+        Some(conn.kick.clone())
     }
 
     /// A snapshot record: `source` empty holds every account by id (a segment's start);
@@ -135,31 +150,34 @@ impl Stage {
         let Ok(value) = serde_json::from_slice::<Value>(payload) else {
             return;
         };
-        let mut put = |id: &str, state: Value| {
+        let mut put = |id: &str, state: Value, reload: bool| {
+            let reloads = reload || self.accounts.get(id).is_some_and(|a| a.reloads);
             self.accounts.insert(
                 id.to_owned(),
                 AccountView {
                     state,
+                    reloads,
                     behind: false,
                 },
             );
         };
         match source.strip_prefix("trading:") {
-            Some(id) => put(id, value),
+            Some(id) => put(id, value, true),
             None => {
                 if let Value::Object(all) = value {
                     for (id, state) in all {
-                        put(&id, state);
+                        put(&id, state, false);
                     }
                 }
             }
         }
     }
 
-    /// A trade update of `account` was played.
+    /// A fill of `account` was played: the state recorded after it is to come (if the record
+    /// has reloads at all).
     pub fn updated(&mut self, account: &str) {
         if let Some(view) = self.accounts.get_mut(account) {
-            view.behind = true;
+            view.behind = view.reloads;
         }
     }
 
@@ -183,14 +201,18 @@ pub struct Shared {
     /// Connections joined, became ready or left; a snapshot arrived.
     pub changed: Notify,
     pub control: Arc<ReplayControl>,
+    /// The secret every connection and REST request must bring: the replay server answers the
+    /// daemon that started it, not any local process.
+    pub secret: String,
 }
 
 impl Shared {
-    pub fn new(control: Arc<ReplayControl>) -> Shared {
+    pub fn new(control: Arc<ReplayControl>, secret: String) -> Shared {
         Shared {
             stage: Mutex::new(Stage::default()),
             changed: Notify::new(),
             control,
+            secret,
         }
     }
 
@@ -262,6 +284,10 @@ mod tests {
         assert_eq!(stage.kick(Some(&stocks)).len(), 2);
         assert!(stage.targets(&stocks).is_empty(), "kicked: no more data");
         assert!(!stage.all_ready(&both));
+        // A subscribe the kicked connection had already read does not make it ready again.
+        stage.set_ready(a, true);
+        assert!(!stage.all_ready(&both));
+        assert!(stage.kick(Some(&stocks)).is_empty(), "told once");
         stage.leave(a);
         let (d, _rd) = conn(&mut stage, stocks.clone());
         stage.set_ready(d, true);
@@ -281,6 +307,15 @@ mod tests {
                 serde_json::json!({"account":{"cash":"100"},"positions":[],"orders":[]}),
                 false
             )
+        );
+        stage.updated("main");
+        assert!(
+            !stage.view("main").unwrap().1,
+            "a record without reloads: nothing to wait for"
+        );
+        stage.snapshot(
+            "trading:main",
+            br#"{"account":{"cash":"100"},"positions":[],"orders":[]}"#,
         );
         stage.updated("main");
         assert!(stage.view("main").unwrap().1);

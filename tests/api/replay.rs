@@ -437,4 +437,25 @@ async fn a_gap_in_the_record_and_a_new_round_close_sdk_programs_as_a_lost_upstre
         )
         .await;
     assert_eq!(code, 400, "{reply}");
+
+    // The replay server itself answers only the daemon that started it (its secret).
+    let (_, framed) = awc::Client::new()
+        .ws(format!("ws://{}/v2/iex", app.sim))
+        .connect()
+        .await
+        .unwrap();
+    let mut stranger = crate::helpers::WsClient::from_framed(framed);
+    assert_eq!(stranger.next_json().await[0]["msg"], "connected");
+    stranger
+        .send(json!({"action": "auth", "key": "main", "secret": "guess"}))
+        .await;
+    assert_eq!(stranger.next_json().await[0]["code"], 402);
+    let rest = awc::Client::new()
+        .get(format!("http://{}/v2/account", app.sim))
+        .insert_header(("APCA-API-KEY-ID", "main"))
+        .insert_header(("APCA-API-SECRET-KEY", "guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status().as_u16(), 401);
 }

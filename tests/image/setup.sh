@@ -16,9 +16,13 @@
 # concurrently (see tests/provide.sh); output on stderr; exit status 1 on failure.
 set -Eeuo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../provide.sh"
+# The toolchain copied into the build image: the stable one (a new release makes the image again).
+toolchain() { rustc +stable --print sysroot 2>/dev/null || rustc --print sysroot; }
 ready() {
     "$dir/bin/podman" image exists docker.io/library/debian:bookworm-slim &&
-        "$dir/bin/podman" image exists docker.io/library/rust:1-slim-bookworm
+        "$dir/bin/podman" image exists docker.io/library/rust:1-slim-bookworm &&
+        [ "$("$dir/bin/podman" image inspect --format '{{index .Labels "rustc"}}' \
+            docker.io/library/rust:1-slim-bookworm)" = "$("$(toolchain)/bin/rustc" --version)" ]
 }
 provide_begin tests/image/setup.sh "${1:-}"
 
@@ -52,8 +56,8 @@ WRAP
 chmod +x "$dir/bin/podman"
 
 # The Debian mirror apt uses here (a proxy or a snapshot, if the machine has one).
-mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
-mirror=${mirror:-$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null)}
+mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)
+mirror=${mirror:-$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
 
 if ! "$dir/bin/podman" image exists docker.io/library/debian:bookworm-slim; then
@@ -63,10 +67,9 @@ if ! "$dir/bin/podman" image exists docker.io/library/debian:bookworm-slim; then
     rm -f "$dir/tmp/runtime.tar"
 fi
 
-if ! "$dir/bin/podman" image exists docker.io/library/rust:1-slim-bookworm; then
-    rustc=$(rustup which rustc --toolchain stable 2>/dev/null || command -v rustc) ||
-        die "no Rust toolchain to copy into the build image"
-    toolchain=$(dirname "$(dirname "$rustc")")
+if ! ready; then
+    toolchain=$(toolchain) || die "no Rust toolchain to copy into the build image"
+    version=$("$toolchain/bin/rustc" --version)
     echo "tests/image/setup.sh: making rust:1-slim-bookworm with the toolchain in $toolchain"
     mmdebstrap --variant=minbase --include=gcc,libc6-dev,ca-certificates,binutils \
         --customize-hook="mkdir -p \"\$1/usr/local/rust\" && tar -C \"$toolchain\" --exclude=./share -cf - . | tar -C \"\$1/usr/local/rust\" -xf -" \
@@ -74,6 +77,7 @@ if ! "$dir/bin/podman" image exists docker.io/library/rust:1-slim-bookworm; then
     "$dir/bin/podman" import \
         --change 'ENV PATH=/usr/local/rust/bin:/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV CARGO_HOME=/usr/local/cargo' \
+        --change "LABEL rustc=\"$version\"" \
         "$dir/tmp/build.tar" docker.io/library/rust:1-slim-bookworm
     rm -f "$dir/tmp/build.tar"
 fi
