@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::stage::{Shared, Source};
 use crate::downstream::socket::frame::{encode, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
+use crate::simulator::connection::subscription_ack;
 use crate::simulator::exchange::{encode_frame, Encoded};
 use crate::simulator::faults::SimFeed;
 use crate::simulator::{requested_encoding, stream_at};
@@ -230,17 +231,9 @@ impl Session {
                     self.error(code).await;
                     return true;
                 }
-                let mut ack = vec![("T", V::from("subscription"))];
-                for channel in self.feed.channels() {
-                    ack.push((channel, self.list(channel)));
-                }
-                if self.feed == SimFeed::Stocks {
-                    for implicit in ["corrections", "cancelErrors"] {
-                        ack.push((implicit, self.list("trades")));
-                    }
-                }
                 // The ack first: data may follow at once.
-                self.send(Msg(ack)).await;
+                let ack = subscription_ack(self.feed, |channel| self.subs.get(channel));
+                self.send(ack).await;
                 let ready = self.subs.values().any(|s| !s.is_empty());
                 let first = self.shared.stage().set_ready(id, ready);
                 if first {
@@ -272,17 +265,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    fn list(&self, channel: &str) -> V {
-        V::List(
-            self.subs
-                .get(channel)
-                .into_iter()
-                .flatten()
-                .map(|s| V::Str(s.clone()))
-                .collect(),
-        )
     }
 
     /// The trading stream's protocol: `authenticate` (the key id names the account), `listen`.

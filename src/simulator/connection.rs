@@ -251,15 +251,7 @@ impl SimConnection {
             return;
         }
         self.subs = next;
-        let mut ack = vec![("T", V::from("subscription"))];
-        for channel in channels {
-            ack.push((channel, self.list(channel)));
-        }
-        if self.feed == SimFeed::Stocks {
-            for implicit in IMPLICIT {
-                ack.push((implicit, self.list("trades")));
-            }
-        }
+        let ack = subscription_ack(self.feed, |channel| self.subs.get(channel));
         let swallowed = self
             .faults()
             .swallow_acks
@@ -270,7 +262,7 @@ impl SimConnection {
             )
             .is_ok();
         if !swallowed {
-            self.send(ctx, Msg(ack));
+            self.send(ctx, ack);
         }
         self.exchange.do_send(SubscriptionsChanged {
             id: self.id,
@@ -278,17 +270,34 @@ impl SimConnection {
             new_books,
         });
     }
+}
 
-    fn list(&self, channel: &str) -> V {
+/// The answer to a subscription change, as Alpaca sends it: every channel key of `feed`'s stream
+/// with the symbols `subs` holds on it, and on stocks `corrections` and `cancelErrors`, which
+/// follow `trades`. Also the replay server's.
+pub fn subscription_ack<'a>(
+    feed: SimFeed,
+    subs: impl Fn(&str) -> Option<&'a BTreeSet<String>>,
+) -> Msg {
+    let list = |channel: &str| {
         V::List(
-            self.subs
-                .get(channel)
+            subs(channel)
                 .into_iter()
                 .flatten()
                 .map(|s| V::Str(s.clone()))
                 .collect(),
         )
+    };
+    let mut ack = vec![("T", V::from("subscription"))];
+    for channel in feed.channels() {
+        ack.push((*channel, list(channel)));
     }
+    if feed == SimFeed::Stocks {
+        for implicit in IMPLICIT {
+            ack.push((*implicit, list("trades")));
+        }
+    }
+    Msg(ack)
 }
 
 impl Actor for SimConnection {

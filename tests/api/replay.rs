@@ -197,6 +197,20 @@ async fn play(app: &TestApp) {
     );
 }
 
+/// Waits until the daemon's view of account `main` holds `qty` AAPL.
+async fn aapl_position(app: &TestApp, qty: &str) {
+    wait_for("the AAPL position", || async {
+        let (_, positions) = app.get(&app.url("/api/v1/accounts/main/positions")).await;
+        let aapl = positions
+            .as_array()?
+            .iter()
+            .find(|p| p["symbol"] == "AAPL")?
+            .clone();
+        (aapl["qty"] == qty).then_some(())
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn a_recorded_session_replays_message_for_message_on_every_sdk_path() {
     let dir = record_dir("every-path");
@@ -231,16 +245,7 @@ async fn a_recorded_session_replays_message_for_message_on_every_sdk_path() {
         read_n(c, if p.types == ["n"] { 0 } else { 20 }).await;
     }
     // The account's reload after the last fill is recorded too.
-    wait_for("the account reloaded after the fills", || async {
-        let (_, positions) = app.get(&app.url("/api/v1/accounts/main/positions")).await;
-        let aapl = positions
-            .as_array()?
-            .iter()
-            .find(|p| p["symbol"] == "AAPL")?
-            .clone();
-        (aapl["qty"] == "6").then_some(())
-    })
-    .await;
+    aapl_position(&app, "6").await;
     app.handle.shutdown().await;
     drop((clients, stream));
 
@@ -296,16 +301,7 @@ async fn a_recorded_session_replays_message_for_message_on_every_sdk_path() {
     assert!(status["clock"].is_string(), "{status}");
     // The account's REST view comes to the state recorded after the last fill (the daemon
     // reloads it after a fill, as it did while recording).
-    wait_for("the replayed account's positions", || async {
-        let (_, positions) = app.get(&app.url("/api/v1/accounts/main/positions")).await;
-        let aapl = positions
-            .as_array()?
-            .iter()
-            .find(|p| p["symbol"] == "AAPL")?
-            .clone();
-        (aapl["qty"] == "6").then_some(())
-    })
-    .await;
+    aapl_position(&app, "6").await;
     // The last recorded quote is the price browsers and REST callers see.
     let last = recorded["stocks"]
         .iter()
