@@ -217,9 +217,15 @@ function api(path) {
 }
 
 let accountTimer = null;
+// Each load is numbered: the answer to an older one (say, the anonymous load before a sign-in,
+// answered after the signed-in one) is dropped instead of hiding the newer.
+let accountLoad = 0;
 async function loadAccount() {
+  const mine = ++accountLoad;
+  const stale = () => mine !== accountLoad;
   try {
     const list = await api("/api/v1/accounts");
+    if (stale()) return;
     const ids = list.accounts.map((a) => a.id);
     if (!ids.includes(account)) account = ids.length ? ids[0] : null;
     // Several accounts the viewer may see: a picker.
@@ -230,17 +236,27 @@ async function loadAccount() {
     }
     pick.value = account || "";
     if (!account) { showAccount(null); return; }
-    showAccount(await api(`/api/v1/accounts/${encodeURIComponent(account)}/dashboard`));
+    const d = await api(`/api/v1/accounts/${encodeURIComponent(account)}/dashboard`);
+    if (stale()) return;
+    showAccount(d);
   } catch (e) {
-    showAccount(null);
-    // 503: the account has not been loaded yet (the daemon has just started): look again soon.
-    if (e === 503) { clearTimeout(accountTimer); accountTimer = setTimeout(loadAccount, 1000); }
+    if (stale()) return;
+    showAccount(null, e);
+    // 503: the account has not been loaded yet (the daemon has just started); no status at all:
+    // the request failed on its way (a connection closed under it). Look again soon.
+    if (e === 503 || typeof e !== "number") {
+      clearTimeout(accountTimer); accountTimer = setTimeout(loadAccount, 1000);
+    }
   }
 }
 function reloadAccountSoon() { clearTimeout(accountTimer); accountTimer = setTimeout(loadAccount, 300); }
 
-function showAccount(d) {
+const NO_ACCOUNT = "No account to show. Sign in with a client allowed one.";
+// `d`, the account's dashboard, or nothing to show (and why: the HTTP status of a failed load).
+function showAccount(d, status) {
   $("acct-body").hidden = !d; $("acct-empty").hidden = !!d;
+  $("acct-empty").textContent = status === undefined || status === 401 || status === 403 ? NO_ACCOUNT
+    : `The account could not be loaded (${typeof status === "number" ? "HTTP " + status : "network error"}); trying again.`;
   if (!d) { $("acct-name").textContent = ""; return; }
   const s = d.summary || {};
   $("acct-name").textContent = ($("acct-pick").hidden ? d.id : "") + (s.connected ? "" : " · stream disconnected");
