@@ -56,7 +56,16 @@ pub fn spawn_reader(
 
 fn read(files: &[PathBuf], (from, to): (Option<u64>, Option<u64>), tx: &mpsc::Sender<Vec<Record>>) {
     let mut batch = Vec::with_capacity(BATCH);
-    for path in files {
+    // A segment whose successor starts by `from` holds nothing to play, and the successor's
+    // own snapshot supersedes its accounts: it is not even decompressed.
+    let skip = |i: usize| {
+        let next = files.get(i + 1).and_then(|p| start_of(p));
+        matches!((from, next), (Some(from), Some(next)) if next <= from)
+    };
+    for (i, path) in files.iter().enumerate() {
+        if skip(i) {
+            continue;
+        }
         let reader = std::fs::File::open(path).and_then(Reader::new);
         let mut reader = match reader {
             Ok(r) => r,
@@ -247,12 +256,48 @@ mod tests {
         let path = dir.join(format!("tickrelay-{:020}.rec.zst", 0));
         std::fs::write(&path, file).unwrap();
 
-        let mut rx = spawn_reader(vec![path], (Some(3), Some(4))).unwrap();
-        let mut got = Vec::new();
-        while let Some(batch) = rx.blocking_recv() {
-            got.extend(batch.into_iter().map(|r| (r.kind, r.received_ns)));
-        }
-        assert_eq!(got, [(Kind::Snapshot, 0), (Kind::Text, 3), (Kind::Text, 4)]);
+        let read = |files: Vec<PathBuf>, window| {
+            let mut rx = spawn_reader(files, window).unwrap();
+            let mut got = Vec::new();
+            while let Some(batch) = rx.blocking_recv() {
+                got.extend(batch.into_iter().map(|r| (r.kind, r.received_ns)));
+            }
+            got
+        };
+        assert_eq!(
+            read(vec![path.clone()], (Some(3), Some(4))),
+            [(Kind::Snapshot, 0), (Kind::Text, 3), (Kind::Text, 4)]
+        );
+        // An earlier segment whose successor starts by `from` is passed over: its snapshot
+        // would be a second one here.
+        let earlier = dir.join(format!("tickrelay-{:020}.rec.zst", 0));
+        let later = dir.join(format!("tickrelay-{:020}.rec.zst", 2));
+        std::fs::rename(&path, &later).unwrap();
+        let mut head = Vec::new();
+        write_record(&mut head, Kind::Header, 0, "", b"{}");
+        write_record(&mut head, Kind::Snapshot, 0, "", b"{}");
+        let mut file = Vec::new();
+        write_frame(&mut file, &head, 3).unwrap();
+        std::fs::write(&earlier, file).unwrap();
+        assert_eq!(
+            read(vec![earlier.clone(), later.clone()], (None, Some(0))),
+            [
+                (Kind::Header, 0),
+                (Kind::Snapshot, 0),
+                (Kind::Header, 0),
+                (Kind::Snapshot, 0)
+            ],
+            "without from, both are read"
+        );
+        assert_eq!(
+            read(vec![earlier.clone(), later.clone()], (Some(3), None)),
+            [
+                (Kind::Snapshot, 0),
+                (Kind::Text, 3),
+                (Kind::Text, 4),
+                (Kind::Text, 5)
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
