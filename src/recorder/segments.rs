@@ -25,6 +25,21 @@ pub fn start_of(path: &Path) -> Option<u64> {
         .ok()
 }
 
+/// The segments in `dir` (files named as the recorder names them): path, start and size, oldest
+/// first. Retention and replay read a directory with it.
+pub fn in_dir(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64, u64)>> {
+    let mut out: Vec<(PathBuf, u64, u64)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let path = e.path();
+            let start = start_of(&path)?;
+            Some((path, start, e.metadata().ok()?.len()))
+        })
+        .collect();
+    out.sort_by_key(|(_, start, _)| *start);
+    Ok(out)
+}
+
 impl Segments {
     pub fn new(dir: PathBuf, max_bytes: u64, max_age: Duration) -> Segments {
         Segments {
@@ -43,16 +58,7 @@ impl Segments {
 
     /// Every segment in the directory, oldest first, with its size.
     pub fn list(&self) -> std::io::Result<Vec<(PathBuf, u64, u64)>> {
-        let mut out: Vec<(PathBuf, u64, u64)> = std::fs::read_dir(&self.dir)?
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let path = e.path();
-                let start = start_of(&path)?;
-                Some((path, start, e.metadata().ok()?.len()))
-            })
-            .collect();
-        out.sort_by_key(|(_, start, _)| *start);
-        Ok(out)
+        in_dir(&self.dir)
     }
 
     /// Removes the oldest segments past the limits (never `current`); answers what went and why.

@@ -25,7 +25,6 @@ use super::server::ws_frame;
 use super::source::{classify, spawn_reader, Meaning};
 use super::stage::{Shared, Source};
 use super::ReplayState;
-use crate::accounts::frames::{self as trading, TradingFrame};
 use crate::recorder::format::{Kind, Record};
 
 /// How long the player waits for the connections it closed to come back.
@@ -142,7 +141,7 @@ impl Player {
                             round.clock.resume(Some(record.received_ns));
                         }
                     }
-                    Meaning::Data => {
+                    meaning @ (Meaning::Data | Meaning::Fill) => {
                         self.pace(record.received_ns, round).await;
                         if self.factor.is_none() {
                             // As fast as the consumers read: the SDK programs too, not only the
@@ -172,13 +171,9 @@ impl Player {
                                 self.shared.touch();
                             }
                         }
-                        if let Source::Account(account) = &source {
+                        if let (Source::Account(account), Meaning::Fill) = (&source, meaning) {
                             // After a fill the original daemon reloaded the account.
-                            if let TradingFrame::TradeUpdate(e) = trading::parse(&record.payload) {
-                                if e.is_fill() {
-                                    self.shared.stage().updated(account);
-                                }
-                            }
+                            self.shared.stage().updated(account);
                         }
                         round.streamed.insert(source.clone());
                         round.played.insert(source);

@@ -354,9 +354,7 @@ pub async fn rest(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpRespo
         None => REST_CATCH_UP,
     };
     shared
-        .wait_for(limit, |stage| {
-            stage.view(&account).is_none_or(|(_, behind)| !behind)
-        })
+        .wait_for(limit, |stage| !stage.behind(&account))
         .await;
     let state = shared.stage().view(&account);
     match state {

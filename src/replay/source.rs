@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use log::{info, warn};
 use tokio::sync::mpsc;
 
+use crate::accounts::frames::{self as trading, TradingFrame};
 use crate::recorder::format::{Kind, Reader, Record};
-use crate::recorder::segments::start_of;
+use crate::recorder::segments::{in_dir, start_of};
 
 /// Records per batch through the channel.
 const BATCH: usize = 256;
@@ -27,12 +28,7 @@ pub fn files(paths: &[String]) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths.iter().map(Path::new) {
         if path.is_dir() {
-            for entry in std::fs::read_dir(path)? {
-                let p = entry?.path();
-                if start_of(&p).is_some() {
-                    out.push(p);
-                }
-            }
+            out.extend(in_dir(path)?.into_iter().map(|(p, _, _)| p));
         } else {
             out.push(path.to_path_buf());
         }
@@ -119,6 +115,8 @@ fn send(tx: &mpsc::Sender<Vec<Record>>, batch: &mut Vec<Record>) -> bool {
 pub enum Meaning {
     /// Market data, news or a trade update: played.
     Data,
+    /// A fill (or partial fill) in a trade update: played, and the account's state changes.
+    Fill,
     /// The protocol's own frame (greeting, authentication, subscription ack, error): the replay
     /// server answers those itself. `fresh` when it begins a connection (`connected`, or the
     /// trading stream's `authorization`): after data, the recorded connection was lost there.
@@ -168,11 +166,14 @@ pub fn classify(source: &str, payload: &[u8], binary: bool) -> Meaning {
     }
 }
 
+/// The trading stream's frames, read as the account's own stream reads them.
 fn trading_meaning(payload: &[u8]) -> Meaning {
-    let parsed: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-    match parsed["stream"].as_str() {
-        Some("authorization") => Meaning::Protocol { fresh: true },
-        Some("listening") => Meaning::Protocol { fresh: false },
+    match trading::parse(payload) {
+        TradingFrame::Authorized | TradingFrame::Unauthorized { .. } => {
+            Meaning::Protocol { fresh: true }
+        }
+        TradingFrame::Listening { .. } => Meaning::Protocol { fresh: false },
+        TradingFrame::TradeUpdate(e) if e.is_fill() => Meaning::Fill,
         _ => Meaning::Data,
     }
 }
@@ -226,7 +227,8 @@ mod tests {
         let auth =
             br#"{"stream":"authorization","data":{"status":"authorized","action":"authenticate"}}"#;
         let listening = br#"{"stream":"listening","data":{"streams":["trade_updates"]}}"#;
-        let update = br#"{"stream":"trade_updates","data":{"event":"fill"}}"#;
+        let update = br#"{"stream":"trade_updates","data":{"event":"new"}}"#;
+        let fill = br#"{"stream":"trade_updates","data":{"event":"partial_fill"}}"#;
         assert_eq!(
             classify("trading:main", auth, true),
             Meaning::Protocol { fresh: true }
@@ -236,6 +238,7 @@ mod tests {
             Meaning::Protocol { fresh: false }
         );
         assert_eq!(classify("trading:main", update, true), Meaning::Data);
+        assert_eq!(classify("trading:main", fill, true), Meaning::Fill);
     }
 
     #[test]

@@ -181,6 +181,11 @@ impl Stage {
         }
     }
 
+    /// Whether `account` waits for the state recorded after a fill played.
+    pub fn behind(&self, account: &str) -> bool {
+        self.accounts.get(account).is_some_and(|v| v.behind)
+    }
+
     /// `account`'s state (`{"account":…,"positions":[…],"orders":[…]}`) and whether it is
     /// behind the trade updates played.
     pub fn view(&self, account: &str) -> Option<(Value, bool)> {

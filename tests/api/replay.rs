@@ -127,7 +127,7 @@ fn recorded_messages(dir: &Path) -> BTreeMap<String, Vec<Value>> {
             Kind::Gap => panic!("the recording has a gap"),
             _ => continue,
         };
-        if classify(&r.source, &r.payload, binary) != Meaning::Data {
+        if let Meaning::Protocol { .. } = classify(&r.source, &r.payload, binary) {
             continue;
         }
         let decoded = if binary && !r.source.starts_with("trading:") {
