@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
+#[path = "support/provide.rs"]
+mod support;
+
 const IMAGE: &str = "localhost/tickrelay:test";
 /// The build stage, kept as the next build's cache.
 const BUILD_CACHE: &str = "localhost/tickrelay-build:cache";
@@ -32,18 +35,7 @@ fn repo() -> &'static Path {
 /// Runs `tests/image/setup.sh`: podman (a wrapper with its storage under `target/image`) and
 /// the base images.
 fn podman_path() -> PathBuf {
-    let cache = repo().join("target/image");
-    let out = Command::new("bash")
-        .arg(repo().join("tests/image/setup.sh"))
-        .arg(&cache)
-        .output()
-        .expect("run tests/image/setup.sh");
-    assert!(
-        out.status.success(),
-        "tests/image/setup.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cache.join("bin/podman")
+    support::provide("image", "image").join("bin/podman")
 }
 
 struct Podman(PathBuf);
