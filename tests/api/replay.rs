@@ -446,6 +446,21 @@ async fn a_gap_in_the_record_and_a_new_round_close_sdk_programs_as_a_lost_upstre
         .send(json!({"action": "auth", "key": "main", "secret": "guess"}))
         .await;
     assert_eq!(stranger.next_json().await[0]["code"], 402);
+    // A message over the server's 1 MiB limit ends the connection at its header, unread.
+    let (_, framed) = awc::Client::new()
+        .ws(format!("ws://{}/v2/iex", app.sim))
+        .connect()
+        .await
+        .unwrap();
+    let mut oversize = crate::helpers::WsClient::from_framed(framed);
+    assert_eq!(oversize.next_json().await[0]["msg"], "connected");
+    oversize
+        .send_raw(awc::ws::Message::Binary(vec![b'x'; 2 << 20].into()))
+        .await;
+    assert!(matches!(
+        oversize.until_end().await,
+        Ended::Eof | Ended::Closed(_)
+    ));
     let rest = awc::Client::new()
         .get(format!("http://{}/v2/account", app.sim))
         .insert_header(("APCA-API-KEY-ID", "main"))
